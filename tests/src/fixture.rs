@@ -1,0 +1,181 @@
+//! Packet fixtures: a table of {name, input bytes, expected verdict, expected output
+//! bytes, expected counter} run through `BPF_PROG_TEST_RUN` on a loaded, unattached
+//! program. Map setup is done by the test on the [`Ebpf`] before the table runs.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use vip_common::{MAP_REASONS, Reason};
+
+/// XDP verdicts, as the kernel numbers them.
+pub mod action {
+    /// `XDP_ABORTED`: a program error. Never expected.
+    pub const ABORTED: u32 = 0;
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+
+    /// Printable name of a verdict.
+    pub fn name(a: u32) -> &'static str {
+        match a {
+            ABORTED => "XDP_ABORTED",
+            DROP => "XDP_DROP",
+            PASS => "XDP_PASS",
+            TX => "XDP_TX",
+            REDIRECT => "XDP_REDIRECT",
+            _ => "unknown verdict",
+        }
+    }
+}
+
+/// What the output packet must be.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Byte for byte the input (the datapath must not touch what it does not own).
+    Unchanged,
+    /// Exactly these bytes.
+    Bytes(Vec<u8>),
+    /// Not checked (dropped packets).
+    Any,
+}
+
+/// One row of a fixture table.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// What the case shows.
+    pub name: &'static str,
+    /// The frame, from the Ethernet header on.
+    pub input: Vec<u8>,
+    /// Expected verdict (see [`action`]).
+    pub verdict: u32,
+    /// Expected output frame.
+    pub output: Output,
+    /// The reason counter that must go up by one.
+    pub reason: Reason,
+}
+
+/// Loads an object (not attaching anything) and the XDP program `prog` in it.
+pub fn load(object: &[u8], prog: &str) -> Ebpf {
+    load_with(&mut EbpfLoader::new(), object, prog)
+}
+
+/// [`load`] with a prepared loader (map sizes, pins).
+pub fn load_with(loader: &mut EbpfLoader<'_>, object: &[u8], prog: &str) -> Ebpf {
+    let mut ebpf = loader
+        .load(object)
+        .unwrap_or_else(|e| panic!("loading the eBPF object failed: {e:#}"));
+    let xdp: &mut Xdp = ebpf
+        .program_mut(prog)
+        .unwrap_or_else(|| panic!("no program {prog} in the object"))
+        .try_into()
+        .expect("an XDP program");
+    xdp.load()
+        .unwrap_or_else(|e| panic!("the verifier refused {prog}: {}", verifier_log(&e)));
+    ebpf
+}
+
+fn verifier_log(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            format!("{io_error}\n{verifier_log}")
+        }
+        other => format!("{other:#}"),
+    }
+}
+
+/// Runs one frame through `prog` once; returns the verdict and the output frame.
+pub fn run(ebpf: &mut Ebpf, prog: &str, input: &[u8]) -> (u32, Vec<u8>) {
+    let xdp: &mut Xdp = ebpf
+        .program_mut(prog)
+        .expect("program exists")
+        .try_into()
+        .expect("an XDP program");
+    // Room for the largest encapsulation the datapath adds.
+    let mut out = vec![0u8; input.len() + 256];
+    let res = xdp
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e:#}"));
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+/// Packets counted under `reason` so far, summed over CPUs.
+pub fn reason_count(ebpf: &Ebpf, reason: Reason) -> u64 {
+    let map = ebpf.map(MAP_REASONS).expect("REASONS map");
+    let counters = PerCpuArray::<_, u64>::try_from(map).expect("per-CPU array of u64");
+    counters
+        .get(&(reason as u32), 0)
+        .expect("reason index in range")
+        .iter()
+        .sum()
+}
+
+/// Runs every row; reports all mismatches at once, with the bytes that differ.
+pub fn run_table(ebpf: &mut Ebpf, prog: &str, table: &[Fixture]) {
+    let mut failures = Vec::new();
+    for case in table {
+        let before = reason_count(ebpf, case.reason);
+        let (verdict, out) = run(ebpf, prog, &case.input);
+        let after = reason_count(ebpf, case.reason);
+        if verdict != case.verdict {
+            failures.push(format!(
+                "{}: verdict {} (want {})",
+                case.name,
+                action::name(verdict),
+                action::name(case.verdict)
+            ));
+        }
+        let want = match &case.output {
+            Output::Unchanged => Some(&case.input),
+            Output::Bytes(b) => Some(b),
+            Output::Any => None,
+        };
+        if let Some(want) = want
+            && &out != want
+        {
+            failures.push(format!(
+                "{}: output differs\n  got  {}\n  want {}",
+                case.name,
+                hex(&out),
+                hex(want)
+            ));
+        }
+        if after != before + 1 {
+            failures.push(format!(
+                "{}: counter {} went from {before} to {after} (want +1)",
+                case.name,
+                case.reason.name()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
+}
+
+/// Lower-case hex, a space every 4 bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .chunks(4)
+        .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,38 @@
+//! Types shared by the `vip` datapath (`vip-ebpf`) and its control plane (`vip-user`).
+//!
+//! Everything that crosses the kernel/user boundary lives here: map names, map keys and
+//! values, limits, drop/pass reasons and the flow hash. User space answers "which backend
+//! gets this flow" with the very function the kernel runs, so the two can never disagree.
+//!
+//! Rules for the shared types: `#[repr(C)]`, no `bool`, enum, `Option` or `usize`,
+//! explicit `_pad` fields, a size assertion each, and network byte order marked by a
+//! `_be` suffix. Addresses are four network-order 32-bit words (`[u32; 4]`); an IPv4
+//! address uses the first word and leaves the rest zero.
+#![no_std]
+
+pub mod hash;
+pub mod maps;
+pub mod reason;
+
+pub use hash::{flow_hash, jhash2};
+pub use maps::*;
+pub use reason::Reason;
+
+/// Address family tag stored in keys and values (`AF_INET`/`AF_INET6` are not used
+/// because their numbers differ between platforms).
+pub const FAMILY_V4: u8 = 4;
+/// See [`FAMILY_V4`].
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IP protocol number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+/// IP protocol number of IPv4-in-IP encapsulation.
+pub const PROTO_IPIP: u8 = 4;
+/// IP protocol number of IPv6-in-IP encapsulation.
+pub const PROTO_IPV6: u8 = 41;

@@ -1,0 +1,197 @@
+//! Map names, keys and values. `vipd` is the only writer of every map except the
+//! connection table and the counters, which only the datapath writes.
+
+use core::mem::size_of;
+
+/// VIP lookup: [`VipKey`] → [`VipMeta`] (hash map).
+pub const MAP_VIPS: &str = "VIPS";
+/// Backends by id: `u32` → [`Backend`] (array).
+pub const MAP_BACKENDS: &str = "BACKENDS";
+/// All Maglev tables, back to back: slot index → backend id (array, `u32` values).
+/// A VIP's active table is `MAGLEV[meta.table_base .. meta.table_base + meta.table_size]`.
+pub const MAP_MAGLEV: &str = "MAGLEV";
+/// Connection table: [`FlowKey`] → [`ConnState`] (LRU hash).
+pub const MAP_CONNS: &str = "CONNS";
+/// Global datapath settings: index 0 → [`GlobalConfig`] (array of one).
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Per-VIP counters by `VipMeta::id`: [`VipCounters`] (per-CPU array).
+pub const MAP_VIP_STATS: &str = "VIP_STATS";
+/// Per-backend counters by backend id: [`BackendCounters`] (per-CPU array).
+pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+/// Packets per [`crate::Reason`]: `u64` (per-CPU array).
+pub const MAP_REASONS: &str = "REASONS";
+
+/// Default capacities; each is overridable at load time from the config.
+pub mod defaults {
+    /// VIPs (including all-ports VIPs).
+    pub const MAX_VIPS: u32 = 256;
+    /// Backends across all VIPs.
+    pub const MAX_BACKENDS: u32 = 4096;
+    /// Maglev table size M (a prime).
+    pub const TABLE_SIZE: u32 = 65537;
+    /// Connection-table entries.
+    pub const MAX_CONNS: u32 = 1_000_000;
+}
+
+/// Key of the VIP map. `port_be == 0` is an "all ports" VIP, looked up when the exact
+/// port has no entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network-order address words (IPv4: word 0 only).
+    pub addr: [u32; 4],
+    /// Destination port, network order; 0 means all ports.
+    pub port_be: u16,
+    /// IP protocol ([`crate::PROTO_TCP`] or [`crate::PROTO_UDP`]).
+    pub proto: u8,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+}
+const _: () = assert!(size_of::<VipKey>() == 20);
+
+/// VIP flag: forward by L2 direct server return (rewrite MACs) instead of tunnelling.
+pub const VIP_F_DSR_L2: u32 = 1 << 0;
+/// VIP flag: hash on the source address only (client affinity).
+pub const VIP_F_HASH_SRC_ONLY: u32 = 1 << 1;
+/// VIP flag: do not use the connection table (every packet is hashed).
+pub const VIP_F_NO_CONNTRACK: u32 = 1 << 2;
+
+/// Value of the VIP map. Replacing it is how a new Maglev table is published: the
+/// datapath reads `table_base` once per packet, so it sees the old table or the new one,
+/// never a mixture.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    /// Index into the per-VIP counters.
+    pub id: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
+    /// First slot of the active Maglev table in [`MAP_MAGLEV`].
+    pub table_base: u32,
+    /// Number of slots (M). 0 means "no backend": packets are dropped and counted.
+    pub table_size: u32,
+}
+const _: () = assert!(size_of::<VipMeta>() == 16);
+
+/// Backend state: slot unused.
+pub const BACKEND_UNUSED: u8 = 0;
+/// Backend state: healthy and in service.
+pub const BACKEND_UP: u8 = 1;
+/// Backend state: weight 0 / admin drain. Keeps its existing flows, gets no new ones.
+pub const BACKEND_DRAINING: u8 = 2;
+/// Backend state: failed health checks or admin maintenance. Never reused: its flows are
+/// re-hashed.
+pub const BACKEND_DOWN: u8 = 3;
+
+/// Value of the backend array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Network-order address words (IPv4: word 0 only).
+    pub addr: [u32; 4],
+    /// Bumped each time the id is given to a different backend, so a connection-table
+    /// entry made for the previous owner is not reused.
+    pub generation: u32,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// `BACKEND_*`.
+    pub state: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<Backend>() == 24);
+
+/// Key of the connection table: the 5-tuple as seen on the client side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address, network-order words.
+    pub src: [u32; 4],
+    /// VIP address, network-order words.
+    pub dst: [u32; 4],
+    /// Client port, network order (0 for protocols without ports).
+    pub src_port_be: u16,
+    /// VIP port, network order.
+    pub dst_port_be: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// Explicit padding, always zero (it is part of the hashed key).
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    /// Backend id the flow is pinned to.
+    pub backend_id: u32,
+    /// The backend's [`Backend::generation`] when the flow was pinned.
+    pub generation: u32,
+}
+const _: () = assert!(size_of::<ConnState>() == 8);
+
+/// Global flag: answer oversize DF packets with ICMP frag-needed / packet-too-big.
+pub const CONFIG_F_ICMP_TOO_BIG: u32 = 1 << 0;
+
+/// Global datapath settings (index 0 of [`MAP_CONFIG`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalConfig {
+    /// `CONFIG_F_*` bits.
+    pub flags: u32,
+    /// Largest IP packet (outer header included) the LB may send after encapsulation.
+    pub mtu: u32,
+    /// Outer IPv4 source of tunnelled packets: this prefix, network order...
+    pub tunnel_src_v4_be: u32,
+    /// ...with this many low bits (host order count) taken from the flow hash.
+    pub tunnel_src_v4_hash_bits: u32,
+    /// Outer IPv6 source prefix, network-order words; the low 32 bits come from the
+    /// flow hash.
+    pub tunnel_src_v6: [u32; 4],
+}
+const _: () = assert!(size_of::<GlobalConfig>() == 32);
+
+/// Per-VIP counters (per CPU; user space sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipCounters {
+    /// Packets forwarded to a backend.
+    pub packets: u64,
+    /// Bytes forwarded (before encapsulation).
+    pub bytes: u64,
+    /// Flows that missed the connection table and were hashed.
+    pub new_flows: u64,
+    /// Packets dropped for this VIP (no backend, too big, ...).
+    pub dropped: u64,
+}
+const _: () = assert!(size_of::<VipCounters>() == 32);
+
+/// Per-backend counters (per CPU; user space sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Packets forwarded to this backend.
+    pub packets: u64,
+    /// Bytes forwarded (before encapsulation).
+    pub bytes: u64,
+    /// New flows pinned to this backend.
+    pub new_flows: u64,
+}
+const _: () = assert!(size_of::<BackendCounters>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is `#[repr(C)]`, made of integers and integer arrays only, with
+    // explicit padding, so any bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipMeta {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::GlobalConfig {}
+    unsafe impl aya::Pod for super::VipCounters {}
+    unsafe impl aya::Pod for super::BackendCounters {}
+}

@@ -1,0 +1,110 @@
+//! Why the datapath did what it did with a packet. Every packet gets exactly one reason,
+//! counted in the per-CPU `REASONS` map; every drop has a named reason.
+
+/// A packet's fate, as an index into the `REASONS` map.
+///
+/// Stored as `u32` in maps; this is a plain user-facing list, so the kernel side uses
+/// the `as u32` value and user space maps it back with [`Reason::from_index`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Forwarded to a backend (`XDP_TX` or `XDP_REDIRECT`).
+    Forwarded = 0,
+    /// Not ours (not IP, not addressed to a VIP): passed to the kernel untouched.
+    PassNotVip = 1,
+    /// Passed untouched: frame type the datapath does not parse (e.g. two VLAN tags).
+    PassUnparsed = 2,
+    /// Dropped: a packet to a VIP whose transport header is cut short or malformed.
+    DropMalformed = 3,
+    /// Dropped: a fragment of a VIP flow that carries no ports.
+    DropFragment = 4,
+    /// Dropped: IPv6 extension-header chain longer than the datapath walks.
+    DropIpv6Ext = 5,
+    /// Dropped: TTL / hop limit would reach zero.
+    DropTtl = 6,
+    /// Dropped: the VIP has no usable backend.
+    DropNoBackend = 7,
+    /// Dropped: too big to encapsulate; ICMP frag-needed / packet-too-big sent instead.
+    IcmpTooBigSent = 8,
+    /// Dropped: too big to encapsulate and ICMP answers are disabled.
+    DropTooBig = 9,
+    /// Dropped: no route or neighbour towards the backend.
+    DropNoRoute = 10,
+    /// An ICMP error about a VIP flow, steered to the flow's backend.
+    IcmpSteered = 11,
+    /// Dropped: a packet operation (head adjustment) failed.
+    DropInternal = 12,
+    /// Tunnelled packet decapsulated by `vip_decap`.
+    Decapsulated = 13,
+    /// Passed to the kernel: IP header malformed or cut short, so it cannot be shown to
+    /// be ours; the kernel's IP stack validates it (and drops and counts it).
+    PassMalformed = 14,
+}
+
+impl Reason {
+    /// Number of reasons: the size of the `REASONS` map.
+    pub const COUNT: u32 = 15;
+
+    /// Every reason, in index order.
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::Forwarded,
+        Reason::PassNotVip,
+        Reason::PassUnparsed,
+        Reason::DropMalformed,
+        Reason::DropFragment,
+        Reason::DropIpv6Ext,
+        Reason::DropTtl,
+        Reason::DropNoBackend,
+        Reason::IcmpTooBigSent,
+        Reason::DropTooBig,
+        Reason::DropNoRoute,
+        Reason::IcmpSteered,
+        Reason::DropInternal,
+        Reason::Decapsulated,
+        Reason::PassMalformed,
+    ];
+
+    /// The reason with this map index.
+    pub const fn from_index(i: u32) -> Option<Reason> {
+        if i < Self::COUNT {
+            Some(Self::ALL[i as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Stable snake_case name, used in metrics labels and CLI output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Forwarded => "forwarded",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassUnparsed => "pass_unparsed",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropFragment => "drop_fragment",
+            Reason::DropIpv6Ext => "drop_ipv6_ext",
+            Reason::DropTtl => "drop_ttl",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::IcmpTooBigSent => "icmp_too_big_sent",
+            Reason::DropTooBig => "drop_too_big",
+            Reason::DropNoRoute => "drop_no_route",
+            Reason::IcmpSteered => "icmp_steered",
+            Reason::DropInternal => "drop_internal",
+            Reason::Decapsulated => "decapsulated",
+            Reason::PassMalformed => "pass_malformed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_round_trip() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+            assert_eq!(Reason::from_index(i as u32), Some(*r));
+        }
+        assert_eq!(Reason::from_index(Reason::COUNT), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! The control plane of vip: everything `vipd` and `vipctl` share.
+
+pub mod ebpf;

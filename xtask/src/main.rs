@@ -1,0 +1,98 @@
+//! `cargo xtask setup | build | test | demo | bench`.
+//!
+//! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
+//! needs nothing but `cargo xtask test` (or `demo`).
+
+mod build;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Project tasks for vip.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what the build needs (Debian packages, bpf-linker, the eBPF toolchain).
+    Setup,
+    /// Build the eBPF programs and the user-space binaries.
+    Build {
+        /// Build user space in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
+    Test {
+        /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a lab in network namespaces with vipd and send real traffic through a VIP.
+    Demo,
+    /// Run the benchmarks and write target/bench/.
+    Bench {
+        /// Passed to the benchmark binary (e.g. a section name).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::run()?;
+            build::all(release)
+        }
+        Command::Test { args } => {
+            setup::run()?;
+            test::run(&args)
+        }
+        Command::Demo => {
+            setup::run()?;
+            build::ebpf()?;
+            build::run_bin("vip-tests", "vip-demo", true, &[])
+        }
+        Command::Bench { args } => {
+            setup::run()?;
+            build::ebpf()?;
+            build::run_bin("vip-tests", "vip-bench", true, &args)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// The cargo target directory, honouring `CARGO_TARGET_DIR`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// True when running under CI (`CI=true`): privileged tests must not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
