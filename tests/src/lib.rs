@@ -2,5 +2,6 @@
 //! on a loaded (not attached) program, and (in `lab`) network-namespace labs.
 
 pub mod fixture;
+pub mod lab;
 pub mod packet;
 pub mod privileged;
