@@ -20,6 +20,7 @@ mod cmd;
 pub mod netns;
 pub mod process;
 mod topology;
+pub mod vipd;
 
 pub use topology::{Backend, Balancer, Lab, LabSpec, LbNode, Mode, addr};
 
