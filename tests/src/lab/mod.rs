@@ -17,10 +17,12 @@
 
 pub mod client;
 mod cmd;
+pub mod inject;
 pub mod netns;
 pub mod process;
 mod topology;
 pub mod vipd;
+pub mod viplab;
 
 pub use topology::{Backend, Balancer, Lab, LabSpec, LbNode, Mode, addr};
 

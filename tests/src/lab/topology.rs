@@ -500,6 +500,13 @@ impl Lab {
         }
     }
 
+    /// Packets received so far on LB node `i`'s interface (to see which node ECMP used).
+    pub fn lb_rx_packets(&self, i: usize) -> Result<u64, LabError> {
+        let path = format!("/sys/class/net/{}/statistics/rx_packets", LbNode::IFACE);
+        let text = cmd::run_in(self.lb_nodes[i].netns(), "cat", &[&path])?;
+        Ok(text.trim().parse().unwrap_or(0))
+    }
+
     /// The namespace of client `k`.
     pub fn client_netns(&self, k: usize) -> &str {
         self.clients[k].name()

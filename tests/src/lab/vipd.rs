@@ -311,3 +311,22 @@ impl Drop for Vipd {
         netns::remove_pin_dir(&format!("/sys/fs/bpf/vip/{}", self.config.instance));
     }
 }
+
+impl Vipd {
+    /// The datapath's per-reason packet counters, from `vipctl stats`.
+    pub fn reason_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, LabError> {
+        let text = self.vipctl(&["stats"])?;
+        let mut m = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let mut words = line
+                .split(|c: char| c.is_whitespace() || c == ':' || c == '=')
+                .filter(|w| !w.is_empty());
+            if let (Some(name), Some(n)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                m.insert(name.to_string(), n);
+            }
+        }
+        Ok(m)
+    }
+}
