@@ -63,3 +63,55 @@ fn lab_nftables_dnat_round_robin_over_three_backends() {
         "every byte echoed: sent {sent}, echoed {echoed}"
     );
 }
+
+#[test]
+fn lab_nftables_direct_routing_keeps_flows_and_answers_directly() {
+    if !vip_tests::privileged::require_root(
+        "lab_nftables_direct_routing_keeps_flows_and_answers_directly",
+    ) {
+        return;
+    }
+    let _serial = vip_tests::lab::serial();
+    let mut spec = LabSpec::new(3, Mode::DsrL2);
+    spec.balancer = Balancer::NftDsrL2;
+    let lab = Lab::build(spec).expect("building the nftables direct-routing lab");
+    let ns = lab.client_netns(0).to_string();
+    for (vip, proto) in [
+        (lab.vip4(), Proto::Tcp),
+        (lab.vip6(), Proto::Tcp),
+        (lab.vip4(), Proto::Udp),
+        (lab.vip6(), Proto::Udp),
+    ] {
+        let s = client::spread(&ns, vip, proto, 150, 2, Duration::from_secs(30)).expect("spread");
+        assert!(
+            s.failures.is_empty(),
+            "nftables direct routing, {proto:?} {vip}: expected every request answered (replies return from the backends through the router), got failures {:?}",
+            &s.failures[..s.failures.len().min(5)]
+        );
+        for b in &lab.backends {
+            assert!(
+                s.count(&b.name) > 10,
+                "nftables direct routing, {proto:?} {vip}: backend {} expected a share of 150 flows, got {} ({s})",
+                b.name,
+                s.count(&b.name)
+            );
+        }
+    }
+    // A flow hash keeps each connection on its backend for its whole life.
+    let long = LongLived::start(
+        &ns,
+        lab.vip6(),
+        30,
+        2,
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+    )
+    .expect("opening long-lived connections");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = long.finish();
+    assert!(
+        report.broken().is_empty(),
+        "nftables direct routing: expected no broken long-lived connection: {}",
+        report.describe_broken()
+    );
+}

@@ -91,6 +91,11 @@ pub enum Balancer {
     /// An nftables DNAT baseline on LB node 0 (`numgen inc` over the backends). Replies
     /// go back through the LB (NAT needs the reverse path), so there is no DSR here.
     NftDnat,
+    /// A kernel-only direct-routing baseline on LB node 0: an nftables `netdev` ingress
+    /// rule rewrites the destination MAC to a backend chosen by a per-flow hash (`jhash`
+    /// of source address and port) and sends the frame back out (`fwd`). Same DSR set-up
+    /// as vip's `dsr-l2` (VIP on the backends' lo, ARP sysctls), no XDP involved.
+    NftDsrL2,
 }
 
 /// What to build.
@@ -186,6 +191,7 @@ pub struct Lab {
     /// A directory for logs and configs, removed on drop.
     pub dir: PathBuf,
     server_bin: PathBuf,
+    lb_macs: Vec<String>,
 }
 
 impl Lab {
@@ -272,6 +278,7 @@ impl Lab {
         }
 
         let mut lb_nodes = Vec::new();
+        let mut lb_macs = Vec::new();
         for i in 0..spec.lb_nodes {
             let node = host(&format!("{prefix}lb{i}"))?;
             // The switch port receives what vip_lb sends back with XDP_TX: it needs NAPI
@@ -291,6 +298,11 @@ impl Lab {
                 addr::ROUTER_LAN4.into(),
                 addr::ROUTER_LAN6.into(),
             )?;
+            lb_macs.push(
+                cmd::run_in(node.name(), "cat", &["/sys/class/net/eth0/address"])?
+                    .trim()
+                    .to_string(),
+            );
             lb_nodes.push(LbNode {
                 addr4: addr::lb4(i),
                 addr6: addr::lb6(i),
@@ -334,10 +346,16 @@ impl Lab {
             prefix,
             dir,
             server_bin,
+            lb_macs,
         };
         match lab.spec.balancer {
             Balancer::External => lab.setup_dsr()?,
             Balancer::NftDnat => lab.setup_nft_dnat()?,
+            Balancer::NftDsrL2 => {
+                lab.setup_dsr()?;
+                let ns = lab.lb_nodes[0].netns().to_string();
+                cmd::nft(&ns, &lab.nft_dsr_ruleset())?;
+            }
         }
         for j in 0..lab.backends.len() {
             lab.start_server(j)?;
@@ -409,6 +427,32 @@ impl Lab {
             v6 = addr::VIP6,
             m4 = map(false),
             m6 = map(true),
+        )
+    }
+
+    /// The direct-routing ruleset for [`Balancer::NftDsrL2`].
+    pub fn nft_dsr_ruleset(&self) -> String {
+        let n = self.backends.len();
+        let port = self.spec.port;
+        let macs = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, b)| format!("{j} : {}", b.mac))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let dev = LbNode::IFACE;
+        // The source MAC must become the LB's own, or the bridge learns the router's MAC
+        // on the LB's port and the backends' replies to the router go to the LB.
+        let lb_mac = &self.lb_macs[0];
+        format!(
+            "table netdev viplab {{\n chain ingress {{\n  type filter hook ingress device {dev} priority 0; policy accept;\n  \
+             ip daddr {v4} tcp dport {port} ether daddr set jhash ip saddr . tcp sport mod {n} seed 0x5eed map {{ {macs} }} ether saddr set {lb_mac} fwd to {dev}\n  \
+             ip daddr {v4} udp dport {port} ether daddr set jhash ip saddr . udp sport mod {n} seed 0x5eed map {{ {macs} }} ether saddr set {lb_mac} fwd to {dev}\n  \
+             ip6 daddr {v6} tcp dport {port} ether daddr set jhash ip6 saddr . tcp sport mod {n} seed 0x5eed map {{ {macs} }} ether saddr set {lb_mac} fwd to {dev}\n  \
+             ip6 daddr {v6} udp dport {port} ether daddr set jhash ip6 saddr . udp sport mod {n} seed 0x5eed map {{ {macs} }} ether saddr set {lb_mac} fwd to {dev}\n }}\n}}\n",
+            v4 = addr::VIP4,
+            v6 = addr::VIP6,
         )
     }
 
