@@ -360,6 +360,7 @@ impl Lab {
         for j in 0..lab.backends.len() {
             lab.start_server(j)?;
         }
+        lab.warm_neighbours()?;
         Ok(lab)
     }
 
@@ -469,6 +470,32 @@ impl Lab {
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             cmd::ip(self.router.name(), &args)?;
+        }
+        Ok(())
+    }
+
+    /// Has every LB node talk to every backend once (a TCP connect per family), so the
+    /// LB's ARP/neighbour cache knows the backends' MACs, as on an LB whose health checks
+    /// run: the datapath's `bpf_fib_lookup` finds no MAC for a neighbour the kernel never
+    /// resolved. The entries stay usable (STALE counts) for the life of the lab.
+    pub fn warm_neighbours(&self) -> Result<(), LabError> {
+        let targets: Vec<SocketAddr> = self
+            .backends
+            .iter()
+            .flat_map(|b| {
+                [
+                    SocketAddr::new(b.addr4.into(), self.spec.port),
+                    SocketAddr::new(b.addr6.into(), self.spec.port),
+                ]
+            })
+            .collect();
+        for node in &self.lb_nodes {
+            let targets = targets.clone();
+            netns::within(node.netns(), move || {
+                for t in targets {
+                    let _ = std::net::TcpStream::connect_timeout(&t, Duration::from_millis(500));
+                }
+            })?;
         }
         Ok(())
     }
