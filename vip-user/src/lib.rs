@@ -3,3 +3,4 @@
 pub mod datapath;
 pub mod ebpf;
 pub mod maglev;
+pub mod model;
