@@ -1,3 +1,4 @@
 //! The control plane of vip: everything `vipd` and `vipctl` share.
 
+pub mod config;
 pub mod ebpf;

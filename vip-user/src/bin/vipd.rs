@@ -1,6 +1,9 @@
 //! `vipd`: loads the vip datapath, owns its maps and keeps them right.
 
+use std::{path::PathBuf, process::ExitCode};
+
 use clap::{Parser, Subcommand};
+use vip_user::config::Config;
 
 /// The vip load-balancer daemon.
 #[derive(Debug, Parser)]
@@ -12,25 +15,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load the datapath, attach it, apply the config and serve the API.
-    Run {
-        /// Config file (TOML).
-        #[arg(short, long)]
-        config: std::path::PathBuf,
-    },
     /// Validate a config file without touching anything.
     Check {
         /// Config file (TOML).
         #[arg(short, long)]
-        config: std::path::PathBuf,
+        config: PathBuf,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { .. } | Command::Check { .. } => {
-            anyhow::bail!("not implemented in this build")
-        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+                println!(
+                    "{}: OK (instance {}, {} VIPs, {backends} backends)",
+                    config.display(),
+                    c.instance,
+                    c.vips.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vipd: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
