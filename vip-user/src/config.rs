@@ -618,12 +618,12 @@ pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return n == 2;
     }
     let mut d = 3u32;
     while u64::from(d) * u64::from(d) <= u64::from(n) {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -903,7 +903,7 @@ impl Validator<'_> {
         }
         let v4 = match &d.tunnel_source_v4 {
             Some(s) => match parse_prefix(s.get_ref()) {
-                Ok((IpAddr::V4(a), len)) => (a, len),
+                Some((IpAddr::V4(a), len)) => (a, len),
                 _ => {
                     self.at(s, format!("datapath.tunnel_source_v4 {:?} is not an IPv4 prefix: write e.g. \"198.18.255.0/24\"", s.get_ref()));
                     default_tunnel_v4()
@@ -913,8 +913,8 @@ impl Validator<'_> {
         };
         let v6 = match &d.tunnel_source_v6 {
             Some(s) => match parse_prefix(s.get_ref()) {
-                Ok((IpAddr::V6(a), len)) if len <= 96 => (a, len),
-                Ok((IpAddr::V6(_), _)) => {
+                Some((IpAddr::V6(a), len)) if len <= 96 => (a, len),
+                Some((IpAddr::V6(_), _)) => {
                     self.at(s, "datapath.tunnel_source_v6: the prefix must be /96 or shorter (the low 32 bits carry the flow hash)");
                     default_tunnel_v6()
                 }
@@ -1082,15 +1082,12 @@ fn default_tunnel_v6() -> (Ipv6Addr, u8) {
 }
 
 /// Parses `ADDR/LEN`.
-pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), ()> {
-    let (a, l) = s.split_once('/').ok_or(())?;
-    let a: IpAddr = a.parse().map_err(|_| ())?;
-    let l: u8 = l.parse().map_err(|_| ())?;
+pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let a: IpAddr = a.parse().ok()?;
+    let l: u8 = l.parse().ok()?;
     let max = if a.is_ipv4() { 32 } else { 128 };
-    if l > max {
-        return Err(());
-    }
-    Ok((a, l))
+    (l <= max).then_some((a, l))
 }
 
 fn parse_status_range(s: &str) -> Option<(u16, u16)> {

@@ -2,4 +2,8 @@
 
 pub mod config;
 pub mod ebpf;
+#[cfg(test)]
+mod fake;
 pub mod maglev;
+pub mod owner;
+pub mod reconcile;
