@@ -1,9 +1,12 @@
 //! The control plane of vip: everything `vipd` and `vipctl` share.
 
+pub mod api;
 pub mod config;
 pub mod ebpf;
 #[cfg(test)]
 mod fake;
+pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod owner;
 pub mod reconcile;
