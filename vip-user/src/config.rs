@@ -458,6 +458,25 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, origin, None)
+    }
+
+    /// Parses config text for its VIPs only, as a running vipd does for
+    /// `vipctl apply -f`: defaults and limits come from `limits` (the running datapath's),
+    /// whatever the file's `[limits]` says.
+    pub fn parse_vips(
+        text: &str,
+        origin: &str,
+        limits: &LimitsSpec,
+    ) -> Result<Vec<VipSpec>, ConfigError> {
+        Ok(Self::parse_with(text, origin, Some(*limits))?.vips)
+    }
+
+    fn parse_with(
+        text: &str,
+        origin: &str,
+        limits: Option<LimitsSpec>,
+    ) -> Result<Self, ConfigError> {
         let raw: raw::File = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
@@ -465,6 +484,7 @@ impl Config {
         let mut v = Validator {
             text,
             problems: Vec::new(),
+            limits_override: limits,
         };
         let cfg = v.file(raw);
         if v.problems.is_empty() {
@@ -755,6 +775,7 @@ mod raw {
 struct Validator<'a> {
     text: &'a str,
     problems: Vec<String>,
+    limits_override: Option<LimitsSpec>,
 }
 
 impl Validator<'_> {
@@ -790,7 +811,10 @@ impl Validator<'_> {
         let state_file = f
             .state_file
             .unwrap_or_else(|| PathBuf::from(format!("/var/lib/vip/{instance}/state.json")));
-        let limits = self.limits(&f.limits);
+        let limits = match self.limits_override {
+            Some(l) => l,
+            None => self.limits(&f.limits),
+        };
         let datapath = self.datapath(f.datapath);
         let api = self.api(f.api, &instance);
         let metrics = f.metrics.and_then(|m| match m.listen.get_ref().parse::<SocketAddr>() {

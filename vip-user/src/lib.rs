@@ -1,7 +1,9 @@
 //! The control plane of vip: everything `vipd` and `vipctl` share.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod ebpf;
 #[cfg(test)]
 mod fake;

@@ -309,7 +309,10 @@ impl<T: DatapathOps> Owner<T> {
             })
         };
         match c {
-            Change::VipAdd { spec } => {
+            Change::VipAdd { mut spec } => {
+                if spec.table_size == 0 {
+                    spec.table_size = self.limits.table_size;
+                }
                 if vips.iter().any(|v| v.id == spec.id) {
                     return Err(OwnerError::NotFound(format!(
                         "VIP {} already exists: delete it first or change its backends with `vipctl backend`",
@@ -399,6 +402,11 @@ impl<T: DatapathOps> Owner<T> {
                 })
             }
         }
+    }
+
+    /// The owner's belief about a backend's health (unknown = healthy).
+    pub fn is_up(&self, ident: &BackendIdentity) -> bool {
+        self.health.get(ident).copied().unwrap_or(true)
     }
 
     /// Running VIPs.
