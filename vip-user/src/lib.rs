@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod datapath;
 pub mod ebpf;
 #[cfg(test)]
 mod fake;
