@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod datapath_ops;
+pub mod decap;
 pub mod ebpf;
 #[cfg(test)]
 mod fake;
@@ -13,3 +15,5 @@ pub mod maglev;
 pub mod metrics;
 pub mod owner;
 pub mod reconcile;
+pub mod service;
+pub mod xdp_link;

@@ -19,7 +19,7 @@ use vip_common::{
 use crate::{
     config::{AdminState, BackendSpec, Config, LimitsSpec, Protocol, VipId, VipSpec},
     reconcile::{
-        Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Tables, VipKeyOrd, addr_words,
+        Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Tables, VipKeyOrd,
         backend_state, desired_tables, global_config,
     },
 };
@@ -601,17 +601,7 @@ fn table_flags(v: &VipSpec) -> u32 {
 
 /// The connection-table key of a flow.
 pub fn flow_key(proto: Protocol, src: SocketAddr, dst: SocketAddr) -> FlowKey {
-    let (s, family) = addr_words(src.ip());
-    let (d, _) = addr_words(dst.ip());
-    FlowKey {
-        src: s,
-        dst: d,
-        src_port_be: src.port().to_be(),
-        dst_port_be: dst.port().to_be(),
-        proto: proto.number(),
-        family,
-        _pad: [0; 2],
-    }
+    crate::datapath::flow_key(src, dst, proto.number())
 }
 
 /// Printable backend state.

@@ -123,20 +123,9 @@ impl Allocation {
     }
 }
 
-/// Network-order address words as the datapath stores them.
-pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
-    match ip {
-        IpAddr::V4(a) => (
-            [u32::from_ne_bytes(a.octets()), 0, 0, 0],
-            vip_common::FAMILY_V4,
-        ),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], vip_common::FAMILY_V6)
-        }
-    }
-}
+/// Network-order address words as the datapath stores them (one definition, the
+/// datapath's).
+pub use crate::datapath::addr_words;
 
 /// The VIP map key of a VIP.
 pub fn vip_key(id: &VipId) -> VipKey {
