@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     api::{self, ApplyResult, Request, Response},
@@ -75,6 +75,23 @@ pub enum Command {
     },
     /// Make vipd re-read its config file (as SIGHUP).
     Reload,
+    /// Run packets through a private copy of vip_lb loaded with a config (needs root; does
+    /// not touch a running vipd).
+    Trace(TraceArgs),
+}
+
+/// `vipctl trace` arguments.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Config file whose VIPs and settings the private datapath gets.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// One flow: PROTO CLIENT:PORT VIP:PORT (a TCP SYN or a UDP datagram is built).
+    #[arg(long, num_args = 3, value_names = ["PROTO", "SRC", "DST"], conflicts_with = "pcap", required_unless_present = "pcap")]
+    pub flow: Option<Vec<String>>,
+    /// A pcap file (Ethernet link type) whose packets are run in order.
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `vipctl vip ...`.
@@ -278,6 +295,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             }))
         }
         Command::Reload => Ok(Some(Request::Reload)),
+        Command::Trace(_) => Ok(None),
     }
 }
 

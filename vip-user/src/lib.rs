@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod owner;
 pub mod reconcile;
 pub mod service;
+pub mod trace;
 pub mod xdp_link;

@@ -409,6 +409,15 @@ impl<T: DatapathOps> Owner<T> {
         self.health.get(ident).copied().unwrap_or(true)
     }
 
+    /// Every allocated backend: (VIP, address) and its datapath id.
+    pub fn backend_ids(&self) -> Vec<(BackendIdentity, u32)> {
+        self.alloc
+            .backends
+            .iter()
+            .map(|&(i, id, _)| (i, id))
+            .collect()
+    }
+
     /// Running VIPs.
     pub fn vips(&self) -> &[VipSpec] {
         &self.vips

@@ -83,7 +83,25 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     let _guard = rt.enter();
     // Bind first: a second vipd for the same instance must fail before touching maps.
     let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
+    let socket = cfg.api.socket.clone();
+    let result = serve(cfg, config_path, &rt, listener, access);
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+fn serve(
+    cfg: Config,
+    config_path: &Path,
+    rt: &tokio::runtime::Runtime,
+    listener: tokio::net::UnixListener,
+    access: api::Access,
+) -> Result<(), ServiceError> {
     let pin = cfg.pin_dir();
+    if !is_bpffs(Path::new("/sys/fs/bpf")) {
+        return Err(ServiceError::Datapath(
+            "/sys/fs/bpf is not a BPF filesystem, so nothing can be pinned there: mount it (`mount -t bpf bpf /sys/fs/bpf`). Note that `ip netns exec` remounts /sys without it: use `vipd run --netns NAME` or `nsenter --net=/run/netns/NAME vipd run ...` instead".into(),
+        ));
+    }
     let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin)).map_err(datapath_error)?;
     let adopted = dp.adopted();
     tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
@@ -133,6 +151,41 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         listener,
         access,
     ))?;
+    Ok(())
+}
+
+/// True if `p` is a mounted bpffs.
+pub fn is_bpffs(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is NUL-terminated; st is valid for writes.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Moves this process into the network namespace `/run/netns/NAME` (as `ip netns exec`
+/// does, but keeping the mount namespace, so /sys/fs/bpf pins are the host's). Must be
+/// called before any thread starts.
+pub fn enter_netns(name: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = Path::new("/run/netns").join(name);
+    let f = std::fs::File::open(&path).map_err(|e| {
+        format!(
+            "opening network namespace {}: {e} (`ip netns list` shows them)",
+            path.display()
+        )
+    })?;
+    // SAFETY: f is an open namespace file; setns only changes this thread's namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "entering network namespace {name}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
     Ok(())
 }
 

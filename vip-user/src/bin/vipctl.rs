@@ -3,17 +3,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vip_user::cli::{self, Cli};
+use vip_user::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli::request(&cli.command) {
-        Ok(Some(req)) => cli::run_remote(&cli, &req),
-        Ok(None) => unreachable!("every command talks to vipd"),
-        Err(e) => {
-            eprintln!("vipctl: {e}");
-            return ExitCode::from(2);
-        }
+    let result = match &cli.command {
+        Command::Trace(args) => vip_user::trace::run(args, cli.output),
+        cmd => match cli::request(cmd) {
+            Ok(Some(req)) => cli::run_remote(&cli, &req),
+            Ok(None) => unreachable!("only trace runs without vipd"),
+            Err(e) => {
+                eprintln!("vipctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     match result {
         Ok(text) => {

@@ -24,6 +24,10 @@ enum Command {
         /// Config file (TOML).
         #[arg(short, long)]
         config: PathBuf,
+        /// Run in network namespace /run/netns/NAME (keeps the host's /sys/fs/bpf,
+        /// unlike `ip netns exec`).
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// Validate a config file without touching anything.
     Check {
@@ -64,6 +68,9 @@ enum DecapCmd {
         /// native, generic or auto.
         #[arg(long, default_value = "auto", value_parser = parse_mode)]
         xdp_mode: XdpMode,
+        /// Network namespace /run/netns/NAME of the interface.
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// Detach vip_decap from an interface.
     Detach {
@@ -74,6 +81,15 @@ enum DecapCmd {
         #[arg(long, default_value = "default")]
         instance: String,
     },
+}
+
+fn netns_of(c: &Command) -> Option<&str> {
+    match c {
+        Command::Run { netns, .. } | Command::Decap(DecapCmd::Attach { netns, .. }) => {
+            netns.as_deref()
+        }
+        _ => None,
+    }
 }
 
 fn parse_mode(s: &str) -> Result<XdpMode, String> {
@@ -87,12 +103,19 @@ fn parse_mode(s: &str) -> Result<XdpMode, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ns) = netns_of(&cli.command)
+        && let Err(e) = service::enter_netns(ns)
+    {
+        eprintln!("vipd: {e}");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result: Result<String, String> = match cli.command {
         Command::Check { config } => Config::load(&config)
@@ -106,7 +129,7 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
-        Command::Run { config } => service::run(&config)
+        Command::Run { config, .. } => service::run(&config)
             .map(|()| String::new())
             .map_err(|e| e.to_string()),
         Command::Down {
@@ -143,6 +166,7 @@ fn main() -> ExitCode {
             instance,
             locals,
             xdp_mode,
+            ..
         }) => decap::attach(&iface, &locals, xdp_mode, &decap::pin_dir(&instance))
             .map(|(how, addrs)| {
                 let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
