@@ -134,7 +134,6 @@ fn bad_traffic(mode: Mode) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_bad_traffic_tunnel() {
     if !vip_tests::privileged::require_root("lab_bad_traffic_tunnel") {
         return;
@@ -143,7 +142,6 @@ fn lab_bad_traffic_tunnel() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_bad_traffic_dsr_l2() {
     if !vip_tests::privileged::require_root("lab_bad_traffic_dsr_l2") {
         return;

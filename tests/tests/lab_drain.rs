@@ -61,7 +61,6 @@ fn drain(mode: Mode, v6: bool) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_drain_tunnel_v6() {
     if !vip_tests::privileged::require_root("lab_drain_tunnel_v6") {
         return;
@@ -70,7 +69,6 @@ fn lab_drain_tunnel_v6() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_drain_dsr_l2_v4() {
     if !vip_tests::privileged::require_root("lab_drain_dsr_l2_v4") {
         return;

@@ -117,7 +117,6 @@ fn health(mode: Mode, v6: bool) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_health_tunnel_v4() {
     if !vip_tests::privileged::require_root("lab_health_tunnel_v4") {
         return;
@@ -126,7 +125,6 @@ fn lab_health_tunnel_v4() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_health_dsr_l2_v6() {
     if !vip_tests::privileged::require_root("lab_health_dsr_l2_v6") {
         return;

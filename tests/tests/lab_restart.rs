@@ -67,7 +67,6 @@ fn restart(mode: Mode) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_restart_tunnel() {
     if !vip_tests::privileged::require_root("lab_restart_tunnel") {
         return;
@@ -76,7 +75,6 @@ fn lab_restart_tunnel() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_restart_dsr_l2() {
     if !vip_tests::privileged::require_root("lab_restart_dsr_l2") {
         return;

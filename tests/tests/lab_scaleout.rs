@@ -74,7 +74,6 @@ fn scale_out(mode: Mode) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_scale_out_tunnel() {
     if !vip_tests::privileged::require_root("lab_scale_out_tunnel") {
         return;
@@ -83,7 +82,6 @@ fn lab_scale_out_tunnel() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_scale_out_dsr_l2() {
     if !vip_tests::privileged::require_root("lab_scale_out_dsr_l2") {
         return;

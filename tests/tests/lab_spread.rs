@@ -68,7 +68,6 @@ fn spread(mode: Mode, equal_v6: bool) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_spread_tunnel_v4_equal_v6_weighted() {
     if !vip_tests::privileged::require_root("lab_spread_tunnel_v4_equal_v6_weighted") {
         return;
@@ -77,7 +76,6 @@ fn lab_spread_tunnel_v4_equal_v6_weighted() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_spread_dsr_l2_v6_equal_v4_weighted() {
     if !vip_tests::privileged::require_root("lab_spread_dsr_l2_v6_equal_v4_weighted") {
         return;

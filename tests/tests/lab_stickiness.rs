@@ -67,7 +67,6 @@ fn sticky(mode: Mode, v6: bool) {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_stickiness_tunnel_v4() {
     if !vip_tests::privileged::require_root("lab_stickiness_tunnel_v4") {
         return;
@@ -76,7 +75,6 @@ fn lab_stickiness_tunnel_v4() {
 }
 
 #[test]
-#[ignore = "needs `vipd run` and `vipctl` from the control plane (branch cp), not merged yet"]
 fn lab_stickiness_dsr_l2_v6() {
     if !vip_tests::privileged::require_root("lab_stickiness_dsr_l2_v6") {
         return;

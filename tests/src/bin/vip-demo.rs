@@ -108,8 +108,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         &client::spread(&ns, vip4, Proto::Tcp, REQUESTS, 2, Duration::from_secs(30))?,
     );
 
-    step("What the operator sees: `vipctl list`");
-    indent(&vipd.vipctl(&["list"])?);
+    step("What the operator sees: `vipctl vip list` and `vipctl backend list`");
+    indent(&vipd.vipctl(&["vip", "list"])?);
+    println!();
+    indent(&vipd.vipctl(&["backend", "list"])?);
     step("`vipctl stats`");
     indent(&vipd.vipctl(&["stats"])?);
 

@@ -122,10 +122,17 @@ pub fn spread(
         handles.push(std::thread::spawn(move || -> Result<Spread, LabError> {
             netns::enter(&ns)?;
             let mut s = Spread::default();
+            let mut in_a_row = 0;
             for _ in 0..share {
                 if Instant::now() > deadline {
                     s.failures
                         .push("time limit reached before the request was sent".into());
+                    continue;
+                }
+                // Fail fast when nothing gets through (each failure costs a timeout).
+                if in_a_row >= 10 {
+                    s.failures
+                        .push("not sent: the previous 10 requests failed".into());
                     continue;
                 }
                 let r = match proto {
@@ -133,8 +140,14 @@ pub fn spread(
                     Proto::Udp => whoami_udp(vip),
                 };
                 match r {
-                    Ok(name) => *s.counts.entry(name).or_default() += 1,
-                    Err(e) => s.failures.push(e),
+                    Ok(name) => {
+                        in_a_row = 0;
+                        *s.counts.entry(name).or_default() += 1;
+                    }
+                    Err(e) => {
+                        in_a_row += 1;
+                        s.failures.push(e);
+                    }
                 }
             }
             Ok(s)

@@ -23,6 +23,7 @@ pub mod process;
 mod topology;
 pub mod vipd;
 pub mod viplab;
+pub mod xdp_pass;
 
 pub use topology::{Backend, Balancer, Lab, LabSpec, LbNode, Mode, addr};
 

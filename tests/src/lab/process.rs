@@ -18,7 +18,8 @@ pub struct LabProcess {
 }
 
 impl LabProcess {
-    /// Starts `program args...` inside `netns`; stdout and stderr go to `log`.
+    /// Starts `program args...` inside `netns` (with `ip netns exec`; an empty `netns` runs
+    /// it directly); stdout and stderr go to `log`.
     pub fn spawn(
         what: &str,
         netns: &str,
@@ -34,13 +35,16 @@ impl LabProcess {
             what: format!("creating log file {}", log.display()),
             source,
         })?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        // An empty `netns`: the program enters its namespace itself (vipd's `--netns`, which
+        // keeps the host's /sys/fs/bpf; `ip netns exec` remounts /sys without bpffs).
+        let mut cmd = if netns.is_empty() {
+            Command::new(program)
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns]).arg(program);
+            c
+        };
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {

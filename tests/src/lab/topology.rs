@@ -3,6 +3,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::OwnedFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -192,6 +193,14 @@ pub struct Lab {
     pub dir: PathBuf,
     server_bin: PathBuf,
     lb_macs: Vec<String>,
+    /// bpffs pin directories created for this lab (vip_decap on the backends).
+    pub(crate) pin_dirs: Vec<String>,
+    /// XDP_PASS links on the LB-facing switch ports (detached when closed).
+    #[expect(
+        dead_code,
+        reason = "only held open: closing the links detaches the programs"
+    )]
+    wake_links: Vec<OwnedFd>,
 }
 
 impl Lab {
@@ -279,18 +288,19 @@ impl Lab {
 
         let mut lb_nodes = Vec::new();
         let mut lb_macs = Vec::new();
+        let mut wake_links = Vec::new();
         for i in 0..spec.lb_nodes {
             let node = host(&format!("{prefix}lb{i}"))?;
-            // The switch port receives what vip_lb sends back with XDP_TX: it needs NAPI
-            // (GRO) or the frames are dropped (see shared/TOOLCHAIN.md).
-            plug(
+            // The switch port receives what vip_lb sends back with XDP_TX: it needs an XDP
+            // program of its own, or the frames wait (see xdp_pass).
+            wake_links.extend(plug(
                 &switch,
                 &node,
                 LbNode::IFACE,
                 &format!("plb{i}"),
                 &lan_mtu,
                 true,
-            )?;
+            )?);
             address(node.name(), LbNode::IFACE, addr::lb4(i).into(), 24)?;
             address(node.name(), LbNode::IFACE, addr::lb6(i).into(), 64)?;
             default_routes(
@@ -347,6 +357,8 @@ impl Lab {
             dir,
             server_bin,
             lb_macs,
+            pin_dirs: Vec::new(),
+            wake_links,
         };
         match lab.spec.balancer {
             Balancer::External => lab.setup_dsr()?,
@@ -370,6 +382,12 @@ impl Lab {
         let lbs4: Vec<IpAddr> = self.lb_nodes.iter().map(|n| n.addr4.into()).collect();
         let lbs6: Vec<IpAddr> = self.lb_nodes.iter().map(|n| n.addr6.into()).collect();
         self.route_vips_to(&lbs4, &lbs6)?;
+        for node in &self.lb_nodes {
+            // bpf_fib_lookup answers FWD_DISABLED unless the LB node forwards (as an LB does).
+            cmd::sysctl(node.netns(), "net.ipv4.ip_forward", "1")?;
+            cmd::sysctl(node.netns(), "net.ipv6.conf.all.forwarding", "1")?;
+            cmd::sysctl(node.netns(), "net.ipv4.conf.all.send_redirects", "0")?;
+        }
         for b in &self.backends {
             let ns = b.netns();
             address(ns, "lo", addr::VIP4.into(), 32)?;
@@ -616,6 +634,14 @@ impl Drop for Lab {
             b.server = None;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The namespaces (fields below) go after this; pinned links whose interface is gone
+        // detach by themselves, the pin files must be removed.
+        for b in &self.backends {
+            netns::kill_all_in(b.netns());
+        }
+        for dir in &self.pin_dirs {
+            netns::remove_pin_dir(dir);
+        }
     }
 }
 
@@ -631,15 +657,16 @@ fn host(name: &str) -> Result<Netns, LabError> {
     Ok(ns)
 }
 
-/// Connects `node` to the bridge: `ifname` in the node, `port` in the switch.
+/// Connects `node` to the bridge: `ifname` in the node, `port` in the switch. With
+/// `wake_port`, the port gets an XDP_PASS program (see [`super::xdp_pass`]), returned.
 fn plug(
     switch: &Netns,
     node: &Netns,
     ifname: &str,
     port: &str,
     mtu: &str,
-    gro_on_port: bool,
-) -> Result<(), LabError> {
+    wake_port: bool,
+) -> Result<Option<OwnedFd>, LabError> {
     cmd::ip(
         switch.name(),
         &[
@@ -662,10 +689,10 @@ fn plug(
     cmd::ip(node.name(), &["link", "set", ifname, "mtu", mtu, "up"])?;
     offloads_off(node.name(), ifname)?;
     offloads_off(switch.name(), port)?;
-    if gro_on_port {
-        cmd::ethtool(switch.name(), &["-K", port, "gro", "on"])?;
+    if wake_port {
+        return super::xdp_pass::attach(switch.name(), port).map(Some);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Checksum offload off: a veth hands packets on with the checksum still to be filled in

@@ -207,7 +207,22 @@ impl Lab {
         let vipd = super::workspace_binary("vipd", "vip-user")?;
         let vipd = vipd.to_string_lossy().to_string();
         for b in &self.backends {
-            cmd::run_in(b.netns(), &vipd, &["decap", "attach", "--iface", "eth0"])?;
+            // One pin instance per backend: other labs on this machine attach theirs too.
+            let instance = format!("{}{}", self.prefix, b.name);
+            let pin_dir = format!("/sys/fs/bpf/vip/{instance}");
+            netns::register_pin_dir(&pin_dir);
+            self.pin_dirs.push(pin_dir);
+            let args = [
+                "decap",
+                "attach",
+                "--iface",
+                "eth0",
+                "--netns",
+                b.netns(),
+                "--instance",
+                &instance,
+            ];
+            cmd::run(&vipd, &args)?;
         }
         Ok(())
     }
@@ -253,18 +268,14 @@ impl Vipd {
             "run".to_string(),
             "-c".into(),
             self.config_path.to_string_lossy().to_string(),
+            "--netns".into(),
+            self.netns.clone(),
         ];
-        self.process = Some(LabProcess::spawn(
-            "vipd",
-            &self.netns,
-            &bin,
-            &args,
-            &self.log,
-        )?);
+        self.process = Some(LabProcess::spawn("vipd", "", &bin, &args, &self.log)?);
         let start = Instant::now();
         let limit = Duration::from_secs(20);
         while start.elapsed() < limit {
-            if self.vipctl(&["list"]).is_ok() {
+            if self.vipctl(&["vip", "list"]).is_ok() {
                 return Ok(());
             }
             if let Some(p) = &mut self.process
@@ -313,20 +324,18 @@ impl Drop for Vipd {
 }
 
 impl Vipd {
-    /// The datapath's per-reason packet counters, from `vipctl stats`.
+    /// The datapath's per-reason packet counters, from `vipctl -o json stats`.
     pub fn reason_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, LabError> {
-        let text = self.vipctl(&["stats"])?;
-        let mut m = std::collections::BTreeMap::new();
-        for line in text.lines() {
-            let mut words = line
-                .split(|c: char| c.is_whitespace() || c == ':' || c == '=')
-                .filter(|w| !w.is_empty());
-            if let (Some(name), Some(n)) = (words.next(), words.next())
-                && let Ok(n) = n.parse::<u64>()
-            {
-                m.insert(name.to_string(), n);
-            }
-        }
-        Ok(m)
+        Ok(self.status()?.reasons.into_iter().collect())
+    }
+
+    /// vipd's whole status (`vipctl -o json stats`), typed.
+    pub fn status(&self) -> Result<vip_user::owner::Status, LabError> {
+        let text = self.vipctl(&["-o", "json", "stats"])?;
+        serde_json::from_str(&text).map_err(|e| LabError::Command {
+            command: "vipctl -o json stats".into(),
+            status: "unreadable output".into(),
+            stderr: format!("{e}: {text}"),
+        })
     }
 }

@@ -108,7 +108,7 @@ impl VipLab {
     /// Removes backend `j` from the VIP on every LB node.
     pub fn remove_backend(&self, scenario: &str, vip: &str, j: usize, v6: bool) {
         let b = self.lab.backend_addr(j, v6).to_string();
-        self.vipctl_all(scenario, &["backend", "remove", vip, &b]);
+        self.vipctl_all(scenario, &["backend", "del", vip, &b]);
     }
     /// Sets backend `j`'s admin state (`ready`, `drain`, `maint`) on every LB node.
     pub fn set_state(&self, scenario: &str, vip: &str, j: usize, v6: bool, state: &str) {
