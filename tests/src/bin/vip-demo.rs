@@ -37,7 +37,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("vip demo: an XDP load balancer in front of 3 backends, inside network namespaces.\n");
     println!("  client ── router ── LB node: vipd + vip_lb (XDP) ── backends b1 b2 b3");
     println!("                 ▲                                      │");
-    println!("                 └──── replies go straight back (DSR) ──┘\n");
+    println!("                 └──── replies go straight back (DSR) ──┘");
+    println!(
+        "  VIPs 198.18.100.1:80 and [2001:db8:100::1]:80; the LB tunnels (IPIP / IP6IP6) each"
+    );
+    println!("  flow to one backend, which holds the VIP on lo and answers the client directly.");
 
     step("Building the lab (namespaces, veth pairs, a bridge, backend servers)");
     let mut lab = Lab::build(LabSpec::new(3, Mode::Tunnel))?;
@@ -50,8 +54,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let config = lab.vipd_config(0, vips);
     let vipd = Vipd::start(&lab, 0, config)?;
-    println!("   vipd runs on the LB node with this config:\n");
-    for line in vipd.config.to_toml().lines().filter(|l| !l.is_empty()) {
+    println!(
+        "   vipd runs on the LB node; its config (the IPv6 VIP is the same with IPv6 addresses):\n"
+    );
+    let toml = vipd.config.to_toml();
+    let second_vip = toml
+        .match_indices("[[vip]]")
+        .nth(1)
+        .map_or(toml.len(), |(i, _)| i);
+    for line in toml[..second_vip].lines().filter(|l| {
+        !l.is_empty() && !l.starts_with("state_file") && !l.starts_with("socket") && *l != "[api]"
+    }) {
         println!("      {line}");
     }
     let ns = lab.client_netns(0).to_string();
