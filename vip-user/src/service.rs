@@ -81,10 +81,12 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         .enable_all()
         .build()?;
     let _guard = rt.enter();
-    // Bind first: a second vipd for the same instance must fail before touching maps.
-    let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
+    // A second vipd for the same instance must fail before touching maps.
+    if std::os::unix::net::UnixStream::connect(&cfg.api.socket).is_ok() {
+        return Err(api::ListenError::InUse(cfg.api.socket.clone()).into());
+    }
     let socket = cfg.api.socket.clone();
-    let result = serve(cfg, config_path, &rt, listener, access);
+    let result = serve(cfg, config_path, &rt);
     let _ = std::fs::remove_file(&socket);
     result
 }
@@ -93,8 +95,6 @@ fn serve(
     cfg: Config,
     config_path: &Path,
     rt: &tokio::runtime::Runtime,
-    listener: tokio::net::UnixListener,
-    access: api::Access,
 ) -> Result<(), ServiceError> {
     let pin = cfg.pin_dir();
     if !is_bpffs(Path::new("/sys/fs/bpf")) {
@@ -144,6 +144,8 @@ fn serve(
             xdp_link::detach_pinned(&stale)?;
         }
     }
+    // The socket appears only now, so "it answers" means "it is serving".
+    let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
     rt.block_on(daemon::run(
         owner,
         cfg,
