@@ -13,6 +13,7 @@ mod fake;
 pub mod health;
 pub mod maglev;
 pub mod metrics;
+pub mod model;
 pub mod owner;
 pub mod reconcile;
 pub mod service;

@@ -1,0 +1,395 @@
+//! Differential test: `vip_lb` under `BPF_PROG_TEST_RUN` and the user-space reference
+//! model (`vip_user::model`) must agree on the verdict, the reason and the backend of
+//! every frame, over well-formed, odd and randomly mutated frames. `XDP_ABORTED` never.
+//! Frames the program passes must come out untouched.
+//!
+//! `VIP_DIFF_PACKETS` sets the count (default 100,000); `VIP_DIFF_SEED` the seed.
+
+use std::net::{IpAddr, SocketAddr};
+
+use vip_common::{
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, ConnState, GlobalConfig,
+    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
+    VIP_F_NO_CONNTRACK,
+};
+use vip_tests::{
+    fixture::{action, hex, run_xdp},
+    packet::{
+        IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, L4, frame, icmp_error_about, ipv4_fragment,
+        ipv4_no_df, with_ipv4_options, with_ipv6_ext, with_ttl, with_vlan,
+    },
+    privileged::require_root,
+};
+use vip_user::{
+    datapath::{Datapath, Limits, addr_words, backend, flow_key, vip_key},
+    maglev::{self, MaglevBackend},
+    model::Model,
+};
+
+const M: u32 = 31;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}
+
+const BACKENDS: [(u32, &str, u8, u32); 8] = [
+    (1, "198.18.2.1", BACKEND_UP, 1),
+    (2, "198.18.2.2", BACKEND_UP, 1),
+    (3, "198.18.2.3", BACKEND_DRAINING, 1),
+    (4, "198.18.2.4", BACKEND_DOWN, 1),
+    (5, "2001:db8:2::5", BACKEND_UP, 1),
+    (6, "2001:db8:2::6", BACKEND_UP, 3),
+    (7, "2001:db8:2::7", BACKEND_DOWN, 1),
+    (8, "198.18.2.8", BACKEND_UP, 1),
+];
+
+/// (id, addr, proto, flags, backends)
+type VipSpec = (u32, &'static str, u8, u32, &'static [u32]);
+const VIPS: [VipSpec; 12] = [
+    (0, "198.18.1.10:80", PROTO_TCP, 0, &[1, 2, 3, 8]),
+    (1, "198.18.1.10:0", PROTO_UDP, 0, &[1, 5]),
+    (2, "198.18.1.11:443", PROTO_TCP, VIP_F_DSR_L2, &[1, 2]),
+    (
+        3,
+        "198.18.1.12:80",
+        PROTO_TCP,
+        VIP_F_HASH_SRC_ONLY,
+        &[1, 2, 8],
+    ),
+    (
+        4,
+        "198.18.1.13:80",
+        PROTO_TCP,
+        VIP_F_NO_CONNTRACK,
+        &[2, 4, 8],
+    ),
+    (5, "198.18.1.14:53", PROTO_UDP, 0, &[]),
+    (6, "[2001:db8:1::10]:80", PROTO_TCP, 0, &[5, 6, 7]),
+    (
+        7,
+        "[2001:db8:1::10]:0",
+        PROTO_UDP,
+        VIP_F_NO_CONNTRACK,
+        &[5, 1],
+    ),
+    (8, "[2001:db8:1::11]:443", PROTO_TCP, VIP_F_DSR_L2, &[5, 6]),
+    (
+        9,
+        "[2001:db8:1::12]:80",
+        PROTO_TCP,
+        VIP_F_HASH_SRC_ONLY,
+        &[1, 6],
+    ),
+    (10, "[2001:db8:1::13]:80", PROTO_TCP, 0, &[2]),
+    (11, "198.18.1.15:0", PROTO_TCP, 0, &[6, 8]),
+];
+
+fn table(ids: &[u32]) -> Vec<u32> {
+    let bs: Vec<MaglevBackend> = ids
+        .iter()
+        .map(|id| {
+            let b = BACKENDS.iter().find(|b| b.0 == *id).unwrap();
+            MaglevBackend {
+                id: *id,
+                identity: SocketAddr::new(b.1.parse().unwrap(), 80),
+                weight: 1 + id % 3,
+            }
+        })
+        .collect();
+    maglev::build(&bs, M)
+}
+
+fn configure(dp: &mut Datapath, model: &mut Model) {
+    let (v6, _) = addr_words("2001:db8:ffff::".parse().unwrap());
+    let cfg = GlobalConfig {
+        flags: CONFIG_F_ICMP_TOO_BIG,
+        mtu: 1500,
+        tunnel_src_v4_be: u32::from_ne_bytes([198, 19, 0, 0]),
+        tunnel_src_v4_hash_bits: 12,
+        tunnel_src_v6: v6,
+    };
+    dp.set_global(&cfg).unwrap();
+    model.set_global(&cfg);
+    for (id, addr, state, generation) in BACKENDS {
+        let b = backend(addr.parse().unwrap(), state, generation);
+        dp.set_backend(id, &b).unwrap();
+        model.set_backend(id, &b);
+        let nh = NextHop {
+            dst_mac: [2, 0, 0, 0, 1, id as u8],
+            src_mac: [2, 0, 0, 0, 0, 0xfe],
+            ifindex: 0,
+            flags: NEXTHOP_F_VALID,
+        };
+        dp.set_nexthop(id, &nh).unwrap();
+        model.set_nexthop(id, &nh);
+    }
+    for (id, addr, proto, flags, bs) in VIPS {
+        let key = vip_key(addr.parse().unwrap(), proto);
+        let t = table(bs);
+        dp.publish_vip(&key, id, flags, id, &t).unwrap();
+        model.publish_vip(&key, id, flags, &t);
+    }
+    // Pinned flows the hash would not choose: to a draining backend (kept), a down one
+    // (re-hashed) and a stale generation (re-hashed).
+    let pins = [
+        ("198.18.0.1:1000", "198.18.1.10:80", 3, 1),
+        ("198.18.0.2:1000", "198.18.1.10:80", 4, 1),
+        ("198.18.0.3:1000", "198.18.1.10:80", 8, 0),
+        ("[2001:db8::1]:1000", "[2001:db8:1::10]:80", 7, 1),
+        ("[2001:db8::2]:1000", "[2001:db8:1::10]:80", 6, 3),
+    ];
+    for (c, v, id, generation) in pins {
+        let k = flow_key(c.parse().unwrap(), v.parse().unwrap(), PROTO_TCP);
+        let s = ConnState {
+            backend_id: id,
+            generation,
+        };
+        dp.insert_conn(&k, &s).unwrap();
+        model.insert_conn(&k, &s);
+    }
+}
+
+fn client(rng: &mut Rng, v6: bool) -> SocketAddr {
+    // A small population, so flows repeat and hit the connection table.
+    let host = 1 + rng.below(40) as u8;
+    let port = [1000u16, 40000, 40001, 55555][rng.below(4)];
+    if v6 {
+        SocketAddr::new(
+            IpAddr::from([
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, host,
+            ]),
+            port,
+        )
+    } else {
+        SocketAddr::new(IpAddr::from([198, 18, 0, host]), port)
+    }
+}
+
+fn destination(rng: &mut Rng, v6: bool) -> SocketAddr {
+    let v4s = [
+        "198.18.1.10",
+        "198.18.1.11",
+        "198.18.1.12",
+        "198.18.1.13",
+        "198.18.1.14",
+        "198.18.1.15",
+        "198.18.1.99",
+    ];
+    let v6s = [
+        "2001:db8:1::10",
+        "2001:db8:1::11",
+        "2001:db8:1::12",
+        "2001:db8:1::13",
+        "2001:db8:1::99",
+    ];
+    let addr: IpAddr = if v6 { rng.pick(&v6s) } else { rng.pick(&v4s) }
+        .parse()
+        .unwrap();
+    let port = [80u16, 443, 53, 8080, 0][rng.below(5)];
+    SocketAddr::new(addr, port)
+}
+
+fn well_formed(rng: &mut Rng) -> Vec<u8> {
+    let v6 = rng.chance(40);
+    let (c, d) = (client(rng, v6), destination(rng, v6));
+    let len = match rng.below(10) {
+        0 => 1400 + rng.below(100),
+        1 => rng.below(1500),
+        _ => rng.below(64),
+    };
+    let payload = vec![0xab; len];
+    let l4 = if rng.chance(60) {
+        L4::Tcp {
+            syn: rng.chance(50),
+        }
+    } else {
+        L4::Udp
+    };
+    let mut f = frame(c, d, l4, &payload);
+    if rng.chance(8) {
+        // An ICMP error from a router about the reverse of this flow.
+        let mut reply = frame(d, c, l4, &payload[..payload.len().min(16)])[14..].to_vec();
+        if rng.chance(20) {
+            reply.truncate(rng.below(reply.len()));
+        }
+        if reply.len() >= 48 || (!v6 && reply.len() >= 28) {
+            let router: IpAddr = if v6 { "2001:db8:9::1" } else { "198.18.9.1" }
+                .parse()
+                .unwrap();
+            f = icmp_error_about(router, &reply, 1280 + rng.below(200) as u32);
+        }
+    }
+    let is_v4 = f[12] == 0x08;
+    if rng.chance(5) {
+        f = with_ttl(&f, rng.below(3) as u8);
+    }
+    if is_v4 && rng.chance(5) {
+        f = with_ipv4_options(&f, &[1, 1, 1, 0, 7, 3, 4, 0][..4 * (1 + rng.below(2))]);
+    }
+    if is_v4 && rng.chance(5) {
+        f = ipv4_fragment(&f, rng.chance(50), rng.below(3) as u16 * 100);
+    }
+    if is_v4 && rng.chance(5) {
+        f = ipv4_no_df(&f);
+    }
+    if !is_v4 && rng.chance(10) {
+        let kinds: Vec<u8> = (0..1 + rng.below(6))
+            .map(|_| *rng.pick(&[IPV6_HOPOPTS, IPV6_DSTOPTS, IPV6_DSTOPTS, IPV6_FRAGMENT]))
+            .collect();
+        f = with_ipv6_ext(&f, &kinds);
+    }
+    if rng.chance(5) {
+        f = with_vlan(&f, rng.below(4095) as u16);
+    }
+    f
+}
+
+fn mutate(rng: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
+    for _ in 0..1 + rng.below(3) {
+        match rng.below(4) {
+            0 if !f.is_empty() => {
+                // Flip a byte in the headers, where it matters most.
+                let i = rng.below(f.len().min(80));
+                f[i] ^= 1 << rng.below(8);
+            }
+            1 if !f.is_empty() => {
+                let i = rng.below(f.len().min(80));
+                f[i] = rng.next() as u8;
+            }
+            2 => f.truncate(rng.below(f.len() + 1)),
+            _ => f.extend((0..rng.below(16)).map(|_| rng.next() as u8)),
+        }
+    }
+    f
+}
+
+#[test]
+fn datapath_agrees_with_the_model() {
+    if !require_root("datapath_agrees_with_the_model") {
+        return;
+    }
+    let packets: usize = std::env::var("VIP_DIFF_PACKETS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("VIP_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd_0001);
+    let limits = Limits {
+        max_vips: 16,
+        max_backends: 16,
+        table_size: M,
+        max_conns: 65536,
+    };
+    let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
+    let mut model = Model::new();
+    configure(&mut dp, &mut model);
+    let mut rng = Rng(seed);
+    let mut reasons_before = dp.reason_counts().unwrap();
+    let mut failures = Vec::new();
+    let mut tally = std::collections::BTreeMap::<&'static str, u64>::new();
+    let mut ran = 0usize;
+    let mut n = 0usize;
+    while ran < packets {
+        n += 1;
+        let base = well_formed(&mut rng);
+        let input = if rng.chance(30) {
+            mutate(&mut rng, base)
+        } else {
+            base
+        };
+        if input.len() < 14 {
+            // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (EINVAL);
+            // no driver delivers one either.
+            continue;
+        }
+        ran += 1;
+        let want = model.decide(&input);
+        let (verdict, out) = run_xdp(dp.program_mut(), &input);
+        let reasons_after = dp.reason_counts().unwrap();
+        let moved: Vec<Reason> = reasons_after
+            .iter()
+            .zip(&reasons_before)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect();
+        reasons_before = reasons_after;
+        let backend = (verdict == action::TX
+            && matches!(want.reason, Reason::Forwarded | Reason::IcmpSteered))
+        .then(|| u32::from(out[5]));
+        *tally.entry(want.reason.name()).or_default() += 1;
+        let mut problems = Vec::new();
+        if verdict == action::ABORTED {
+            problems.push("XDP_ABORTED".to_string());
+        }
+        if verdict != want.action {
+            problems.push(format!(
+                "verdict {} (model {})",
+                action::name(verdict),
+                action::name(want.action)
+            ));
+        }
+        if moved != [want.reason] {
+            problems.push(format!(
+                "reasons counted {moved:?} (model {:?})",
+                want.reason
+            ));
+        }
+        if backend.is_some() && backend != want.backend {
+            problems.push(format!("backend {backend:?} (model {:?})", want.backend));
+        }
+        if verdict == action::PASS && out != input {
+            problems.push("a passed frame was modified".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "packet {n}: {}\n  input {}",
+                problems.join("; "),
+                hex(&input)
+            ));
+            if failures.len() >= 20 {
+                break;
+            }
+        }
+    }
+    eprintln!("differential: {ran} frames run ({n} generated), reasons: {tally:?}");
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Enough of every interesting fate was exercised for the agreement to mean something.
+    for r in [
+        "forwarded",
+        "icmp_steered",
+        "drop_malformed",
+        "drop_fragment",
+        "drop_no_backend",
+        "icmp_too_big_sent",
+        "pass_not_vip",
+        "drop_ttl",
+        "drop_ipv6_ext",
+    ] {
+        assert!(
+            tally.get(r).copied().unwrap_or(0) >= 10.min(packets as u64 / 1000),
+            "too few {r}: {tally:?}"
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! A user-space reference model of `vip_lb`: for one frame, the verdict, the reason and
+//! the backend, computed from the same configuration with the same flow hash
+//! (`vip_common::flow_hash`) and the same Maglev tables, but parsed and decided by
+//! independent, straightforward code. The differential test runs random and mutated
+//! frames through both and requires them to agree; `vipctl trace` can use it to explain
+//! a flow without loading anything.
+//!
+//! The model assumes every backend it forwards to has a next hop set with
+//! [`Model::set_nexthop`] (`bpf_fib_lookup` is the kernel's, not modelled: a backend
+//! without one is predicted `DropNoRoute`, what an LB without a route does).
+
+use std::collections::HashMap;
+
+use vip_common::{
+    BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V4, FAMILY_V6,
+    FlowKey, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, flow_hash,
+};
+
+/// XDP actions, as the kernel numbers them.
+pub mod action {
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+}
+
+/// What the model predicts for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    /// XDP action.
+    pub action: u32,
+    /// The reason counted.
+    pub reason: Reason,
+    /// The backend the frame goes to (forwarded and steered frames only).
+    pub backend: Option<u32>,
+}
+
+/// A published VIP as the model keeps it.
+#[derive(Clone, Debug)]
+struct ModelVip {
+    id: u32,
+    flags: u32,
+    table: Vec<u32>,
+}
+
+/// The configuration and connection table the model decides from.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    vips: HashMap<VipKey, ModelVip>,
+    markers: HashMap<VipKey, usize>,
+    backends: HashMap<u32, Backend>,
+    nexthops: HashMap<u32, NextHop>,
+    conns: HashMap<FlowKey, ConnState>,
+    config: GlobalConfig,
+    /// Interface the frames arrive on (`BPF_PROG_TEST_RUN` uses the loopback, 1).
+    pub ingress_ifindex: u32,
+    /// Interfaces in the redirect devmap.
+    pub tx_ports: Vec<u32>,
+}
+
+const ETH_LEN: usize = 14;
+const IPV6_EXT: [u8; 5] = [0, 43, 44, 51, 60];
+const MAX_IPV6_EXT: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Anomaly {
+    None,
+    Fragment,
+    Ipv6Ext,
+    Malformed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    l3: usize,
+    l4: usize,
+    ip_len: usize,
+    key: FlowKey,
+    df: bool,
+    ttl: u8,
+    anomaly: Anomaly,
+}
+
+fn be16(f: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]))
+}
+
+fn word(f: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
+}
+
+fn words(f: &[u8], at: usize) -> [u32; 4] {
+    [
+        word(f, at),
+        word(f, at + 4),
+        word(f, at + 8),
+        word(f, at + 12),
+    ]
+}
+
+fn has(f: &[u8], at: usize, len: usize) -> bool {
+    at + len <= f.len()
+}
+
+fn parse(f: &[u8]) -> Result<Parsed, Reason> {
+    let mut ether_type = be16(f, 12)
+        .filter(|_| f.len() >= ETH_LEN)
+        .ok_or(Reason::PassUnparsed)?;
+    let mut l3 = ETH_LEN;
+    if ether_type == 0x8100 || ether_type == 0x88a8 {
+        if !has(f, l3, 4) {
+            return Err(Reason::PassUnparsed);
+        }
+        ether_type = be16(f, l3 + 2).expect("checked");
+        l3 += 4;
+        if ether_type == 0x8100 || ether_type == 0x88a8 {
+            return Err(Reason::PassUnparsed);
+        }
+    }
+    let mut p = Parsed {
+        l3,
+        l4: 0,
+        ip_len: 0,
+        key: FlowKey::default(),
+        df: true,
+        ttl: 0,
+        anomaly: Anomaly::None,
+    };
+    match ether_type {
+        0x0800 => {
+            if !has(f, l3, 20) {
+                return Err(Reason::PassMalformed);
+            }
+            let ihl = usize::from(f[l3] & 0x0f) * 4;
+            if f[l3] >> 4 != 4 || ihl < 20 {
+                return Err(Reason::PassMalformed);
+            }
+            p.key.family = FAMILY_V4;
+            p.key.proto = f[l3 + 9];
+            p.key.src[0] = word(f, l3 + 12);
+            p.key.dst[0] = word(f, l3 + 16);
+            p.ttl = f[l3 + 8];
+            let frag = be16(f, l3 + 6).expect("checked");
+            p.df = frag & 0x4000 != 0;
+            p.ip_len = usize::from(be16(f, l3 + 2).expect("checked"));
+            p.l4 = l3 + ihl;
+            if p.ip_len < ihl || l3 + p.ip_len > f.len() {
+                p.anomaly = Anomaly::Malformed;
+            } else if frag & 0x3fff != 0 {
+                p.anomaly = Anomaly::Fragment;
+            }
+        }
+        0x86dd => {
+            if !has(f, l3, 40) {
+                return Err(Reason::PassMalformed);
+            }
+            if f[l3] >> 4 != 6 {
+                return Err(Reason::PassMalformed);
+            }
+            p.key.family = FAMILY_V6;
+            p.key.src = words(f, l3 + 8);
+            p.key.dst = words(f, l3 + 24);
+            p.ttl = f[l3 + 7];
+            p.ip_len = usize::from(be16(f, l3 + 4).expect("checked")) + 40;
+            if l3 + p.ip_len > f.len() {
+                p.anomaly = Anomaly::Malformed;
+            }
+            let mut next = f[l3 + 6];
+            let mut off = l3 + 40;
+            let mut walked = 0;
+            while walked < MAX_IPV6_EXT && p.anomaly == Anomaly::None {
+                if !IPV6_EXT.contains(&next) {
+                    break;
+                }
+                if !has(f, off, 2) {
+                    p.anomaly = Anomaly::Malformed;
+                    break;
+                }
+                let len = match next {
+                    44 => {
+                        p.anomaly = Anomaly::Fragment;
+                        8
+                    }
+                    51 => (usize::from(f[off + 1]) + 2) * 4,
+                    _ => (usize::from(f[off + 1]) + 1) * 8,
+                };
+                next = f[off];
+                off += len;
+                walked += 1;
+            }
+            if p.anomaly == Anomaly::None && IPV6_EXT.contains(&next) {
+                p.anomaly = Anomaly::Ipv6Ext;
+            }
+            if p.anomaly == Anomaly::None && off > l3 + p.ip_len {
+                p.anomaly = Anomaly::Malformed;
+            }
+            p.key.proto = next;
+            p.l4 = off;
+        }
+        _ => return Err(Reason::PassNotVip),
+    }
+    if p.anomaly == Anomaly::None && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
+        let min = if p.key.proto == PROTO_TCP { 20 } else { 8 };
+        if has(f, p.l4, 4) && p.l4 + min <= l3 + p.ip_len {
+            p.key.src_port_be = u16::from_ne_bytes([f[p.l4], f[p.l4 + 1]]);
+            p.key.dst_port_be = u16::from_ne_bytes([f[p.l4 + 2], f[p.l4 + 3]]);
+        } else {
+            p.anomaly = Anomaly::Malformed;
+        }
+    }
+    Ok(p)
+}
+
+fn pass(reason: Reason) -> Prediction {
+    Prediction {
+        action: action::PASS,
+        reason,
+        backend: None,
+    }
+}
+
+fn drop(reason: Reason) -> Prediction {
+    Prediction {
+        action: action::DROP,
+        reason,
+        backend: None,
+    }
+}
+
+impl Model {
+    /// An empty model (no VIPs: everything passes).
+    pub fn new() -> Self {
+        Self {
+            ingress_ifindex: 1,
+            ..Self::default()
+        }
+    }
+
+    /// See `Datapath::set_global`.
+    pub fn set_global(&mut self, cfg: &GlobalConfig) {
+        self.config = *cfg;
+    }
+
+    /// See `Datapath::set_backend`.
+    pub fn set_backend(&mut self, id: u32, b: &Backend) {
+        self.backends.insert(id, *b);
+    }
+
+    /// See `Datapath::set_nexthop`.
+    pub fn set_nexthop(&mut self, id: u32, nh: &NextHop) {
+        self.nexthops.insert(id, *nh);
+    }
+
+    /// See `Datapath::publish_vip` (the table is kept whole; slots do not matter here).
+    pub fn publish_vip(&mut self, key: &VipKey, id: u32, flags: u32, table: &[u32]) {
+        let marker = VipKey {
+            port_be: 0,
+            proto: 0,
+            ..*key
+        };
+        if self
+            .vips
+            .insert(
+                *key,
+                ModelVip {
+                    id,
+                    flags,
+                    table: table.to_vec(),
+                },
+            )
+            .is_none()
+        {
+            *self.markers.entry(marker).or_default() += 1;
+        }
+    }
+
+    /// See `Datapath::insert_conn`.
+    pub fn insert_conn(&mut self, key: &FlowKey, c: &ConnState) {
+        self.conns.insert(*key, *c);
+    }
+
+    /// The connection-table entry the model holds for a flow.
+    pub fn conn(&self, key: &FlowKey) -> Option<ConnState> {
+        self.conns.get(key).copied()
+    }
+
+    fn lookup_vip(&self, key: &FlowKey) -> Option<&ModelVip> {
+        let mut vk = VipKey {
+            addr: key.dst,
+            port_be: key.dst_port_be,
+            proto: key.proto,
+            family: key.family,
+        };
+        self.vips.get(&vk).or_else(|| {
+            vk.port_be = 0;
+            self.vips.get(&vk)
+        })
+    }
+
+    fn usable(&self, id: u32) -> Option<Backend> {
+        self.backends
+            .get(&id)
+            .copied()
+            .filter(|b| b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN)
+    }
+
+    /// Decides one frame, updating the connection table as the datapath does.
+    pub fn decide(&mut self, f: &[u8]) -> Prediction {
+        let p = match parse(f) {
+            Ok(p) => p,
+            Err(reason) => return pass(reason),
+        };
+        let icmp_error = p.key.proto == PROTO_ICMP || p.key.proto == PROTO_ICMPV6;
+        let key = if icmp_error {
+            match self.inner_flow(f, &p) {
+                Ok(k) => k,
+                Err(v) => return v,
+            }
+        } else {
+            if p.anomaly != Anomaly::None {
+                return self.anomaly(&p);
+            }
+            if p.key.proto != PROTO_TCP && p.key.proto != PROTO_UDP {
+                return pass(Reason::PassNotVip);
+            }
+            p.key
+        };
+        let Some(vip) = self.lookup_vip(&key).cloned() else {
+            return pass(if icmp_error {
+                Reason::PassIcmpNotVip
+            } else {
+                Reason::PassNotVip
+            });
+        };
+        if p.ttl <= 1 {
+            return drop(Reason::DropTtl);
+        }
+        let (id, backend) = match self.pick(&vip, &key, !icmp_error) {
+            Ok(b) => b,
+            Err(r) => return drop(r),
+        };
+        let Some(nh) = self
+            .nexthops
+            .get(&id)
+            .filter(|n| n.flags & NEXTHOP_F_VALID != 0)
+            .copied()
+        else {
+            return drop(Reason::DropNoRoute);
+        };
+        if vip.flags & VIP_F_DSR_L2 == 0 {
+            let overhead = if backend.family == FAMILY_V4 { 20 } else { 40 };
+            let cfg = self.config;
+            if cfg.mtu != 0 && p.ip_len + overhead > cfg.mtu as usize {
+                let answer = !icmp_error
+                    && cfg.flags & CONFIG_F_ICMP_TOO_BIG != 0
+                    && p.df
+                    && (p.key.family == FAMILY_V4 || p.l4 - p.l3 == 40);
+                return if answer {
+                    Prediction {
+                        action: action::TX,
+                        reason: Reason::IcmpTooBigSent,
+                        backend: None,
+                    }
+                } else {
+                    drop(Reason::DropTooBig)
+                };
+            }
+        }
+        let action = if nh.ifindex == 0 || nh.ifindex == self.ingress_ifindex {
+            action::TX
+        } else if self.tx_ports.contains(&nh.ifindex) {
+            action::REDIRECT
+        } else {
+            return drop(Reason::DropNoRoute);
+        };
+        Prediction {
+            action,
+            reason: if icmp_error {
+                Reason::IcmpSteered
+            } else {
+                Reason::Forwarded
+            },
+            backend: Some(id),
+        }
+    }
+
+    fn anomaly(&self, p: &Parsed) -> Prediction {
+        let marker = VipKey {
+            addr: p.key.dst,
+            port_be: 0,
+            proto: 0,
+            family: p.key.family,
+        };
+        let ours = self.markers.get(&marker).is_some_and(|n| *n > 0);
+        match (p.anomaly, ours) {
+            (Anomaly::Fragment, true) => drop(Reason::DropFragment),
+            (Anomaly::Fragment, false) => pass(Reason::PassNotVip),
+            (Anomaly::Ipv6Ext, true) => drop(Reason::DropIpv6Ext),
+            (Anomaly::Ipv6Ext, false) => pass(Reason::PassUnparsed),
+            (_, true) => drop(Reason::DropMalformed),
+            (_, false) => pass(Reason::PassMalformed),
+        }
+    }
+
+    fn inner_flow(&self, f: &[u8], p: &Parsed) -> Result<FlowKey, Prediction> {
+        if p.anomaly != Anomaly::None {
+            return Err(self.anomaly(p));
+        }
+        let not_ours = Err(pass(Reason::PassIcmpNotVip));
+        if !has(f, p.l4, 2) {
+            return not_ours;
+        }
+        let icmp_type = f[p.l4];
+        let inner = p.l4 + 8;
+        let mut key = FlowKey {
+            family: p.key.family,
+            ..FlowKey::default()
+        };
+        let inner_l4 = if p.key.proto == PROTO_ICMP {
+            if icmp_type != 3 && icmp_type != 11 {
+                return not_ours;
+            }
+            if !has(f, inner, 20) {
+                return not_ours;
+            }
+            let ihl = usize::from(f[inner] & 0x0f) * 4;
+            if f[inner] >> 4 != 4 || ihl < 20 {
+                return not_ours;
+            }
+            key.proto = f[inner + 9];
+            key.src[0] = word(f, inner + 16);
+            key.dst[0] = word(f, inner + 12);
+            inner + ihl
+        } else {
+            if !(1..=3).contains(&icmp_type) {
+                return not_ours;
+            }
+            if !has(f, inner, 40) {
+                return not_ours;
+            }
+            key.proto = f[inner + 6];
+            key.src = words(f, inner + 24);
+            key.dst = words(f, inner + 8);
+            inner + 40
+        };
+        if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+            return not_ours;
+        }
+        if !has(f, inner_l4, 4) {
+            return not_ours;
+        }
+        key.src_port_be = u16::from_ne_bytes([f[inner_l4 + 2], f[inner_l4 + 3]]);
+        key.dst_port_be = u16::from_ne_bytes([f[inner_l4], f[inner_l4 + 1]]);
+        Ok(key)
+    }
+
+    fn pick(
+        &mut self,
+        vip: &ModelVip,
+        key: &FlowKey,
+        remember: bool,
+    ) -> Result<(u32, Backend), Reason> {
+        let conntrack = vip.flags & VIP_F_NO_CONNTRACK == 0;
+        if conntrack
+            && let Some(c) = self.conns.get(key)
+            && let Some(b) = self.usable(c.backend_id)
+            && b.generation == c.generation
+        {
+            return Ok((c.backend_id, b));
+        }
+        if vip.table.is_empty() {
+            return Err(Reason::DropNoBackend);
+        }
+        let h = flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0);
+        let id = vip.table[(h % vip.table.len() as u32) as usize];
+        let b = self.usable(id).ok_or(Reason::DropNoBackend)?;
+        if conntrack && remember {
+            self.conns.insert(
+                *key,
+                ConnState {
+                    backend_id: id,
+                    generation: b.generation,
+                },
+            );
+        }
+        Ok((id, b))
+    }
+
+    /// The VIP counter id a flow key belongs to, if it is a VIP flow.
+    pub fn vip_id(&self, key: &FlowKey) -> Option<u32> {
+        self.lookup_vip(key).map(|v| v.id)
+    }
+}
