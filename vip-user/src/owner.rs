@@ -125,6 +125,9 @@ pub struct StateFile {
     pub alloc: Allocation,
     /// Backends known down.
     pub down: Vec<BackendIdentity>,
+    /// Map sizes the pinned maps were created with (a restart must use the same).
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 impl StateFile {
@@ -294,6 +297,7 @@ impl<T: DatapathOps> Owner<T> {
                 .filter(|(_, up)| !**up)
                 .map(|(i, _)| *i)
                 .collect(),
+            limits: Some(self.limits),
         }
         .write(path)
     }

@@ -9,7 +9,7 @@ use crate::{
     daemon,
     datapath::{Datapath, DatapathError},
     datapath_ops::limits,
-    owner::{Owner, OwnerError},
+    owner::{Owner, OwnerError, StateFile},
     xdp_link::{self, Attached, LinkSetupError},
 };
 
@@ -101,6 +101,24 @@ fn serve(
         return Err(ServiceError::Datapath(
             "/sys/fs/bpf is not a BPF filesystem, so nothing can be pinned there: mount it (`mount -t bpf bpf /sys/fs/bpf`). Note that `ip netns exec` remounts /sys without it: use `vipd run --netns NAME` or `nsenter --net=/run/netns/NAME vipd run ...` instead".into(),
         ));
+    }
+    let pinned = pin.join(vip_common::MAP_MAGLEV).exists();
+    let state = StateFile::read(&cfg.state_file).map_err(ServiceError::Datapath)?;
+    if pinned {
+        match state.as_ref().and_then(|s| s.limits) {
+            Some(l) if l != cfg.limits => {
+                return Err(ServiceError::Datapath(format!(
+                    "the maps pinned in {} were created with {l:?} but the config asks for {:?}: map sizes cannot change under a running datapath; run `vipd down` (drops connections) to resize, or restore [limits]",
+                    pin.display(),
+                    cfg.limits
+                )));
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                state = %cfg.state_file.display(),
+                "adopting pinned maps without a state file: backend ids are assigned afresh, so established flows may re-hash once"
+            ),
+        }
     }
     let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin)).map_err(datapath_error)?;
     let adopted = dp.adopted();

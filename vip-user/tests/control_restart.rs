@@ -367,4 +367,30 @@ fn sigkill_under_traffic_keeps_flows_and_counters() {
         (conns, packets, new_flows),
         (u64::from(FLOWS), 3 * u64::from(FLOWS), u64::from(FLOWS))
     );
+
+    // A restart that would resize the pinned maps is refused, and traffic keeps flowing.
+    lab.kill_vipd();
+    let cfg = lab.dir.join("vipd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("max_conns = 4096", "max_conns = 8192")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(["--netns", &lab.lb])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("map sizes cannot change") && err.contains("vipd down"),
+        "{err}"
+    );
+    std::fs::write(&cfg, text).unwrap();
+    lab.send(FLOWS);
+    lab.start_vipd();
+    let (conns, packets, new_flows) = stats(&lab, 4 * u64::from(FLOWS));
+    assert_eq!(
+        (conns, packets, new_flows),
+        (u64::from(FLOWS), 4 * u64::from(FLOWS), u64::from(FLOWS))
+    );
 }
