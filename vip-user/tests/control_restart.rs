@@ -368,9 +368,28 @@ fn sigkill_under_traffic_keeps_flows_and_counters() {
         (u64::from(FLOWS), 3 * u64::from(FLOWS), u64::from(FLOWS))
     );
 
+    // `vipctl apply -f` adding a VIP leaves the existing VIP's flows and counters alone.
+    let cfg = lab.dir.join("vipd.toml");
+    let apply = lab.dir.join("apply.toml");
+    std::fs::write(
+        &apply,
+        std::fs::read_to_string(&cfg).unwrap()
+            + "[[vip]]\naddress = \"198.18.1.11:80\"\n[[vip.backend]]\naddress = \"198.18.0.3\"\n",
+    )
+    .unwrap();
+    let applied = lab.vipctl(&["apply", "-f", apply.to_str().unwrap()]);
+    assert_eq!(applied["changes"].as_array().unwrap().len(), 2, "{applied}");
+    assert_eq!(
+        stats(&lab, 3 * u64::from(FLOWS)),
+        (u64::from(FLOWS), 3 * u64::from(FLOWS), u64::from(FLOWS))
+    );
+    assert_eq!(owners(&lab, FLOWS), before);
+    let again = lab.vipctl(&["apply", "-f", apply.to_str().unwrap()]);
+    assert_eq!(again["map_writes"], 0, "{again}");
+    std::fs::write(&cfg, std::fs::read_to_string(&apply).unwrap()).unwrap();
+
     // A restart that would resize the pinned maps is refused, and traffic keeps flowing.
     lab.kill_vipd();
-    let cfg = lab.dir.join("vipd.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("max_conns = 4096", "max_conns = 8192")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vipd"))
