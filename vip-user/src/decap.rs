@@ -77,6 +77,10 @@ pub fn detach(iface: &str, dir: &Path) -> Result<bool, DecapError> {
             let _ = std::fs::remove_file(dir.join(map));
         }
         let _ = std::fs::remove_dir(dir);
+        // The instance directory too, if nothing else (an LB) is pinned there.
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     Ok(removed)
 }
