@@ -102,4 +102,7 @@ impl DatapathOps for FakeMaps {
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Injected> {
         Ok(self.conns.get(key).copied())
     }
+    fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, Injected> {
+        Ok(self.vips.get(key).map(|(_, _, t)| t.clone()))
+    }
 }

@@ -36,6 +36,8 @@ pub trait DatapathOps: Tables {
     fn conn_count(&self) -> Result<u64, Self::Error>;
     /// One connection-table entry.
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Self::Error>;
+    /// The Maglev table a VIP's published entry points at, read from the maps.
+    fn live_table(&self, key: &vip_common::VipKey) -> Result<Option<Vec<u32>>, Self::Error>;
 }
 
 /// Why a change was refused or failed.
@@ -538,11 +540,17 @@ impl<T: DatapathOps> Owner<T> {
                 .find(|&&(_, i, _)| i == id)
                 .map(|&((_, a), _, g)| (a, g))
         };
-        let (_, table) = self
-            .applied
-            .vips
-            .get(&VipKeyOrd(vip.id))
-            .expect("running VIPs are published");
+        // The live table (what packets use), not the owner's idea of it.
+        let table = match self.tables.live_table(&crate::reconcile::vip_key(&vip.id)) {
+            Ok(Some(t)) => t,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                return Err(OwnerError::NotFound(format!(
+                    "reading the Maglev table of {} from the datapath failed: {e}",
+                    vip.id
+                )));
+            }
+        };
         let src_only = table_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
         let hash = vip_common::flow_hash(&key, src_only);
         let slot = if table.is_empty() {
