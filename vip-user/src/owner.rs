@@ -228,6 +228,7 @@ impl<T: DatapathOps> Owner<T> {
         crate::config::validate_vips(&vips, &self.limits).map_err(OwnerError::Invalid)?;
         let mut alloc = self.alloc.clone();
         alloc.update(&vips, &self.limits)?;
+        self.record_baselines(&mut alloc);
         let mut health = self.health.clone();
         health.retain(|(v, a), _| {
             vips.iter()
@@ -259,6 +260,38 @@ impl<T: DatapathOps> Owner<T> {
                     source: Box::new(e),
                     restored,
                 })
+            }
+        }
+    }
+
+    /// Counters of ids and slots newly handed out, so a reused id starts from zero in
+    /// `vipctl stats` and the metrics.
+    fn record_baselines(&self, alloc: &mut Allocation) {
+        alloc
+            .backend_base
+            .retain(|id, _| alloc.backends.iter().any(|&(_, i, _)| i == *id));
+        alloc
+            .vip_base
+            .retain(|slot, _| alloc.vips.values().any(|s| s == slot));
+        for &(ident, id, generation) in &alloc.backends {
+            if self.alloc.backend(&ident) != Some((id, generation)) {
+                let mut c = self.tables.backend_counters(id).unwrap_or_default();
+                if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
+                    c.packets = c.packets.saturating_sub(*p);
+                    c.bytes = c.bytes.saturating_sub(*b);
+                    c.new_flows = c.new_flows.saturating_sub(*n);
+                }
+                alloc
+                    .backend_base
+                    .insert(id, [c.packets, c.bytes, c.new_flows]);
+            }
+        }
+        for (vip, &slot) in &alloc.vips {
+            if self.alloc.vips.get(vip) != Some(&slot) {
+                let c = self.tables.vip_counters(slot).unwrap_or_default();
+                alloc
+                    .vip_base
+                    .insert(slot, [c.packets, c.bytes, c.new_flows, c.dropped]);
             }
         }
     }
@@ -449,7 +482,13 @@ impl<T: DatapathOps> Owner<T> {
         let mut vips = Vec::new();
         for v in &self.vips {
             let slot = self.alloc.vips[&v.id];
-            let counters = self.tables.vip_counters(slot).unwrap_or_default();
+            let mut counters = self.tables.vip_counters(slot).unwrap_or_default();
+            if let Some([p, b, n, d]) = self.alloc.vip_base.get(&slot) {
+                counters.packets = counters.packets.saturating_sub(*p);
+                counters.bytes = counters.bytes.saturating_sub(*b);
+                counters.new_flows = counters.new_flows.saturating_sub(*n);
+                counters.dropped = counters.dropped.saturating_sub(*d);
+            }
             let mut backends = Vec::new();
             let table = self
                 .applied
@@ -461,7 +500,12 @@ impl<T: DatapathOps> Owner<T> {
                 let ident = (v.id, b.addr);
                 let (id, generation) = self.alloc.backend(&ident).unwrap_or((u32::MAX, 0));
                 let healthy = self.health.get(&ident).copied().unwrap_or(true);
-                let c = self.tables.backend_counters(id).unwrap_or_default();
+                let mut c = self.tables.backend_counters(id).unwrap_or_default();
+                if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
+                    c.packets = c.packets.saturating_sub(*p);
+                    c.bytes = c.bytes.saturating_sub(*b);
+                    c.new_flows = c.new_flows.saturating_sub(*n);
+                }
                 backends.push(BackendStatus {
                     addr: b.addr,
                     id,
