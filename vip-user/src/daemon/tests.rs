@@ -108,7 +108,12 @@ fn the_cli_round_trips_through_the_daemon() {
     );
     ok(
         &d,
-        "vip add [2001:db8::10]:443/udp --hash src --table-size 251",
+        "vip add [2001:db8::10]:443/udp --hash src --table-size 251 --check udp --payload ping --interval 5s",
+    );
+    let json = ok(&d, "-o json vip list");
+    assert!(
+        json.contains("\"payload\": \"ping\"") && json.contains("\"interval\": \"5s\""),
+        "{json}"
     );
     ok(
         &d,
@@ -192,6 +197,22 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
             "invalid value 'nat'",
         ),
         ("vip del 198.18.1.99:80".into(), "no VIP 198.18.1.99:80/tcp"),
+        (
+            "vip add 198.18.1.12:80 --check http --path nope".into(),
+            "--path \"nope\" must start with '/'",
+        ),
+        (
+            "vip add 198.18.1.12:80 --check icmp".into(),
+            "--check \"icmp\": use none, tcp, http or udp",
+        ),
+        (
+            "vip add 198.18.1.12:80 --check tcp --interval 1s --timeout 5s".into(),
+            "--timeout 5s must be above 0 and at most --interval 1s",
+        ),
+        (
+            "vip add 198.18.1.12:* --check tcp".into(),
+            "so its health check needs a port",
+        ),
         (
             "backend add 198.18.1.10:80 198.18.2.1".into(),
             "already exists in VIP 198.18.1.10:80/tcp",
