@@ -19,7 +19,7 @@ use crate::{
 pub enum DecapError {
     /// Loading or writing its map failed.
     #[error(transparent)]
-    Datapath(#[from] DatapathError),
+    Datapath(Box<DatapathError>),
     /// No address to accept tunnels for.
     #[error(
         "interface {0} has no IP address and none was given: pass --local ADDR (the address the LB tunnels to)"
@@ -28,6 +28,12 @@ pub enum DecapError {
     /// Attaching failed.
     #[error(transparent)]
     Link(#[from] xdp_link::LinkSetupError),
+}
+
+impl From<DatapathError> for DecapError {
+    fn from(e: DatapathError) -> Self {
+        DecapError::Datapath(Box::new(e))
+    }
 }
 
 /// Pin directory of the decap role.
