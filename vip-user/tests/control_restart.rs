@@ -68,7 +68,7 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    fn new(health: &str) -> Lab {
         let id = format!(
             "{}x{}",
             std::process::id(),
@@ -186,6 +186,7 @@ socket = "{dir}/api.sock"
 [[vip]]
 address = "198.18.1.10:53"
 protocol = "udp"
+{health}
 [[vip.backend]]
 address = "198.18.0.1"
 [[vip.backend]]
@@ -251,6 +252,46 @@ address = "198.18.0.3"
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// A TCP listener on `addr` in the client namespace (the kernel completes handshakes
+    /// from the backlog, which is all a TCP health check needs).
+    fn listen(&self, addr: &str) -> std::net::TcpListener {
+        let ns = std::fs::File::open(Path::new("/run/netns").join(&self.client)).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: moves only this thread into the client's network namespace.
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0
+                );
+                std::net::TcpListener::bind(addr).unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Waits until `backend` has datapath state `state`.
+    fn wait_state(&self, backend: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = self.vipctl(&["backend", "list"]);
+            let now = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row[1]["addr"] == backend)
+                .map(|row| row[1]["state"].as_str().unwrap().to_string());
+            if now.as_deref() == Some(state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend} did not become {state}: {list}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends one datagram on each flow (client port = 40000 + i) from the client namespace.
@@ -330,7 +371,7 @@ fn sigkill_under_traffic_keeps_flows_and_counters() {
         return;
     }
     const FLOWS: u16 = 40;
-    let mut lab = Lab::new();
+    let mut lab = Lab::new("");
     lab.start_vipd();
     lab.send(FLOWS);
     let (conns, packets, new_flows) = stats(&lab, u64::from(FLOWS));
@@ -412,4 +453,48 @@ fn sigkill_under_traffic_keeps_flows_and_counters() {
         (conns, packets, new_flows),
         (u64::from(FLOWS), 4 * u64::from(FLOWS), u64::from(FLOWS))
     );
+}
+
+#[test]
+fn a_failing_health_check_rehashes_only_that_backends_flows() {
+    if !require_root("a_failing_health_check_rehashes_only_that_backends_flows") {
+        return;
+    }
+    const FLOWS: u16 = 40;
+    let mut lab = Lab::new(
+        "[vip.health]\ntype = \"tcp\"\nport = 9000\ninterval = \"100ms\"\ntimeout = \"50ms\"\nrise = 1\nfall = 2",
+    );
+    let _one = lab.listen("198.18.0.1:9000");
+    let three = lab.listen("198.18.0.3:9000");
+    lab.start_vipd();
+    lab.send(FLOWS);
+    assert_eq!(stats(&lab, u64::from(FLOWS)).2, u64::from(FLOWS));
+    let before = owners(&lab, FLOWS);
+    let on_three = before.iter().filter(|(_, b)| b == "198.18.0.3:53").count() as u64;
+    assert!(on_three > 0 && on_three < u64::from(FLOWS), "{before:?}");
+
+    drop(three); // the check now gets a RST
+    lab.wait_state("198.18.0.3:53", "down");
+    lab.send(FLOWS);
+    let (_, _, new_flows) = stats(&lab, 2 * u64::from(FLOWS));
+    assert_eq!(
+        new_flows,
+        u64::from(FLOWS) + on_three,
+        "exactly the down backend's flows re-hashed"
+    );
+    let after = owners(&lab, FLOWS);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.1, "198.18.0.1:53");
+        if b.1 == "198.18.0.1:53" {
+            assert_eq!(a, b, "flows of the healthy backend stay put");
+        }
+    }
+
+    // Back up: it gets new flows again, but the re-hashed ones stay where they are.
+    let _three = lab.listen("198.18.0.3:9000");
+    lab.wait_state("198.18.0.3:53", "up");
+    lab.send(FLOWS);
+    let (_, _, new_flows) = stats(&lab, 3 * u64::from(FLOWS));
+    assert_eq!(new_flows, u64::from(FLOWS) + on_three);
+    assert_eq!(owners(&lab, FLOWS), after);
 }
