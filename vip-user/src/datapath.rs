@@ -91,7 +91,7 @@ pub enum DatapathError {
         pin_dir: Option<PathBuf>,
         /// The loader's error.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// The verifier or the kernel refused the program.
     #[error("the kernel refused to load the XDP program {program}")]
@@ -100,7 +100,7 @@ pub enum DatapathError {
         program: &'static str,
         /// The loader's error (with the verifier log).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// The pin directory could not be created.
     #[error("could not create the pin directory {path}")]
@@ -347,14 +347,14 @@ impl Datapath {
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
         for (name, path) in &paths {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
             .load(ebpf::VIP_LB)
             .map_err(|source| DatapathError::Load {
                 program: ebpf::PROG_LB,
                 pin_dir: pin_dir.map(Path::to_path_buf),
-                source,
+                source: Box::new(source),
             })?;
         let prog: &mut Xdp = ebpf
             .program_mut(ebpf::PROG_LB)
@@ -364,7 +364,7 @@ impl Datapath {
             })?;
         prog.load().map_err(|source| DatapathError::Program {
             program: ebpf::PROG_LB,
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
