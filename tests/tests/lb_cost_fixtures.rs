@@ -218,7 +218,7 @@ fn per_packet_cost() {
             samples: vec![],
         },
         Scenario {
-            name: "vip_lb: non-VIP ipv4 (2 VIP lookups, PASS)",
+            name: "vip_lb: non-VIP ipv4 (1 VIP lookup: no all-ports VIP, PASS)",
             program: 0,
             frames: vec![other],
             next: 0,

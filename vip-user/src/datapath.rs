@@ -8,7 +8,7 @@
 //! which the kernel makes atomic for readers: a packet sees the old table or the new one.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
@@ -19,10 +19,10 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use vip_common::{
-    Backend, BackendCounters, ConnState, FAMILY_V4, FAMILY_V6, FlowKey, GlobalConfig,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS,
-    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VipCounters, VipKey,
-    VipMeta,
+    Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
+    FlowKey, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV,
+    MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason,
+    VIP_F_ADDR_MARKER, VipCounters, VipKey, VipMeta,
 };
 
 use crate::ebpf;
@@ -269,6 +269,10 @@ pub struct Datapath {
     reasons: PerCpuArray<MapData, u64>,
     tx_ports: DevMapHash<MapData>,
     regions: StdHashMap<u32, Region>,
+    /// The configuration as last given (without the datapath's own flags).
+    global: GlobalConfig,
+    /// All-ports VIPs published, for `CONFIG_F_HAS_ALL_PORTS_VIPS`.
+    all_ports_vips: HashSet<VipKey>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -366,7 +370,7 @@ impl Datapath {
             program: ebpf::PROG_LB,
             source: Box::new(source),
         })?;
-        Ok(Self {
+        let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
             nexthops: typed!(&mut ebpf, MAP_NEXTHOPS),
@@ -381,7 +385,23 @@ impl Datapath {
             limits: *limits,
             adopted,
             regions: StdHashMap::new(),
-        })
+            global: GlobalConfig::default(),
+            all_ports_vips: HashSet::new(),
+        };
+        if adopted {
+            dp.global = dp
+                .config
+                .get(&0, 0)
+                .map_err(map_err(MAP_CONFIG, "reading the global settings"))?;
+            dp.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+            for k in dp.vips.keys() {
+                let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+                if is_all_ports(&k) {
+                    dp.all_ports_vips.insert(k);
+                }
+            }
+        }
+        Ok(dp)
     }
 
     /// True when the maps were adopted from the pin directory (a restart).
@@ -405,6 +425,16 @@ impl Datapath {
 
     /// Writes the global settings.
     pub fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
+        self.global = *cfg;
+        self.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+        self.write_global()
+    }
+
+    fn write_global(&mut self) -> Result<()> {
+        let mut cfg = self.global;
+        if !self.all_ports_vips.is_empty() {
+            cfg.flags |= CONFIG_F_HAS_ALL_PORTS_VIPS;
+        }
         self.config
             .set(0, cfg, 0)
             .map_err(map_err(MAP_CONFIG, "writing the global settings"))
@@ -552,6 +582,10 @@ impl Datapath {
         self.vips
             .insert(marker, marker_meta, 0)
             .map_err(map_err(MAP_VIPS, "writing the VIP address marker"))?;
+        // The datapath must look for all-ports VIPs before the first one is visible.
+        if is_all_ports(key) && self.all_ports_vips.insert(*key) && self.all_ports_vips.len() == 1 {
+            self.write_global()?;
+        }
         self.vips
             .insert(*key, meta, 0)
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
@@ -567,6 +601,9 @@ impl Datapath {
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
+        }
+        if self.all_ports_vips.remove(key) && self.all_ports_vips.is_empty() {
+            self.write_global()?;
         }
         let marker = VipKey {
             port_be: 0,
@@ -685,6 +722,11 @@ impl Datapath {
             .insert(key, c, 0)
             .map_err(map_err(MAP_CONNS, "writing a connection"))
     }
+}
+
+/// An all-ports VIP key (port 0), as opposed to an address marker (proto 0 too).
+fn is_all_ports(k: &VipKey) -> bool {
+    k.port_be == 0 && k.proto != 0
 }
 
 pub(crate) fn reason_counts(
