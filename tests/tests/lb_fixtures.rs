@@ -672,6 +672,10 @@ fn publishing_writes_only_changed_entries_and_flips_halves() {
         return;
     }
     let mut dp = setup();
+    assert!(
+        dp.maglev_mmapped(),
+        "tables are written through the memory mapping"
+    );
     let key = vip_key(sa("198.18.1.17:80"), PROTO_TCP);
     let t12 = table_for(&[1, 2]);
     let before = dp.vip(&key).unwrap().unwrap();

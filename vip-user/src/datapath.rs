@@ -10,6 +10,7 @@
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
     net::{IpAddr, SocketAddr},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -28,6 +29,7 @@ use vip_common::{
 use crate::ebpf;
 
 pub mod decap;
+mod mmap;
 
 /// Map capacities, fixed at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +264,8 @@ pub struct Datapath {
     backends: Array<MapData, Backend>,
     nexthops: Array<MapData, NextHop>,
     maglev: Array<MapData, u32>,
+    /// The same array mapped into memory, when the kernel allows it (fast writes).
+    maglev_mmap: Option<mmap::MappedArray>,
     conns: HashMap<MapData, FlowKey, ConnState>,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
@@ -281,6 +285,7 @@ impl std::fmt::Debug for Datapath {
             .field("limits", &self.limits)
             .field("adopted", &self.adopted)
             .field("regions_shadowed", &self.regions.len())
+            .field("maglev_mmapped", &self.maglev_mmap.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -370,11 +375,20 @@ impl Datapath {
             program: ebpf::PROG_LB,
             source: Box::new(source),
         })?;
+        let maglev_map = take(&mut ebpf, MAP_MAGLEV)?;
+        let maglev_mmap = match &maglev_map {
+            Map::Array(data) => mmap::MappedArray::new(data.fd().as_fd(), maglev_len as u32),
+            _ => None,
+        };
         let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
             nexthops: typed!(&mut ebpf, MAP_NEXTHOPS),
-            maglev: typed!(&mut ebpf, MAP_MAGLEV),
+            maglev: maglev_map.try_into().map_err(map_err(
+                MAP_MAGLEV,
+                "opening the map with its expected types",
+            ))?,
+            maglev_mmap,
             conns: typed!(&mut ebpf, MAP_CONNS),
             config: typed!(&mut ebpf, MAP_CONFIG),
             vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
@@ -407,6 +421,12 @@ impl Datapath {
     /// True when the maps were adopted from the pin directory (a restart).
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// True when Maglev tables are written through a memory mapping (fast) rather than
+    /// one `bpf()` call per entry.
+    pub fn maglev_mmapped(&self) -> bool {
+        self.maglev_mmap.is_some()
     }
 
     /// The limits the maps were created with.
@@ -496,10 +516,13 @@ impl Datapath {
             if adopted {
                 for (i, x) in v.iter_mut().enumerate() {
                     let idx = base + i as u32;
-                    *x = self
-                        .maglev
-                        .get(&idx, 0)
-                        .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?;
+                    *x = match &self.maglev_mmap {
+                        Some(m) => m.get(idx),
+                        None => self
+                            .maglev
+                            .get(&idx, 0)
+                            .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?,
+                    };
                 }
             }
             *entry = Some(v);
@@ -552,9 +575,13 @@ impl Datapath {
         for (i, want) in table.iter().enumerate() {
             if new_shadow[i] != *want {
                 let idx = table_base + i as u32;
-                self.maglev
-                    .set(idx, want, 0)
-                    .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?;
+                match &mut self.maglev_mmap {
+                    Some(m) => m.set(idx, *want),
+                    None => self
+                        .maglev
+                        .set(idx, want, 0)
+                        .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?,
+                }
                 new_shadow[i] = *want;
                 writes += 1;
             }
@@ -563,6 +590,8 @@ impl Datapath {
             .get_mut(&slot)
             .expect("created by shadow()")
             .halves[half as usize] = Some(new_shadow);
+        // Table stores (through the mapping) before the VIP entry that publishes them.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let meta = VipMeta {
             id,
             flags: flags & !VIP_F_ADDR_MARKER,
@@ -638,6 +667,7 @@ impl Datapath {
 
     /// The active Maglev table of a published VIP, read from the map.
     pub fn vip_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
+        // Read through the syscall path on purpose: this is what the kernel sees.
         let Some(meta) = self.vip(key)? else {
             return Ok(None);
         };
