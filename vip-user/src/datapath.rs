@@ -57,15 +57,16 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Kernel memory the maps take, roughly (values and keys only, per-CPU maps counted
-    /// once per `cpus`), for documentation and `vipd check`.
+    /// Kernel memory the maps take, roughly (`cpus` = possible CPUs, for the per-CPU
+    /// maps), for documentation and `vipd check`. Array elements take 8 bytes at least
+    /// (the kernel rounds values up to 8), hash elements carry ~48 bytes of overhead.
     pub fn approx_bytes(&self, cpus: u64) -> u64 {
         let vips = u64::from(self.max_vips);
         let backends = u64::from(self.max_backends);
-        let maglev = vips * 2 * u64::from(self.table_size) * 4;
-        let conns = u64::from(self.max_conns) * (40 + 8 + 64);
-        let vip_map = vips * 2 * (20 + 16 + 64);
-        let backend_maps = backends * (24 + 20 + 24 * cpus);
+        let maglev = vips * 2 * u64::from(self.table_size) * 8;
+        let conns = u64::from(self.max_conns) * (48 + 40 + 8);
+        let vip_map = vips * 2 * (48 + 20 + 16);
+        let backend_maps = backends * (24 + 24 + 24 * cpus);
         maglev + conns + vip_map + backend_maps + vips * 32 * cpus
     }
 }
@@ -777,6 +778,14 @@ pub(crate) fn reason_counts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_limits_memory_is_dominated_by_maglev_and_conns() {
+        let l = Limits::default();
+        let maglev = 256 * 2 * 65537 * 8;
+        let total = l.approx_bytes(2);
+        assert!(total > maglev && total < maglev + 120_000_000, "{total}");
+    }
 
     #[test]
     fn address_words_round_trip_and_are_network_order() {
