@@ -218,7 +218,7 @@ fn per_packet_cost() {
             samples: vec![],
         },
         Scenario {
-            name: "vip_lb: non-VIP ipv4 (2 VIP lookups, PASS)",
+            name: "vip_lb: non-VIP ipv4 (1 VIP lookup: no all-ports VIP, PASS)",
             program: 0,
             frames: vec![other],
             next: 0,
@@ -304,6 +304,29 @@ fn per_packet_cost() {
             p(0.5),
             p(0.9),
             m - floor4
+        );
+    }
+    // Control-plane side: publishing a whole new table, and one that differs by one
+    // backend's share (what a backend going down costs).
+    let key = vip_key(sa("198.18.1.10:80"), PROTO_TCP);
+    let other_table: Vec<u32> = table.iter().map(|id| (id + 1) % 32).collect();
+    let fewer: Vec<vip_user::maglev::MaglevBackend> =
+        ids.iter().copied().filter(|b| b.id != 5).collect();
+    let fewer_table = vip_user::maglev::build(&fewer, M);
+    for (name, t) in [
+        ("publish: a wholly different table", &other_table),
+        (
+            "publish: the same table again (other half was different)",
+            &table,
+        ),
+        ("publish: one backend of 32 removed", &fewer_table),
+    ] {
+        let start = std::time::Instant::now();
+        let stats = dp.publish_vip(&key, 0, 0, 0, t).unwrap();
+        eprintln!(
+            "{name:<70} {:>8.1} ms, {} entries written",
+            start.elapsed().as_secs_f64() * 1e3,
+            stats.table_writes
         );
     }
     // For reference: the paths that leave the frame untouched can also be measured with
