@@ -180,6 +180,8 @@ pub struct Owner<T> {
     pub transitions: BTreeMap<BackendIdentity, u64>,
     /// Map writes made by the last change.
     pub last_stats: ApplyStats,
+    /// Maglev tables read back from the maps for `flow`, valid until the next write.
+    live_tables: std::cell::RefCell<std::collections::HashMap<vip_common::VipKey, Vec<u32>>>,
 }
 
 impl<T: DatapathOps> Owner<T> {
@@ -202,6 +204,7 @@ impl<T: DatapathOps> Owner<T> {
             state_file,
             transitions: BTreeMap::new(),
             last_stats: ApplyStats::default(),
+            live_tables: Default::default(),
         };
         let mut vips = cfg.vips.clone();
         if let Some(s) = state {
@@ -235,10 +238,7 @@ impl<T: DatapathOps> Owner<T> {
                 .any(|s| s.id == *v && s.backends.iter().any(|b| b.addr == *a))
         });
         let want = desired_tables(&vips, &alloc, &health);
-        match self
-            .applied
-            .reconcile(&mut self.tables, &self.global, &want)
-        {
+        match self.write(&want) {
             Ok(stats) => {
                 let old = (
                     std::mem::replace(&mut self.vips, vips),
@@ -312,10 +312,15 @@ impl<T: DatapathOps> Owner<T> {
         })
     }
 
+    /// The one place maps are written: reconcile to `want`, dropping cached read-backs.
+    fn write(&mut self, want: &crate::reconcile::Desired) -> Result<ApplyStats, T::Error> {
+        self.live_tables.borrow_mut().clear();
+        self.applied.reconcile(&mut self.tables, &self.global, want)
+    }
+
     fn restore(&mut self) -> Result<ApplyStats, T::Error> {
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        self.applied
-            .reconcile(&mut self.tables, &self.global, &want)
+        self.write(&want)
     }
 
     fn persist(&self) -> std::io::Result<()> {
@@ -420,10 +425,7 @@ impl<T: DatapathOps> Owner<T> {
         self.health.insert(ident, up);
         *self.transitions.entry(ident).or_default() += 1;
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        match self
-            .applied
-            .reconcile(&mut self.tables, &self.global, &want)
-        {
+        match self.write(&want) {
             Ok(stats) => {
                 tracing::info!(vip = %ident.0, backend = %ident.1, up, map_writes = stats.map_writes(), "backend health changed");
                 if let Err(e) = self.persist() {
@@ -585,14 +587,24 @@ impl<T: DatapathOps> Owner<T> {
                 .map(|&((_, a), _, g)| (a, g))
         };
         // The live table (what packets use), not the owner's idea of it.
-        let table = match self.tables.live_table(&crate::reconcile::vip_key(&vip.id)) {
-            Ok(Some(t)) => t,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                return Err(OwnerError::NotFound(format!(
-                    "reading the Maglev table of {} from the datapath failed: {e}",
-                    vip.id
-                )));
+        // Read once per published version: the owner is the only writer, and clears the
+        // cache whenever it writes.
+        let vkey = crate::reconcile::vip_key(&vip.id);
+        let cached = self.live_tables.borrow().get(&vkey).cloned();
+        let table = match cached {
+            Some(t) => t,
+            None => {
+                let t = match self.tables.live_table(&vkey) {
+                    Ok(t) => t.unwrap_or_default(),
+                    Err(e) => {
+                        return Err(OwnerError::NotFound(format!(
+                            "reading the Maglev table of {} from the datapath failed: {e}",
+                            vip.id
+                        )));
+                    }
+                };
+                self.live_tables.borrow_mut().insert(vkey, t.clone());
+                t
             }
         };
         let src_only = table_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
