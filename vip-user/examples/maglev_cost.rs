@@ -43,6 +43,22 @@ fn main() {
         );
     }
 
+    for (n, m) in [
+        (1000u32, 65_537u32),
+        (1000, 655_373),
+        (100, 65_537),
+        (10, 65_537),
+    ] {
+        let all = backends(n);
+        let t0 = maglev::build(&all, m);
+        let without: Vec<_> = all.iter().filter(|b| b.id != 8).copied().collect();
+        let t1 = maglev::build(&without, m);
+        let owned = t0.iter().filter(|&&x| x == 8).count();
+        let moved = t0.iter().zip(&t1).filter(|(a, b)| a != b).count();
+        println!(
+            "maglev N={n} M={m}: removing one backend (owning {owned} slots) changes {moved} entries"
+        );
+    }
     for (n, m) in [(1000u32, 65_537u32), (100, 65_537), (10, 65_537)] {
         let mut text = format!(
             "[limits]\nmax_vips = 2\nmax_backends = 1024\ntable_size = {m}\nmax_conns = 1024\n[[vip]]\naddress = \"198.18.1.10:80\"\n"
