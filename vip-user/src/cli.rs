@@ -16,7 +16,11 @@ use crate::{
 
 /// Change and inspect a running vipd.
 #[derive(Debug, Parser)]
-#[command(name = "vipctl", version, about)]
+#[command(
+    name = "vipctl",
+    version,
+    about = "Change and inspect a running vipd (JSON over its Unix socket)."
+)]
 pub struct Cli {
     /// vipd's API socket (default: /run/vip/<instance>.sock).
     #[arg(long, global = true)]
