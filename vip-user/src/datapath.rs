@@ -780,6 +780,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_can_move_to_the_owner_task() {
+        fn send<T: Send>() {}
+        send::<Datapath>();
+        send::<decap::Decap>();
+    }
+
+    #[test]
     fn default_limits_memory_is_dominated_by_maglev_and_conns() {
         let l = Limits::default();
         let maglev = 256 * 2 * 65537 * 8;
