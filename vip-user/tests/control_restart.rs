@@ -498,3 +498,90 @@ fn a_failing_health_check_rehashes_only_that_backends_flows() {
     assert_eq!(new_flows, u64::from(FLOWS) + on_three);
     assert_eq!(owners(&lab, FLOWS), after);
 }
+
+#[test]
+fn sighup_reloads_the_file_and_sigterm_leaves_traffic_flowing() {
+    if !require_root("sighup_reloads_the_file_and_sigterm_leaves_traffic_flowing") {
+        return;
+    }
+    const FLOWS: u16 = 10;
+    let mut lab = Lab::new("");
+    lab.start_vipd();
+    let pid = lab.vipd.as_ref().unwrap().id() as i32;
+    let cfg = lab.dir.join("vipd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let weight_of = |lab: &Lab, addr: &str| -> u64 {
+        let list = lab.vipctl(&["backend", "list"]);
+        let row = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r[1]["addr"] == addr)
+            .cloned();
+        row.unwrap()[1]["weight"].as_u64().unwrap()
+    };
+    // SIGHUP with an edited file: applied.
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "address = \"198.18.0.3\"",
+            "address = \"198.18.0.3\"\nweight = 5",
+        ),
+    )
+    .unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weight_of(&lab, "198.18.0.3:53") != 5 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply the new weight"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGHUP with a broken file: refused, vipd keeps running the previous config.
+    std::fs::write(&cfg, text.clone() + "typo_key = 1\n").unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(weight_of(&lab, "198.18.0.3:53"), 5);
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "address = \"198.18.0.3\"",
+            "address = \"198.18.0.3\"\nweight = 5",
+        ),
+    )
+    .unwrap();
+
+    // SIGTERM: vipd exits cleanly, the datapath keeps forwarding.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = lab.vipd.take().unwrap().wait().unwrap();
+    assert!(status.success(), "vipd exited with {status}");
+    let link = Command::new("ip")
+        .args(["-n", &lab.lb, "link"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("vip_lb"),
+        "XDP still attached"
+    );
+    lab.send(FLOWS);
+    lab.start_vipd();
+    let (conns, packets, new_flows) = stats(&lab, u64::from(FLOWS));
+    assert_eq!(
+        (conns, packets, new_flows),
+        (u64::from(FLOWS), u64::from(FLOWS), u64::from(FLOWS))
+    );
+    let log = std::fs::read_dir(&lab.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vipd-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(
+        log.contains("reload refused") && log.contains("typo_key"),
+        "{log}"
+    );
+}
