@@ -15,13 +15,14 @@ use vip_common::{
 use vip_tests::{
     fixture::{action, hex, run_xdp},
     packet::{
-        IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, L4, frame, icmp_error_about, ipv4_fragment,
-        ipv4_no_df, with_ipv4_options, with_ipv6_ext, with_ttl, with_vlan,
+        IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, L4, checksum_errors, frame, icmp_error_about,
+        ipv4_fragment, ipv4_no_df, with_ipv4_options, with_ipv6_ext, with_macs, with_ttl,
+        with_vlan,
     },
     privileged::require_root,
 };
 use vip_user::{
-    datapath::{Datapath, Limits, addr_words, backend, flow_key, vip_key},
+    datapath::{Datapath, Limits, addr_words, backend, decap::Decap, flow_key, vip_key},
     maglev::{self, MaglevBackend},
     model::Model,
 };
@@ -300,6 +301,13 @@ fn datapath_agrees_with_the_model() {
     let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
     let mut model = Model::new();
     configure(&mut dp, &mut model);
+    // The backends' side: every tunnelled frame must come back out of vip_decap as the
+    // client sent it.
+    let mut decap = Decap::load(None).expect("loading vip_decap");
+    for b in BACKENDS {
+        decap.add_local(b.1.parse().unwrap()).unwrap();
+    }
+    let mut round_trips = 0u64;
     let mut rng = Rng(seed);
     let mut reasons_before = dp.reason_counts().unwrap();
     let mut failures = Vec::new();
@@ -357,6 +365,42 @@ fn datapath_agrees_with_the_model() {
         if verdict == action::PASS && out != input {
             problems.push("a passed frame was modified".into());
         }
+        // Headers the LB wrote must be right whatever the client sent: the ICMP answer
+        // whole, a tunnel's outer IPv4 header (the inner packet is the client's).
+        if verdict == action::TX && want.reason == Reason::IcmpTooBigSent {
+            for e in checksum_errors(&out) {
+                problems.push(format!("ICMP answer has a bad {e}"));
+            }
+        }
+        if backend.is_some() && !want.dsr_l2 {
+            let l3 = if out[12] == 0x81 { 18 } else { 14 };
+            if out[l3 - 2..l3] == [0x08, 0x00] {
+                let h = etherparse::Ipv4HeaderSlice::from_slice(&out[l3..]).map(|h| h.to_header());
+                if h.as_ref()
+                    .map(|h| h.calc_header_checksum() != h.header_checksum)
+                    .unwrap_or(true)
+                {
+                    problems.push(format!("bad outer IPv4 header: {h:?}"));
+                }
+            }
+        }
+        if backend.is_some() && want.dsr_l2 && problems.is_empty() {
+            let id = backend.unwrap_or_default() as u8;
+            if out != with_macs(&input, [2, 0, 0, 0, 1, id], [2, 0, 0, 0, 0, 0xfe]) {
+                problems.push(format!("dsr-l2 changed more than the MACs: {}", hex(&out)));
+            }
+        }
+        if backend.is_some() && !want.dsr_l2 && problems.is_empty() {
+            let (dv, dout) = run_xdp(decap.program_mut(), &out);
+            round_trips += 1;
+            if dv != action::PASS || dout.get(12..) != input.get(12..) || dout[..12] != out[..12] {
+                problems.push(format!(
+                    "vip_decap did not give back the client's packet: {} {}",
+                    action::name(dv),
+                    hex(&dout)
+                ));
+            }
+        }
         if !problems.is_empty() {
             failures.push(format!(
                 "packet {n}: {}\n  input {}",
@@ -368,7 +412,10 @@ fn datapath_agrees_with_the_model() {
             }
         }
     }
-    eprintln!("differential: {ran} frames run ({n} generated), reasons: {tally:?}");
+    eprintln!(
+        "differential: {ran} frames run ({n} generated), {round_trips} tunnelled frames \
+         decapsulated back, reasons: {tally:?}"
+    );
     assert!(
         failures.is_empty(),
         "{} disagreements:\n{}",

@@ -672,6 +672,10 @@ fn publishing_writes_only_changed_entries_and_flips_halves() {
         return;
     }
     let mut dp = setup();
+    assert!(
+        dp.maglev_mmapped(),
+        "tables are written through the memory mapping"
+    );
     let key = vip_key(sa("198.18.1.17:80"), PROTO_TCP);
     let t12 = table_for(&[1, 2]);
     let before = dp.vip(&key).unwrap().unwrap();
@@ -764,4 +768,29 @@ fn pinned_maps_are_adopted_with_connections_and_counters() {
             .table_writes,
         0
     );
+}
+
+#[test]
+fn all_ports_fallback_follows_publish_and_remove() {
+    if !require_root("all_ports_fallback_follows_publish_and_remove") {
+        return;
+    }
+    let mut dp = setup();
+    let udp = frame(sa(C4), sa("198.18.1.10:5353"), L4::Udp, b"q");
+    let all_ports = vip_key(sa("198.18.1.10:0"), PROTO_UDP);
+    assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
+    // cp rewriting the settings keeps the datapath's own "all-ports VIPs exist" flag.
+    dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
+    assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
+    dp.remove_vip(&all_ports).unwrap();
+    assert_eq!(run_xdp(dp.program_mut(), &udp), (action::PASS, udp.clone()));
+    // The address still has the TCP VIP: its marker stays, so fragments stay ours.
+    let frag = ipv4_fragment(&syn(C4, "198.18.1.10:80"), true, 0);
+    assert_eq!(run_xdp(dp.program_mut(), &frag).0, action::DROP);
+    dp.remove_vip(&vip_key(sa("198.18.1.10:80"), PROTO_TCP))
+        .unwrap();
+    assert_eq!(run_xdp(dp.program_mut(), &frag).0, action::PASS);
+    dp.publish_vip(&all_ports, 1, 0, 1, &table_for(&[2]))
+        .unwrap();
+    assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
 }

@@ -168,6 +168,11 @@ pub const NEXTHOP_F_VALID: u32 = 1 << 0;
 /// Global flag: answer oversize DF packets with ICMP frag-needed / packet-too-big.
 pub const CONFIG_F_ICMP_TOO_BIG: u32 = 1 << 0;
 
+/// Global flag, kept by the datapath's user-space side (not part of the configuration):
+/// at least one all-ports (port 0) VIP exists. Without it the datapath skips the port-0
+/// fallback lookup, so traffic that is not for a VIP costs one hash lookup, not two.
+pub const CONFIG_F_HAS_ALL_PORTS_VIPS: u32 = 1 << 31;
+
 /// Global datapath settings (index 0 of [`MAP_CONFIG`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

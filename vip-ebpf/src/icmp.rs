@@ -128,7 +128,9 @@ pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backe
     if cfg.flags & CONFIG_F_ICMP_TOO_BIG == 0 || !p.df {
         return drop(Reason::DropTooBig);
     }
-    let mtu = cfg.mtu - crate::encap::overhead(backend) as u32;
+    let mtu = cfg
+        .mtu
+        .saturating_sub(crate::encap::overhead(backend) as u32);
     match build_too_big(ctx, p, mtu) {
         Ok(()) => Verdict {
             action: xdp_action::XDP_TX,

@@ -3,9 +3,9 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    BACKEND_DOWN, BACKEND_UNUSED, Backend, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, tunnel_hash,
+    BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey,
+    GlobalConfig, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, tunnel_hash,
 };
 
 use crate::{
@@ -148,6 +148,11 @@ pub fn lookup_vip(key: &FlowKey) -> Option<VipMeta> {
     // SAFETY: values are copied out at once; user space replaces entries whole.
     if let Some(m) = unsafe { VIPS.get(&vk) } {
         return Some(*m);
+    }
+    if let Some(cfg) = CONFIG.get(0)
+        && cfg.flags & CONFIG_F_HAS_ALL_PORTS_VIPS == 0
+    {
+        return None;
     }
     vk.port_be = 0;
     // SAFETY: as above.

@@ -25,9 +25,12 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(64, 0);
 #[map(name = "NEXTHOPS")]
 pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(64, 0);
 
+/// `BPF_F_MMAPABLE`: user space maps the array and writes tables with plain stores.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// All Maglev tables back to back (see `vip_common::MAP_MAGLEV`).
 #[map(name = "MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(1024, 0);
+pub static MAGLEV: Array<u32> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 
 /// Connection table.
 #[map(name = "CONNS")]

@@ -415,4 +415,33 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn the_socket_is_private_by_default_and_not_stolen_from_a_running_vipd() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vip-api-{}", std::process::id()));
+        let path = dir.join("sub/api.sock");
+        let (_l, _) = listen(&path, 0o600, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = listen(&path, 0o600, None).unwrap_err();
+        assert!(
+            e.to_string().contains("another vipd is already serving"),
+            "{e}"
+        );
+        let e = listen(&dir.join("other.sock"), 0o660, Some("no-such-group-vip")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("api.group \"no-such-group-vip\" does not exist"),
+            "{e}"
+        );
+        // A stale socket file (no listener) is replaced.
+        drop(_l);
+        // SAFETY: geteuid has no preconditions.
+        let group = (unsafe { libc::geteuid() } == 0).then_some("root");
+        let (_l2, _) = listen(&path, 0o660, group).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -16,7 +16,11 @@ use crate::{
 
 /// Change and inspect a running vipd.
 #[derive(Debug, Parser)]
-#[command(name = "vipctl", version, about)]
+#[command(
+    name = "vipctl",
+    version,
+    about = "Change and inspect a running vipd (JSON over its Unix socket)."
+)]
 pub struct Cli {
     /// vipd's API socket (default: /run/vip/<instance>.sock).
     #[arg(long, global = true)]
@@ -115,12 +119,97 @@ pub enum VipCmd {
         /// Maglev table size (prime; default: the daemon's limits.table_size).
         #[arg(long)]
         table_size: Option<u32>,
+        /// Health check of the backends.
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Delete a VIP.
     Del {
         /// ADDR:PORT[/PROTO].
         vip: String,
     },
+}
+
+/// Health-check options of `vipctl vip add` (the same keys as `[vip.health]`).
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// none, tcp, http or udp.
+    #[arg(long, default_value = "none")]
+    pub check: String,
+    /// Port to probe (default: each backend's port).
+    #[arg(long)]
+    pub check_port: Option<u16>,
+    /// HTTP path.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// HTTP Host header.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// HTTP status (range) that counts as healthy, e.g. 200-399.
+    #[arg(long)]
+    pub expect_status: Option<String>,
+    /// UDP payload to send.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Time between checks, e.g. 2s.
+    #[arg(long, default_value = "2s")]
+    pub interval: String,
+    /// Time a check may take, e.g. 1s.
+    #[arg(long, default_value = "1s")]
+    pub timeout: String,
+    /// Passes that bring a backend up.
+    #[arg(long, default_value_t = 2)]
+    pub rise: u32,
+    /// Failures that take a backend down.
+    #[arg(long, default_value_t = 3)]
+    pub fall: u32,
+}
+
+impl CheckArgs {
+    /// The health check, parsed by the config file's own rules (so errors read alike).
+    pub fn health(&self) -> Result<HealthCheck, UsageError> {
+        let q = |s: &str| format!("{s:?}");
+        let mut toml = format!(
+            "[[vip]]\naddress = \"192.0.2.1:1\"\n[vip.health]\ntype = {}\ninterval = {}\ntimeout = {}\nrise = {}\nfall = {}\n",
+            q(&self.check),
+            q(&self.interval),
+            q(&self.timeout),
+            self.rise,
+            self.fall
+        );
+        for (k, v) in [
+            ("path", &self.path),
+            ("host", &self.host),
+            ("expect_status", &self.expect_status),
+            ("payload", &self.payload),
+        ] {
+            if let Some(v) = v {
+                toml += &format!("{k} = {}\n", q(v));
+            }
+        }
+        if let Some(p) = self.check_port {
+            toml += &format!("port = {p}\n");
+        }
+        match crate::config::Config::parse(&toml, "options") {
+            Ok(c) => Ok(c.vips[0].health.clone()),
+            Err(e) => {
+                let msg = e
+                    .to_string()
+                    .replace("options: 1 problem(s):\n  - ", "")
+                    .replace("VIP 192.0.2.1:1/tcp: ", "")
+                    .replace("health.", "--")
+                    .replace("--type", "--check");
+                // The line numbers are of the generated text, not of anything the user wrote.
+                let msg = match msg.strip_prefix("line ") {
+                    Some(rest) => rest
+                        .split_once(": ")
+                        .map_or(msg.clone(), |(_, m)| m.to_string()),
+                    None => msg,
+                };
+                Err(UsageError(msg))
+            }
+        }
+    }
 }
 
 /// `vipctl backend ...`.
@@ -208,6 +297,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             hash,
             no_conntrack,
             table_size,
+            check,
         }) => change(Change::VipAdd {
             spec: VipSpec {
                 id: vip_arg(vip)?,
@@ -215,7 +305,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 hash: *hash,
                 conntrack: !no_conntrack,
                 table_size: table_size.unwrap_or(0),
-                health: HealthCheck::none(),
+                health: check.health()?,
                 backends: Vec::new(),
             },
         }),

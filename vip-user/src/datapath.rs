@@ -8,8 +8,9 @@
 //! which the kernel makes atomic for readers: a packet sees the old table or the new one.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     net::{IpAddr, SocketAddr},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -19,15 +20,16 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use vip_common::{
-    Backend, BackendCounters, ConnState, FAMILY_V4, FAMILY_V6, FlowKey, GlobalConfig,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS,
-    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VipCounters, VipKey,
-    VipMeta,
+    Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
+    FlowKey, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV,
+    MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason,
+    VIP_F_ADDR_MARKER, VipCounters, VipKey, VipMeta,
 };
 
 use crate::ebpf;
 
 pub mod decap;
+mod mmap;
 
 /// Map capacities, fixed at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,15 +57,16 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Kernel memory the maps take, roughly (values and keys only, per-CPU maps counted
-    /// once per `cpus`), for documentation and `vipd check`.
+    /// Kernel memory the maps take, roughly (`cpus` = possible CPUs, for the per-CPU
+    /// maps), for documentation and `vipd check`. Array elements take 8 bytes at least
+    /// (the kernel rounds values up to 8), hash elements carry ~48 bytes of overhead.
     pub fn approx_bytes(&self, cpus: u64) -> u64 {
         let vips = u64::from(self.max_vips);
         let backends = u64::from(self.max_backends);
-        let maglev = vips * 2 * u64::from(self.table_size) * 4;
-        let conns = u64::from(self.max_conns) * (40 + 8 + 64);
-        let vip_map = vips * 2 * (20 + 16 + 64);
-        let backend_maps = backends * (24 + 20 + 24 * cpus);
+        let maglev = vips * 2 * u64::from(self.table_size) * 8;
+        let conns = u64::from(self.max_conns) * (48 + 40 + 8);
+        let vip_map = vips * 2 * (48 + 20 + 16);
+        let backend_maps = backends * (24 + 24 + 24 * cpus);
         maglev + conns + vip_map + backend_maps + vips * 32 * cpus
     }
 }
@@ -91,7 +94,7 @@ pub enum DatapathError {
         pin_dir: Option<PathBuf>,
         /// The loader's error.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// The verifier or the kernel refused the program.
     #[error("the kernel refused to load the XDP program {program}")]
@@ -100,7 +103,7 @@ pub enum DatapathError {
         program: &'static str,
         /// The loader's error (with the verifier log).
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// The pin directory could not be created.
     #[error("could not create the pin directory {path}")]
@@ -262,6 +265,8 @@ pub struct Datapath {
     backends: Array<MapData, Backend>,
     nexthops: Array<MapData, NextHop>,
     maglev: Array<MapData, u32>,
+    /// The same array mapped into memory, when the kernel allows it (fast writes).
+    maglev_mmap: Option<mmap::MappedArray>,
     conns: HashMap<MapData, FlowKey, ConnState>,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
@@ -269,6 +274,10 @@ pub struct Datapath {
     reasons: PerCpuArray<MapData, u64>,
     tx_ports: DevMapHash<MapData>,
     regions: StdHashMap<u32, Region>,
+    /// The configuration as last given (without the datapath's own flags).
+    global: GlobalConfig,
+    /// All-ports VIPs published, for `CONFIG_F_HAS_ALL_PORTS_VIPS`.
+    all_ports_vips: HashSet<VipKey>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -277,6 +286,7 @@ impl std::fmt::Debug for Datapath {
             .field("limits", &self.limits)
             .field("adopted", &self.adopted)
             .field("regions_shadowed", &self.regions.len())
+            .field("maglev_mmapped", &self.maglev_mmap.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -347,14 +357,14 @@ impl Datapath {
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
         for (name, path) in &paths {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
             .load(ebpf::VIP_LB)
             .map_err(|source| DatapathError::Load {
                 program: ebpf::PROG_LB,
                 pin_dir: pin_dir.map(Path::to_path_buf),
-                source,
+                source: Box::new(source),
             })?;
         let prog: &mut Xdp = ebpf
             .program_mut(ebpf::PROG_LB)
@@ -364,13 +374,22 @@ impl Datapath {
             })?;
         prog.load().map_err(|source| DatapathError::Program {
             program: ebpf::PROG_LB,
-            source,
+            source: Box::new(source),
         })?;
-        Ok(Self {
+        let maglev_map = take(&mut ebpf, MAP_MAGLEV)?;
+        let maglev_mmap = match &maglev_map {
+            Map::Array(data) => mmap::MappedArray::new(data.fd().as_fd(), maglev_len as u32),
+            _ => None,
+        };
+        let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
             nexthops: typed!(&mut ebpf, MAP_NEXTHOPS),
-            maglev: typed!(&mut ebpf, MAP_MAGLEV),
+            maglev: maglev_map.try_into().map_err(map_err(
+                MAP_MAGLEV,
+                "opening the map with its expected types",
+            ))?,
+            maglev_mmap,
             conns: typed!(&mut ebpf, MAP_CONNS),
             config: typed!(&mut ebpf, MAP_CONFIG),
             vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
@@ -381,12 +400,34 @@ impl Datapath {
             limits: *limits,
             adopted,
             regions: StdHashMap::new(),
-        })
+            global: GlobalConfig::default(),
+            all_ports_vips: HashSet::new(),
+        };
+        if adopted {
+            dp.global = dp
+                .config
+                .get(&0, 0)
+                .map_err(map_err(MAP_CONFIG, "reading the global settings"))?;
+            dp.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+            for k in dp.vips.keys() {
+                let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+                if is_all_ports(&k) {
+                    dp.all_ports_vips.insert(k);
+                }
+            }
+        }
+        Ok(dp)
     }
 
     /// True when the maps were adopted from the pin directory (a restart).
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// True when Maglev tables are written through a memory mapping (fast) rather than
+    /// one `bpf()` call per entry.
+    pub fn maglev_mmapped(&self) -> bool {
+        self.maglev_mmap.is_some()
     }
 
     /// The limits the maps were created with.
@@ -405,6 +446,16 @@ impl Datapath {
 
     /// Writes the global settings.
     pub fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
+        self.global = *cfg;
+        self.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+        self.write_global()
+    }
+
+    fn write_global(&mut self) -> Result<()> {
+        let mut cfg = self.global;
+        if !self.all_ports_vips.is_empty() {
+            cfg.flags |= CONFIG_F_HAS_ALL_PORTS_VIPS;
+        }
         self.config
             .set(0, cfg, 0)
             .map_err(map_err(MAP_CONFIG, "writing the global settings"))
@@ -466,10 +517,13 @@ impl Datapath {
             if adopted {
                 for (i, x) in v.iter_mut().enumerate() {
                     let idx = base + i as u32;
-                    *x = self
-                        .maglev
-                        .get(&idx, 0)
-                        .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?;
+                    *x = match &self.maglev_mmap {
+                        Some(m) => m.get(idx),
+                        None => self
+                            .maglev
+                            .get(&idx, 0)
+                            .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?,
+                    };
                 }
             }
             *entry = Some(v);
@@ -522,9 +576,13 @@ impl Datapath {
         for (i, want) in table.iter().enumerate() {
             if new_shadow[i] != *want {
                 let idx = table_base + i as u32;
-                self.maglev
-                    .set(idx, want, 0)
-                    .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?;
+                match &mut self.maglev_mmap {
+                    Some(m) => m.set(idx, *want),
+                    None => self
+                        .maglev
+                        .set(idx, want, 0)
+                        .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?,
+                }
                 new_shadow[i] = *want;
                 writes += 1;
             }
@@ -533,6 +591,8 @@ impl Datapath {
             .get_mut(&slot)
             .expect("created by shadow()")
             .halves[half as usize] = Some(new_shadow);
+        // Table stores (through the mapping) before the VIP entry that publishes them.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let meta = VipMeta {
             id,
             flags: flags & !VIP_F_ADDR_MARKER,
@@ -552,6 +612,10 @@ impl Datapath {
         self.vips
             .insert(marker, marker_meta, 0)
             .map_err(map_err(MAP_VIPS, "writing the VIP address marker"))?;
+        // The datapath must look for all-ports VIPs before the first one is visible.
+        if is_all_ports(key) && self.all_ports_vips.insert(*key) && self.all_ports_vips.len() == 1 {
+            self.write_global()?;
+        }
         self.vips
             .insert(*key, meta, 0)
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
@@ -567,6 +631,9 @@ impl Datapath {
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
+        }
+        if self.all_ports_vips.remove(key) && self.all_ports_vips.is_empty() {
+            self.write_global()?;
         }
         let marker = VipKey {
             port_be: 0,
@@ -601,6 +668,7 @@ impl Datapath {
 
     /// The active Maglev table of a published VIP, read from the map.
     pub fn vip_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
+        // Read through the syscall path on purpose: this is what the kernel sees.
         let Some(meta) = self.vip(key)? else {
             return Ok(None);
         };
@@ -687,6 +755,11 @@ impl Datapath {
     }
 }
 
+/// An all-ports VIP key (port 0), as opposed to an address marker (proto 0 too).
+fn is_all_ports(k: &VipKey) -> bool {
+    k.port_be == 0 && k.proto != 0
+}
+
 pub(crate) fn reason_counts(
     reasons: &PerCpuArray<MapData, u64>,
 ) -> Result<Vec<(Reason, u64)>, DatapathError> {
@@ -705,6 +778,21 @@ pub(crate) fn reason_counts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_can_move_to_the_owner_task() {
+        fn send<T: Send>() {}
+        send::<Datapath>();
+        send::<decap::Decap>();
+    }
+
+    #[test]
+    fn default_limits_memory_is_dominated_by_maglev_and_conns() {
+        let l = Limits::default();
+        let maglev = 256 * 2 * 65537 * 8;
+        let total = l.approx_bytes(2);
+        assert!(total > maglev && total < maglev + 120_000_000, "{total}");
+    }
 
     #[test]
     fn address_words_round_trip_and_are_network_order() {

@@ -71,4 +71,8 @@ impl DatapathOps for Datapath {
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, DatapathError> {
         Datapath::lookup_conn(self, key)
     }
+
+    fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
+        Datapath::vip_table(self, key)
+    }
 }

@@ -19,7 +19,7 @@ use crate::{
 pub enum DecapError {
     /// Loading or writing its map failed.
     #[error(transparent)]
-    Datapath(#[from] DatapathError),
+    Datapath(Box<DatapathError>),
     /// No address to accept tunnels for.
     #[error(
         "interface {0} has no IP address and none was given: pass --local ADDR (the address the LB tunnels to)"
@@ -28,6 +28,12 @@ pub enum DecapError {
     /// Attaching failed.
     #[error(transparent)]
     Link(#[from] xdp_link::LinkSetupError),
+}
+
+impl From<DatapathError> for DecapError {
+    fn from(e: DatapathError) -> Self {
+        DecapError::Datapath(Box::new(e))
+    }
 }
 
 /// Pin directory of the decap role.
@@ -77,6 +83,10 @@ pub fn detach(iface: &str, dir: &Path) -> Result<bool, DecapError> {
             let _ = std::fs::remove_file(dir.join(map));
         }
         let _ = std::fs::remove_dir(dir);
+        // The instance directory too, if nothing else (an LB) is pinned there.
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     Ok(removed)
 }

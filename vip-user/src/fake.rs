@@ -25,6 +25,8 @@ pub struct FakeMaps {
     pub publishes: u64,
     /// Number of further writes that succeed before one fails.
     pub fail_after: Option<u64>,
+    /// Per-backend packet counters.
+    pub backend_packets: HashMap<u32, u64>,
 }
 
 impl FakeMaps {
@@ -90,8 +92,11 @@ impl DatapathOps for FakeMaps {
     fn vip_counters(&self, _: u32) -> Result<VipCounters, Injected> {
         Ok(VipCounters::default())
     }
-    fn backend_counters(&self, _: u32) -> Result<BackendCounters, Injected> {
-        Ok(BackendCounters::default())
+    fn backend_counters(&self, id: u32) -> Result<BackendCounters, Injected> {
+        Ok(BackendCounters {
+            packets: self.backend_packets.get(&id).copied().unwrap_or(0),
+            ..BackendCounters::default()
+        })
     }
     fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, Injected> {
         Ok(Vec::new())
@@ -101,5 +106,8 @@ impl DatapathOps for FakeMaps {
     }
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Injected> {
         Ok(self.conns.get(key).copied())
+    }
+    fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, Injected> {
+        Ok(self.vips.get(key).map(|(_, _, t)| t.clone()))
     }
 }

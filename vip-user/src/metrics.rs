@@ -105,7 +105,7 @@ impl Metrics {
     /// The OpenMetrics text for a status snapshot.
     pub fn render(&self, s: &Status) -> String {
         let _guard = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reg = Registry::with_prefix("vip");
+        let mut reg = Registry::default();
         let vip_packets = Family::<VipLabels, Counter>::default();
         let vip_bytes = Family::<VipLabels, Counter>::default();
         let vip_new = Family::<VipLabels, Counter>::default();
@@ -168,38 +168,54 @@ impl Metrics {
             vip_dropped,
         );
         reg.register(
-            "backend_packets",
+            "vip_backend_packets",
             "Packets forwarded per backend",
             be_packets,
         );
-        reg.register("backend_bytes", "Bytes forwarded per backend", be_bytes);
-        reg.register("backend_new_flows", "New flows pinned per backend", be_new);
-        reg.register("backend_up", "1 if the backend takes new flows", be_up);
+        reg.register("vip_backend_bytes", "Bytes forwarded per backend", be_bytes);
         reg.register(
-            "backend_weight",
+            "vip_backend_new_flows",
+            "New flows pinned per backend",
+            be_new,
+        );
+        reg.register("vip_backend_up", "1 if the backend takes new flows", be_up);
+        reg.register(
+            "vip_backend_weight",
             "Effective weight (0 unless up)",
             be_weight,
         );
-        reg.register("backend_maglev_slots", "Maglev table slots owned", be_slots);
         reg.register(
-            "backend_health_transitions",
+            "vip_backend_maglev_slots",
+            "Maglev table slots owned",
+            be_slots,
+        );
+        reg.register(
+            "vip_backend_health_transitions",
             "Health state changes",
             be_transitions,
         );
         reg.register(
-            "health_check_duration_seconds",
+            "vip_health_check_duration_seconds",
             "Duration of health probes",
             self.check_duration.clone(),
         );
         reg.register(
-            "health_checks",
+            "vip_health_checks",
             "Health probes by result",
             self.checks.clone(),
         );
-        reg.register("conntrack_entries", "Connection-table entries", conns);
-        reg.register("conntrack_capacity", "Connection-table capacity", capacity);
-        reg.register("datapath_packets", "Packets by datapath reason", reasons);
-        reg.register("drops", "Dropped packets by reason", drops);
+        reg.register("vip_conntrack_entries", "Connection-table entries", conns);
+        reg.register(
+            "vip_conntrack_capacity",
+            "Connection-table capacity",
+            capacity,
+        );
+        reg.register(
+            "vip_datapath_packets",
+            "Packets by datapath reason",
+            reasons,
+        );
+        reg.register("vip_drops", "Dropped packets by reason", drops);
         let mut out = String::new();
         encode(&mut out, &reg).expect("writing to a String cannot fail");
         out
@@ -265,7 +281,7 @@ mod tests {
         let m = Metrics::default();
         let text = m.render(&o.status());
         for want in [
-            "vip_vip_packets_total{vip=\"198.18.1.10:80/tcp\"} 0",
+            "vip_packets_total{vip=\"198.18.1.10:80/tcp\"} 0",
             "vip_backend_up{vip=\"198.18.1.10:80/tcp\",backend=\"198.18.2.1:80\"} 1",
             "vip_backend_up{vip=\"198.18.1.10:80/tcp\",backend=\"198.18.2.2:80\"} 0",
             "vip_backend_weight{vip=\"198.18.1.10:80/tcp\",backend=\"198.18.2.1:80\"} 1",

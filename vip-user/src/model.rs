@@ -38,6 +38,8 @@ pub struct Prediction {
     pub reason: Reason,
     /// The backend the frame goes to (forwarded and steered frames only).
     pub backend: Option<u32>,
+    /// Forwarded by MAC rewrite (`dsr-l2`) rather than through a tunnel.
+    pub dsr_l2: bool,
 }
 
 /// A published VIP as the model keeps it.
@@ -221,6 +223,7 @@ fn pass(reason: Reason) -> Prediction {
         action: action::PASS,
         reason,
         backend: None,
+        dsr_l2: false,
     }
 }
 
@@ -229,6 +232,7 @@ fn drop(reason: Reason) -> Prediction {
         action: action::DROP,
         reason,
         backend: None,
+        dsr_l2: false,
     }
 }
 
@@ -365,6 +369,7 @@ impl Model {
                         action: action::TX,
                         reason: Reason::IcmpTooBigSent,
                         backend: None,
+                        dsr_l2: false,
                     }
                 } else {
                     drop(Reason::DropTooBig)
@@ -386,6 +391,7 @@ impl Model {
                 Reason::Forwarded
             },
             backend: Some(id),
+            dsr_l2: vip.flags & VIP_F_DSR_L2 != 0,
         }
     }
 

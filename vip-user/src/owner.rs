@@ -36,6 +36,8 @@ pub trait DatapathOps: Tables {
     fn conn_count(&self) -> Result<u64, Self::Error>;
     /// One connection-table entry.
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Self::Error>;
+    /// The Maglev table a VIP's published entry points at, read from the maps.
+    fn live_table(&self, key: &vip_common::VipKey) -> Result<Option<Vec<u32>>, Self::Error>;
 }
 
 /// Why a change was refused or failed.
@@ -125,6 +127,9 @@ pub struct StateFile {
     pub alloc: Allocation,
     /// Backends known down.
     pub down: Vec<BackendIdentity>,
+    /// Map sizes the pinned maps were created with (a restart must use the same).
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 impl StateFile {
@@ -175,6 +180,8 @@ pub struct Owner<T> {
     pub transitions: BTreeMap<BackendIdentity, u64>,
     /// Map writes made by the last change.
     pub last_stats: ApplyStats,
+    /// Maglev tables read back from the maps for `flow`, valid until the next write.
+    live_tables: std::cell::RefCell<std::collections::HashMap<vip_common::VipKey, Vec<u32>>>,
 }
 
 impl<T: DatapathOps> Owner<T> {
@@ -197,6 +204,7 @@ impl<T: DatapathOps> Owner<T> {
             state_file,
             transitions: BTreeMap::new(),
             last_stats: ApplyStats::default(),
+            live_tables: Default::default(),
         };
         let mut vips = cfg.vips.clone();
         if let Some(s) = state {
@@ -223,16 +231,14 @@ impl<T: DatapathOps> Owner<T> {
         crate::config::validate_vips(&vips, &self.limits).map_err(OwnerError::Invalid)?;
         let mut alloc = self.alloc.clone();
         alloc.update(&vips, &self.limits)?;
+        self.record_baselines(&mut alloc);
         let mut health = self.health.clone();
         health.retain(|(v, a), _| {
             vips.iter()
                 .any(|s| s.id == *v && s.backends.iter().any(|b| b.addr == *a))
         });
         let want = desired_tables(&vips, &alloc, &health);
-        match self
-            .applied
-            .reconcile(&mut self.tables, &self.global, &want)
-        {
+        match self.write(&want) {
             Ok(stats) => {
                 let old = (
                     std::mem::replace(&mut self.vips, vips),
@@ -258,6 +264,38 @@ impl<T: DatapathOps> Owner<T> {
         }
     }
 
+    /// Counters of ids and slots newly handed out, so a reused id starts from zero in
+    /// `vipctl stats` and the metrics.
+    fn record_baselines(&self, alloc: &mut Allocation) {
+        alloc
+            .backend_base
+            .retain(|id, _| alloc.backends.iter().any(|&(_, i, _)| i == *id));
+        alloc
+            .vip_base
+            .retain(|slot, _| alloc.vips.values().any(|s| s == slot));
+        for &(ident, id, generation) in &alloc.backends {
+            if self.alloc.backend(&ident) != Some((id, generation)) {
+                let mut c = self.tables.backend_counters(id).unwrap_or_default();
+                if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
+                    c.packets = c.packets.saturating_sub(*p);
+                    c.bytes = c.bytes.saturating_sub(*b);
+                    c.new_flows = c.new_flows.saturating_sub(*n);
+                }
+                alloc
+                    .backend_base
+                    .insert(id, [c.packets, c.bytes, c.new_flows]);
+            }
+        }
+        for (vip, &slot) in &alloc.vips {
+            if self.alloc.vips.get(vip) != Some(&slot) {
+                let c = self.tables.vip_counters(slot).unwrap_or_default();
+                alloc
+                    .vip_base
+                    .insert(slot, [c.packets, c.bytes, c.new_flows, c.dropped]);
+            }
+        }
+    }
+
     /// The config file was (re)read: its VIPs become the running set.
     pub fn reload(&mut self, cfg: &Config) -> Result<ApplyStats, OwnerError> {
         if cfg.limits != self.limits {
@@ -274,10 +312,15 @@ impl<T: DatapathOps> Owner<T> {
         })
     }
 
+    /// The one place maps are written: reconcile to `want`, dropping cached read-backs.
+    fn write(&mut self, want: &crate::reconcile::Desired) -> Result<ApplyStats, T::Error> {
+        self.live_tables.borrow_mut().clear();
+        self.applied.reconcile(&mut self.tables, &self.global, want)
+    }
+
     fn restore(&mut self) -> Result<ApplyStats, T::Error> {
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        self.applied
-            .reconcile(&mut self.tables, &self.global, &want)
+        self.write(&want)
     }
 
     fn persist(&self) -> std::io::Result<()> {
@@ -294,6 +337,7 @@ impl<T: DatapathOps> Owner<T> {
                 .filter(|(_, up)| !**up)
                 .map(|(i, _)| *i)
                 .collect(),
+            limits: Some(self.limits),
         }
         .write(path)
     }
@@ -381,10 +425,7 @@ impl<T: DatapathOps> Owner<T> {
         self.health.insert(ident, up);
         *self.transitions.entry(ident).or_default() += 1;
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        match self
-            .applied
-            .reconcile(&mut self.tables, &self.global, &want)
-        {
+        match self.write(&want) {
             Ok(stats) => {
                 tracing::info!(vip = %ident.0, backend = %ident.1, up, map_writes = stats.map_writes(), "backend health changed");
                 if let Err(e) = self.persist() {
@@ -443,7 +484,13 @@ impl<T: DatapathOps> Owner<T> {
         let mut vips = Vec::new();
         for v in &self.vips {
             let slot = self.alloc.vips[&v.id];
-            let counters = self.tables.vip_counters(slot).unwrap_or_default();
+            let mut counters = self.tables.vip_counters(slot).unwrap_or_default();
+            if let Some([p, b, n, d]) = self.alloc.vip_base.get(&slot) {
+                counters.packets = counters.packets.saturating_sub(*p);
+                counters.bytes = counters.bytes.saturating_sub(*b);
+                counters.new_flows = counters.new_flows.saturating_sub(*n);
+                counters.dropped = counters.dropped.saturating_sub(*d);
+            }
             let mut backends = Vec::new();
             let table = self
                 .applied
@@ -455,7 +502,12 @@ impl<T: DatapathOps> Owner<T> {
                 let ident = (v.id, b.addr);
                 let (id, generation) = self.alloc.backend(&ident).unwrap_or((u32::MAX, 0));
                 let healthy = self.health.get(&ident).copied().unwrap_or(true);
-                let c = self.tables.backend_counters(id).unwrap_or_default();
+                let mut c = self.tables.backend_counters(id).unwrap_or_default();
+                if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
+                    c.packets = c.packets.saturating_sub(*p);
+                    c.bytes = c.bytes.saturating_sub(*b);
+                    c.new_flows = c.new_flows.saturating_sub(*n);
+                }
                 backends.push(BackendStatus {
                     addr: b.addr,
                     id,
@@ -534,11 +586,27 @@ impl<T: DatapathOps> Owner<T> {
                 .find(|&&(_, i, _)| i == id)
                 .map(|&((_, a), _, g)| (a, g))
         };
-        let (_, table) = self
-            .applied
-            .vips
-            .get(&VipKeyOrd(vip.id))
-            .expect("running VIPs are published");
+        // The live table (what packets use), not the owner's idea of it.
+        // Read once per published version: the owner is the only writer, and clears the
+        // cache whenever it writes.
+        let vkey = crate::reconcile::vip_key(&vip.id);
+        let cached = self.live_tables.borrow().get(&vkey).cloned();
+        let table = match cached {
+            Some(t) => t,
+            None => {
+                let t = match self.tables.live_table(&vkey) {
+                    Ok(t) => t.unwrap_or_default(),
+                    Err(e) => {
+                        return Err(OwnerError::NotFound(format!(
+                            "reading the Maglev table of {} from the datapath failed: {e}",
+                            vip.id
+                        )));
+                    }
+                };
+                self.live_tables.borrow_mut().insert(vkey, t.clone());
+                t
+            }
+        };
         let src_only = table_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
         let hash = vip_common::flow_hash(&key, src_only);
         let slot = if table.is_empty() {

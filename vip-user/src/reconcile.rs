@@ -35,6 +35,14 @@ pub struct Allocation {
     pub vips: BTreeMap<VipId, u32>,
     /// Backend identity → (id, generation), as a list because JSON keys must be strings.
     pub backends: Vec<(BackendIdentity, u32, u32)>,
+    /// Counters a backend id had when it was given to its current identity (ids are
+    /// reused; counters in the maps are not reset), as [packets, bytes, new flows].
+    #[serde(default, with = "pairs")]
+    pub backend_base: BTreeMap<u32, [u64; 3]>,
+    /// Counters a VIP slot had when given to its current VIP: [packets, bytes, new
+    /// flows, dropped].
+    #[serde(default, with = "pairs")]
+    pub vip_base: BTreeMap<u32, [u64; 4]>,
     /// Last generation handed out per backend id, so reuse bumps it.
     #[serde(with = "pairs")]
     pub generations: BTreeMap<u32, u32>,

@@ -9,7 +9,7 @@ use crate::{
     daemon,
     datapath::{Datapath, DatapathError},
     datapath_ops::limits,
-    owner::{Owner, OwnerError},
+    owner::{Owner, OwnerError, StateFile},
     xdp_link::{self, Attached, LinkSetupError},
 };
 
@@ -81,10 +81,12 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
         .enable_all()
         .build()?;
     let _guard = rt.enter();
-    // Bind first: a second vipd for the same instance must fail before touching maps.
-    let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
+    // A second vipd for the same instance must fail before touching maps.
+    if std::os::unix::net::UnixStream::connect(&cfg.api.socket).is_ok() {
+        return Err(api::ListenError::InUse(cfg.api.socket.clone()).into());
+    }
     let socket = cfg.api.socket.clone();
-    let result = serve(cfg, config_path, &rt, listener, access);
+    let result = serve(cfg, config_path, &rt);
     let _ = std::fs::remove_file(&socket);
     result
 }
@@ -93,14 +95,30 @@ fn serve(
     cfg: Config,
     config_path: &Path,
     rt: &tokio::runtime::Runtime,
-    listener: tokio::net::UnixListener,
-    access: api::Access,
 ) -> Result<(), ServiceError> {
     let pin = cfg.pin_dir();
     if !is_bpffs(Path::new("/sys/fs/bpf")) {
         return Err(ServiceError::Datapath(
             "/sys/fs/bpf is not a BPF filesystem, so nothing can be pinned there: mount it (`mount -t bpf bpf /sys/fs/bpf`). Note that `ip netns exec` remounts /sys without it: use `vipd run --netns NAME` or `nsenter --net=/run/netns/NAME vipd run ...` instead".into(),
         ));
+    }
+    let pinned = pin.join(vip_common::MAP_MAGLEV).exists();
+    let state = StateFile::read(&cfg.state_file).map_err(ServiceError::Datapath)?;
+    if pinned {
+        match state.as_ref().and_then(|s| s.limits) {
+            Some(l) if l != cfg.limits => {
+                return Err(ServiceError::Datapath(format!(
+                    "the maps pinned in {} were created with {l:?} but the config asks for {:?}: map sizes cannot change under a running datapath; run `vipd down` (drops connections) to resize, or restore [limits]",
+                    pin.display(),
+                    cfg.limits
+                )));
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                state = %cfg.state_file.display(),
+                "adopting pinned maps without a state file: backend ids are assigned afresh, so established flows may re-hash once"
+            ),
+        }
     }
     let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin)).map_err(datapath_error)?;
     let adopted = dp.adopted();
@@ -144,6 +162,8 @@ fn serve(
             xdp_link::detach_pinned(&stale)?;
         }
     }
+    // The socket appears only now, so "it answers" means "it is serving".
+    let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
     rt.block_on(daemon::run(
         owner,
         cfg,

@@ -10,7 +10,10 @@ use vip_user::{
 
 /// The vip load-balancer daemon.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "The vip load-balancer daemon: loads and pins the XDP datapath, owns its maps, checks backends, serves the API and metrics."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

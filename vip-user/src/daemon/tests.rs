@@ -108,7 +108,12 @@ fn the_cli_round_trips_through_the_daemon() {
     );
     ok(
         &d,
-        "vip add [2001:db8::10]:443/udp --hash src --table-size 251",
+        "vip add [2001:db8::10]:443/udp --hash src --table-size 251 --check udp --payload ping --interval 5s",
+    );
+    let json = ok(&d, "-o json vip list");
+    assert!(
+        json.contains("\"payload\": \"ping\"") && json.contains("\"interval\": \"5s\""),
+        "{json}"
     );
     ok(
         &d,
@@ -193,6 +198,22 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
         ),
         ("vip del 198.18.1.99:80".into(), "no VIP 198.18.1.99:80/tcp"),
         (
+            "vip add 198.18.1.12:80 --check http --path nope".into(),
+            "--path \"nope\" must start with '/'",
+        ),
+        (
+            "vip add 198.18.1.12:80 --check icmp".into(),
+            "--check \"icmp\": use none, tcp, http or udp",
+        ),
+        (
+            "vip add 198.18.1.12:80 --check tcp --interval 1s --timeout 5s".into(),
+            "--timeout 5s must be above 0 and at most --interval 1s",
+        ),
+        (
+            "vip add 198.18.1.12:* --check tcp".into(),
+            "so its health check needs a port",
+        ),
+        (
             "backend add 198.18.1.10:80 198.18.2.1".into(),
             "already exists in VIP 198.18.1.10:80/tcp",
         ),
@@ -275,4 +296,97 @@ fn runtime_changes_survive_a_daemon_restart() {
     let d2 = spawn(&dir);
     assert_eq!(ok(&d2, "backend list"), before);
     assert!(before.contains("198.18.2.3:80"), "{before}");
+}
+
+#[test]
+fn reload_applies_the_edited_file_and_refuses_a_broken_one() {
+    let d = start("reload");
+    let path = d.dir.join("vipd.toml");
+    std::fs::write(
+        &path,
+        CFG.replace(
+            "address = \"198.18.2.2\"\n",
+            "address = \"198.18.2.2\"\nweight = 5\n",
+        ),
+    )
+    .unwrap();
+    let out = ok(&d, "reload");
+    assert!(
+        out.contains("~ backend 198.18.1.10:80/tcp 198.18.2.2:80 weight: 1 -> 5"),
+        "{out}"
+    );
+    let before = ok(&d, "-o json backend list");
+    std::fs::write(&path, CFG.to_string() + "bogus = 1\n").unwrap();
+    let e = vipctl(&d, "reload").unwrap_err();
+    assert!(
+        e.contains("unknown field `bogus`") && e.contains("nothing was changed"),
+        "{e}"
+    );
+    std::fs::write(&path, CFG.replace("max_vips = 4", "max_vips = 5")).unwrap();
+    let e = vipctl(&d, "reload").unwrap_err();
+    assert!(
+        e.contains("[limits] changed") && e.contains("vipd down"),
+        "{e}"
+    );
+    assert_eq!(ok(&d, "-o json backend list"), before);
+}
+
+/// SO_PEERCRED: with the socket's permissions opened up by mistake, a user who is
+/// neither root nor in the configured group is still refused.
+#[test]
+fn the_api_refuses_other_users_even_through_an_open_socket() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "vip-test-skipped: the_api_refuses_other_users_even_through_an_open_socket: needs root to switch users"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = start("peercred");
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = std::ffi::CString::new(d.socket.to_str().unwrap()).unwrap();
+    let request = b"{\"cmd\":\"status\"}\n";
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (i, b) in path.as_bytes().iter().enumerate() {
+        addr.sun_path[i] = *b as libc::c_char;
+    }
+    let mut answer = [0u8; 512];
+    // The child only makes raw system calls (no allocation after fork).
+    // SAFETY: fork; the child runs async-signal-safe calls only and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                libc::_exit(3);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) != 0 {
+                libc::_exit(4);
+            }
+            libc::write(fd, request.as_ptr().cast(), request.len());
+            let n = libc::read(fd, answer.as_mut_ptr().cast(), answer.len());
+            // Exit 0 only if the answer is an error naming the uid.
+            let needle = b"uid 65534";
+            let ok = n > 0
+                && answer[..n as usize]
+                    .windows(needle.len())
+                    .any(|w| w == needle);
+            libc::_exit(if ok { 0 } else { 5 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "child died: {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "3: setuid, 4: connect, 5: not refused"
+    );
+    // Root still gets in.
+    ok(&d, "vip list");
 }

@@ -48,14 +48,14 @@ impl Decap {
             })
             .unwrap_or_default();
         for (name, path) in &paths {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
             .load(ebpf::VIP_DECAP)
             .map_err(|source| DatapathError::Load {
                 program: ebpf::PROG_DECAP,
                 pin_dir: pin_dir.map(Path::to_path_buf),
-                source,
+                source: Box::new(source),
             })?;
         let prog: &mut Xdp = ebpf
             .program_mut(ebpf::PROG_DECAP)
@@ -65,7 +65,7 @@ impl Decap {
             })?;
         prog.load().map_err(|source| DatapathError::Program {
             program: ebpf::PROG_DECAP,
-            source,
+            source: Box::new(source),
         })?;
         let addrs = ebpf
             .take_map(MAP_DECAP_ADDRS)

@@ -292,3 +292,37 @@ fn flow_answers_from_the_conntrack_first_then_maglev() {
     let err = o.flow(Protocol::Udp, src, dst).unwrap_err();
     assert!(err.to_string().contains("is not a VIP"), "{err}");
 }
+
+#[test]
+fn a_reused_backend_id_starts_its_counters_from_zero() {
+    let mut o = owner();
+    let web = vip("198.18.1.10:80");
+    let (id, _) = o
+        .alloc
+        .backend(&(web, "198.18.2.1:80".parse().unwrap()))
+        .unwrap();
+    o.tables.backend_packets.insert(id, 1000);
+    o.change(Change::BackendDel {
+        vip: web,
+        addr: "198.18.2.1:80".parse().unwrap(),
+    })
+    .unwrap();
+    o.change(Change::BackendAdd {
+        vip: web,
+        backend: backend("198.18.9.9:80", 1),
+    })
+    .unwrap();
+    let (reused, _) = o
+        .alloc
+        .backend(&(web, "198.18.9.9:80".parse().unwrap()))
+        .unwrap();
+    assert_eq!(reused, id, "the lowest free id is handed out again");
+    o.tables.backend_packets.insert(id, 1007);
+    let st = o.status();
+    let b = st.vips[0]
+        .backends
+        .iter()
+        .find(|b| b.addr == "198.18.9.9:80".parse().unwrap())
+        .unwrap();
+    assert_eq!(b.packets, 7);
+}
