@@ -1,5 +1,140 @@
-//! `cargo xtask bench`: per-packet cost, scaling, control plane, balance, end to end.
+//! `cargo xtask bench [SECTION...] [--quick]`: per-packet cost, scaling, control plane,
+//! balance, end to end. Writes target/bench/results.{json,md} and per_packet.svg, and
+//! prints the table.
+//!
+//! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e` (default: all).
+//! `--quick` runs fewer iterations (for trying the harness, not for figures).
 
-fn main() {
-    println!("vip bench: the benchmark suite is not built yet (issue 6).");
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, ensure};
+use vip_tests::{
+    bench::{
+        FLOOR_PROGS, VIP_BENCH, balance, control,
+        machine::{Machine, current_cpu, pin_to_cpu},
+        packets,
+        per_packet::{self, Floors},
+        report::Report,
+        testrun::{Method, load_all},
+    },
+    fixture::action,
+};
+
+const SECTIONS: [&str; 6] = ["floors", "packet", "scale", "control", "balance", "e2e"];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vip-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut wanted: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for w in &wanted {
+        ensure!(
+            SECTIONS.contains(w),
+            "unknown section {w:?}: choose from {}",
+            SECTIONS.join(", ")
+        );
+    }
+    if wanted.is_empty() {
+        wanted = SECTIONS.to_vec();
+    }
+    let on = |s: &str| wanted.contains(&s);
+    let trials = if quick { 3 } else { 5 };
+    let repeat = Method {
+        repeat: if quick { 100_000 } else { 1_000_000 },
+        calls: 0,
+        trials,
+    };
+    let calls = Method {
+        repeat: 1,
+        calls: if quick { 20_000 } else { 200_000 },
+        trials,
+    };
+
+    let mut report = Report {
+        machine: Machine::detect(),
+        command: format!("cargo xtask bench {}", args.join(" "))
+            .trim_end()
+            .to_string(),
+        rows: Vec::new(),
+        missing: Vec::new(),
+    };
+    if quick {
+        report.missing.push(
+            "--quick: fewer iterations and trials than the method asks; not for publishing".into(),
+        );
+    }
+
+    let needs_bpf = ["floors", "packet", "scale"].iter().any(|s| on(s));
+    let mut floors: Option<Floors> = None;
+    if needs_bpf {
+        ensure!(
+            !VIP_BENCH.is_empty(),
+            "the bench eBPF object vip-bench was not built: run `cargo xtask bench` (it \
+             builds the eBPF programs first)"
+        );
+        // Per-CPU maps and the connection-table LRU are per CPU: stay on one.
+        let cpu = pin_to_cpu(current_cpu()).context("pinning the benchmark to one CPU")?;
+        eprintln!("vip-bench: pinned to CPU {cpu}");
+        let mut ebpf = load_all(VIP_BENCH, &FLOOR_PROGS)?;
+        let f = per_packet::floors(&mut report, &mut ebpf, repeat)?;
+        floors = Some(f);
+        let pkt = packets::tcp_v4(packets::client_v4());
+        per_packet::many_calls(
+            &mut report,
+            &mut ebpf,
+            &[
+                (
+                    "XDP_PASS, no wrapper",
+                    "bench_pass_bare",
+                    pkt.clone(),
+                    action::PASS,
+                ),
+                (
+                    "floor: XDP_PASS (wrapped)",
+                    "bench_pass",
+                    pkt.clone(),
+                    action::PASS,
+                ),
+                (
+                    "floor: IPIP encap (wrapped)",
+                    "bench_encap",
+                    pkt,
+                    action::TX,
+                ),
+            ],
+            calls,
+        )?;
+    }
+    let _ = floors;
+    if on("control") {
+        control::build_times(&mut report, trials);
+        control::backend_down(&mut report, trials);
+    }
+    if on("balance") {
+        balance::run(&mut report);
+    }
+
+    let dir =
+        PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+            .join("bench");
+    report.write(&dir)?;
+    println!("{}", report.markdown());
+    println!(
+        "written: {0}/results.json {0}/results.md {0}/per_packet.svg",
+        dir.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,131 @@
+//! Timing XDP programs with `BPF_PROG_TEST_RUN`, by the two valid methods:
+//! - `repeat` mode: one call with `repeat` iterations; the kernel reports the mean time
+//!   per iteration. Only valid for programs that leave the packet as they found it (the
+//!   `vip_bench` programs restore it), because every iteration runs on the same buffer.
+//! - many-calls mode: `repeat = 1`, many calls, wall-clock time per call. Includes the
+//!   syscall, so it is only compared with floors measured the same way.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+
+use super::stats::Trials;
+
+/// How a packet was run.
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    /// Iterations per call (repeat mode) ...
+    pub repeat: u32,
+    /// ... or calls of `repeat = 1` (many-calls mode) when `repeat == 1`.
+    pub calls: u32,
+    /// Trials; the figure is their median.
+    pub trials: usize,
+}
+
+/// Mean ns per packet of `prog` on `packet`, over `method.trials` trials. Every call must
+/// give `verdict` and, in repeat mode, leave the packet unchanged (the restoring
+/// wrapper worked), else the figure would be of another path and this fails.
+pub fn ns_per_packet(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    packet: &[u8],
+    verdict: u32,
+    method: Method,
+) -> Result<Trials> {
+    let xdp = xdp(ebpf, prog)?;
+    let mut out = vec![0u8; packet.len() + 256];
+    let mut samples = Vec::with_capacity(method.trials);
+    for _ in 0..method.trials {
+        let ns = if method.repeat > 1 {
+            let r = xdp
+                .test_run(TestRunOptions {
+                    data_in: Some(packet),
+                    data_out: Some(&mut out),
+                    repeat: method.repeat,
+                    ..TestRunOptions::default()
+                })
+                .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+            ensure!(
+                r.return_value == verdict,
+                "{prog} returned verdict {} (want {verdict}): it is not running the path \
+                 this figure is named after",
+                r.return_value
+            );
+            ensure!(
+                &out[..r.data_size_out as usize] == packet,
+                "{prog} did not restore the packet: later iterations would measure another \
+                 path"
+            );
+            r.duration.as_nanos() as f64
+        } else {
+            let start = Instant::now();
+            for _ in 0..method.calls {
+                let r = xdp
+                    .test_run(TestRunOptions {
+                        data_in: Some(packet),
+                        data_out: Some(&mut out),
+                        ..TestRunOptions::default()
+                    })
+                    .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+                if r.return_value != verdict {
+                    bail!(
+                        "{prog} returned verdict {} (want {verdict})",
+                        r.return_value
+                    );
+                }
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(method.calls)
+        };
+        samples.push(ns);
+    }
+    Ok(Trials::of(&samples))
+}
+
+/// One run of `prog` (`repeat = 1`): verdict and output frame.
+pub fn run_once(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
+    let xdp = xdp(ebpf, prog)?;
+    let mut out = vec![0u8; packet.len() + 256];
+    let r = xdp
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(prog)
+        .with_context(|| format!("no program {prog} in the object"))?
+        .try_into()
+        .with_context(|| format!("{prog} is not an XDP program"))
+}
+
+/// Loads every XDP program in `object` (a verifier refusal names the program).
+pub fn load_all(object: &[u8], progs: &[&str]) -> Result<Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(object)
+        .context("loading the eBPF object")?;
+    for p in progs {
+        xdp(&mut ebpf, p)?
+            .load()
+            .map_err(|e| anyhow::anyhow!("the verifier refused {p}: {}", verifier_log(&e)))?;
+    }
+    Ok(ebpf)
+}
+
+fn verifier_log(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => format!("{io_error}\n{verifier_log}"),
+        other => format!("{other:#}"),
+    }
+}

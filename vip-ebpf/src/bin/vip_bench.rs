@@ -1,0 +1,217 @@
+//! `vip_bench`: bench-only XDP programs, never deployed.
+//!
+//! `BPF_PROG_TEST_RUN` with `repeat > 1` runs every iteration on the same buffer, so a
+//! program that rewrites or encapsulates the packet would see its own output from the
+//! second iteration on and measure the wrong path. Every program here therefore runs its
+//! body inside [`restoring`]: save the first [`SAVE_LEN`] bytes, run the body, undo any
+//! head adjustment, copy the saved bytes back. The floors and the load balancer pay the
+//! same wrapper, so it cancels when they are compared. (`freplace` is refused on the
+//! kernel this was written for, so the wrapper is compiled in.)
+//!
+//! Floors:
+//! - `bench_pass`: `XDP_PASS` at once.
+//! - `bench_swap`: parse Ethernet + IPv4/IPv6, swap the MACs, `XDP_TX`.
+//! - `bench_encap`: parse Ethernet + IPv4, prepend a minimal IPIP header (with its
+//!   checksum), `XDP_TX`: the least any tunnelling load balancer must do.
+//!
+//! And `bench_lb`: the datapath's own entry function `vip_ebpf::lb::process`, the very
+//! code `vip_lb` runs.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::bpf_xdp_adjust_head,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+use vip_ebpf::ptr::{ptr_at, ptr_at_mut};
+
+/// Bytes saved and restored around each run. Covers every header the datapath reads or
+/// writes in the benchmark packets (the longest: Ethernet + IPv6 + ICMPv6 + the quoted
+/// IPv6 header + 8 bytes = 110). The harness pads every packet to at least this size.
+const SAVE_LEN: u32 = 128;
+const WORDS: usize = SAVE_LEN as usize / 8;
+
+/// Scratch space for the saved bytes (the BPF stack is too small to share with the
+/// datapath).
+#[repr(C)]
+#[derive(Debug)]
+pub struct Saved {
+    bytes: [u8; SAVE_LEN as usize],
+}
+
+#[map(name = "BENCH_SAVED")]
+static BENCH_SAVED: PerCpuArray<Saved> = PerCpuArray::with_max_entries(1, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPIP_LEN: usize = Ipv4Hdr::LEN;
+
+/// Runs `body` on the packet and puts the packet back as it was, so the next iteration
+/// of a `repeat` run sees the same input. Returns `body`'s verdict, or `XDP_ABORTED`
+/// when the packet could not be restored (the harness treats that as a failed run).
+///
+/// The copies use direct packet access, 8 bytes at a time (a first version with
+/// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes` cost ~100 ns, drowning what it measures).
+#[inline(always)]
+fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
+    let Some(saved) = BENCH_SAVED.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let saved = saved.cast::<u64>();
+    let len_before = ctx.data_end() - ctx.data();
+    let Ok(head) = ptr_at::<[u64; WORDS]>(ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let head = head.cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: ptr_at checked SAVE_LEN bytes of packet; `saved` holds SAVE_LEN bytes.
+        // XDP data starts XDP_PACKET_HEADROOM (256) bytes into its page, so it is 8-byte
+        // aligned; `read_unaligned` would compile to eight byte loads per word.
+        unsafe { saved.add(i).write(head.add(i).read()) };
+    }
+    let verdict = body(ctx);
+    let grown = (ctx.data_end() - ctx.data()) as i64 - len_before as i64;
+    // SAFETY: undoes the body's own head adjustment, within the same headroom.
+    if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Ok(head) = ptr_at_mut::<[u64; WORDS]>(ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let head = head.cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: as above, after the head adjustment was undone.
+        unsafe { head.add(i).write(saved.add(i).read()) };
+    }
+    verdict
+}
+
+/// Floor 1: the cheapest possible verdict.
+#[xdp]
+pub fn bench_pass(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |_| xdp_action::XDP_PASS)
+}
+
+/// Floor 2: parse Ethernet + IP, swap MACs, `XDP_TX`.
+#[xdp]
+pub fn bench_swap(ctx: XdpContext) -> u32 {
+    restoring(&ctx, swap_macs)
+}
+
+/// Floor 3: parse, minimal IPIP encapsulation, `XDP_TX`.
+#[xdp]
+pub fn bench_encap(ctx: XdpContext) -> u32 {
+    restoring(&ctx, encap_ipip)
+}
+
+/// Floor 1 without the wrapper, for the `repeat = 1` many-calls cross-check.
+#[xdp]
+pub fn bench_pass_bare(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn swap_macs(ctx: &XdpContext) -> u32 {
+    let Ok(eth) = ptr_at_mut::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let eth = unsafe { &mut *eth };
+    let ok = match u16::from_be(eth.ether_type) {
+        ETH_P_IP => {
+            ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).is_ok_and(|ip| unsafe { (*ip).vihl } >> 4 == 4)
+        }
+        ETH_P_IPV6 => {
+            ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).is_ok_and(|ip| unsafe { (*ip).vcf[0] } >> 4 == 6)
+        }
+        _ => false,
+    };
+    if !ok {
+        return xdp_action::XDP_PASS;
+    }
+    core::mem::swap(&mut eth.dst_addr, &mut eth.src_addr);
+    xdp_action::XDP_TX
+}
+
+#[inline(always)]
+fn encap_ipip(ctx: &XdpContext) -> u32 {
+    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let eth = unsafe { *eth };
+    if u16::from_be(eth.ether_type) != ETH_P_IP {
+        return xdp_action::XDP_PASS;
+    }
+    let Ok(inner) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let inner = unsafe { *inner };
+    if inner.vihl >> 4 != 4 {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: grows the head by one IPv4 header; the kernel checks the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPIP_LEN as i32)) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    let (Ok(new_eth), Ok(outer)) = (
+        ptr_at_mut::<EthHdr>(ctx, 0),
+        ptr_at_mut::<[u16; 10]>(ctx, EthHdr::LEN),
+    ) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let tot_len = u16::from_be_bytes(inner.tot_len) + IPIP_LEN as u16;
+    let src = inner.dst_addr; // the LB sends from the VIP's side
+    let dst = [198, 18, 255, 1]; // a fixed backend: the floor has no lookup
+    let mut hdr: [u16; 10] = [
+        u16::from_be_bytes([0x45, 0]).to_be(),
+        tot_len.to_be(),
+        0,
+        0x4000u16.to_be(), // DF
+        u16::from_be_bytes([64, vip_common::PROTO_IPIP]).to_be(),
+        0,
+        u16::from_ne_bytes([src[0], src[1]]),
+        u16::from_ne_bytes([src[2], src[3]]),
+        u16::from_ne_bytes([dst[0], dst[1]]),
+        u16::from_ne_bytes([dst[2], dst[3]]),
+    ];
+    hdr[5] = ipv4_checksum(&hdr);
+    // SAFETY: ptr_at checked the bounds after the head adjustment.
+    unsafe {
+        (*new_eth).dst_addr = eth.src_addr;
+        (*new_eth).src_addr = eth.dst_addr;
+        (*new_eth).ether_type = eth.ether_type;
+        *outer = hdr;
+    }
+    xdp_action::XDP_TX
+}
+
+/// RFC 1071 checksum of a 20-byte header given as native-order loads of its words.
+#[inline(always)]
+fn ipv4_checksum(words: &[u16; 10]) -> u16 {
+    let mut sum: u32 = 0;
+    for w in words {
+        sum += u32::from(*w);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
