@@ -107,6 +107,19 @@ pub fn flow_hash(key: &FlowKey, src_only: bool) -> u32 {
     jhash2(&words, FLOW_HASH_SEED)
 }
 
+/// Seed of [`tunnel_hash`] (distinct from the flow hash so the two are independent).
+pub const TUNNEL_HASH_SEED: u32 = 0x7475_6e31; // "tun1"
+
+/// Cheap per-flow hash for the tunnel's outer source address (and IPv6 flow label), so
+/// backends spread tunnelled flows across their receive queues. Computed on every
+/// forwarded packet, so it folds the client address to one word first.
+#[inline(always)]
+pub fn tunnel_hash(key: &FlowKey) -> u32 {
+    let src = key.src[0] ^ key.src[1] ^ key.src[2] ^ key.src[3];
+    let ports = u32::from(key.src_port_be) | (u32::from(key.dst_port_be) << 16);
+    jhash2(&[src, ports], TUNNEL_HASH_SEED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ pub mod hash;
 pub mod maps;
 pub mod reason;
 
-pub use hash::{flow_hash, jhash2};
+pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;
 pub use reason::Reason;
 
@@ -36,3 +36,6 @@ pub const PROTO_ICMPV6: u8 = 58;
 pub const PROTO_IPIP: u8 = 4;
 /// IP protocol number of IPv6-in-IP encapsulation.
 pub const PROTO_IPV6: u8 = 41;
+
+/// Outer TTL / hop limit of tunnelled packets.
+pub const TUNNEL_TTL: u8 = 64;

@@ -20,6 +20,14 @@ pub const MAP_VIP_STATS: &str = "VIP_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 /// Packets per [`crate::Reason`]: `u64` (per-CPU array).
 pub const MAP_REASONS: &str = "REASONS";
+/// Resolved next hop per backend id: [`NextHop`] (array). An entry without
+/// [`NEXTHOP_F_VALID`] makes the datapath ask `bpf_fib_lookup` instead.
+pub const MAP_NEXTHOPS: &str = "NEXTHOPS";
+/// Egress interfaces for `XDP_REDIRECT`: ifindex → ifindex (devmap hash).
+pub const MAP_TX_PORTS: &str = "TX_PORTS";
+/// `vip_decap`: local tunnel endpoint addresses, [`VipKey`] with port 0 and proto 0 → `u32`
+/// (hash map; the value is unused).
+pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
 
 /// Default capacities; each is overridable at load time from the config.
 pub mod defaults {
@@ -55,6 +63,11 @@ pub const VIP_F_DSR_L2: u32 = 1 << 0;
 pub const VIP_F_HASH_SRC_ONLY: u32 = 1 << 1;
 /// VIP flag: do not use the connection table (every packet is hashed).
 pub const VIP_F_NO_CONNTRACK: u32 = 1 << 2;
+/// VIP-map entry flag: the entry only says "this address has VIPs" (key with port 0 and
+/// proto 0). The datapath uses it to decide the fate of packets without usable ports
+/// (fragments, long IPv6 extension chains, cut-short transport headers); user space
+/// maintains it with the VIPs.
+pub const VIP_F_ADDR_MARKER: u32 = 1 << 31;
 
 /// Value of the VIP map. Replacing it is how a new Maglev table is published: the
 /// datapath reads `table_base` once per packet, so it sees the old table or the new one,
@@ -133,6 +146,25 @@ pub struct ConnState {
 }
 const _: () = assert!(size_of::<ConnState>() == 8);
 
+/// A resolved next hop towards a backend (value of [`MAP_NEXTHOPS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Destination MAC (the backend's in `dsr-l2`, the gateway's when routed).
+    pub dst_mac: [u8; 6],
+    /// Source MAC (the egress interface's).
+    pub src_mac: [u8; 6],
+    /// Egress interface; 0 or the ingress interface means `XDP_TX`, anything else
+    /// `XDP_REDIRECT` through [`MAP_TX_PORTS`].
+    pub ifindex: u32,
+    /// `NEXTHOP_F_*`.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<NextHop>() == 20);
+
+/// [`NextHop`] flag: the entry is filled in (otherwise `bpf_fib_lookup` is used).
+pub const NEXTHOP_F_VALID: u32 = 1 << 0;
+
 /// Global flag: answer oversize DF packets with ICMP frag-needed / packet-too-big.
 pub const CONFIG_F_ICMP_TOO_BIG: u32 = 1 << 0;
 
@@ -194,4 +226,5 @@ mod pod {
     unsafe impl aya::Pod for super::GlobalConfig {}
     unsafe impl aya::Pod for super::VipCounters {}
     unsafe impl aya::Pod for super::BackendCounters {}
+    unsafe impl aya::Pod for super::NextHop {}
 }

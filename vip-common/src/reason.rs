@@ -39,11 +39,14 @@ pub enum Reason {
     /// Passed to the kernel: IP header malformed or cut short, so it cannot be shown to
     /// be ours; the kernel's IP stack validates it (and drops and counts it).
     PassMalformed = 14,
+    /// Passed to the kernel: an ICMP/ICMPv6 error whose inner header is not a VIP flow
+    /// (or is cut short), or an ICMP message that is not an error (echo and the like).
+    PassIcmpNotVip = 15,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` map.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Every reason, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -62,6 +65,7 @@ impl Reason {
         Reason::DropInternal,
         Reason::Decapsulated,
         Reason::PassMalformed,
+        Reason::PassIcmpNotVip,
     ];
 
     /// The reason with this map index.
@@ -91,6 +95,7 @@ impl Reason {
             Reason::DropInternal => "drop_internal",
             Reason::Decapsulated => "decapsulated",
             Reason::PassMalformed => "pass_malformed",
+            Reason::PassIcmpNotVip => "pass_icmp_not_vip",
         }
     }
 }

@@ -1,7 +1,15 @@
-//! Shared pieces of the vip XDP programs: bounds-checked packet access, header parsing
-//! and the maps. Each program is a binary under `src/bin/`.
+//! Shared pieces of the vip XDP programs, one module per concern. Each program is a binary
+//! under `src/bin/`; the load balancer's whole packet path is [`lb::process`], so a
+//! benchmark program can wrap exactly the code that runs in production.
 #![no_std]
 
+pub mod csum;
+pub mod decap;
+pub mod encap;
+pub mod icmp;
+pub mod lb;
 pub mod maps;
+pub mod nexthop;
 pub mod parse;
 pub mod ptr;
+pub mod stats;

@@ -1,17 +1,59 @@
-//! Counters shared by the programs.
+//! The maps of both programs. Sizes here are small placeholders: user space sets the real
+//! capacities at load time from its configuration (`EbpfLoader::map_max_entries`).
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use vip_common::Reason;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use vip_common::{
+    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
+    VipKey, VipMeta,
+};
+
+/// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists, so CPUs do not contend on one list lock.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// VIP (and VIP-address marker) → its metadata.
+#[map(name = "VIPS")]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(64, 0);
+
+/// Backend id → backend.
+#[map(name = "BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(64, 0);
+
+/// Backend id → resolved next hop (optional; `bpf_fib_lookup` otherwise).
+#[map(name = "NEXTHOPS")]
+pub static NEXTHOPS: Array<NextHop> = Array::with_max_entries(64, 0);
+
+/// All Maglev tables back to back (see `vip_common::MAP_MAGLEV`).
+#[map(name = "MAGLEV")]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(1024, 0);
+
+/// Connection table.
+#[map(name = "CONNS")]
+pub static CONNS: LruHashMap<FlowKey, ConnState> =
+    LruHashMap::with_max_entries(1024, BPF_F_NO_COMMON_LRU);
+
+/// Global settings, index 0.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// Per-VIP counters.
+#[map(name = "VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<VipCounters> = PerCpuArray::with_max_entries(64, 0);
+
+/// Per-backend counters.
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_entries(64, 0);
 
 /// Packets per [`Reason`].
 #[map(name = "REASONS")]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
-/// Counts one packet under `reason`.
-#[inline(always)]
-pub fn count(reason: Reason) {
-    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
-        unsafe { *c += 1 };
-    }
-}
+/// Egress interfaces for `XDP_REDIRECT`, keyed by ifindex.
+#[map(name = "TX_PORTS")]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// `vip_decap`: local tunnel endpoints.
+#[map(name = "DECAP_ADDRS")]
+pub static DECAP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(64, 0);

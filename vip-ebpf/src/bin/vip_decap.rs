@@ -2,19 +2,12 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use vip_common::Reason;
-use vip_ebpf::{maps::count, parse::parse};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 
-/// Entry point. Until decapsulation lands, every packet is passed untouched.
+/// Entry point (see `vip_ebpf::decap`).
 #[xdp]
 pub fn vip_decap(ctx: XdpContext) -> u32 {
-    let reason = match parse(&ctx) {
-        Ok(_) => Reason::PassNotVip,
-        Err(reason) => reason,
-    };
-    count(reason);
-    xdp_action::XDP_PASS
+    vip_ebpf::decap::process(&ctx)
 }
 
 #[cfg(not(test))]

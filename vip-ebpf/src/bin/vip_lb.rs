@@ -2,25 +2,13 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use vip_common::Reason;
-use vip_ebpf::{maps::count, parse::parse};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 
-/// Entry point: every packet gets a verdict and exactly one counted reason.
+/// Entry point: every packet gets a verdict and exactly one counted reason
+/// (see `vip_ebpf::lb`).
 #[xdp]
 pub fn vip_lb(ctx: XdpContext) -> u32 {
-    let (action, reason) = try_vip_lb(&ctx);
-    count(reason);
-    action
-}
-
-#[inline(always)]
-fn try_vip_lb(ctx: &XdpContext) -> (u32, Reason) {
-    match parse(ctx) {
-        // No VIP is known yet: everything is passed to the kernel untouched.
-        Ok(_) => (xdp_action::XDP_PASS, Reason::PassNotVip),
-        Err(reason) => (xdp_action::XDP_PASS, reason),
-    }
+    vip_ebpf::lb::process(&ctx)
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,149 @@
+//! Rewriting a frame for its backend: the Ethernet header (both modes) and the tunnel's
+//! outer IP header (`tunnel` mode: IPIP, IPv6-in-IPv4, IPv4-in-IPv6, IP6IP6).
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+use vip_common::{
+    Backend, FAMILY_V4, GlobalConfig, NextHop, PROTO_IPIP, PROTO_IPV6, Reason, TUNNEL_TTL,
+};
+
+use crate::{
+    csum,
+    parse::{ETH_P_IP, ETH_P_IPV6, Parsed},
+    ptr::ptr_at_mut,
+};
+
+const ETH_P_8021Q: u16 = 0x8100;
+const IPV4_DF: u16 = 0x4000;
+
+/// Bytes of outer header a tunnel to `backend` adds.
+#[inline(always)]
+pub fn overhead(backend: &Backend) -> usize {
+    if backend.family == FAMILY_V4 {
+        Ipv4Hdr::LEN
+    } else {
+        Ipv6Hdr::LEN
+    }
+}
+
+/// Rewrites the MACs only (`dsr-l2`): destination the next hop's, source the egress
+/// interface's.
+#[inline(always)]
+pub fn write_macs(ctx: &XdpContext, nh: &NextHop) -> Result<(), Reason> {
+    let mac = ptr_at_mut::<[u8; 12]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
+    let mut m = [0u8; 12];
+    m[..6].copy_from_slice(&nh.dst_mac);
+    m[6..].copy_from_slice(&nh.src_mac);
+    // SAFETY: ptr_at_mut checked the bounds.
+    unsafe { *mac = m };
+    Ok(())
+}
+
+/// Writes the Ethernet header (MACs from `nh`, the ingress VLAN tag kept) at the start of
+/// the frame, whose IP header starts at `p.l3_off`.
+#[inline(always)]
+pub fn write_eth(
+    ctx: &XdpContext,
+    p: &Parsed,
+    nh: &NextHop,
+    ether_type: u16,
+) -> Result<(), Reason> {
+    write_macs(ctx, nh)?;
+    if p.vlan {
+        let tag = ptr_at_mut::<[u16; 3]>(ctx, 12).map_err(|()| Reason::DropInternal)?;
+        // SAFETY: as above.
+        unsafe { *tag = [ETH_P_8021Q.to_be(), p.vlan_tci_be, ether_type.to_be()] };
+    } else {
+        let et = ptr_at_mut::<u16>(ctx, 12).map_err(|()| Reason::DropInternal)?;
+        // SAFETY: as above.
+        unsafe { *et = ether_type.to_be() };
+    }
+    Ok(())
+}
+
+/// Puts the frame in a tunnel to `backend`: grows the head by the outer header, writes
+/// Ethernet + outer IP. `th` is the flow's tunnel hash (outer source, flow label).
+#[inline(always)]
+pub fn tunnel(
+    ctx: &XdpContext,
+    p: &Parsed,
+    backend: &Backend,
+    nh: &NextHop,
+    cfg: &GlobalConfig,
+    th: u32,
+) -> Result<(), Reason> {
+    let inner_proto = if p.key.family == FAMILY_V4 {
+        PROTO_IPIP
+    } else {
+        PROTO_IPV6
+    };
+    let outer = overhead(backend);
+    // SAFETY: ctx.ctx is the program's context; a failed adjustment leaves the frame as it was.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
+        return Err(Reason::DropInternal);
+    }
+    if backend.family == FAMILY_V4 {
+        write_eth(ctx, p, nh, ETH_P_IP)?;
+        let total = (p.ip_len + Ipv4Hdr::LEN) as u16;
+        let low_bits = cfg.tunnel_src_v4_hash_bits.min(32);
+        let low_mask = if low_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << low_bits) - 1
+        };
+        let src = (u32::from_be(cfg.tunnel_src_v4_be) & !low_mask) | (th & low_mask);
+        let dst = u32::from_be(backend.addr[0]);
+        let mut w = [
+            0x4500 | u16::from(p.tos),
+            total,
+            0,
+            IPV4_DF,
+            (u16::from(TUNNEL_TTL) << 8) | u16::from(inner_proto),
+            0,
+            (src >> 16) as u16,
+            src as u16,
+            (dst >> 16) as u16,
+            dst as u16,
+        ];
+        w[5] = csum::ipv4_header(&w);
+        let hdr = ptr_at_mut::<[u16; 10]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
+        let mut be = [0u16; 10];
+        let mut i = 0;
+        while i < 10 {
+            be[i] = w[i].to_be();
+            i += 1;
+        }
+        // SAFETY: ptr_at_mut checked the bounds.
+        unsafe { *hdr = be };
+    } else {
+        write_eth(ctx, p, nh, ETH_P_IPV6)?;
+        let flow = th & 0x000f_ffff;
+        let tc = u32::from(p.tos);
+        let first = (6u32 << 28) | (tc << 20) | flow;
+        let len_next_hop =
+            ((p.ip_len as u32) << 16) | (u32::from(inner_proto) << 8) | u32::from(TUNNEL_TTL);
+        let src = [
+            cfg.tunnel_src_v6[0],
+            cfg.tunnel_src_v6[1],
+            cfg.tunnel_src_v6[2],
+            th.to_be(),
+        ];
+        let hdr = ptr_at_mut::<[u32; 10]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
+        // SAFETY: ptr_at_mut checked the bounds.
+        unsafe {
+            *hdr = [
+                first.to_be(),
+                len_next_hop.to_be(),
+                src[0],
+                src[1],
+                src[2],
+                src[3],
+                backend.addr[0],
+                backend.addr[1],
+                backend.addr[2],
+                backend.addr[3],
+            ]
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! Per-CPU counters: one reason per packet, and per-VIP / per-backend traffic.
+
+use vip_common::Reason;
+
+use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+
+/// Counts one packet under `reason`.
+#[inline(always)]
+pub fn count(reason: Reason) {
+    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// A packet of `bytes` forwarded for VIP `vip` to backend `backend`.
+#[inline(always)]
+pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: bool) {
+    let new = u64::from(new_flow);
+    if let Some(c) = VIP_STATS.get_ptr_mut(vip) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+            (*c).new_flows += new;
+        }
+    }
+    if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
+        // SAFETY: as above.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+            (*c).new_flows += new;
+        }
+    }
+}
+
+/// A packet for VIP `vip` dropped.
+#[inline(always)]
+pub fn vip_dropped(vip: u32) {
+    if let Some(c) = VIP_STATS.get_ptr_mut(vip) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { (*c).dropped += 1 };
+    }
+}

@@ -1,0 +1,721 @@
+//! The loaded `vip_lb` program and typed handles to its maps: the only code that writes
+//! the datapath's maps (the control plane's owner task calls it).
+//!
+//! Maglev tables are double-buffered: VIP slot `s` owns `MAGLEV[s*2*M .. (s+1)*2*M]`
+//! (M = [`Limits::table_size`]), two halves of M entries. A new table is written into the
+//! half the VIP does not use, only where it differs from what that half already holds
+//! (a shadow copy in memory knows), then the VIP entry is replaced in one map update,
+//! which the kernel makes atomic for readers: a packet sees the old table or the new one.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, xdp::DevMapHash},
+    programs::{ProgramError, Xdp},
+};
+use vip_common::{
+    Backend, BackendCounters, ConnState, FAMILY_V4, FAMILY_V6, FlowKey, GlobalConfig,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS,
+    MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VipCounters, VipKey,
+    VipMeta,
+};
+
+use crate::ebpf;
+
+pub mod decap;
+
+/// Map capacities, fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// VIPs (VIP slots and VIP counter ids are below this).
+    pub max_vips: u32,
+    /// Backends (backend ids are below this).
+    pub max_backends: u32,
+    /// Largest Maglev table size M (each VIP reserves 2 * M entries).
+    pub table_size: u32,
+    /// Connection-table entries.
+    pub max_conns: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use vip_common::defaults;
+        Self {
+            max_vips: defaults::MAX_VIPS,
+            max_backends: defaults::MAX_BACKENDS,
+            table_size: defaults::TABLE_SIZE,
+            max_conns: defaults::MAX_CONNS,
+        }
+    }
+}
+
+impl Limits {
+    /// Kernel memory the maps take, roughly (values and keys only, per-CPU maps counted
+    /// once per `cpus`), for documentation and `vipd check`.
+    pub fn approx_bytes(&self, cpus: u64) -> u64 {
+        let vips = u64::from(self.max_vips);
+        let backends = u64::from(self.max_backends);
+        let maglev = vips * 2 * u64::from(self.table_size) * 4;
+        let conns = u64::from(self.max_conns) * (40 + 8 + 64);
+        let vip_map = vips * 2 * (20 + 16 + 64);
+        let backend_maps = backends * (24 + 20 + 24 * cpus);
+        maglev + conns + vip_map + backend_maps + vips * 32 * cpus
+    }
+}
+
+/// What a [`Datapath::publish_vip`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    /// Maglev entries written (entries that already held the right id are skipped).
+    pub table_writes: u32,
+    /// The half (0 or 1) of the VIP's region that is now active.
+    pub active_half: u32,
+}
+
+/// Errors of the datapath layer. Each says what was being done and to what.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The eBPF object could not be loaded (maps created or adopted).
+    #[error(
+        "loading the {program} eBPF object (maps created or adopted from {pin_dir:?}) failed; check that bpffs is mounted at /sys/fs/bpf and that pinned maps there come from a compatible vip version with the same limits"
+    )]
+    Load {
+        /// Program name.
+        program: &'static str,
+        /// Pin directory, if any.
+        pin_dir: Option<PathBuf>,
+        /// The loader's error.
+        #[source]
+        source: EbpfError,
+    },
+    /// The verifier or the kernel refused the program.
+    #[error("the kernel refused to load the XDP program {program}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// The loader's error (with the verifier log).
+        #[source]
+        source: ProgramError,
+    },
+    /// The pin directory could not be created.
+    #[error("could not create the pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object lacks a map this version expects (mismatched build).
+    #[error(
+        "the eBPF object has no map {name}: vipd and its embedded object are from different builds"
+    )]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+    },
+    /// A map operation failed.
+    #[error("{action} in map {map} failed")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What was being done.
+        action: String,
+        /// The map error.
+        #[source]
+        source: MapError,
+    },
+    /// A devmap operation failed.
+    #[error("adding interface {ifindex} to the redirect map {map} failed")]
+    TxPort {
+        /// Map name.
+        map: &'static str,
+        /// The interface.
+        ifindex: u32,
+        /// The map error.
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    /// An id, slot or size is outside the limits the maps were loaded with.
+    #[error(
+        "{what} {value} is out of range: the datapath was loaded with a limit of {limit}; raise the limit in the configuration and restart vipd"
+    )]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+        /// The value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+fn map_err(map: &'static str, action: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
+    let action = action.into();
+    move |source| DatapathError::Map {
+        map,
+        action,
+        source,
+    }
+}
+
+fn check(what: &'static str, value: u64, limit: u64) -> Result<()> {
+    if value >= limit {
+        return Err(DatapathError::OutOfRange { what, value, limit });
+    }
+    Ok(())
+}
+
+/// Address as the maps store it: network-order words and a family tag.
+pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+/// The inverse of [`addr_words`].
+pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from(words[0].to_ne_bytes())
+    } else {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    }
+}
+
+/// The VIP-map key of `addr` (port 0 = all ports) for IP protocol `proto`.
+pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
+    let (words, family) = addr_words(addr.ip());
+    VipKey {
+        addr: words,
+        port_be: addr.port().to_be(),
+        proto,
+        family,
+    }
+}
+
+/// The marker key that says "this address has VIPs" (see `VIP_F_ADDR_MARKER`).
+pub fn vip_addr_marker(addr: IpAddr) -> VipKey {
+    let (words, family) = addr_words(addr);
+    VipKey {
+        addr: words,
+        port_be: 0,
+        proto: 0,
+        family,
+    }
+}
+
+/// The connection-table key of a client flow `src -> dst` (same family).
+pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
+    let (s, family) = addr_words(src.ip());
+    let (d, _) = addr_words(dst.ip());
+    FlowKey {
+        src: s,
+        dst: d,
+        src_port_be: src.port().to_be(),
+        dst_port_be: dst.port().to_be(),
+        proto,
+        family,
+        _pad: [0; 2],
+    }
+}
+
+/// A backend-array value for `addr` with `state` (`BACKEND_*`) and `generation`.
+pub fn backend(addr: IpAddr, state: u8, generation: u32) -> Backend {
+    let (words, family) = addr_words(addr);
+    Backend {
+        addr: words,
+        generation,
+        family,
+        state,
+        _pad: [0; 2],
+    }
+}
+
+/// Which half of its region a VIP's published table lives in, and what that half holds.
+#[derive(Debug)]
+struct Region {
+    halves: [Option<Vec<u32>>; 2],
+}
+
+/// The loaded `vip_lb` program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    limits: Limits,
+    adopted: bool,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    backends: Array<MapData, Backend>,
+    nexthops: Array<MapData, NextHop>,
+    maglev: Array<MapData, u32>,
+    conns: HashMap<MapData, FlowKey, ConnState>,
+    config: Array<MapData, GlobalConfig>,
+    vip_stats: PerCpuArray<MapData, VipCounters>,
+    backend_stats: PerCpuArray<MapData, BackendCounters>,
+    reasons: PerCpuArray<MapData, u64>,
+    tx_ports: DevMapHash<MapData>,
+    regions: StdHashMap<u32, Region>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("limits", &self.limits)
+            .field("adopted", &self.adopted)
+            .field("regions_shadowed", &self.regions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const ALL_MAPS: [&str; 10] = [
+    MAP_VIPS,
+    MAP_BACKENDS,
+    MAP_NEXTHOPS,
+    MAP_MAGLEV,
+    MAP_CONNS,
+    MAP_CONFIG,
+    MAP_VIP_STATS,
+    MAP_BACKEND_STATS,
+    MAP_REASONS,
+    MAP_TX_PORTS,
+];
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
+    ebpf.take_map(name)
+        .ok_or(DatapathError::MissingMap { name })
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr) => {
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(map_err($name, "opening the map with its expected types"))?
+    };
+}
+
+pub(crate) fn prepare_pin_dir(pin_dir: Option<&Path>, marker: &str) -> Result<bool> {
+    let Some(dir) = pin_dir else {
+        return Ok(false);
+    };
+    std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(dir.join(marker).exists())
+}
+
+impl Datapath {
+    /// Loads the embedded vip_lb with map sizes from `limits`. With `pin_dir`, maps are
+    /// pinned there; maps already pinned there are adopted (restart: connection table and
+    /// counters survive), and the in-memory shadows are read back from them (lazily, per
+    /// VIP slot, on its first publish).
+    pub fn load(limits: &Limits, pin_dir: Option<&Path>) -> Result<Self, DatapathError> {
+        let adopted = prepare_pin_dir(pin_dir, MAP_MAGLEV)?;
+        let maglev_len = u64::from(limits.max_vips) * 2 * u64::from(limits.table_size);
+        if maglev_len > u64::from(u32::MAX) {
+            return Err(DatapathError::OutOfRange {
+                what: "Maglev entries (max_vips * 2 * table_size)",
+                value: maglev_len,
+                limit: u64::from(u32::MAX),
+            });
+        }
+        let mut loader = EbpfLoader::new();
+        loader
+            // Room for one address marker per VIP.
+            .map_max_entries(MAP_VIPS, limits.max_vips.saturating_mul(2))
+            .map_max_entries(MAP_BACKENDS, limits.max_backends)
+            .map_max_entries(MAP_NEXTHOPS, limits.max_backends)
+            .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
+            .map_max_entries(MAP_MAGLEV, maglev_len as u32)
+            .map_max_entries(MAP_CONNS, limits.max_conns)
+            .map_max_entries(MAP_VIP_STATS, limits.max_vips);
+        let paths: Vec<(&'static str, PathBuf)> = pin_dir
+            .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(*name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(ebpf::VIP_LB)
+            .map_err(|source| DatapathError::Load {
+                program: ebpf::PROG_LB,
+                pin_dir: pin_dir.map(Path::to_path_buf),
+                source,
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(ebpf::PROG_LB)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(DatapathError::MissingMap {
+                name: ebpf::PROG_LB,
+            })?;
+        prog.load().map_err(|source| DatapathError::Program {
+            program: ebpf::PROG_LB,
+            source,
+        })?;
+        Ok(Self {
+            vips: typed!(&mut ebpf, MAP_VIPS),
+            backends: typed!(&mut ebpf, MAP_BACKENDS),
+            nexthops: typed!(&mut ebpf, MAP_NEXTHOPS),
+            maglev: typed!(&mut ebpf, MAP_MAGLEV),
+            conns: typed!(&mut ebpf, MAP_CONNS),
+            config: typed!(&mut ebpf, MAP_CONFIG),
+            vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
+            backend_stats: typed!(&mut ebpf, MAP_BACKEND_STATS),
+            reasons: typed!(&mut ebpf, MAP_REASONS),
+            tx_ports: typed!(&mut ebpf, MAP_TX_PORTS),
+            ebpf,
+            limits: *limits,
+            adopted,
+            regions: StdHashMap::new(),
+        })
+    }
+
+    /// True when the maps were adopted from the pin directory (a restart).
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The limits the maps were created with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The XDP program, to attach or to `test_run`.
+    pub fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(ebpf::PROG_LB)
+            .expect("loaded in Datapath::load")
+            .try_into()
+            .expect("vip_lb is an XDP program")
+    }
+
+    /// Writes the global settings.
+    pub fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(map_err(MAP_CONFIG, "writing the global settings"))
+    }
+
+    /// Writes backend `id`.
+    pub fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), DatapathError> {
+        check("backend id", id.into(), self.limits.max_backends.into())?;
+        self.backends
+            .set(id, b, 0)
+            .map_err(map_err(MAP_BACKENDS, format!("writing backend {id}")))
+    }
+
+    /// Pins backend `id`'s next hop (MACs and egress interface) so the datapath skips
+    /// `bpf_fib_lookup`; an egress other than 0 is also added to the redirect devmap.
+    pub fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), DatapathError> {
+        check("backend id", id.into(), self.limits.max_backends.into())?;
+        if nh.ifindex != 0 {
+            self.add_tx_port(nh.ifindex)?;
+        }
+        self.nexthops.set(id, nh, 0).map_err(map_err(
+            MAP_NEXTHOPS,
+            format!("writing the next hop of backend {id}"),
+        ))
+    }
+
+    /// Forgets backend `id`'s next hop: the datapath asks `bpf_fib_lookup` again.
+    pub fn clear_nexthop(&mut self, id: u32) -> Result<(), DatapathError> {
+        self.set_nexthop(id, &NextHop::default())
+    }
+
+    /// Lets the datapath `XDP_REDIRECT` to interface `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|source| DatapathError::TxPort {
+                map: MAP_TX_PORTS,
+                ifindex,
+                source,
+            })
+    }
+
+    fn region_base(&self, slot: u32) -> u32 {
+        slot * 2 * self.limits.table_size
+    }
+
+    /// The shadow of half `half` of region `slot`, read back from the map when the maps
+    /// were adopted, zero (as the kernel creates arrays) otherwise.
+    fn shadow(&mut self, slot: u32, half: u32) -> Result<&mut Vec<u32>> {
+        let m = self.limits.table_size;
+        let base = self.region_base(slot) + half * m;
+        let adopted = self.adopted;
+        let region = self.regions.entry(slot).or_insert(Region {
+            halves: [None, None],
+        });
+        let entry = &mut region.halves[half as usize];
+        if entry.is_none() {
+            let mut v = vec![0u32; m as usize];
+            if adopted {
+                for (i, x) in v.iter_mut().enumerate() {
+                    let idx = base + i as u32;
+                    *x = self
+                        .maglev
+                        .get(&idx, 0)
+                        .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?;
+                }
+            }
+            *entry = Some(v);
+        }
+        Ok(entry.as_mut().expect("filled above"))
+    }
+
+    /// Writes `table` (backend ids, len = M <= limits.table_size) into the inactive half
+    /// of VIP region `slot` (0..max_vips), writing only entries that differ there, then
+    /// publishes by replacing the VIP map entry (atomic for readers). Returns map writes
+    /// made. An empty table publishes a VIP without backends (its packets are dropped).
+    pub fn publish_vip(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        slot: u32,
+        table: &[u32],
+    ) -> Result<PublishStats, DatapathError> {
+        check("VIP slot", slot.into(), self.limits.max_vips.into())?;
+        check("VIP id", id.into(), self.limits.max_vips.into())?;
+        check(
+            "Maglev table size",
+            table.len() as u64,
+            u64::from(self.limits.table_size) + 1,
+        )?;
+        if let Some(bad) = table.iter().find(|b| **b >= self.limits.max_backends) {
+            check(
+                "backend id in the Maglev table",
+                (*bad).into(),
+                self.limits.max_backends.into(),
+            )?;
+        }
+        let base = self.region_base(slot);
+        let m = self.limits.table_size;
+        let active = match self.vips.get(key, 0) {
+            Ok(meta) if meta.table_base >= base && meta.table_base < base + 2 * m => {
+                Some((meta.table_base - base) / m)
+            }
+            _ => None,
+        };
+        let half = match active {
+            Some(a) => 1 - a,
+            None => 0,
+        };
+        let table_base = base + half * m;
+        let shadow = self.shadow(slot, half)?.clone();
+        let mut writes = 0u32;
+        let mut new_shadow = shadow;
+        for (i, want) in table.iter().enumerate() {
+            if new_shadow[i] != *want {
+                let idx = table_base + i as u32;
+                self.maglev
+                    .set(idx, want, 0)
+                    .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?;
+                new_shadow[i] = *want;
+                writes += 1;
+            }
+        }
+        self.regions
+            .get_mut(&slot)
+            .expect("created by shadow()")
+            .halves[half as usize] = Some(new_shadow);
+        let meta = VipMeta {
+            id,
+            flags: flags & !VIP_F_ADDR_MARKER,
+            table_base,
+            table_size: table.len() as u32,
+        };
+        // The marker first, so a fragment to the new VIP is never passed as "not ours".
+        let marker = VipKey {
+            port_be: 0,
+            proto: 0,
+            ..*key
+        };
+        let marker_meta = VipMeta {
+            flags: VIP_F_ADDR_MARKER,
+            ..VipMeta::default()
+        };
+        self.vips
+            .insert(marker, marker_meta, 0)
+            .map_err(map_err(MAP_VIPS, "writing the VIP address marker"))?;
+        self.vips
+            .insert(*key, meta, 0)
+            .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
+        Ok(PublishStats {
+            table_writes: writes,
+            active_half: half,
+        })
+    }
+
+    /// Removes a VIP (and its address marker when no other VIP shares the address). Its
+    /// region keeps its contents (the shadow still matches them) for reuse.
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
+        }
+        let marker = VipKey {
+            port_be: 0,
+            proto: 0,
+            ..*key
+        };
+        let mut still_used = false;
+        for k in self.vips.keys() {
+            let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+            if k != marker && k.addr == key.addr && k.family == key.family {
+                still_used = true;
+                break;
+            }
+        }
+        if !still_used {
+            match self.vips.remove(&marker) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP address marker")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The published entry of a VIP, if any.
+    pub fn vip(&self, key: &VipKey) -> Result<Option<VipMeta>, DatapathError> {
+        match self.vips.get(key, 0) {
+            Ok(m) => Ok(Some(m)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_VIPS, "reading a VIP")(e)),
+        }
+    }
+
+    /// The active Maglev table of a published VIP, read from the map.
+    pub fn vip_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
+        let Some(meta) = self.vip(key)? else {
+            return Ok(None);
+        };
+        (meta.table_base..meta.table_base + meta.table_size)
+            .map(|i| {
+                self.maglev
+                    .get(&i, 0)
+                    .map_err(map_err(MAP_MAGLEV, format!("reading entry {i}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Backend `id` as the datapath has it.
+    pub fn backend(&self, id: u32) -> Result<Backend, DatapathError> {
+        check("backend id", id.into(), self.limits.max_backends.into())?;
+        self.backends
+            .get(&id, 0)
+            .map_err(map_err(MAP_BACKENDS, format!("reading backend {id}")))
+    }
+
+    /// Per-VIP counters, summed over CPUs.
+    pub fn vip_counters(&self, id: u32) -> Result<VipCounters, DatapathError> {
+        check("VIP id", id.into(), self.limits.max_vips.into())?;
+        let per_cpu = self.vip_stats.get(&id, 0).map_err(map_err(
+            MAP_VIP_STATS,
+            format!("reading VIP {id}'s counters"),
+        ))?;
+        Ok(per_cpu
+            .iter()
+            .fold(VipCounters::default(), |a, c| VipCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+                dropped: a.dropped + c.dropped,
+            }))
+    }
+
+    /// Per-backend counters, summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<BackendCounters, DatapathError> {
+        check("backend id", id.into(), self.limits.max_backends.into())?;
+        let per_cpu = self.backend_stats.get(&id, 0).map_err(map_err(
+            MAP_BACKEND_STATS,
+            format!("reading backend {id}'s counters"),
+        ))?;
+        Ok(per_cpu
+            .iter()
+            .fold(BackendCounters::default(), |a, c| BackendCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+            }))
+    }
+
+    /// Packets per reason, summed over CPUs, in [`Reason::ALL`] order.
+    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, DatapathError> {
+        reason_counts(&self.reasons)
+    }
+
+    /// Entries in the connection table (walks it: O(entries)).
+    pub fn conn_count(&self) -> Result<u64, DatapathError> {
+        let mut n = 0;
+        for k in self.conns.keys() {
+            k.map_err(map_err(MAP_CONNS, "walking the connection table"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The connection-table entry of a flow.
+    pub fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, DatapathError> {
+        match self.conns.get(key, 0) {
+            Ok(c) => Ok(Some(c)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_CONNS, "reading a connection")(e)),
+        }
+    }
+
+    /// Writes a connection-table entry (tests and state migration).
+    pub fn insert_conn(&mut self, key: &FlowKey, c: &ConnState) -> Result<(), DatapathError> {
+        self.conns
+            .insert(key, c, 0)
+            .map_err(map_err(MAP_CONNS, "writing a connection"))
+    }
+}
+
+pub(crate) fn reason_counts(
+    reasons: &PerCpuArray<MapData, u64>,
+) -> Result<Vec<(Reason, u64)>, DatapathError> {
+    Reason::ALL
+        .iter()
+        .map(|r| {
+            let i = *r as u32;
+            reasons
+                .get(&i, 0)
+                .map(|v| (*r, v.iter().sum()))
+                .map_err(map_err(MAP_REASONS, format!("reading reason {}", r.name())))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_words_round_trip_and_are_network_order() {
+        for s in ["198.18.1.10", "2001:db8::1", "::", "255.255.255.255"] {
+            let a: IpAddr = s.parse().unwrap();
+            let (w, f) = addr_words(a);
+            assert_eq!(words_addr(w, f), a);
+        }
+        let (w, _) = addr_words("198.18.1.10".parse().unwrap());
+        assert_eq!(w[0].to_ne_bytes(), [198, 18, 1, 10]);
+        let k = vip_key("198.18.1.10:80".parse().unwrap(), vip_common::PROTO_TCP);
+        assert_eq!(k.port_be.to_ne_bytes(), [0, 80]);
+    }
+}
