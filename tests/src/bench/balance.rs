@@ -1,6 +1,11 @@
 //! Section 4: balance and disruption of the Maglev tables. Flows are spread over the
 //! table by a uniform hash, so the fraction of table entries that change backend is the
 //! fraction of (new, untracked) flows that change backend.
+//!
+//! The Maglev paper (NSDI 2016, §3.4 and Fig. 12) trades some disruption for balance:
+//! more than the ideal 1/N of entries move when a backend leaves, less so as M grows, and
+//! it asks for M > 100·N to keep every backend's share within 1% — so N = 1000 with
+//! M = 65537 is outside its recommendation, and shows it.
 
 use vip_user::maglev::{self, MaglevBackend};
 

@@ -7,6 +7,8 @@
 
 pub mod balance;
 pub mod control;
+pub mod datapath;
+pub mod lbsetup;
 pub mod machine;
 pub mod packets;
 pub mod per_packet;
@@ -17,6 +19,3 @@ pub mod testrun;
 /// The bench-only eBPF object (`vip-ebpf/src/bin/vip_bench.rs`); empty when it was not
 /// built (see tests/build.rs).
 pub static VIP_BENCH: &[u8] = aya::include_bytes_aligned!(env!("VIP_BENCH_OBJECT"));
-
-/// Programs in [`VIP_BENCH`].
-pub const FLOOR_PROGS: [&str; 4] = ["bench_pass_bare", "bench_pass", "bench_swap", "bench_encap"];

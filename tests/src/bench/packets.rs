@@ -18,6 +18,10 @@ pub fn client_v4() -> SocketAddr {
 pub fn vip_v4() -> SocketAddr {
     sa("198.18.100.1:80")
 }
+/// The IPv4 VIP in `dsr-l2` mode.
+pub fn vip_dsr_v4() -> SocketAddr {
+    sa("198.18.100.2:80")
+}
 /// An IPv6 client.
 pub fn client_v6() -> SocketAddr {
     sa("[2001:db8::10]:40000")
@@ -42,6 +46,16 @@ pub fn tcp_v4(src: SocketAddr) -> Vec<u8> {
 /// TCP SYN client → VIP (the connection-table miss path).
 pub fn syn_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_v4(), L4::Tcp { syn: true })
+}
+
+/// TCP ACK client → the `dsr-l2` VIP.
+pub fn tcp_dsr_v4(src: SocketAddr) -> Vec<u8> {
+    padded(src, vip_dsr_v4(), L4::Tcp { syn: false })
+}
+
+/// TCP SYN client → the `dsr-l2` VIP.
+pub fn syn_dsr_v4(src: SocketAddr) -> Vec<u8> {
+    padded(src, vip_dsr_v4(), L4::Tcp { syn: true })
 }
 
 /// UDP client → VIP (same port as the TCP VIP; the bench configures a UDP VIP too).

@@ -1,19 +1,13 @@
-//! Section 1 (and the floors it is compared with): the cost of one packet through
-//! `BPF_PROG_TEST_RUN`, each program wrapped in `vip_bench`'s restoring wrapper.
+//! Per-packet figures and the floors they are compared with.
 
 use anyhow::{Context, Result};
 use aya::Ebpf;
 
 use super::{
-    packets,
     report::{NS_PER_PACKET, Report},
     stats::Trials,
     testrun::{Method, ns_per_packet},
 };
-use crate::fixture::action;
-
-/// Section title of the floors.
-pub const FLOORS: &str = "0. floors";
 
 /// The floors' medians, the baselines of every per-packet ratio.
 #[derive(Debug, Clone, Copy)]
@@ -35,38 +29,6 @@ impl Floors {
             ("encap floor".into(), ns / self.encap),
         ]
     }
-}
-
-/// Measures the three floors (and the wrapper's own cost) in repeat mode.
-pub fn floors(report: &mut Report, ebpf: &mut Ebpf, method: Method) -> Result<Floors> {
-    let pkt = packets::tcp_v4(packets::client_v4());
-    let mut one = |name: &str, prog: &str, verdict: u32, note: &str| -> Result<f64> {
-        let t = ns_per_packet(ebpf, prog, &pkt, verdict, method)
-            .with_context(|| format!("measuring {name}"))?;
-        report.push(FLOORS, name, NS_PER_PACKET, t).note = note.into();
-        Ok(t.median)
-    };
-    let bare = one(
-        "XDP_PASS, no wrapper",
-        "bench_pass_bare",
-        action::PASS,
-        "the restoring wrapper's cost is the pass floor minus this",
-    )?;
-    let pass = one("floor: XDP_PASS", "bench_pass", action::PASS, "wrapped")?;
-    let swap = one(
-        "floor: parse + swap MACs + XDP_TX",
-        "bench_swap",
-        action::TX,
-        "wrapped",
-    )?;
-    let encap = one(
-        "floor: parse + IPIP encap + XDP_TX",
-        "bench_encap",
-        action::TX,
-        "wrapped; outer IPv4 with checksum",
-    )?;
-    let _ = bare;
-    Ok(Floors { pass, swap, encap })
 }
 
 /// The many-calls cross-check: `repeat = 1`, wall-clock time per call (syscall included).

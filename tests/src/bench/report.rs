@@ -228,8 +228,10 @@ pub fn num(v: f64) -> String {
         format!("{v:.0}")
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
+    } else if v.abs() >= 10.0 {
         format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.3}")
     } else {
         format!("{v:.4}")
     }

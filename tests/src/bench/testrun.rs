@@ -85,6 +85,37 @@ pub fn ns_per_packet(
     Ok(Trials::of(&samples))
 }
 
+/// One benchmark case: a program, a packet and the verdict it must give.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Row name.
+    pub name: String,
+    /// Program in the object.
+    pub prog: &'static str,
+    /// The frame.
+    pub packet: Vec<u8>,
+    /// Expected verdict.
+    pub verdict: u32,
+}
+
+/// Measures every case, trial by trial in turn (case 1, 2, .., n, then again), so that a
+/// slow phase of this shared machine hits every case alike and the ratios stay fair.
+pub fn interleaved(ebpf: &mut Ebpf, cases: &[Case], method: Method) -> Result<Vec<Trials>> {
+    let one = Method {
+        trials: 1,
+        ..method
+    };
+    let mut samples = vec![Vec::with_capacity(method.trials); cases.len()];
+    for _ in 0..method.trials {
+        for (c, s) in cases.iter().zip(&mut samples) {
+            let t = ns_per_packet(ebpf, c.prog, &c.packet, c.verdict, one)
+                .with_context(|| format!("measuring {}", c.name))?;
+            s.push(t.median);
+        }
+    }
+    Ok(samples.iter().map(|s| Trials::of(s)).collect())
+}
+
 /// One run of `prog` (`repeat = 1`): verdict and output frame.
 pub fn run_once(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
     let xdp = xdp(ebpf, prog)?;

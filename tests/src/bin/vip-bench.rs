@@ -10,12 +10,12 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        FLOOR_PROGS, VIP_BENCH, balance, control,
+        VIP_BENCH, balance, control, datapath, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
         packets,
         per_packet::{self, Floors},
         report::Report,
-        testrun::{Method, load_all},
+        testrun::Method,
     },
     fixture::action,
 };
@@ -88,9 +88,10 @@ fn run() -> Result<()> {
         // Per-CPU maps and the connection-table LRU are per CPU: stay on one.
         let cpu = pin_to_cpu(current_cpu()).context("pinning the benchmark to one CPU")?;
         eprintln!("vip-bench: pinned to CPU {cpu}");
-        let mut ebpf = load_all(VIP_BENCH, &FLOOR_PROGS)?;
-        let f = per_packet::floors(&mut report, &mut ebpf, repeat)?;
-        floors = Some(f);
+    }
+    if on("floors") || on("packet") {
+        floors = Some(datapath::per_packet(&mut report, repeat)?);
+        let mut ebpf = lbsetup::load(datapath::DEFAULT_SETUP)?;
         let pkt = packets::tcp_v4(packets::client_v4());
         per_packet::many_calls(
             &mut report,
@@ -103,14 +104,14 @@ fn run() -> Result<()> {
                     action::PASS,
                 ),
                 (
-                    "floor: XDP_PASS (wrapped)",
-                    "bench_pass",
-                    pkt.clone(),
-                    action::PASS,
-                ),
-                (
                     "floor: IPIP encap (wrapped)",
                     "bench_encap",
+                    pkt.clone(),
+                    action::TX,
+                ),
+                (
+                    "tunnel: TCP established (wrapped)",
+                    "bench_lb",
                     pkt,
                     action::TX,
                 ),
@@ -118,7 +119,9 @@ fn run() -> Result<()> {
             calls,
         )?;
     }
-    let _ = floors;
+    if on("scale") {
+        datapath::scaling(&mut report, repeat, floors)?;
+    }
     if on("control") {
         control::build_times(&mut report, trials);
         control::backend_down(&mut report, trials);

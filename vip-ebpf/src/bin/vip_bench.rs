@@ -15,7 +15,9 @@
 //!   checksum), `XDP_TX`: the least any tunnelling load balancer must do.
 //!
 //! And `bench_lb`: the datapath's own entry function `vip_ebpf::lb::process`, the very
-//! code `vip_lb` runs.
+//! code `vip_lb` runs; `bench_lb_new` gives every iteration a new flow (the
+//! connection-table miss path), `bench_pass_vary` is the pass floor with that same flow
+//! change, and `bench_lb_once` is the unwrapped datapath for checking outputs.
 #![no_std]
 #![no_main]
 
@@ -30,7 +32,10 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use vip_ebpf::ptr::{ptr_at, ptr_at_mut};
+use vip_ebpf::{
+    lb,
+    ptr::{ptr_at, ptr_at_mut},
+};
 
 /// Bytes saved and restored around each run. Covers every header the datapath reads or
 /// writes in the benchmark packets (the longest: Ethernet + IPv6 + ICMPv6 + the quoted
@@ -43,7 +48,12 @@ const WORDS: usize = SAVE_LEN as usize / 8;
 #[repr(C)]
 #[derive(Debug)]
 pub struct Saved {
-    bytes: [u8; SAVE_LEN as usize],
+    /// Packet length before the body ran.
+    len: u64,
+    /// Packet length after it ran.
+    len_after: u64,
+    /// The first SAVE_LEN bytes.
+    words: [u64; WORDS],
 }
 
 #[map(name = "BENCH_SAVED")]
@@ -61,23 +71,41 @@ const IPIP_LEN: usize = Ipv4Hdr::LEN;
 /// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes` cost ~100 ns, drowning what it measures).
 #[inline(always)]
 fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
+    // Nothing of the wrapper's lives on the stack across `body` except `ctx`: the
+    // datapath needs nearly all of the 512-byte BPF stack, so the saved bytes and length
+    // live in a per-CPU map value that is looked up again afterwards (an inlined array
+    // lookup: a few instructions).
     let Some(saved) = BENCH_SAVED.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
-    let saved = saved.cast::<u64>();
-    let len_before = ctx.data_end() - ctx.data();
     let Ok(head) = ptr_at::<[u64; WORDS]>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
     let head = head.cast::<u64>();
-    for i in 0..WORDS {
-        // SAFETY: ptr_at checked SAVE_LEN bytes of packet; `saved` holds SAVE_LEN bytes.
-        // XDP data starts XDP_PACKET_HEADROOM (256) bytes into its page, so it is 8-byte
-        // aligned; `read_unaligned` would compile to eight byte loads per word.
-        unsafe { saved.add(i).write(head.add(i).read()) };
+    // SAFETY: ptr_at checked SAVE_LEN bytes of packet; `saved` is a map value.
+    // XDP data starts XDP_PACKET_HEADROOM (256) bytes into its page, so it is 8-byte
+    // aligned; `read_unaligned` would compile to eight byte loads per word.
+    unsafe {
+        (*saved).len = (ctx.data_end() - ctx.data()) as u64;
+        for i in 0..WORDS {
+            (*saved).words[i] = head.add(i).read();
+        }
     }
     let verdict = body(ctx);
-    let grown = (ctx.data_end() - ctx.data()) as i64 - len_before as i64;
+    let Some(saved) = BENCH_SAVED.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // Both lengths go through the map with volatile accesses, so the compiler cannot
+    // fold them into pointer arithmetic on the packet that the verifier refuses.
+    // SAFETY: a map value.
+    let grown = unsafe {
+        core::ptr::write_volatile(
+            &raw mut (*saved).len_after,
+            (ctx.data_end() - ctx.data()) as u64,
+        );
+        core::ptr::read_volatile(&raw const (*saved).len_after) as i64
+            - core::ptr::read_volatile(&raw const (*saved).len) as i64
+    };
     // SAFETY: undoes the body's own head adjustment, within the same headroom.
     if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) } != 0 {
         return xdp_action::XDP_ABORTED;
@@ -88,7 +116,7 @@ fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
     let head = head.cast::<u64>();
     for i in 0..WORDS {
         // SAFETY: as above, after the head adjustment was undone.
-        unsafe { head.add(i).write(saved.add(i).read()) };
+        unsafe { head.add(i).write((*saved).words[i]) };
     }
     verdict
 }
@@ -111,10 +139,76 @@ pub fn bench_encap(ctx: XdpContext) -> u32 {
     restoring(&ctx, encap_ipip)
 }
 
+/// Floor 1 plus the per-iteration flow change of `bench_lb_new`, so that its cost is
+/// known (and can be taken out of the new-flow figure).
+#[xdp]
+pub fn bench_pass_vary(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        vary_flow(c);
+        xdp_action::XDP_PASS
+    })
+}
+
+/// The datapath, exactly as `vip_lb` runs it.
+#[xdp]
+pub fn bench_lb(ctx: XdpContext) -> u32 {
+    restoring(&ctx, lb::process)
+}
+
+/// The datapath on a new flow every iteration (the connection-table miss path: Maglev
+/// lookup and connection-table insert; at steady state the LRU evicts as it inserts).
+#[xdp]
+pub fn bench_lb_new(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        vary_flow(c);
+        lb::process(c)
+    })
+}
+
+/// The datapath without the wrapper: `vip_lb` itself, for checking that a benchmark
+/// packet takes the path it is named after (the output is not restored).
+#[xdp]
+pub fn bench_lb_once(ctx: XdpContext) -> u32 {
+    lb::process(&ctx)
+}
+
 /// Floor 1 without the wrapper, for the `repeat = 1` many-calls cross-check.
 #[xdp]
 pub fn bench_pass_bare(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Iterations of `bench_*_vary`/`bench_lb_new` so far; each one gets its own flow.
+#[map(name = "BENCH_FLOWS")]
+static BENCH_FLOWS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Offsets in the bench's IPv4/TCP frame (no VLAN, no IP options): the low half of the
+/// source address and the source port. 2^32 distinct flows before one repeats.
+const SRC_ADDR_LOW_OFF: usize = EthHdr::LEN + 14;
+const SRC_PORT_OFF: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+
+/// Gives the packet the next flow of the sequence (source port and address low bits).
+/// The TCP checksum is left stale: the datapath does not verify it.
+#[inline(always)]
+fn vary_flow(ctx: &XdpContext) {
+    let Some(n) = BENCH_FLOWS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU value; the benchmark is pinned to one CPU.
+    let n = unsafe {
+        *n += 1;
+        *n
+    };
+    if let (Ok(addr), Ok(port)) = (
+        ptr_at_mut::<[u8; 2]>(ctx, SRC_ADDR_LOW_OFF),
+        ptr_at_mut::<[u8; 2]>(ctx, SRC_PORT_OFF),
+    ) {
+        // SAFETY: ptr_at checked the bounds.
+        unsafe {
+            *port = (n as u16).to_be_bytes();
+            *addr = ((n >> 16) as u16).to_be_bytes();
+        }
+    }
 }
 
 #[inline(always)]
