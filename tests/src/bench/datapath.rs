@@ -18,6 +18,8 @@ pub const FLOORS: &str = "0. floors";
 /// See [`FLOORS`].
 pub const PER_PACKET: &str = "1. per packet (tunnel / dsr-l2)";
 /// See [`FLOORS`].
+pub const STAGES: &str = "1b. where the time goes (tunnel, IPv4 TCP established)";
+/// See [`FLOORS`].
 pub const SCALING: &str = "2. scaling with state";
 
 /// The setup of section 1: Katran's published setup (16 backends, M = 65537).
@@ -70,6 +72,48 @@ fn floor_cases() -> Vec<Case> {
             "XDP_PASS + new flow each iteration",
             "bench_pass_vary",
             action::PASS,
+        ),
+    ]
+}
+
+fn stage_cases() -> Vec<Case> {
+    let client = packets::client_v4();
+    let c = |name: &str, prog, packet, verdict| Case {
+        name: name.into(),
+        prog,
+        packet,
+        verdict,
+    };
+    vec![
+        c(
+            "stage: parse (Eth, IP, ports)",
+            "bench_stage_parse",
+            packets::tcp_v4(client),
+            action::PASS,
+        ),
+        c(
+            "stage: + VIP lookup (hit)",
+            "bench_stage_vip",
+            packets::tcp_v4(client),
+            action::PASS,
+        ),
+        c(
+            "stage: + backend (conn-table hit)",
+            "bench_stage_backend",
+            packets::tcp_v4(client),
+            action::PASS,
+        ),
+        c(
+            "stage: + forward (next hop, IPIP)",
+            "bench_stage_forward",
+            packets::tcp_v4(client),
+            action::TX,
+        ),
+        c(
+            "stage: parse + VIP lookup miss (non-VIP)",
+            "bench_stage_vip",
+            packets::not_vip_v4(),
+            action::DROP,
         ),
     ]
 }
@@ -214,6 +258,8 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
     let mut cases = floor_cases();
     let nfloors = cases.len();
     cases.extend(lb.iter().map(|(c, _)| c.clone()));
+    let nlb = cases.len();
+    cases.extend(stage_cases());
     let t = interleaved(&mut ebpf, &cases, method)?;
     let floors = Floors {
         pass: t[1].median,
@@ -233,7 +279,7 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
             .note = (*note).into();
     }
     let vary = t[4].median - t[1].median;
-    for (i, c) in cases.iter().enumerate().skip(nfloors) {
+    for (i, c) in cases.iter().enumerate().take(nlb).skip(nfloors) {
         let note = if c.prog == "bench_lb_new" {
             format!("includes ~{vary:.0} ns of flow change per iteration (see floors)")
         } else {
@@ -241,6 +287,30 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
         };
         row(report, PER_PACKET, &c.name, t[i], &floors, &note);
     }
+    // Stages: each row is the one before plus one step; the full datapath is row 0 of
+    // section 1 (measured in the same loop).
+    let mut before = floors.pass;
+    let mut before_name = "the pass floor".to_string();
+    let full = t[nfloors];
+    let progressive = cases.len() - 1;
+    let stages = cases[nlb..progressive]
+        .iter()
+        .zip(&t[nlb..progressive])
+        .chain([(&cases[nfloors], &full)]);
+    for (c, tt) in stages {
+        let r = report.push(STAGES, c.name.clone(), NS_PER_PACKET, *tt);
+        r.note = format!("{:+.0} ns over {before_name}", tt.median - before);
+        r.ratios = floors.ratios(tt.median);
+        before = tt.median;
+        before_name = c.name.clone();
+    }
+    let miss = t[progressive];
+    let r = report.push(STAGES, cases[progressive].name.clone(), NS_PER_PACKET, miss);
+    r.note = format!(
+        "{:+.0} ns over the parse stage; the full datapath on this packet is the non-VIP row",
+        miss.median - t[nlb].median
+    );
+    r.ratios = floors.ratios(miss.median);
     Ok(floors)
 }
 

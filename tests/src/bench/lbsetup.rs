@@ -23,7 +23,11 @@ use vip_user::maglev::{self, MaglevBackend};
 use super::{VIP_BENCH, packets, testrun::load_all};
 
 /// Programs of `vip_bench` that run the datapath.
-pub const LB_PROGS: [&str; 8] = [
+pub const LB_PROGS: [&str; 12] = [
+    "bench_stage_parse",
+    "bench_stage_vip",
+    "bench_stage_backend",
+    "bench_stage_forward",
     "bench_pass_bare",
     "bench_pass",
     "bench_swap",

@@ -34,6 +34,7 @@ use network_types::{
 };
 use vip_ebpf::{
     lb,
+    parse::parse,
     ptr::{ptr_at, ptr_at_mut},
 };
 
@@ -170,6 +171,67 @@ pub fn bench_lb_new(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_lb_once(ctx: XdpContext) -> u32 {
     lb::process(&ctx)
+}
+
+// Stages of the datapath, each the one before plus one step, so that the differences
+// between their costs say where the time of `bench_lb` goes. Each returns XDP_PASS when
+// its step succeeded and XDP_DROP otherwise (the harness checks which it gets), and
+// uses what it computed in that verdict so the compiler cannot drop the work.
+
+/// Stage 1: parse Ethernet, IP and ports.
+#[xdp]
+pub fn bench_stage_parse(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| match parse(c) {
+        Ok(p) if p.key.src[0] ^ p.key.dst[0] != 0 => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
+    })
+}
+
+/// Stage 2: + the VIP lookup (exact, then all-ports).
+#[xdp]
+pub fn bench_stage_vip(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| match parse(c) {
+        Ok(p) if lb::lookup_vip(&p.key).is_some() => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
+    })
+}
+
+/// Stage 3: + the backend choice (connection table, else Maglev and insert).
+#[xdp]
+pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let Ok(p) = parse(c) else {
+            return xdp_action::XDP_DROP;
+        };
+        let Some(vip) = lb::lookup_vip(&p.key) else {
+            return xdp_action::XDP_DROP;
+        };
+        match lb::pick_backend(&vip, &p.key, true) {
+            Ok((id, _, _)) if id != u32::MAX => xdp_action::XDP_PASS,
+            _ => xdp_action::XDP_DROP,
+        }
+    })
+}
+
+/// Stage 4: + forwarding (next hop, encapsulation or MAC rewrite), no counters. Returns
+/// the forwarding verdict.
+#[xdp]
+pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let Ok(p) = parse(c) else {
+            return xdp_action::XDP_DROP;
+        };
+        let Some(vip) = lb::lookup_vip(&p.key) else {
+            return xdp_action::XDP_DROP;
+        };
+        let Ok((id, backend, _)) = lb::pick_backend(&vip, &p.key, true) else {
+            return xdp_action::XDP_DROP;
+        };
+        match lb::forward(c, &p, &p.key, &vip, id, &backend, true) {
+            Ok(v) => v.action,
+            Err(_) => xdp_action::XDP_DROP,
+        }
+    })
 }
 
 /// Floor 1 without the wrapper, for the `repeat = 1` many-calls cross-check.
