@@ -80,3 +80,65 @@ pub fn backend_down(report: &mut Report, trials: usize) {
         );
     }
 }
+
+/// One backend of `n` goes down, published for real through `vip_user::datapath` into a
+/// loaded `vip_lb`: the backend's state write, the rebuild and the double-buffered
+/// publish that writes only the entries that differ in the inactive half.
+pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Result<()> {
+    use vip_common::{BACKEND_DOWN, BACKEND_UP, PROTO_TCP};
+    use vip_user::datapath::{self, Datapath, Limits};
+
+    for (m, n) in [(65_537u32, 100u32), (65_537, 1000), (655_373, 1000)] {
+        let limits = Limits {
+            max_vips: 2,
+            max_backends: n,
+            table_size: m,
+            max_conns: 1024,
+        };
+        let mut dp = Datapath::load(&limits, None)?;
+        let bs = backends(n);
+        for b in &bs {
+            dp.set_backend(b.id, &datapath::backend(b.identity.ip(), BACKEND_UP, 1))?;
+        }
+        let key = datapath::vip_key(SocketAddr::from(([198, 18, 100, 1], 80)), PROTO_TCP);
+        let before = maglev::build(&bs, m);
+        let down = (n / 2) as usize;
+        let mut writes = Vec::new();
+        let t = Trials::measure(trials, || {
+            // Both halves hold the table with every backend up, as after any two
+            // publishes of it.
+            dp.set_backend(
+                bs[down].id,
+                &datapath::backend(bs[down].identity.ip(), BACKEND_UP, 1),
+            )
+            .expect("backend write");
+            dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
+            dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
+            let start = Instant::now();
+            dp.set_backend(
+                bs[down].id,
+                &datapath::backend(bs[down].identity.ip(), BACKEND_DOWN, 1),
+            )
+            .expect("backend write");
+            let mut after_bs = bs.clone();
+            after_bs[down].weight = 0;
+            let after = maglev::build(&after_bs, m);
+            let stats = dp.publish_vip(&key, 0, 0, 0, &after).expect("publish");
+            writes.push(stats.table_writes);
+            start.elapsed().as_secs_f64() * 1e3
+        });
+        report
+            .push(
+                SECTION,
+                format!("publish backend down, M={m} N={n}"),
+                "ms",
+                t,
+            )
+            .note = format!(
+            "vip_user::datapath into a loaded vip_lb: 1 backend write + rebuild + {} Maglev \
+             entry writes + 1 VIP entry replace",
+            writes.first().copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@ pub mod control;
 pub mod datapath;
 pub mod lbsetup;
 pub mod machine;
+pub mod memory;
 pub mod packets;
 pub mod per_packet;
 pub mod report;

@@ -12,7 +12,7 @@ use vip_tests::{
     bench::{
         VIP_BENCH, balance, control, datapath, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
-        packets,
+        memory, packets,
         per_packet::{self, Floors},
         report::Report,
         testrun::Method,
@@ -125,6 +125,8 @@ fn run() -> Result<()> {
     if on("control") {
         control::build_times(&mut report, trials);
         control::backend_down(&mut report, trials);
+        control::publish_backend_down(&mut report, trials)?;
+        memory::run(&mut report)?;
     }
     if on("balance") {
         balance::run(&mut report);
