@@ -8,6 +8,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 use vip_common::{MAP_REASONS, Reason};
+use vip_user::datapath::{Datapath, decap::Decap};
 
 /// XDP verdicts, as the kernel numbers them.
 pub mod action {
@@ -178,4 +179,111 @@ pub fn hex(bytes: &[u8]) -> String {
         .map(|c| c.iter().map(|b| format!("{b:02x}")).collect::<String>())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Runs one frame through an already loaded XDP program once.
+pub fn run_xdp(xdp: &mut Xdp, input: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; input.len() + 256];
+    let res = xdp
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e:#}"));
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+/// A loaded program the fixture tables run on: `vip_user`'s [`Datapath`] or [`Decap`].
+pub trait Target {
+    /// The XDP program.
+    fn xdp(&mut self) -> &mut Xdp;
+    /// Packets per reason so far.
+    fn counts(&self) -> Vec<(Reason, u64)>;
+}
+
+impl Target for Datapath {
+    fn xdp(&mut self) -> &mut Xdp {
+        self.program_mut()
+    }
+    fn counts(&self) -> Vec<(Reason, u64)> {
+        self.reason_counts().expect("reading the reason counters")
+    }
+}
+
+impl Target for Decap {
+    fn xdp(&mut self) -> &mut Xdp {
+        self.program_mut()
+    }
+    fn counts(&self) -> Vec<(Reason, u64)> {
+        self.reason_counts().expect("reading the reason counters")
+    }
+}
+
+/// Like [`run_table`], on a [`Target`]. Every expected output given as bytes is also
+/// checked with an independent parser (etherparse): all its checksums must be right.
+pub fn run_table_on(target: &mut dyn Target, table: &[Fixture]) {
+    let mut failures = Vec::new();
+    for case in table {
+        let count = |t: &dyn Target, r: Reason| {
+            t.counts()
+                .into_iter()
+                .find(|(x, _)| *x == r)
+                .map(|(_, n)| n)
+                .unwrap_or(0)
+        };
+        let before = count(target, case.reason);
+        let (verdict, out) = run_xdp(target.xdp(), &case.input);
+        let after = count(target, case.reason);
+        if verdict != case.verdict {
+            failures.push(format!(
+                "{}: verdict {} (want {})",
+                case.name,
+                action::name(verdict),
+                action::name(case.verdict)
+            ));
+        }
+        let want = match &case.output {
+            Output::Unchanged => Some(&case.input),
+            Output::Bytes(b) => {
+                for e in crate::packet::checksum_errors(&out) {
+                    failures.push(format!("{}: output has a bad {e}", case.name));
+                }
+                Some(b)
+            }
+            Output::Any => None,
+        };
+        if let Some(want) = want
+            && &out != want
+        {
+            failures.push(format!(
+                "{}: output differs\n  got  {}\n  want {}",
+                case.name,
+                hex(&out),
+                hex(want)
+            ));
+        }
+        if after != before + 1 {
+            let moved: Vec<String> = target
+                .counts()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{}={n}", r.name()))
+                .collect();
+            failures.push(format!(
+                "{}: counter {} went from {before} to {after} (want +1); counters now: {}",
+                case.name,
+                case.reason.name(),
+                moved.join(" ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
 }

@@ -58,11 +58,13 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
         _ => return pass(Reason::PassMalformed),
     }
     // The inner header must be what the outer one announces.
-    let Ok(version) = ptr_at::<u8>(ctx, p.l4_off) else {
+    // Two bytes, not one: with a one-byte read the compiler turns the bounds check into
+    // `end > ptr`, which the verifier does not accept as proof of one readable byte.
+    let Ok(first) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
         return pass(Reason::PassMalformed);
     };
     // SAFETY: ptr_at checked the bounds.
-    let version = unsafe { *version } >> 4;
+    let version = unsafe { (*first)[0] } >> 4;
     if (inner_type == ETH_P_IP && version != 4) || (inner_type == ETH_P_IPV6 && version != 6) {
         return pass(Reason::PassMalformed);
     }

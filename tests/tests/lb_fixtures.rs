@@ -1,0 +1,767 @@
+//! `vip_lb` configured through `vip_user::datapath`: a table of input frame -> verdict +
+//! exact output frame + reason counter, for both families, both modes and every odd case
+//! of issue 3. Expected frames are built with etherparse (independently of the datapath),
+//! and every output's checksums are re-checked by etherparse.
+
+use std::net::{IpAddr, SocketAddr};
+
+use vip_common::{
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, FlowKey, GlobalConfig,
+    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
+    VIP_F_NO_CONNTRACK, flow_hash, tunnel_hash,
+};
+use vip_tests::{
+    fixture::{Fixture, Output, action, run_table_on, run_xdp},
+    packet::{
+        CLIENT_MAC, IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, L4, LB_MAC, Outer, frame,
+        icmp_error_about, ipv4_fragment, ipv4_no_df, sa, too_big_answer, tunnelled,
+        with_ipv4_options, with_ipv6_ext, with_macs, with_ttl, with_vlan,
+    },
+    privileged::require_root,
+};
+use vip_user::{
+    datapath::{Datapath, Limits, addr_words, backend, flow_key, vip_key},
+    maglev::{self, MaglevBackend},
+};
+
+/// Table size of every VIP here (a small prime keeps the tables readable).
+const M: u32 = 13;
+/// Source MAC of the LB's egress side.
+const LB_OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const MTU: u32 = 1500;
+
+fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, id as u8]
+}
+
+/// The backends: id, address, state.
+const BACKENDS: [(u32, &str, u8); 6] = [
+    (1, "198.18.2.1", BACKEND_UP),
+    (2, "198.18.2.2", BACKEND_UP),
+    (3, "2001:db8:2::1", BACKEND_UP),
+    (4, "2001:db8:2::2", BACKEND_UP),
+    (5, "198.18.2.5", BACKEND_DOWN),
+    (6, "198.18.2.6", BACKEND_DRAINING),
+];
+
+fn backend_ip(id: u32) -> IpAddr {
+    BACKENDS
+        .iter()
+        .find(|b| b.0 == id)
+        .map(|b| b.1.parse().unwrap())
+        .unwrap()
+}
+
+fn config(flags: u32) -> GlobalConfig {
+    let (v6, _) = addr_words("2001:db8:ffff::".parse().unwrap());
+    GlobalConfig {
+        flags,
+        mtu: MTU,
+        tunnel_src_v4_be: u32::from_ne_bytes([198, 19, 0, 0]),
+        tunnel_src_v4_hash_bits: 8,
+        tunnel_src_v6: v6,
+    }
+}
+
+/// A VIP: slot/id, address, proto, flags, backend ids.
+struct Vip {
+    id: u32,
+    addr: &'static str,
+    proto: u8,
+    flags: u32,
+    backends: &'static [u32],
+}
+
+const VIPS: [Vip; 12] = [
+    Vip {
+        id: 0,
+        addr: "198.18.1.10:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[1],
+    },
+    Vip {
+        id: 1,
+        addr: "198.18.1.10:0",
+        proto: PROTO_UDP,
+        flags: 0,
+        backends: &[2],
+    },
+    Vip {
+        id: 2,
+        addr: "[2001:db8:1::10]:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[3],
+    },
+    Vip {
+        id: 3,
+        addr: "198.18.1.11:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[3],
+    },
+    Vip {
+        id: 4,
+        addr: "[2001:db8:1::11]:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[1],
+    },
+    Vip {
+        id: 5,
+        addr: "198.18.1.12:80",
+        proto: PROTO_TCP,
+        flags: VIP_F_DSR_L2,
+        backends: &[2],
+    },
+    Vip {
+        id: 6,
+        addr: "[2001:db8:1::12]:80",
+        proto: PROTO_TCP,
+        flags: VIP_F_DSR_L2,
+        backends: &[4],
+    },
+    Vip {
+        id: 7,
+        addr: "198.18.1.13:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[],
+    },
+    Vip {
+        id: 8,
+        addr: "198.18.1.14:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[5],
+    },
+    Vip {
+        id: 9,
+        addr: "198.18.1.15:80",
+        proto: PROTO_TCP,
+        flags: VIP_F_HASH_SRC_ONLY,
+        backends: &[1, 2],
+    },
+    Vip {
+        id: 10,
+        addr: "198.18.1.16:80",
+        proto: PROTO_TCP,
+        flags: VIP_F_NO_CONNTRACK,
+        backends: &[1, 2],
+    },
+    Vip {
+        id: 11,
+        addr: "198.18.1.17:80",
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[1, 2],
+    },
+];
+
+fn table_for(ids: &[u32]) -> Vec<u32> {
+    let bs: Vec<MaglevBackend> = ids
+        .iter()
+        .map(|id| MaglevBackend {
+            id: *id,
+            identity: SocketAddr::new(backend_ip(*id), 80),
+            weight: 1,
+        })
+        .collect();
+    maglev::build(&bs, M)
+}
+
+fn setup() -> Datapath {
+    let limits = Limits {
+        max_vips: 16,
+        max_backends: 32,
+        table_size: M,
+        max_conns: 4096,
+    };
+    let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
+    dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
+    for (id, addr, state) in BACKENDS {
+        dp.set_backend(id, &backend(addr.parse().unwrap(), state, 1))
+            .unwrap();
+        dp.set_nexthop(
+            id,
+            &NextHop {
+                dst_mac: backend_mac(id),
+                src_mac: LB_OUT_MAC,
+                ifindex: 0,
+                flags: NEXTHOP_F_VALID,
+            },
+        )
+        .unwrap();
+    }
+    for v in &VIPS {
+        dp.publish_vip(
+            &vip_key(sa(v.addr), v.proto),
+            v.id,
+            v.flags,
+            v.id,
+            &table_for(v.backends),
+        )
+        .unwrap();
+    }
+    dp
+}
+
+/// The outer header the LB must add for a flow `key` to backend `id`.
+fn outer_for(key: &FlowKey, id: u32) -> Outer {
+    let th = tunnel_hash(key);
+    let dst = backend_ip(id);
+    let src = match dst {
+        IpAddr::V4(_) => IpAddr::from([198, 19, 0, th as u8]),
+        IpAddr::V6(_) => {
+            let mut o: [u8; 16] = "2001:db8:ffff::"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets();
+            o[12..].copy_from_slice(&th.to_be_bytes());
+            IpAddr::from(o)
+        }
+    };
+    Outer {
+        src,
+        dst,
+        flow_label: th & 0xfffff,
+    }
+}
+
+fn tcp_key(client: &str, vip: &str) -> FlowKey {
+    flow_key(sa(client), sa(vip), PROTO_TCP)
+}
+
+/// Expected frame: `input` tunnelled to backend `id` for flow `key`.
+fn tunnel_to(input: &[u8], key: &FlowKey, id: u32) -> Output {
+    Output::Bytes(tunnelled(
+        input,
+        backend_mac(id),
+        LB_OUT_MAC,
+        outer_for(key, id),
+    ))
+}
+
+fn fwd(name: &'static str, input: Vec<u8>, output: Output) -> Fixture {
+    Fixture {
+        name,
+        input,
+        verdict: action::TX,
+        output,
+        reason: Reason::Forwarded,
+    }
+}
+
+fn dropped(name: &'static str, input: Vec<u8>, reason: Reason) -> Fixture {
+    Fixture {
+        name,
+        input,
+        verdict: action::DROP,
+        output: Output::Any,
+        reason,
+    }
+}
+
+fn passed(name: &'static str, input: Vec<u8>, reason: Reason) -> Fixture {
+    Fixture {
+        name,
+        input,
+        verdict: action::PASS,
+        output: Output::Unchanged,
+        reason,
+    }
+}
+
+const C4: &str = "198.18.0.1:40000";
+const C6: &str = "[2001:db8::1]:40000";
+
+fn syn(client: &str, vip: &str) -> Vec<u8> {
+    frame(sa(client), sa(vip), L4::Tcp { syn: true }, b"")
+}
+
+fn stateless_cases() -> Vec<Fixture> {
+    let v4 = syn(C4, "198.18.1.10:80");
+    let k4 = tcp_key(C4, "198.18.1.10:80");
+    let v6 = syn(C6, "[2001:db8:1::10]:80");
+    let k6 = tcp_key(C6, "[2001:db8:1::10]:80");
+    let udp = frame(sa(C4), sa("198.18.1.10:5353"), L4::Udp, b"hello");
+    let kudp = flow_key(sa(C4), sa("198.18.1.10:5353"), PROTO_UDP);
+    let v4in6 = syn(C4, "198.18.1.11:80");
+    let v6in4 = syn(C6, "[2001:db8:1::11]:80");
+    let dsr4 = syn(C4, "198.18.1.12:80");
+    let dsr6 = syn(C6, "[2001:db8:1::12]:80");
+    let opts = with_ipv4_options(&v4, &[1, 1, 1, 0]);
+    let vlan = with_vlan(&v4, 7);
+    let vlan6 = with_vlan(&v6, 7);
+    let ext6 = with_ipv6_ext(&v6, &[IPV6_HOPOPTS, IPV6_DSTOPTS]);
+    let big4 = frame(
+        sa(C4),
+        sa("198.18.1.10:80"),
+        L4::Tcp { syn: false },
+        &[7u8; 1460],
+    );
+    let big6 = frame(
+        sa(C6),
+        sa("[2001:db8:1::10]:80"),
+        L4::Tcp { syn: false },
+        &[7u8; 1440],
+    );
+    let fits4 = frame(
+        sa(C4),
+        sa("198.18.1.10:80"),
+        L4::Tcp { syn: false },
+        &[7u8; 1440],
+    );
+    // A backend's reply (VIP -> client) that a router on the way answers with ICMP.
+    let reply4 = &frame(
+        sa("198.18.1.10:80"),
+        sa(C4),
+        L4::Tcp { syn: false },
+        &[0u8; 64],
+    )[14..];
+    let reply6 = &frame(
+        sa("[2001:db8:1::10]:80"),
+        sa(C6),
+        L4::Tcp { syn: false },
+        &[0u8; 64],
+    )[14..];
+    let icmp4 = icmp_error_about("198.18.9.1".parse().unwrap(), reply4, 1400);
+    let icmp6 = icmp_error_about("2001:db8:9::1".parse().unwrap(), reply6, 1400);
+    let other_reply = &frame(sa("198.18.1.99:80"), sa(C4), L4::Tcp { syn: false }, b"")[14..];
+    let icmp_other = icmp_error_about("198.18.9.1".parse().unwrap(), other_reply, 1400);
+    let mut echo = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4([198, 18, 0, 1], [198, 18, 1, 10], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+
+    let mut short_total = v4.clone();
+    short_total.truncate(14 + 20 + 10); // IP total length says 40, frame carries 30
+    let mut ports_short = v4[..14 + 20].to_vec();
+    ports_short.extend_from_slice(&[0x9c, 0x40]);
+    ports_short[14 + 3] = 22; // total length 22: a TCP header of 2 bytes
+    vip_tests::packet::fix_ipv4_checksum(&mut ports_short, 14);
+    let ext5 = with_ipv6_ext(
+        &v6,
+        &[
+            IPV6_HOPOPTS,
+            IPV6_DSTOPTS,
+            IPV6_DSTOPTS,
+            IPV6_DSTOPTS,
+            IPV6_DSTOPTS,
+        ],
+    );
+
+    vec![
+        // Both families, tunnel mode.
+        fwd(
+            "ipv4 tcp -> IPIP to its backend",
+            v4.clone(),
+            tunnel_to(&v4, &k4, 1),
+        ),
+        fwd(
+            "ipv6 tcp -> IP6IP6 to its backend",
+            v6.clone(),
+            tunnel_to(&v6, &k6, 3),
+        ),
+        fwd(
+            "ipv4 VIP, ipv6 backend -> IPv4-in-IPv6",
+            v4in6.clone(),
+            tunnel_to(&v4in6, &tcp_key(C4, "198.18.1.11:80"), 3),
+        ),
+        fwd(
+            "ipv6 VIP, ipv4 backend -> IPv6-in-IPv4",
+            v6in4.clone(),
+            tunnel_to(&v6in4, &tcp_key(C6, "[2001:db8:1::11]:80"), 1),
+        ),
+        fwd(
+            "udp, all-ports VIP (port-0 fallback)",
+            udp.clone(),
+            tunnel_to(&udp, &kudp, 2),
+        ),
+        // dsr-l2: only the MACs change.
+        fwd(
+            "ipv4 dsr-l2: MACs rewritten",
+            dsr4.clone(),
+            Output::Bytes(with_macs(&dsr4, backend_mac(2), LB_OUT_MAC)),
+        ),
+        fwd(
+            "ipv6 dsr-l2: MACs rewritten",
+            dsr6.clone(),
+            Output::Bytes(with_macs(&dsr6, backend_mac(4), LB_OUT_MAC)),
+        ),
+        // Odd but valid: handled.
+        fwd(
+            "ipv4 options honoured",
+            opts.clone(),
+            tunnel_to(&opts, &k4, 1),
+        ),
+        fwd(
+            "802.1Q tag kept on the way out",
+            vlan.clone(),
+            tunnel_to(&vlan, &k4, 1),
+        ),
+        fwd("802.1Q tag, ipv6", vlan6.clone(), tunnel_to(&vlan6, &k6, 3)),
+        fwd(
+            "ipv6 hop-by-hop + dst-opts walked",
+            ext6.clone(),
+            tunnel_to(&ext6, &k6, 3),
+        ),
+        fwd(
+            "TTL 2 still forwarded",
+            with_ttl(&v4, 2),
+            tunnel_to(&with_ttl(&v4, 2), &k4, 1),
+        ),
+        fwd(
+            "1480-byte packet + 20 fits MTU 1500",
+            fits4.clone(),
+            tunnel_to(&fits4, &k4, 1),
+        ),
+        // ICMP errors about a VIP flow follow the flow to its backend.
+        Fixture {
+            name: "icmp frag-needed about a VIP flow -> its backend",
+            input: icmp4.clone(),
+            verdict: action::TX,
+            output: tunnel_to(&icmp4, &k4, 1),
+            reason: Reason::IcmpSteered,
+        },
+        Fixture {
+            name: "icmpv6 packet-too-big about a VIP flow -> its backend",
+            input: icmp6.clone(),
+            verdict: action::TX,
+            output: tunnel_to(&icmp6, &k6, 3),
+            reason: Reason::IcmpSteered,
+        },
+        passed(
+            "icmp error about a non-VIP flow",
+            icmp_other,
+            Reason::PassIcmpNotVip,
+        ),
+        passed("icmp echo to a VIP address", echo, Reason::PassIcmpNotVip),
+        // Too big after encapsulation.
+        Fixture {
+            name: "ipv4 DF too big -> ICMP frag-needed, mtu 1480",
+            input: big4.clone(),
+            verdict: action::TX,
+            output: Output::Bytes(too_big_answer(&big4, MTU - 20)),
+            reason: Reason::IcmpTooBigSent,
+        },
+        Fixture {
+            name: "ipv6 too big -> ICMPv6 packet-too-big, mtu 1460",
+            input: big6.clone(),
+            verdict: action::TX,
+            output: Output::Bytes(too_big_answer(&big6, MTU - 40)),
+            reason: Reason::IcmpTooBigSent,
+        },
+        dropped(
+            "ipv4 too big without DF",
+            ipv4_no_df(&big4),
+            Reason::DropTooBig,
+        ),
+        // Drops with a named reason.
+        dropped("TTL 1", with_ttl(&v4, 1), Reason::DropTtl),
+        dropped("hop limit 1", with_ttl(&v6, 1), Reason::DropTtl),
+        dropped(
+            "first ipv4 fragment to a VIP",
+            ipv4_fragment(&v4, true, 0),
+            Reason::DropFragment,
+        ),
+        dropped(
+            "later ipv4 fragment (no ports) to a VIP",
+            ipv4_fragment(&v4, false, 100),
+            Reason::DropFragment,
+        ),
+        dropped(
+            "ipv6 fragment header to a VIP",
+            with_ipv6_ext(&v6, &[IPV6_FRAGMENT]),
+            Reason::DropFragment,
+        ),
+        dropped("ipv6 5 extension headers", ext5, Reason::DropIpv6Ext),
+        dropped(
+            "ipv4 total length beyond the frame",
+            short_total,
+            Reason::DropMalformed,
+        ),
+        dropped("tcp header cut short", ports_short, Reason::DropMalformed),
+        dropped(
+            "VIP without backends",
+            syn(C4, "198.18.1.13:80"),
+            Reason::DropNoBackend,
+        ),
+        dropped(
+            "table points at a down backend",
+            syn(C4, "198.18.1.14:80"),
+            Reason::DropNoBackend,
+        ),
+        // Not ours: untouched.
+        passed(
+            "VIP address, other port",
+            syn(C4, "198.18.1.10:81"),
+            Reason::PassNotVip,
+        ),
+        passed(
+            "other address",
+            syn(C4, "198.18.1.200:80"),
+            Reason::PassNotVip,
+        ),
+        passed(
+            "fragment to a non-VIP address",
+            ipv4_fragment(&syn(C4, "198.18.1.200:80"), true, 0),
+            Reason::PassNotVip,
+        ),
+        passed(
+            "ipv6 5 extension headers, non-VIP",
+            with_ipv6_ext(&syn(C6, "[2001:db8:1::99]:80"), &[0, 60, 60, 60, 60]),
+            Reason::PassUnparsed,
+        ),
+    ]
+}
+
+#[test]
+fn lb_forwards_drops_and_passes_as_specified() {
+    if !require_root("lb_forwards_drops_and_passes_as_specified") {
+        return;
+    }
+    let mut dp = setup();
+    let table = stateless_cases();
+    run_table_on(&mut dp, &table);
+    let forwarded = dp.vip_counters(0).unwrap();
+    assert!(forwarded.packets >= 5, "VIP 0 counters: {forwarded:?}");
+    assert!(dp.vip_counters(7).unwrap().dropped >= 1);
+    assert!(dp.backend_counters(3).unwrap().packets >= 4);
+}
+
+#[test]
+fn icmp_too_big_answer_is_behind_a_flag() {
+    if !require_root("icmp_too_big_answer_is_behind_a_flag") {
+        return;
+    }
+    let mut dp = setup();
+    dp.set_global(&config(0)).unwrap();
+    let big4 = frame(
+        sa(C4),
+        sa("198.18.1.10:80"),
+        L4::Tcp { syn: false },
+        &[7u8; 1460],
+    );
+    let (verdict, _) = run_xdp(dp.program_mut(), &big4);
+    assert_eq!(action::name(verdict), "XDP_DROP");
+    let counts = dp.reason_counts().unwrap();
+    assert!(counts.contains(&(Reason::DropTooBig, 1)), "{counts:?}");
+}
+
+fn predicted(vip: &Vip, key: &FlowKey) -> u32 {
+    let table = table_for(vip.backends);
+    table[(flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0) % M) as usize]
+}
+
+/// Runs `input` and returns the backend the output was tunnelled to (by outer dst).
+fn backend_of(dp: &mut Datapath, input: &[u8]) -> u32 {
+    let (verdict, out) = run_xdp(dp.program_mut(), input);
+    assert_eq!(action::name(verdict), "XDP_TX", "frame was not forwarded");
+    let dst: [u8; 4] = out[30..34].try_into().unwrap();
+    BACKENDS
+        .iter()
+        .find(|b| b.1.parse::<IpAddr>().unwrap() == IpAddr::from(dst))
+        .map(|b| b.0)
+        .unwrap_or_else(|| panic!("tunnelled to an unknown backend {dst:?}"))
+}
+
+#[test]
+fn connection_table_and_hash_options() {
+    if !require_root("connection_table_and_hash_options") {
+        return;
+    }
+    let mut dp = setup();
+    let vip = &VIPS[11];
+    // Maglev: the backend the table predicts, over many clients (both backends appear).
+    let mut seen = std::collections::HashSet::new();
+    for port in 40000..40040 {
+        let client = format!("198.18.0.7:{port}");
+        let key = tcp_key(&client, vip.addr);
+        let got = backend_of(&mut dp, &syn(&client, vip.addr));
+        assert_eq!(got, predicted(vip, &key), "client {client}");
+        assert_eq!(
+            dp.lookup_conn(&key).unwrap().map(|c| c.backend_id),
+            Some(got)
+        );
+        seen.insert(got);
+    }
+    assert_eq!(seen.len(), 2, "both backends get flows");
+
+    // Conntrack keeps a flow on its backend when the table changes...
+    let client = "198.18.0.8:41000";
+    let key = tcp_key(client, vip.addr);
+    let first = backend_of(&mut dp, &syn(client, vip.addr));
+    let other = if first == 1 { 2 } else { 1 };
+    let slot = vip.id;
+    dp.publish_vip(
+        &vip_key(sa(vip.addr), PROTO_TCP),
+        vip.id,
+        vip.flags,
+        slot,
+        &vec![other; M as usize],
+    )
+    .unwrap();
+    assert_eq!(
+        backend_of(&mut dp, &syn(client, vip.addr)),
+        first,
+        "established flow kept"
+    );
+    // ...and a draining backend keeps it too...
+    dp.set_backend(first, &backend(backend_ip(first), BACKEND_DRAINING, 1))
+        .unwrap();
+    assert_eq!(
+        backend_of(&mut dp, &syn(client, vip.addr)),
+        first,
+        "draining keeps flows"
+    );
+    // ...but a down backend is never reused: the flow is re-hashed and re-pinned.
+    dp.set_backend(first, &backend(backend_ip(first), BACKEND_DOWN, 1))
+        .unwrap();
+    assert_eq!(
+        backend_of(&mut dp, &syn(client, vip.addr)),
+        other,
+        "down backend rehashed"
+    );
+    assert_eq!(dp.lookup_conn(&key).unwrap().unwrap().backend_id, other);
+    // A reused id (generation bumped) does not inherit the old owner's flows.
+    dp.set_backend(first, &backend(backend_ip(first), BACKEND_UP, 1))
+        .unwrap();
+    dp.set_backend(other, &backend(backend_ip(other), BACKEND_UP, 2))
+        .unwrap();
+    dp.publish_vip(
+        &vip_key(sa(vip.addr), PROTO_TCP),
+        vip.id,
+        vip.flags,
+        slot,
+        &vec![first; M as usize],
+    )
+    .unwrap();
+    assert_eq!(
+        backend_of(&mut dp, &syn(client, vip.addr)),
+        first,
+        "stale generation rehashed"
+    );
+
+    // Source-only hashing: one client, many ports, one backend (the predicted one).
+    let src_only = &VIPS[9];
+    let mut backends = std::collections::HashSet::new();
+    for port in 50000..50020 {
+        let client = format!("198.18.0.9:{port}");
+        let key = tcp_key(&client, src_only.addr);
+        let got = backend_of(&mut dp, &syn(&client, src_only.addr));
+        assert_eq!(got, predicted(src_only, &key));
+        backends.insert(got);
+    }
+    assert_eq!(backends.len(), 1, "client affinity");
+
+    // No connection table: nothing is remembered.
+    let nc = &VIPS[10];
+    let client = "198.18.0.10:42000";
+    let got = backend_of(&mut dp, &syn(client, nc.addr));
+    assert_eq!(got, predicted(nc, &tcp_key(client, nc.addr)));
+    assert_eq!(dp.lookup_conn(&tcp_key(client, nc.addr)).unwrap(), None);
+}
+
+#[test]
+fn publishing_writes_only_changed_entries_and_flips_halves() {
+    if !require_root("publishing_writes_only_changed_entries_and_flips_halves") {
+        return;
+    }
+    let mut dp = setup();
+    let key = vip_key(sa("198.18.1.17:80"), PROTO_TCP);
+    let t12 = table_for(&[1, 2]);
+    let before = dp.vip(&key).unwrap().unwrap();
+    // Same table again: written into the other half (empty there) -> M writes.
+    let s = dp.publish_vip(&key, 11, 0, 11, &t12).unwrap();
+    assert_eq!(s.table_writes, M);
+    let after = dp.vip(&key).unwrap().unwrap();
+    assert_ne!(
+        before.table_base, after.table_base,
+        "published into the other half"
+    );
+    // And once more: the first half already holds it -> no writes at all.
+    let s = dp.publish_vip(&key, 11, 0, 11, &t12).unwrap();
+    assert_eq!(s.table_writes, 0);
+    assert_eq!(dp.vip(&key).unwrap().unwrap().table_base, before.table_base);
+    assert_eq!(dp.vip_table(&key).unwrap().unwrap(), t12);
+    // Removing one backend: only its slots change.
+    let t1 = table_for(&[1]);
+    let changed = t12.iter().zip(&t1).filter(|(a, b)| a != b).count() as u32;
+    let s = dp.publish_vip(&key, 11, 0, 11, &t1).unwrap();
+    assert_eq!(s.table_writes, changed);
+    assert_eq!(dp.vip_table(&key).unwrap().unwrap(), t1);
+}
+
+#[test]
+fn pinned_maps_are_adopted_with_connections_and_counters() {
+    if !require_root("pinned_maps_are_adopted_with_connections_and_counters") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/vip/dp-fixture-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let limits = Limits {
+        max_vips: 4,
+        max_backends: 8,
+        table_size: M,
+        max_conns: 128,
+    };
+    let key = vip_key(sa("198.18.1.10:80"), PROTO_TCP);
+    let flow = tcp_key(C4, "198.18.1.10:80");
+    {
+        let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
+        assert!(!dp.adopted());
+        dp.set_backend(1, &backend(backend_ip(1), BACKEND_UP, 1))
+            .unwrap();
+        dp.set_nexthop(
+            1,
+            &NextHop {
+                dst_mac: backend_mac(1),
+                src_mac: LB_OUT_MAC,
+                ifindex: 0,
+                flags: NEXTHOP_F_VALID,
+            },
+        )
+        .unwrap();
+        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize]).unwrap();
+        let (v, _) = run_xdp(dp.program_mut(), &syn(C4, "198.18.1.10:80"));
+        assert_eq!(action::name(v), "XDP_TX");
+    }
+    let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
+    assert!(dp.adopted());
+    assert_eq!(
+        dp.lookup_conn(&flow).unwrap().map(|c| c.backend_id),
+        Some(1)
+    );
+    assert_eq!(dp.vip_counters(0).unwrap().packets, 1);
+    // The shadow was read back: re-publishing the same table into the other half of an
+    // adopted region writes M entries, and publishing it again writes none.
+    assert_eq!(
+        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize])
+            .unwrap()
+            .table_writes,
+        M
+    );
+    assert_eq!(
+        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize])
+            .unwrap()
+            .table_writes,
+        0
+    );
+}
