@@ -1,24 +1,28 @@
 //! `vipctl`: the command-line client of `vipd`.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// Change and inspect a running vipd.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
+use vip_user::cli::{self, Cli};
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show VIPs and their backends.
-    List,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::List => anyhow::bail!("not implemented in this build"),
+    let result = match cli::request(&cli.command) {
+        Ok(Some(req)) => cli::run_remote(&cli, &req),
+        Ok(None) => unreachable!("every command talks to vipd"),
+        Err(e) => {
+            eprintln!("vipctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vipctl: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,6 +1,12 @@
 //! `vipd`: loads the vip datapath, owns its maps and keeps them right.
 
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
 use clap::{Parser, Subcommand};
+use vip_user::{
+    config::{Config, XdpMode},
+    decap, service,
+};
 
 /// The vip load-balancer daemon.
 #[derive(Debug, Parser)]
@@ -12,25 +18,165 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load the datapath, attach it, apply the config and serve the API.
+    /// Load (or adopt) the datapath, attach it, apply the config and serve the API.
+    /// SIGHUP reloads the file; SIGTERM exits and leaves traffic flowing.
     Run {
         /// Config file (TOML).
         #[arg(short, long)]
-        config: std::path::PathBuf,
+        config: PathBuf,
     },
     /// Validate a config file without touching anything.
     Check {
         /// Config file (TOML).
         #[arg(short, long)]
-        config: std::path::PathBuf,
+        config: PathBuf,
+    },
+    /// Detach vip_lb and unpin its maps (connections and counters are lost).
+    Down {
+        /// Config file (for the instance name and socket).
+        #[arg(short, long, conflicts_with = "instance")]
+        config: Option<PathBuf>,
+        /// Instance name (default "default").
+        #[arg(long)]
+        instance: Option<String>,
+        /// Even if a vipd still answers on the socket.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The backend role: vip_decap removes vip's tunnel headers.
+    #[command(subcommand)]
+    Decap(DecapCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DecapCmd {
+    /// Attach vip_decap to an interface (pinned: survives this command).
+    Attach {
+        /// Interface receiving the tunnelled packets.
+        #[arg(long)]
+        iface: String,
+        /// Instance name (pins under /sys/fs/bpf/vip/<instance>/decap).
+        #[arg(long, default_value = "default")]
+        instance: String,
+        /// Local tunnel endpoint address (repeatable; default: the interface's addresses).
+        #[arg(long = "local")]
+        locals: Vec<IpAddr>,
+        /// native, generic or auto.
+        #[arg(long, default_value = "auto", value_parser = parse_mode)]
+        xdp_mode: XdpMode,
+    },
+    /// Detach vip_decap from an interface.
+    Detach {
+        /// Interface.
+        #[arg(long)]
+        iface: String,
+        /// Instance name.
+        #[arg(long, default_value = "default")]
+        instance: String,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn parse_mode(s: &str) -> Result<XdpMode, String> {
+    match s {
+        "native" => Ok(XdpMode::Native),
+        "generic" => Ok(XdpMode::Generic),
+        "auto" => Ok(XdpMode::Auto),
+        _ => Err(format!("{s:?}: use native, generic or auto")),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run { .. } | Command::Check { .. } => {
-            anyhow::bail!("not implemented in this build")
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result: Result<String, String> = match cli.command {
+        Command::Check { config } => Config::load(&config)
+            .map(|c| {
+                let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+                format!(
+                    "{}: OK (instance {}, {} VIPs, {backends} backends)\n",
+                    config.display(),
+                    c.instance,
+                    c.vips.len()
+                )
+            })
+            .map_err(|e| e.to_string()),
+        Command::Run { config } => service::run(&config)
+            .map(|()| String::new())
+            .map_err(|e| e.to_string()),
+        Command::Down {
+            config,
+            instance,
+            force,
+        } => {
+            let (instance, socket) = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => (c.instance, c.api.socket),
+                    Err(e) => {
+                        eprintln!("vipd: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => {
+                    let i = instance.unwrap_or_else(|| "default".into());
+                    let s = PathBuf::from(format!("/run/vip/{i}.sock"));
+                    (i, s)
+                }
+            };
+            service::down(&instance, &socket, force)
+                .map(|done| {
+                    if done.is_empty() {
+                        format!("nothing pinned for instance {instance}\n")
+                    } else {
+                        done.join("\n") + "\n"
+                    }
+                })
+                .map_err(|e| e.to_string())
+        }
+        Command::Decap(DecapCmd::Attach {
+            iface,
+            instance,
+            locals,
+            xdp_mode,
+        }) => decap::attach(&iface, &locals, xdp_mode, &decap::pin_dir(&instance))
+            .map(|(how, addrs)| {
+                let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!(
+                    "vip_decap {} on {iface}, decapsulating for {}\n",
+                    match how {
+                        vip_user::xdp_link::Attached::New => "attached",
+                        vip_user::xdp_link::Attached::Adopted =>
+                            "re-attached (adopted pinned link)",
+                    },
+                    addrs.join(", ")
+                )
+            })
+            .map_err(|e| e.to_string()),
+        Command::Decap(DecapCmd::Detach { iface, instance }) => {
+            decap::detach(&iface, &decap::pin_dir(&instance))
+                .map(|removed| {
+                    if removed {
+                        format!("vip_decap detached from {iface}\n")
+                    } else {
+                        format!("vip_decap was not attached to {iface} (instance {instance})\n")
+                    }
+                })
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vipd: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,247 @@
+//! vipd's event loop: the owner sits in one loop that takes API requests, health
+//! transitions, SIGHUP and scrapes as messages, so it is the only writer of the maps.
+
+use std::{path::PathBuf, sync::Arc};
+
+use tokio::{
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    api::{self, Access, ApplyResult, Request, Response, diff},
+    config::Config,
+    health::{self, Supervisor, Transition},
+    metrics::{self, Metrics},
+    owner::{DatapathOps, Owner, Status},
+};
+
+/// A message to the owner loop.
+#[derive(Debug)]
+pub enum Msg {
+    /// An API request and where to send the answer.
+    Api(Request, oneshot::Sender<Response>),
+    /// A metrics scrape wants a snapshot.
+    Status(oneshot::Sender<Status>),
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT: the datapath stays attached and keeps serving.
+    Signal,
+}
+
+/// Runs the owner loop until SIGTERM/SIGINT.
+pub async fn run<T: DatapathOps>(
+    mut owner: Owner<T>,
+    mut cfg: Config,
+    config_path: PathBuf,
+    listener: UnixListener,
+    access: Access,
+) -> std::io::Result<Exit> {
+    let metrics = Arc::new(Metrics::default());
+    let (tx, mut rx) = mpsc::channel::<Msg>(64);
+    let (htx, mut hrx) = mpsc::unbounded_channel::<Transition>();
+    let mut checks = Supervisor::default();
+    checks.update(
+        health::targets(owner.vips()),
+        |i| owner.is_up(i),
+        &htx,
+        &metrics,
+    );
+    let mut metrics_task = start_metrics(&cfg, &metrics, &tx).await;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tracing::info!(
+        socket = %cfg.api.socket.display(),
+        vips = owner.vips().len(),
+        checks = checks.len(),
+        "vipd serving"
+    );
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((s, _)) = conn else { continue };
+                let tx = tx.clone();
+                tokio::spawn(api::serve_connection(s, access, move |req| async move {
+                    let (rtx, rrx) = oneshot::channel();
+                    if tx.send(Msg::Api(req, rtx)).await.is_err() {
+                        return Response::err("vipd is shutting down");
+                    }
+                    rrx.await.unwrap_or_else(|_| Response::err("vipd is shutting down"))
+                }));
+            }
+            Some(msg) = rx.recv() => match msg {
+                Msg::Api(req, reply) => {
+                    let resp = handle(&mut owner, &mut cfg, &config_path, req);
+                    let _ = reply.send(resp);
+                }
+                Msg::Status(reply) => {
+                    let _ = reply.send(owner.status());
+                }
+            },
+            Some(t) = hrx.recv() => {
+                tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
+                if let Err(e) = owner.set_health(t.ident, t.up) {
+                    tracing::error!(error = %e, "applying a health change failed");
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config file");
+                let r = handle(&mut owner, &mut cfg, &config_path, Request::Reload);
+                match r.error {
+                    Some(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
+                    None => {
+                        if let Some(t) = metrics_task.take() { t.abort(); }
+                        metrics_task = start_metrics(&cfg, &metrics, &tx).await;
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        checks.update(
+            health::targets(owner.vips()),
+            |i| owner.is_up(i),
+            &htx,
+            &metrics,
+        );
+    }
+    tracing::info!(
+        "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"
+    );
+    let _ = std::fs::remove_file(&cfg.api.socket);
+    Ok(Exit::Signal)
+}
+
+async fn start_metrics(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    tx: &mpsc::Sender<Msg>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = cfg.metrics?;
+    match metrics::bind(addr).await {
+        Ok(l) => {
+            tracing::info!(%addr, "serving Prometheus metrics");
+            let tx = tx.clone();
+            Some(tokio::spawn(metrics::serve(
+                l,
+                metrics.clone(),
+                move || {
+                    let tx = tx.clone();
+                    async move {
+                        let (rtx, rrx) = oneshot::channel();
+                        tx.send(Msg::Status(rtx)).await.ok()?;
+                        rrx.await.ok()
+                    }
+                },
+            )))
+        }
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve metrics: fix [metrics] listen and send SIGHUP");
+            None
+        }
+    }
+}
+
+/// Answers one API request (also used for SIGHUP).
+pub fn handle<T: DatapathOps>(
+    owner: &mut Owner<T>,
+    cfg: &mut Config,
+    config_path: &std::path::Path,
+    req: Request,
+) -> Response {
+    match req {
+        Request::Status => Response::ok(owner.status()),
+        Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {
+            Ok(f) => Response::ok(f),
+            Err(e) => Response::err(e),
+        },
+        Request::Change { change } => {
+            let before = owner.vips().to_vec();
+            tracing::info!(?change, "API change");
+            match owner.change(change) {
+                Ok(stats) => Response::ok(ApplyResult {
+                    changes: diff(&before, owner.vips()),
+                    map_writes: stats.map_writes(),
+                }),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::Apply {
+            text,
+            origin,
+            dry_run,
+        } => {
+            let vips = match Config::parse_vips(&text, &origin, owner.limits()) {
+                Ok(v) => v,
+                Err(e) => return Response::err(format!("{e}\nnothing was changed")),
+            };
+            let changes = diff(owner.vips(), &vips);
+            if dry_run {
+                return Response::ok(ApplyResult {
+                    changes,
+                    map_writes: 0,
+                });
+            }
+            tracing::info!(file = %origin, changes = changes.len(), "API apply");
+            match owner.set_vips(vips) {
+                Ok(stats) => Response::ok(ApplyResult {
+                    changes,
+                    map_writes: stats.map_writes(),
+                }),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::Reload => {
+            let new = match Config::load(config_path) {
+                Ok(c) => c,
+                Err(e) => return Response::err(format!("{e}\nnothing was changed")),
+            };
+            for (what, same) in [
+                ("instance", new.instance == cfg.instance),
+                (
+                    "[datapath] interfaces / xdp_mode",
+                    new.datapath.interfaces == cfg.datapath.interfaces
+                        && new.datapath.xdp_mode == cfg.datapath.xdp_mode,
+                ),
+                ("[api]", new.api == cfg.api),
+                ("state_file", new.state_file == cfg.state_file),
+            ] {
+                if !same {
+                    tracing::warn!(
+                        "{what} changed in the config file: it takes effect when vipd restarts"
+                    );
+                }
+            }
+            let before = owner.vips().to_vec();
+            match owner.reload(&new) {
+                Ok(stats) => {
+                    let changes = diff(&before, owner.vips());
+                    tracing::info!(
+                        changes = changes.len(),
+                        map_writes = stats.map_writes(),
+                        "config reloaded"
+                    );
+                    cfg.vips = new.vips;
+                    cfg.datapath.mtu = new.datapath.mtu;
+                    cfg.datapath.icmp_too_big = new.datapath.icmp_too_big;
+                    cfg.datapath.tunnel_source_v4 = new.datapath.tunnel_source_v4;
+                    cfg.datapath.tunnel_source_v6 = new.datapath.tunnel_source_v6;
+                    cfg.metrics = new.metrics;
+                    Response::ok(ApplyResult {
+                        changes,
+                        map_writes: stats.map_writes(),
+                    })
+                }
+                Err(e) => Response::err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

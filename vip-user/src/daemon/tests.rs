@@ -1,0 +1,278 @@
+//! The daemon loop over a real Unix socket, with in-memory maps: every CLI command and
+//! its error paths, end to end through `vipctl`'s own parser and printer.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use super::*;
+use crate::{
+    cli::{self, Cli},
+    fake::FakeMaps,
+};
+
+const CFG: &str = r#"
+[limits]
+max_vips = 4
+max_backends = 8
+table_size = 251
+[[vip]]
+address = "198.18.1.10:80"
+[[vip.backend]]
+address = "198.18.2.1"
+[[vip.backend]]
+address = "198.18.2.2"
+"#;
+
+struct Daemon {
+    dir: PathBuf,
+    socket: PathBuf,
+    rt: Option<tokio::runtime::Runtime>,
+    keep_dir: bool,
+}
+
+impl Daemon {
+    /// Stops the daemon (as a kill would), keeping its files.
+    fn stop(mut self) -> PathBuf {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn start(name: &str) -> Daemon {
+    let dir = std::env::temp_dir().join(format!("vipd-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("vipd.toml"), CFG).unwrap();
+    spawn(&dir)
+}
+
+fn spawn(dir: &Path) -> Daemon {
+    let config_path = dir.join("vipd.toml");
+    let socket = dir.join("api.sock");
+    let mut cfg = Config::load(&config_path).unwrap();
+    cfg.api.socket = socket.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let owner = Owner::start(&cfg, FakeMaps::default(), Some(dir.join("state.json"))).unwrap();
+    let (listener, access) = rt
+        .block_on(async { api::listen(&socket, 0o600, None) })
+        .unwrap();
+    rt.spawn(run(owner, cfg, config_path, listener, access));
+    Daemon {
+        dir: dir.to_owned(),
+        socket,
+        rt: Some(rt),
+        keep_dir: false,
+    }
+}
+
+fn vipctl(d: &Daemon, args: &str) -> Result<String, String> {
+    let mut argv = vec!["vipctl", "--socket", d.socket.to_str().unwrap()];
+    argv.extend(args.split_whitespace());
+    let c = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let req = cli::request(&c.command)
+        .map_err(|e| e.to_string())?
+        .unwrap();
+    cli::run_remote(&c, &req)
+}
+
+fn ok(d: &Daemon, args: &str) -> String {
+    vipctl(d, args).unwrap_or_else(|e| panic!("vipctl {args}: {e}"))
+}
+
+#[test]
+fn the_cli_round_trips_through_the_daemon() {
+    let d = start("roundtrip");
+    let list = ok(&d, "vip list");
+    assert!(
+        list.contains("198.18.1.10:80/tcp  tunnel  5tuple  on         251  2/2"),
+        "{list}"
+    );
+    ok(
+        &d,
+        "vip add [2001:db8::10]:443/udp --hash src --table-size 251",
+    );
+    ok(
+        &d,
+        "backend add [2001:db8::10]:443/udp [2001:db8::2:1] --weight 3",
+    );
+    let b = ok(&d, "backend list [2001:db8::10]:443/udp");
+    assert!(b.contains("[2001:db8::2:1]:443"), "{b}");
+    assert!(b.contains("ready  pass    up     251"), "{b}");
+    let drained = ok(&d, "backend drain 198.18.1.10:80 198.18.2.1");
+    assert!(
+        drained.contains("~ backend 198.18.1.10:80/tcp 198.18.2.1:80 state: ready -> drain"),
+        "{drained}"
+    );
+    let b = ok(&d, "backend list 198.18.1.10:80");
+    assert!(b.contains("drain  pass    draining  0"), "{b}");
+    let json = ok(&d, "-o json backend list 198.18.1.10:80");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0][1]["state"], "draining");
+    let flow = ok(&d, "flow tcp 198.18.0.1:40000 198.18.1.10:80");
+    assert!(
+        flow.contains("backend:  198.18.2.2:80"),
+        "only the ready backend has slots: {flow}"
+    );
+    ok(&d, "backend del 198.18.1.10:80 198.18.2.1");
+    ok(&d, "vip del [2001:db8::10]:443/udp");
+    let stats = ok(&d, "stats");
+    assert!(stats.contains("connections: 0 of 1000000"), "{stats}");
+}
+
+#[test]
+fn apply_and_diff_are_idempotent_and_touch_only_what_changed() {
+    let d = start("apply");
+    let file = d.dir.join("apply.toml");
+    std::fs::write(&file, CFG.to_string() + "[[vip]]\naddress = \"198.18.1.11:53\"\nprotocol = \"udp\"\ntable_size = 251\n[[vip.backend]]\naddress = \"198.18.2.9\"\n").unwrap();
+    let arg = format!("diff -f {}", file.display());
+    let diff = ok(&d, &arg);
+    assert_eq!(
+        diff,
+        "+ vip 198.18.1.11:53/udp mode=tunnel hash=5tuple conntrack=true table_size=251 backends=1\n+ backend 198.18.1.11:53/udp 198.18.2.9:53 weight=1 state=ready\n"
+    );
+    let applied = ok(&d, &format!("apply -f {}", file.display()));
+    // One backend, one table of 251 entries + the VIP entry.
+    assert!(applied.ends_with("253 map writes\n"), "{applied}");
+    let again = ok(&d, &format!("apply -f {}", file.display()));
+    assert_eq!(again, "no changes\n0 map writes\n");
+    assert_eq!(ok(&d, &arg), "no changes\n");
+}
+
+/// Every error a vipctl user can hit: the message, and that nothing changed.
+#[test]
+fn every_cli_error_says_what_to_fix_and_changes_nothing() {
+    let d = start("errors");
+    let bad_file = d.dir.join("bad.toml");
+    std::fs::write(
+        &bad_file,
+        "[[vip]]\naddress = \"198.18.1.10:80\"\ntable_size = 100\n",
+    )
+    .unwrap();
+    let unknown_key = d.dir.join("unknown.toml");
+    std::fs::write(&unknown_key, "[[vip]]\naddres = \"198.18.1.10:80\"\n").unwrap();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "vip add 198.18.1.10".into(),
+            "has no port: write ADDR:PORT, or ADDR:* for all ports",
+        ),
+        ("vip add 2001:db8::1:80".into(), "has no port"),
+        (
+            "vip add 198.18.1.10:80/sctp".into(),
+            "unknown protocol \"sctp\": use tcp or udp",
+        ),
+        (
+            "vip add 198.18.1.10:80".into(),
+            "VIP 198.18.1.10:80/tcp already exists",
+        ),
+        (
+            "vip add 198.18.1.12:80 --table-size 100".into(),
+            "table_size 100 is not prime: use a prime such as 101",
+        ),
+        (
+            "vip add 198.18.1.12:80 --mode nat".into(),
+            "invalid value 'nat'",
+        ),
+        ("vip del 198.18.1.99:80".into(), "no VIP 198.18.1.99:80/tcp"),
+        (
+            "backend add 198.18.1.10:80 198.18.2.1".into(),
+            "already exists in VIP 198.18.1.10:80/tcp",
+        ),
+        (
+            "backend add 198.18.1.10:80 198.18.2.5 --weight 70000".into(),
+            "weight 70000 is above 65535",
+        ),
+        (
+            "backend add 198.18.1.10:80 not-an-ip".into(),
+            "is not an address",
+        ),
+        (
+            "backend del 198.18.1.10:80 198.18.2.7".into(),
+            "has no backend 198.18.2.7:80",
+        ),
+        (
+            "backend set 198.18.1.10:80 198.18.2.1".into(),
+            "needs --weight N and/or --state",
+        ),
+        (
+            "backend set 198.18.1.10:80 198.18.2.1 --state down".into(),
+            "invalid value 'down'",
+        ),
+        (
+            "backend set 198.18.1.10:80 198.18.2.1 --weight 99999".into(),
+            "weight 99999 is above 65535",
+        ),
+        (
+            "backend list 198.18.1.77:80".into(),
+            "no VIP 198.18.1.77:80/tcp",
+        ),
+        (
+            "flow tcp 198.18.0.1:1 198.18.1.99:80".into(),
+            "is not a VIP",
+        ),
+        (
+            "flow tcp 198.18.0.1 198.18.1.10:80".into(),
+            "a port is required",
+        ),
+        (
+            "flow tcp [2001:db8::1]:1 198.18.1.10:80".into(),
+            "same family",
+        ),
+        (
+            format!("apply -f {}", bad_file.display()),
+            "line 2: VIP 198.18.1.10:80/tcp: table_size 100 is not prime",
+        ),
+        (format!("apply -f {}", unknown_key.display()), "line 2"),
+        (
+            format!("diff -f {}", d.dir.join("missing.toml").display()),
+            "cannot read",
+        ),
+    ];
+    let before = ok(&d, "-o json backend list");
+    let mut failures = Vec::new();
+    for (args, want) in &cases {
+        match vipctl(&d, args) {
+            Ok(out) => failures.push(format!("{args}: accepted:\n{out}")),
+            Err(e) if !e.contains(want) => failures.push(format!("{args}: {e:?} lacks {want:?}")),
+            Err(_) => {}
+        }
+        if ok(&d, "-o json backend list") != before {
+            failures.push(format!("{args}: state changed"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // No daemon at all.
+    let c =
+        Cli::try_parse_from(["vipctl", "--socket", "/nonexistent/x.sock", "vip", "list"]).unwrap();
+    let e = cli::run_remote(&c, &api::Request::Status).unwrap_err();
+    assert!(e.contains("Is vipd running"), "{e}");
+}
+
+#[test]
+fn runtime_changes_survive_a_daemon_restart() {
+    let d = start("persist");
+    ok(&d, "backend add 198.18.1.10:80 198.18.2.3 --weight 2");
+    let before = ok(&d, "backend list");
+    let dir = d.stop();
+    let d2 = spawn(&dir);
+    assert_eq!(ok(&d2, "backend list"), before);
+    assert!(before.contains("198.18.2.3:80"), "{before}");
+}

@@ -1,0 +1,105 @@
+//! An in-memory stand-in for the datapath maps (tests only): records contents, counts
+//! writes, checks publish order and can fail on a chosen write.
+
+use std::collections::{BTreeMap, HashMap};
+
+use vip_common::{
+    BACKEND_UP, Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, Reason, VipCounters,
+    VipKey,
+};
+
+use crate::{owner::DatapathOps, reconcile::Tables};
+
+/// A write failed on purpose.
+#[derive(Debug, thiserror::Error)]
+#[error("injected map write failure")]
+pub struct Injected;
+
+/// The fake maps.
+#[derive(Debug, Default)]
+pub struct FakeMaps {
+    pub backends: BTreeMap<u32, Backend>,
+    pub vips: HashMap<VipKey, (u32, u32, Vec<u32>)>,
+    pub conns: HashMap<FlowKey, ConnState>,
+    pub backend_writes: u64,
+    pub publishes: u64,
+    /// Number of further writes that succeed before one fails.
+    pub fail_after: Option<u64>,
+}
+
+impl FakeMaps {
+    fn write(&mut self) -> Result<(), Injected> {
+        match &mut self.fail_after {
+            Some(0) => Err(Injected),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Tables for FakeMaps {
+    type Error = Injected;
+    fn set_global(&mut self, _: &GlobalConfig) -> Result<(), Injected> {
+        Ok(())
+    }
+    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Injected> {
+        self.write()?;
+        self.backends.insert(id, *b);
+        self.backend_writes += 1;
+        Ok(())
+    }
+    fn publish_vip(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        slot: u32,
+        table: &[u32],
+    ) -> Result<u64, Injected> {
+        self.write()?;
+        for id in table {
+            assert_eq!(
+                self.backends.get(id).map(|b| b.state),
+                Some(BACKEND_UP),
+                "table published before backend {id} was up"
+            );
+        }
+        let old = self
+            .vips
+            .insert(*key, (id, flags | slot << 8, table.to_vec()));
+        self.publishes += 1;
+        let changed = match old {
+            Some((_, _, t)) if t.len() == table.len() => {
+                t.iter().zip(table).filter(|(a, b)| a != b).count()
+            }
+            _ => table.len(),
+        };
+        Ok(changed as u64 + 1)
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Injected> {
+        self.write()?;
+        self.vips.remove(key);
+        Ok(())
+    }
+}
+
+impl DatapathOps for FakeMaps {
+    fn vip_counters(&self, _: u32) -> Result<VipCounters, Injected> {
+        Ok(VipCounters::default())
+    }
+    fn backend_counters(&self, _: u32) -> Result<BackendCounters, Injected> {
+        Ok(BackendCounters::default())
+    }
+    fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, Injected> {
+        Ok(Vec::new())
+    }
+    fn conn_count(&self) -> Result<u64, Injected> {
+        Ok(self.conns.len() as u64)
+    }
+    fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Injected> {
+        Ok(self.conns.get(key).copied())
+    }
+}

@@ -1,0 +1,294 @@
+use super::*;
+use crate::fake::FakeMaps;
+
+const CFG: &str = r#"
+[limits]
+max_vips = 4
+max_backends = 8
+table_size = 251
+[[vip]]
+address = "198.18.1.10:80"
+[[vip.backend]]
+address = "198.18.2.1"
+[[vip.backend]]
+address = "198.18.2.2"
+[[vip]]
+address = "[2001:db8::10]:443"
+[[vip.backend]]
+address = "[2001:db8::2:1]:443"
+"#;
+
+fn cfg() -> Config {
+    Config::parse(CFG, "t").unwrap()
+}
+
+fn owner() -> Owner<FakeMaps> {
+    Owner::start(&cfg(), FakeMaps::default(), None).unwrap()
+}
+
+fn vip(s: &str) -> VipId {
+    s.parse().unwrap()
+}
+
+/// A snapshot of everything a change may touch.
+fn snapshot(o: &Owner<FakeMaps>) -> String {
+    let mut vips: Vec<_> = o
+        .tables
+        .vips
+        .iter()
+        .map(|(k, v)| format!("{k:?}{v:?}"))
+        .collect();
+    vips.sort();
+    format!("{:?}{:?}{:?}{:?}", o.vips, o.alloc, o.tables.backends, vips)
+}
+
+fn backend(addr: &str, weight: u32) -> BackendSpec {
+    BackendSpec {
+        addr: addr.parse().unwrap(),
+        weight,
+        state: AdminState::Ready,
+    }
+}
+
+#[test]
+fn every_refused_change_says_why_and_changes_nothing() {
+    let web = vip("198.18.1.10:80/tcp");
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "add an existing VIP",
+            Change::VipAdd {
+                spec: cfg().vips[0].clone(),
+            },
+            "VIP 198.18.1.10:80/tcp already exists",
+        ),
+        (
+            "delete an unknown VIP",
+            Change::VipDel {
+                vip: vip("198.18.1.99:80"),
+            },
+            "no VIP 198.18.1.99:80/tcp: `vipctl vip list`",
+        ),
+        (
+            "add a backend to an unknown VIP (wrong protocol)",
+            Change::BackendAdd {
+                vip: vip("198.18.1.10:80/udp"),
+                backend: backend("198.18.2.3:80", 1),
+            },
+            "no VIP 198.18.1.10:80/udp",
+        ),
+        (
+            "add a backend twice",
+            Change::BackendAdd {
+                vip: web,
+                backend: backend("198.18.2.1:80", 1),
+            },
+            "backend 198.18.2.1:80 already exists in VIP 198.18.1.10:80/tcp: use `vipctl backend set`",
+        ),
+        (
+            "delete an unknown backend",
+            Change::BackendDel {
+                vip: web,
+                addr: "198.18.2.9:80".parse().unwrap(),
+            },
+            "VIP 198.18.1.10:80/tcp has no backend 198.18.2.9:80",
+        ),
+        (
+            "set an unknown backend",
+            Change::BackendSet {
+                vip: web,
+                addr: "198.18.2.9:80".parse().unwrap(),
+                weight: Some(2),
+                state: None,
+            },
+            "has no backend 198.18.2.9:80",
+        ),
+        (
+            "weight above the maximum",
+            Change::BackendSet {
+                vip: web,
+                addr: "198.18.2.1:80".parse().unwrap(),
+                weight: Some(70_000),
+                state: None,
+            },
+            "weight 70000 is above 65535",
+        ),
+        (
+            "an IPv4 backend for an IPv6 VIP",
+            Change::BackendAdd {
+                vip: vip("[2001:db8::10]:443"),
+                backend: backend("198.18.2.3:443", 1),
+            },
+            "is IPv4 but the VIP is IPv6",
+        ),
+        (
+            "more backends than the limit",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    backends: (1..=6)
+                        .map(|i| backend(&format!("198.18.3.{i}:80"), 1))
+                        .collect(),
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "9 backends in all VIPs but limits.max_backends is 8",
+        ),
+        (
+            "a table size that is not prime",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    table_size: 250,
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "table_size 250 is not prime",
+        ),
+    ];
+    let mut o = owner();
+    let before = snapshot(&o);
+    let mut failures = Vec::new();
+    for (name, change, want) in cases {
+        match o.change(change) {
+            Ok(_) => failures.push(format!("{name}: accepted")),
+            Err(e) if !e.to_string().contains(want) => failures.push(format!(
+                "{name}: message {:?} lacks {want:?}",
+                e.to_string()
+            )),
+            Err(_) => {}
+        }
+        if snapshot(&o) != before {
+            failures.push(format!("{name}: state changed"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_failed_map_write_is_rolled_back() {
+    for fail_after in 0..2 {
+        let mut o = owner();
+        let before = snapshot(&o);
+        o.tables.fail_after = Some(fail_after);
+        let err = o
+            .change(Change::BackendAdd {
+                vip: vip("198.18.1.10:80"),
+                backend: backend("198.18.2.3:80", 1),
+            })
+            .unwrap_err();
+        o.tables.fail_after = None;
+        // The roll-back itself hit the injected failure only while fail_after allowed it.
+        assert!(
+            err.to_string().contains("writing the datapath maps failed"),
+            "{err}"
+        );
+        let mut again = o.change(Change::BackendSet {
+            vip: vip("198.18.1.10:80"),
+            addr: "198.18.2.1:80".parse().unwrap(),
+            weight: Some(1),
+            state: None,
+        });
+        if !err.to_string().contains("restored only partly") {
+            assert_eq!(snapshot(&o), before, "fail_after {fail_after}");
+        }
+        again
+            .as_mut()
+            .expect("the owner still works after a failure");
+    }
+}
+
+#[test]
+fn a_persist_failure_undoes_the_change() {
+    let dir = std::env::temp_dir().join(format!("vip-owner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A state file whose parent is a regular file cannot be written.
+    let blocker = dir.join("blocker");
+    std::fs::write(&blocker, b"").unwrap();
+    let mut o = owner();
+    o.state_file = Some(blocker.join("state.json"));
+    let before = snapshot(&o);
+    let err = o
+        .change(Change::VipDel {
+            vip: vip("198.18.1.10:80"),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("the change was undone"), "{err}");
+    assert_eq!(snapshot(&o), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn runtime_changes_and_ids_survive_a_restart_until_the_file_changes() {
+    let dir = std::env::temp_dir().join(format!("vip-owner-restart-{}", std::process::id()));
+    let state = dir.join("state.json");
+    let mut o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
+    o.change(Change::BackendAdd {
+        vip: vip("198.18.1.10:80"),
+        backend: backend("198.18.2.3:80", 3),
+    })
+    .unwrap();
+    o.change(Change::BackendDel {
+        vip: vip("198.18.1.10:80"),
+        addr: "198.18.2.1:80".parse().unwrap(),
+    })
+    .unwrap();
+    o.set_health(
+        (vip("198.18.1.10:80"), "198.18.2.2:80".parse().unwrap()),
+        false,
+    )
+    .unwrap();
+    let (vips, alloc) = (o.vips.clone(), o.alloc.clone());
+    let table = o.tables.vips.clone();
+    drop(o);
+    let o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
+    assert_eq!(o.vips, vips);
+    assert_eq!(o.alloc, alloc);
+    assert_eq!(o.tables.vips, table, "same ids, same health, same tables");
+    // An edited config file wins over the runtime changes (ids stay stable).
+    let mut edited = cfg();
+    edited.vips.pop();
+    let o = Owner::start(&edited, FakeMaps::default(), Some(state)).unwrap();
+    assert_eq!(o.vips, edited.vips);
+    assert_eq!(
+        o.alloc
+            .backend(&(vip("198.18.1.10:80"), "198.18.2.2:80".parse().unwrap())),
+        alloc.backend(&(vip("198.18.1.10:80"), "198.18.2.2:80".parse().unwrap()))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn flow_answers_from_the_conntrack_first_then_maglev() {
+    let mut o = owner();
+    let src: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let dst: SocketAddr = "198.18.1.10:80".parse().unwrap();
+    let a = o.flow(Protocol::Tcp, src, dst).unwrap();
+    let slot = a.slot.unwrap();
+    assert_eq!(a.hash % 251, slot);
+    assert!(a.conntrack.is_none());
+    assert_eq!(a.backend, a.maglev_backend);
+    // Pin the flow to the other backend in the connection table.
+    let other: SocketAddr = if a.backend == Some("198.18.2.1:80".parse().unwrap()) {
+        "198.18.2.2:80".parse().unwrap()
+    } else {
+        "198.18.2.1:80".parse().unwrap()
+    };
+    let (id, generation) = o.alloc.backend(&(vip("198.18.1.10:80"), other)).unwrap();
+    o.tables.conns.insert(
+        flow_key(Protocol::Tcp, src, dst),
+        ConnState {
+            backend_id: id,
+            generation,
+        },
+    );
+    let b = o.flow(Protocol::Tcp, src, dst).unwrap();
+    assert_eq!(b.backend, Some(other));
+    assert!(b.conntrack.unwrap().usable);
+    // Once that backend is down, the flow re-hashes.
+    o.set_health((vip("198.18.1.10:80"), other), false).unwrap();
+    let c = o.flow(Protocol::Tcp, src, dst).unwrap();
+    assert!(!c.conntrack.unwrap().usable);
+    assert_eq!(c.backend, a.backend);
+    let err = o.flow(Protocol::Udp, src, dst).unwrap_err();
+    assert!(err.to_string().contains("is not a VIP"), "{err}");
+}

@@ -1,0 +1,456 @@
+//! From desired state (VIP specs + health) to datapath writes.
+//!
+//! Pure planning plus a small applier: [`Allocation`] hands out stable ids (a VIP's slot,
+//! a backend's id by its identity, the generation bumped when an id is reused);
+//! [`desired_tables`] turns specs into the exact map contents; [`Applied`] remembers what
+//! was written and writes only the difference, in an order that never lets a packet see
+//! a table pointing at a backend that is not set up yet.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::{Deserialize, Serialize};
+use vip_common::{
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig,
+    VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey,
+};
+
+use crate::{
+    config::{AdminState, DatapathSpec, HashMode, LimitsSpec, Mode, VipId, VipSpec},
+    maglev,
+};
+
+/// Identity of a backend id: the VIP it serves and its address. A backend shared by two
+/// VIPs gets two ids, so drain, health and counters are per VIP.
+pub type BackendIdentity = (VipId, SocketAddr);
+
+/// Stable id assignment, persisted so a restarted vipd gives every backend the id (and
+/// generation) the connection table already refers to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// VIP → slot (also its counter id).
+    #[serde(with = "pairs")]
+    pub vips: BTreeMap<VipId, u32>,
+    /// Backend identity → (id, generation), as a list because JSON keys must be strings.
+    pub backends: Vec<(BackendIdentity, u32, u32)>,
+    /// Last generation handed out per backend id, so reuse bumps it.
+    #[serde(with = "pairs")]
+    pub generations: BTreeMap<u32, u32>,
+}
+
+/// Why an allocation or plan failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No free VIP slot.
+    #[error("no free VIP slot for {vip}: all {max} are used; raise [limits] max_vips")]
+    NoVipSlot {
+        /// The VIP.
+        vip: VipId,
+        /// limits.max_vips.
+        max: u32,
+    },
+    /// No free backend id.
+    #[error(
+        "no free backend id for {backend} of {vip}: all {max} are used; raise [limits] max_backends"
+    )]
+    NoBackendId {
+        /// The VIP.
+        vip: VipId,
+        /// The backend.
+        backend: SocketAddr,
+        /// limits.max_backends.
+        max: u32,
+    },
+}
+
+impl Allocation {
+    /// Backend id and generation of an identity, if allocated.
+    pub fn backend(&self, ident: &BackendIdentity) -> Option<(u32, u32)> {
+        self.backends
+            .iter()
+            .find(|(i, _, _)| i == ident)
+            .map(|&(_, id, g)| (id, g))
+    }
+
+    /// Reassigns ids for exactly `vips`: existing identities keep their ids, removed ones
+    /// free theirs, new ones take the lowest free id (bumping its generation).
+    pub fn update(&mut self, vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), PlanError> {
+        // Ids freed by this update are handed out only when nothing else is free, so a
+        // table still being replaced never sees its old id suddenly mean another backend.
+        let freed_vips: BTreeSet<u32> = self.vips.values().copied().collect();
+        let freed_backends: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
+        let wanted: BTreeSet<VipId> = vips.iter().map(|v| v.id).collect();
+        self.vips.retain(|id, _| wanted.contains(id));
+        let wanted_b: BTreeSet<BackendIdentity> = vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(move |b| (v.id, b.addr)))
+            .collect();
+        self.backends.retain(|(i, _, _)| wanted_b.contains(i));
+        for v in vips {
+            if !self.vips.contains_key(&v.id) {
+                let used: BTreeSet<u32> = self.vips.values().copied().collect();
+                let slot = (0..limits.max_vips)
+                    .find(|s| !used.contains(s) && !freed_vips.contains(s))
+                    .or_else(|| (0..limits.max_vips).find(|s| !used.contains(s)))
+                    .ok_or(PlanError::NoVipSlot {
+                        vip: v.id,
+                        max: limits.max_vips,
+                    })?;
+                self.vips.insert(v.id, slot);
+            }
+            for b in &v.backends {
+                let ident = (v.id, b.addr);
+                if self.backend(&ident).is_some() {
+                    continue;
+                }
+                let used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
+                let id = (0..limits.max_backends)
+                    .find(|s| !used.contains(s) && !freed_backends.contains(s))
+                    .or_else(|| (0..limits.max_backends).find(|s| !used.contains(s)))
+                    .ok_or(PlanError::NoBackendId {
+                        vip: v.id,
+                        backend: b.addr,
+                        max: limits.max_backends,
+                    })?;
+                let generation = self.generations.get(&id).map_or(1, |g| g.wrapping_add(1));
+                self.generations.insert(id, generation);
+                self.backends.push((ident, id, generation));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Network-order address words as the datapath stores them (one definition, the
+/// datapath's).
+pub use crate::datapath::addr_words;
+
+/// The VIP map key of a VIP.
+pub fn vip_key(id: &VipId) -> VipKey {
+    let (addr, family) = addr_words(id.addr);
+    VipKey {
+        addr,
+        port_be: id.port.to_be(),
+        proto: id.proto.number(),
+        family,
+    }
+}
+
+/// The datapath's global settings from the config.
+pub fn global_config(d: &DatapathSpec) -> GlobalConfig {
+    let (v4, v4len) = d.tunnel_source_v4;
+    let (v6, _) = d.tunnel_source_v6;
+    let (v6w, _) = addr_words(IpAddr::V6(v6));
+    GlobalConfig {
+        flags: if d.icmp_too_big {
+            vip_common::CONFIG_F_ICMP_TOO_BIG
+        } else {
+            0
+        },
+        mtu: d.mtu,
+        tunnel_src_v4_be: u32::from_ne_bytes(v4.octets()),
+        tunnel_src_v4_hash_bits: 32 - u32::from(v4len),
+        tunnel_src_v6: v6w,
+    }
+}
+
+/// Health of each backend identity; absent = healthy (a new or restarted vipd must not
+/// take backends out before their checks had a chance to fail).
+pub type HealthMap = HashMap<BackendIdentity, bool>;
+
+/// What one backend looks like to the datapath and to Maglev.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendPlan {
+    /// Map value.
+    pub value: Backend,
+    /// Weight in the Maglev table (0 = not in the table).
+    pub table_weight: u32,
+}
+
+/// One VIP as the datapath will see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipPlan {
+    /// Slot = counter id.
+    pub slot: u32,
+    /// `VIP_F_*`.
+    pub flags: u32,
+    /// Maglev table size.
+    pub table_size: u32,
+    /// (id, identity, weight) of backends in the table, sorted by id: the Maglev input.
+    pub members: Vec<(u32, SocketAddr, u32)>,
+}
+
+/// Complete desired map contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Backend id → value.
+    pub backends: BTreeMap<u32, BackendPlan>,
+    /// VIP key → plan.
+    pub vips: BTreeMap<VipKeyOrd, VipPlan>,
+}
+
+/// [`VipKey`] with an order, for deterministic iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VipKeyOrd(pub VipId);
+
+impl VipKeyOrd {
+    /// The map key.
+    pub fn key(&self) -> VipKey {
+        vip_key(&self.0)
+    }
+}
+
+/// State of a backend as the datapath sees it.
+pub fn backend_state(admin: AdminState, weight: u32, healthy: bool) -> u8 {
+    match (admin, healthy) {
+        (AdminState::Maint, _) | (_, false) => BACKEND_DOWN,
+        (AdminState::Drain, true) => BACKEND_DRAINING,
+        (AdminState::Ready, true) if weight == 0 => BACKEND_DRAINING,
+        (AdminState::Ready, true) => BACKEND_UP,
+    }
+}
+
+/// Builds the desired map contents. `alloc` must already cover `vips`.
+pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) -> Desired {
+    let mut out = Desired::default();
+    for v in vips {
+        let slot = alloc.vips[&v.id];
+        let mut flags = 0;
+        if v.mode == Mode::DsrL2 {
+            flags |= VIP_F_DSR_L2;
+        }
+        if v.hash == HashMode::Src {
+            flags |= VIP_F_HASH_SRC_ONLY;
+        }
+        if !v.conntrack {
+            flags |= VIP_F_NO_CONNTRACK;
+        }
+        let mut members = Vec::new();
+        for b in &v.backends {
+            let ident = (v.id, b.addr);
+            let (id, generation) = alloc.backend(&ident).expect("allocation covers the spec");
+            let healthy = health.get(&ident).copied().unwrap_or(true);
+            let state = backend_state(b.state, b.weight, healthy);
+            let (words, family) = addr_words(b.addr.ip());
+            out.backends.insert(
+                id,
+                BackendPlan {
+                    value: Backend {
+                        addr: words,
+                        generation,
+                        family,
+                        state,
+                        _pad: [0; 2],
+                    },
+                    table_weight: if state == BACKEND_UP { b.weight } else { 0 },
+                },
+            );
+            if state == BACKEND_UP {
+                members.push((id, b.addr, b.weight));
+            }
+        }
+        members.sort();
+        out.vips.insert(
+            VipKeyOrd(v.id),
+            VipPlan {
+                slot,
+                flags,
+                table_size: v.table_size,
+                members,
+            },
+        );
+    }
+    out
+}
+
+/// The writes the owner makes. Implemented by `Datapath`, and by a recorder in tests.
+pub trait Tables {
+    /// The writer's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Writes the global settings.
+    fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), Self::Error>;
+    /// Writes one backend entry.
+    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Self::Error>;
+    /// Writes a VIP's table aside and publishes it; returns the map writes made.
+    fn publish_vip(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        slot: u32,
+        table: &[u32],
+    ) -> Result<u64, Self::Error>;
+    /// Removes a VIP.
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Self::Error>;
+}
+
+/// What one reconcile did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyStats {
+    /// Backend entries written.
+    pub backend_writes: u64,
+    /// Maglev tables rebuilt.
+    pub tables_built: u64,
+    /// VIPs (re)published.
+    pub vips_published: u64,
+    /// Map writes made by publishing (table entries + VIP entries).
+    pub publish_writes: u64,
+    /// VIPs removed.
+    pub vips_removed: u64,
+}
+
+impl ApplyStats {
+    /// All map writes.
+    pub fn map_writes(&self) -> u64 {
+        self.backend_writes + self.publish_writes + self.vips_removed
+    }
+}
+
+/// What is in the maps now (the owner's shadow), plus built tables by their input so an
+/// unchanged VIP is neither rebuilt nor republished.
+#[derive(Debug, Default, Clone)]
+pub struct Applied {
+    /// Backend id → value written.
+    pub backends: BTreeMap<u32, Backend>,
+    /// VIP → (plan, table) published.
+    pub vips: BTreeMap<VipKeyOrd, (VipPlan, Vec<u32>)>,
+    /// Global settings written.
+    pub global: Option<GlobalConfig>,
+}
+
+impl Applied {
+    /// Writes what differs between `self` and `want`, updating `self` after each write so
+    /// it always matches the maps (a failed reconcile can be undone by reconciling back).
+    pub fn reconcile<T: Tables>(
+        &mut self,
+        tables: &mut T,
+        global: &GlobalConfig,
+        want: &Desired,
+    ) -> Result<ApplyStats, T::Error> {
+        let mut stats = ApplyStats::default();
+        if self.global.as_ref() != Some(global) {
+            tables.set_global(global)?;
+            self.global = Some(*global);
+        }
+        // 1. Backends that become usable (or change address/generation) first, so a new
+        //    table never points at an id that is not set up yet.
+        for (&id, plan) in &want.backends {
+            let cur = self.backends.get(&id);
+            if cur == Some(&plan.value) {
+                continue;
+            }
+            let going_out = cur.is_some_and(|c| {
+                c.addr == plan.value.addr
+                    && c.generation == plan.value.generation
+                    && c.state == BACKEND_UP
+            }) && plan.value.state != BACKEND_UP;
+            if !going_out {
+                tables.set_backend(id, &plan.value)?;
+                self.backends.insert(id, plan.value);
+                stats.backend_writes += 1;
+            }
+        }
+        // 2. Tables: build only for VIPs whose Maglev input changed.
+        for (key, plan) in &want.vips {
+            let old = self.vips.get(key);
+            let table = match old {
+                Some((p, t)) if p.members == plan.members && p.table_size == plan.table_size => {
+                    t.clone()
+                }
+                _ => {
+                    stats.tables_built += 1;
+                    build_table(plan)
+                }
+            };
+            if old.is_some_and(|(p, t)| p == plan && *t == table) {
+                continue;
+            }
+            stats.publish_writes +=
+                tables.publish_vip(&key.key(), plan.slot, plan.flags, plan.slot, &table)?;
+            stats.vips_published += 1;
+            self.vips.insert(*key, (plan.clone(), table));
+        }
+        // 3. VIPs that went away.
+        let gone: Vec<VipKeyOrd> = self
+            .vips
+            .keys()
+            .filter(|k| !want.vips.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            tables.remove_vip(&key.key())?;
+            self.vips.remove(&key);
+            stats.vips_removed += 1;
+        }
+        // 4. Backends leaving service, after no table points at them any more: their
+        //    flows re-hash (down) or stay (draining).
+        for (&id, plan) in &want.backends {
+            if self.backends.get(&id) != Some(&plan.value) {
+                tables.set_backend(id, &plan.value)?;
+                self.backends.insert(id, plan.value);
+                stats.backend_writes += 1;
+            }
+        }
+        let unused: Vec<u32> = self
+            .backends
+            .keys()
+            .filter(|id| !want.backends.contains_key(id))
+            .copied()
+            .collect();
+        for id in unused {
+            let old = self.backends[&id];
+            let cleared = Backend {
+                state: BACKEND_UNUSED,
+                ..old
+            };
+            if old != cleared {
+                tables.set_backend(id, &cleared)?;
+                stats.backend_writes += 1;
+            }
+            self.backends.remove(&id);
+        }
+        Ok(stats)
+    }
+}
+
+/// The Maglev table of a VIP plan.
+pub fn build_table(plan: &VipPlan) -> Vec<u32> {
+    let input: Vec<maglev::MaglevBackend> = plan
+        .members
+        .iter()
+        .map(|&(id, identity, weight)| maglev::MaglevBackend {
+            id,
+            identity,
+            weight,
+        })
+        .collect();
+    maglev::build(&input, plan.table_size)
+}
+
+/// Serde for maps with non-string keys, as a list of pairs (JSON keys must be strings).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! `vipd run` and `vipd down`: load (or adopt) the pinned datapath, bring it to the
+//! config, attach it through pinned links, serve; and take it all down again.
+
+use std::path::{Path, PathBuf};
+
+use crate::{
+    api,
+    config::{Config, ConfigError},
+    daemon,
+    datapath::{Datapath, DatapathError},
+    datapath_ops::limits,
+    owner::{Owner, OwnerError},
+    xdp_link::{self, Attached, LinkSetupError},
+};
+
+/// Why vipd could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The config is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No interfaces.
+    #[error("{0}: [datapath] interfaces is empty: name the interfaces vip_lb should attach to")]
+    NoInterfaces(String),
+    /// The datapath could not be loaded.
+    #[error("{0}")]
+    Datapath(String),
+    /// The owner refused the config.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    /// Attaching failed.
+    #[error(transparent)]
+    Link(#[from] LinkSetupError),
+    /// The API socket could not be set up.
+    #[error(transparent)]
+    Listen(#[from] api::ListenError),
+    /// vipd still runs.
+    #[error(
+        "vipd for instance {instance} is still running (it answers on {socket}): stop it (SIGTERM) before `vipd down`, or pass --force"
+    )]
+    StillRunning {
+        /// Instance.
+        instance: String,
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// Removing pins failed.
+    #[error("removing {path}: {source}")]
+    Unpin {
+        /// The pin.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Runtime / signal setup failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn datapath_error(e: DatapathError) -> ServiceError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg += &format!(": {s}");
+        src = s.source();
+    }
+    ServiceError::Datapath(msg)
+}
+
+/// `vipd run -c FILE`.
+pub fn run(config_path: &Path) -> Result<(), ServiceError> {
+    let cfg = Config::load(config_path)?;
+    if cfg.datapath.interfaces.is_empty() {
+        return Err(ServiceError::NoInterfaces(
+            config_path.display().to_string(),
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let _guard = rt.enter();
+    // Bind first: a second vipd for the same instance must fail before touching maps.
+    let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
+    let pin = cfg.pin_dir();
+    let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin)).map_err(datapath_error)?;
+    let adopted = dp.adopted();
+    tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
+    for iface in &cfg.datapath.interfaces {
+        let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
+            iface: iface.clone(),
+        })?;
+        dp.add_tx_port(idx).map_err(datapath_error)?;
+    }
+    // Tables first, then the program: a fresh attachment never sees empty tables, and an
+    // adopted one keeps serving from the pinned maps throughout.
+    let mut owner = Owner::start(&cfg, dp, Some(cfg.state_file.clone()))?;
+    tracing::info!(
+        vips = owner.vips().len(),
+        map_writes = owner.last_stats.map_writes(),
+        "config applied"
+    );
+    for iface in &cfg.datapath.interfaces {
+        let how = xdp_link::attach_pinned(
+            owner.tables_mut().program_mut(),
+            iface,
+            cfg.datapath.xdp_mode,
+            &xdp_link::link_pin(&pin, iface),
+        )?;
+        match how {
+            Attached::New => tracing::info!(%iface, "vip_lb attached (link pinned)"),
+            Attached::Adopted => {
+                tracing::info!(%iface, "adopted the pinned link; program replaced atomically")
+            }
+        }
+    }
+    for stale in pinned_links(&pin) {
+        if !cfg
+            .datapath
+            .interfaces
+            .iter()
+            .any(|i| xdp_link::link_pin(&pin, i) == stale)
+        {
+            tracing::info!(pin = %stale.display(), "interface no longer configured: detaching");
+            xdp_link::detach_pinned(&stale)?;
+        }
+    }
+    rt.block_on(daemon::run(
+        owner,
+        cfg,
+        config_path.to_owned(),
+        listener,
+        access,
+    ))?;
+    Ok(())
+}
+
+fn pinned_links(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("link_"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `vipd down`: detaches vip_lb everywhere (removing the pinned links) and unpins the
+/// maps (connection table and counters are gone afterwards).
+pub fn down(instance: &str, socket: &Path, force: bool) -> Result<Vec<String>, ServiceError> {
+    if !force && std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(ServiceError::StillRunning {
+            instance: instance.to_string(),
+            socket: socket.to_owned(),
+        });
+    }
+    let dir = crate::config::pin_dir(instance);
+    let mut done = Vec::new();
+    for link in pinned_links(&dir) {
+        xdp_link::detach_pinned(&link)?;
+        done.push(format!("detached {}", link.display()));
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_file() || !p.is_dir() {
+                std::fs::remove_file(&p).map_err(|source| ServiceError::Unpin {
+                    path: p.clone(),
+                    source,
+                })?;
+                done.push(format!("unpinned {}", p.display()));
+            }
+        }
+    }
+    if dir.exists() && std::fs::remove_dir(&dir).is_ok() {
+        done.push(format!("removed {}", dir.display()));
+    }
+    Ok(done)
+}
