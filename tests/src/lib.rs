@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod fixture;
+pub mod lab;
 pub mod packet;
 pub mod privileged;

@@ -73,6 +73,25 @@ pub fn run_bin(package: &str, bin: &str, release: bool, args: &[String]) -> Resu
     setup::sh(&mut cmd)
 }
 
+/// Builds the binaries the namespace labs start (`vipd`, `vipctl`, `vip-lab-server`):
+/// `cargo test` and `cargo run --bin vip-demo` alone do not build other packages' binaries.
+pub fn lab_bins(release: bool) -> Result<()> {
+    let mut cmd = cargo_user();
+    cmd.args([
+        "build",
+        "--locked",
+        "-p",
+        "vip-user",
+        "-p",
+        "vip-tests",
+        "--bins",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    setup::sh(&mut cmd)
+}
+
 /// A host `cargo` that knows where the eBPF objects are.
 pub fn cargo_user() -> Command {
     let mut cmd = Command::new("cargo");

@@ -67,6 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => {
             setup::run()?;
             build::ebpf()?;
+            build::lab_bins(true)?;
             build::run_bin("vip-tests", "vip-demo", true, &[])
         }
         Command::Bench { args } => {

@@ -26,6 +26,7 @@ struct Tally {
 /// Runs the whole suite.
 pub fn run(args: &[String]) -> Result<()> {
     build::ebpf()?;
+    build::lab_bins(false)?;
     if in_ci() {
         eprintln!("test: CI=true, privileged tests may not skip");
     }

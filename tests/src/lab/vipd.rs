@@ -1,0 +1,332 @@
+//! vipd on the lab's LB node(s): its config file (written the way an operator writes
+//! one), the daemon process, `vipctl`, and `vipd decap attach` on tunnel-mode backends.
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use super::{
+    LabError, Mode, cmd,
+    netns::{self},
+    process::LabProcess,
+    topology::{Lab, LbNode},
+};
+
+/// A backend entry of a VIP.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Backend address and port.
+    pub addr: SocketAddr,
+    /// Maglev weight.
+    pub weight: u32,
+    /// `ready`, `drain` or `maint`.
+    pub state: &'static str,
+}
+
+/// The health check of a VIP (as the config writes it).
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// `none`, `tcp`, `http` or `udp`.
+    pub kind: &'static str,
+    /// Milliseconds between checks.
+    pub interval_ms: u64,
+    /// Milliseconds a check may take.
+    pub timeout_ms: u64,
+    /// Passes that bring a backend up.
+    pub rise: u32,
+    /// Failures that take it down.
+    pub fall: u32,
+}
+
+impl HealthConfig {
+    /// Fast checks for labs: HTTP GET /healthz every 200 ms, down after 2 failures.
+    pub fn fast_http() -> Self {
+        HealthConfig {
+            kind: "http",
+            interval_ms: 200,
+            timeout_ms: 150,
+            rise: 2,
+            fall: 2,
+        }
+    }
+    /// No checks: backends always healthy.
+    pub fn none() -> Self {
+        HealthConfig {
+            kind: "none",
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 1,
+            fall: 1,
+        }
+    }
+}
+
+/// One VIP of the config.
+#[derive(Debug, Clone)]
+pub struct VipConfig {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Forwarding mode.
+    pub mode: Mode,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    /// Health check.
+    pub health: HealthConfig,
+    /// Backends.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// A whole vipd config for one LB node of a lab.
+#[derive(Debug, Clone)]
+pub struct VipdConfig {
+    /// Unique instance name (pins under /sys/fs/bpf/vip/<instance>).
+    pub instance: String,
+    /// Interface vip_lb attaches to.
+    pub interface: String,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Where runtime changes are persisted.
+    pub state_file: PathBuf,
+    /// Largest IP packet after encapsulation (the shared segment's MTU).
+    pub mtu: u32,
+    /// The VIPs.
+    pub vips: Vec<VipConfig>,
+}
+
+impl VipdConfig {
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "instance = \"{}\"", self.instance);
+        let _ = writeln!(s, "state_file = \"{}\"\n", self.state_file.display());
+        let _ = writeln!(s, "[datapath]\ninterfaces = [\"{}\"]", self.interface);
+        let _ = writeln!(s, "mtu = {}\n", self.mtu);
+        let _ = writeln!(
+            s,
+            "[limits]\nmax_vips = 16\nmax_backends = 256\ntable_size = 65537\nmax_conns = 65536\n"
+        );
+        let _ = writeln!(s, "[api]\nsocket = \"{}\"\n", self.socket.display());
+        for v in &self.vips {
+            let address = match v.addr {
+                SocketAddr::V4(a) => a.to_string(),
+                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+            };
+            let _ = writeln!(
+                s,
+                "[[vip]]\naddress = \"{address}\"\nprotocol = \"{}\"\nmode = \"{}\"\ntable_size = {}\n",
+                v.protocol,
+                v.mode.config_name(),
+                v.table_size
+            );
+            let h = &v.health;
+            let _ = writeln!(s, "[vip.health]\ntype = \"{}\"", h.kind);
+            if h.kind == "http" {
+                let _ = writeln!(s, "path = \"/healthz\"\nexpect_status = \"200-299\"");
+            }
+            if h.kind == "udp" {
+                let _ = writeln!(s, "payload = \"whoami\"");
+            }
+            let _ = writeln!(
+                s,
+                "interval = \"{}ms\"\ntimeout = \"{}ms\"\nrise = {}\nfall = {}\n",
+                h.interval_ms, h.timeout_ms, h.rise, h.fall
+            );
+            for b in &v.backends {
+                let address = match b.addr {
+                    SocketAddr::V4(a) => a.to_string(),
+                    SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+                };
+                let _ = writeln!(
+                    s,
+                    "[[vip.backend]]\naddress = \"{address}\"\nweight = {}\nstate = \"{}\"\n",
+                    b.weight, b.state
+                );
+            }
+        }
+        s
+    }
+}
+
+impl Lab {
+    /// A VIP on the lab's IPv4 (or IPv6) address over the backends `which` (indexes),
+    /// weight 1 each, in the lab's mode.
+    pub fn vip_config(
+        &self,
+        v6: bool,
+        protocol: &'static str,
+        which: &[usize],
+        health: HealthConfig,
+    ) -> VipConfig {
+        VipConfig {
+            addr: if v6 { self.vip6() } else { self.vip4() },
+            protocol,
+            mode: self.spec.mode,
+            table_size: 65537,
+            health,
+            backends: which
+                .iter()
+                .map(|&j| BackendConfig {
+                    addr: self.backend_addr(j, v6),
+                    weight: 1,
+                    state: "ready",
+                })
+                .collect(),
+        }
+    }
+
+    /// Backend `j`'s service address in one family.
+    pub fn backend_addr(&self, j: usize, v6: bool) -> SocketAddr {
+        let b = &self.backends[j];
+        if v6 {
+            SocketAddr::new(b.addr6.into(), self.spec.port)
+        } else {
+            SocketAddr::new(b.addr4.into(), self.spec.port)
+        }
+    }
+
+    /// The config of LB node `i` with these VIPs (same VIPs on every node: scale-out).
+    pub fn vipd_config(&self, i: usize, vips: Vec<VipConfig>) -> VipdConfig {
+        VipdConfig {
+            instance: format!("{}lb{i}", self.prefix),
+            interface: LbNode::IFACE.to_string(),
+            socket: self.dir.join(format!("vipd-lb{i}.sock")),
+            state_file: self.dir.join(format!("vipd-lb{i}-state.json")),
+            mtu: self.spec.client_mtu + 100,
+            vips,
+        }
+    }
+
+    /// Attaches vip_decap to every backend's interface (tunnel mode), as an operator does:
+    /// `vipd decap attach --iface eth0` inside each backend.
+    pub fn attach_decap(&mut self) -> Result<(), LabError> {
+        let vipd = super::workspace_binary("vipd", "vip-user")?;
+        let vipd = vipd.to_string_lossy().to_string();
+        for b in &self.backends {
+            cmd::run_in(b.netns(), &vipd, &["decap", "attach", "--iface", "eth0"])?;
+        }
+        Ok(())
+    }
+}
+
+/// A running vipd on one LB node, with its config. Killed on drop; its pins are removed
+/// with it (the lab owns the instance name).
+#[derive(Debug)]
+pub struct Vipd {
+    process: Option<LabProcess>,
+    /// The config it runs with.
+    pub config: VipdConfig,
+    config_path: PathBuf,
+    netns: String,
+    log: PathBuf,
+}
+
+impl Vipd {
+    /// Writes `config` and starts `vipd run -c FILE` inside LB node `i`; waits until its
+    /// API answers.
+    pub fn start(lab: &Lab, i: usize, config: VipdConfig) -> Result<Vipd, LabError> {
+        let config_path = lab.dir.join(format!("vipd-lb{i}.toml"));
+        std::fs::write(&config_path, config.to_toml()).map_err(|source| LabError::Io {
+            what: format!("writing {}", config_path.display()),
+            source,
+        })?;
+        netns::register_pin_dir(&format!("/sys/fs/bpf/vip/{}", config.instance));
+        let mut vipd = Vipd {
+            process: None,
+            config,
+            config_path,
+            netns: lab.lb_nodes[i].netns().to_string(),
+            log: lab.dir.join(format!("vipd-lb{i}.log")),
+        };
+        vipd.restart()?;
+        Ok(vipd)
+    }
+
+    /// (Re)starts the daemon with the same config (it adopts what is pinned).
+    pub fn restart(&mut self) -> Result<(), LabError> {
+        let bin = super::workspace_binary("vipd", "vip-user")?;
+        let args = vec![
+            "run".to_string(),
+            "-c".into(),
+            self.config_path.to_string_lossy().to_string(),
+        ];
+        self.process = Some(LabProcess::spawn(
+            "vipd",
+            &self.netns,
+            &bin,
+            &args,
+            &self.log,
+        )?);
+        let start = Instant::now();
+        let limit = Duration::from_secs(20);
+        while start.elapsed() < limit {
+            if self.vipctl(&["list"]).is_ok() {
+                return Ok(());
+            }
+            if let Some(p) = &mut self.process
+                && !p.is_running()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(LabError::NotReady {
+            what: format!("vipd in {}", self.netns),
+            secs: limit.as_secs(),
+            detail: format!("; its log:\n{}", self.log_tail()),
+        })
+    }
+
+    /// SIGKILLs the daemon (traffic must keep flowing: the program and maps are pinned).
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill_with(libc::SIGKILL);
+        }
+    }
+
+    /// Runs `vipctl --socket SOCKET args...` and returns its output.
+    pub fn vipctl(&self, args: &[&str]) -> Result<String, LabError> {
+        let bin = super::workspace_binary("vipctl", "vip-user")?;
+        let socket = self.config.socket.to_string_lossy().to_string();
+        let mut full = vec!["--socket", socket.as_str()];
+        full.extend_from_slice(args);
+        cmd::run(&bin.to_string_lossy(), &full)
+    }
+
+    /// The end of vipd's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Vipd {
+    fn drop(&mut self) {
+        self.kill();
+        netns::remove_pin_dir(&format!("/sys/fs/bpf/vip/{}", self.config.instance));
+    }
+}
+
+impl Vipd {
+    /// The datapath's per-reason packet counters, from `vipctl stats`.
+    pub fn reason_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, LabError> {
+        let text = self.vipctl(&["stats"])?;
+        let mut m = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let mut words = line
+                .split(|c: char| c.is_whitespace() || c == ':' || c == '=')
+                .filter(|w| !w.is_empty());
+            if let (Some(name), Some(n)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                m.insert(name.to_string(), n);
+            }
+        }
+        Ok(m)
+    }
+}
