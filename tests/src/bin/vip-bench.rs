@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        VIP_BENCH, balance, control, datapath, lbsetup,
+        VIP_BENCH, balance, control, datapath, e2e, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
         memory, packets,
         per_packet::{self, Floors},
@@ -130,6 +130,19 @@ fn run() -> Result<()> {
     }
     if on("balance") {
         balance::run(&mut report);
+    }
+    if on("e2e") {
+        let load = e2e::Load {
+            clients: 4,
+            duration: std::time::Duration::from_secs(if quick { 1 } else { 3 }),
+            trials,
+        };
+        if let Err(e) = e2e::run(&mut report, load) {
+            // The lab needs vipd, the decap program and namespaces; say what failed and
+            // keep the other sections' figures.
+            eprintln!("vip-bench: section 5 failed: {e:#}");
+            report.missing.push(format!("5. end to end: {e:#}"));
+        }
     }
 
     let dir =
