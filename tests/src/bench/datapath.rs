@@ -28,6 +28,7 @@ pub const DEFAULT_SETUP: Setup = Setup {
     extra_vips: 0,
     extra_table_size: 0,
     max_conns: 1_000_000,
+    resolved_nexthops: true,
 };
 
 /// What the unwrapped datapath must do with a case's packet for the figure to be of the

@@ -53,6 +53,9 @@ pub struct Setup {
     pub extra_table_size: u32,
     /// Connection-table capacity.
     pub max_conns: u32,
+    /// Fill the per-backend next-hop cache (as vipd would from the kernel's routes and
+    /// neighbours); without it the datapath asks `bpf_fib_lookup` for every packet.
+    pub resolved_nexthops: bool,
 }
 
 /// The main VIPs: (address:port, protocol, flags, IPv6 backends).
@@ -136,7 +139,8 @@ pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
     }
 }
 
-fn backend_addr(i: u32, v6: bool) -> SocketAddr {
+/// Backend `i`'s address (IPv4 in 198.19.0.0/24, IPv6 in 2001:db8:1::/64).
+pub fn backend_addr(i: u32, v6: bool) -> SocketAddr {
     if v6 {
         SocketAddr::new(
             IpAddr::V6(std::net::Ipv6Addr::new(
@@ -194,7 +198,7 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
     }
     let mut nexthops: Array<&mut MapData, NextHop> =
         Array::try_from(ebpf.map_mut(MAP_NEXTHOPS).context("NEXTHOPS map")?)?;
-    for id in 0..2 * BACKENDS_PER_FAMILY {
+    for id in (0..2 * BACKENDS_PER_FAMILY).filter(|_| setup.resolved_nexthops) {
         nexthops.set(
             id,
             NextHop {

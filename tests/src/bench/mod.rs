@@ -12,6 +12,7 @@ pub mod e2e;
 pub mod lbsetup;
 pub mod machine;
 pub mod memory;
+pub mod nexthop;
 pub mod packets;
 pub mod per_packet;
 pub mod report;

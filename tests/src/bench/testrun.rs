@@ -5,7 +5,10 @@
 //! - many-calls mode: `repeat = 1`, many calls, wall-clock time per call. Includes the
 //!   syscall, so it is only compared with floors measured the same way.
 
-use std::time::Instant;
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Instant,
+};
 
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
@@ -14,6 +17,27 @@ use aya::{
 };
 
 use super::stats::Trials;
+
+/// Interface index the packets arrive on (`xdp_md.ingress_ifindex`); 0 leaves the
+/// kernel's default (the loopback of the current namespace). Set by the next-hop section,
+/// whose `bpf_fib_lookup` needs a real interface with routes and neighbours.
+pub static INGRESS_IFINDEX: AtomicU32 = AtomicU32::new(0);
+
+/// The `xdp_md` context for a packet of `len` bytes arriving on [`INGRESS_IFINDEX`].
+fn ctx_in(len: usize) -> Option<[u8; 24]> {
+    let ifindex = INGRESS_IFINDEX.load(Ordering::Relaxed);
+    if ifindex == 0 {
+        return None;
+    }
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }: data is the metadata length (0), data_end the packet length.
+    let words = [0u32, len as u32, 0, ifindex, 0, 0];
+    let mut out = [0u8; 24];
+    for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
+    Some(out)
+}
 
 /// How a packet was run.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +62,7 @@ pub fn ns_per_packet(
 ) -> Result<Trials> {
     let xdp = xdp(ebpf, prog)?;
     let mut out = vec![0u8; packet.len() + 256];
+    let ctx = ctx_in(packet.len());
     let mut samples = Vec::with_capacity(method.trials);
     for _ in 0..method.trials {
         let ns = if method.repeat > 1 {
@@ -45,6 +70,7 @@ pub fn ns_per_packet(
                 .test_run(TestRunOptions {
                     data_in: Some(packet),
                     data_out: Some(&mut out),
+                    ctx_in: ctx.as_ref().map(|c| &c[..]),
                     repeat: method.repeat,
                     ..TestRunOptions::default()
                 })
@@ -68,6 +94,7 @@ pub fn ns_per_packet(
                     .test_run(TestRunOptions {
                         data_in: Some(packet),
                         data_out: Some(&mut out),
+                        ctx_in: ctx.as_ref().map(|c| &c[..]),
                         ..TestRunOptions::default()
                     })
                     .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
@@ -120,10 +147,12 @@ pub fn interleaved(ebpf: &mut Ebpf, cases: &[Case], method: Method) -> Result<Ve
 pub fn run_once(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> Result<(u32, Vec<u8>)> {
     let xdp = xdp(ebpf, prog)?;
     let mut out = vec![0u8; packet.len() + 256];
+    let ctx = ctx_in(packet.len());
     let r = xdp
         .test_run(TestRunOptions {
             data_in: Some(packet),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_ref().map(|c| &c[..]),
             ..TestRunOptions::default()
         })
         .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;

@@ -12,7 +12,7 @@ use vip_tests::{
     bench::{
         VIP_BENCH, balance, control, datapath, e2e, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
-        memory, packets,
+        memory, nexthop, packets,
         per_packet::{self, Floors},
         report::Report,
         testrun::Method,
@@ -118,6 +118,9 @@ fn run() -> Result<()> {
             ],
             calls,
         )?;
+    }
+    if on("packet") {
+        nexthop::run(&mut report, repeat, floors)?;
     }
     if on("scale") {
         datapath::scaling(&mut report, repeat, floors)?;
