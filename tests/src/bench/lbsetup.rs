@@ -23,7 +23,14 @@ use vip_user::maglev::{self, MaglevBackend};
 use super::{VIP_BENCH, packets, testrun::load_all};
 
 /// Programs of `vip_bench` that run the datapath.
-pub const LB_PROGS: [&str; 12] = [
+pub const LB_PROGS: [&str; 19] = [
+    "bench_map_lru_insert",
+    "bench_map_lru_insert_pcpu",
+    "bench_map_hash4",
+    "bench_map_hash20",
+    "bench_map_hash40",
+    "bench_map_lru40",
+    "bench_map_percpu",
     "bench_stage_parse",
     "bench_stage_vip",
     "bench_stage_backend",

@@ -12,6 +12,7 @@ pub mod e2e;
 pub mod lbsetup;
 pub mod machine;
 pub mod memory;
+pub mod micro;
 pub mod nexthop;
 pub mod packets;
 pub mod per_packet;

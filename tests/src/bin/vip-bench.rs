@@ -12,7 +12,7 @@ use vip_tests::{
     bench::{
         VIP_BENCH, balance, control, datapath, e2e, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
-        memory, nexthop, packets,
+        memory, micro, nexthop, packets,
         per_packet::{self, Floors},
         report::Report,
         testrun::Method,
@@ -121,6 +121,7 @@ fn run() -> Result<()> {
     }
     if on("packet") {
         nexthop::run(&mut report, repeat, floors)?;
+        micro::run(&mut report, repeat)?;
     }
     if on("scale") {
         datapath::scaling(&mut report, repeat, floors)?;

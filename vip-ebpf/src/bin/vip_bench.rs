@@ -25,7 +25,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::bpf_xdp_adjust_head,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use network_types::{
@@ -230,6 +230,140 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
         match lb::forward(c, &p, &p.key, &vip, id, &backend, true) {
             Ok(v) => v.action,
             Err(_) => xdp_action::XDP_DROP,
+        }
+    })
+}
+
+// Single map operations, to put a price on each kind the datapath uses: the key of a
+// hash map is what the kernel hashes (jhash over its bytes), so three key sizes are
+// measured: 4 bytes, 20 (VipKey) and 40 (FlowKey). The harness stores key `KEY_FILL`
+// in every map; each program returns XDP_PASS on a hit.
+
+/// Every word of the keys the harness stores.
+const KEY_FILL: u32 = 0x0a0b_0c0d;
+
+#[map(name = "MICRO_HASH4")]
+static MICRO_HASH4: HashMap<[u32; 1], u64> = HashMap::with_max_entries(1024, 0);
+#[map(name = "MICRO_HASH20")]
+static MICRO_HASH20: HashMap<[u32; 5], u64> = HashMap::with_max_entries(1024, 0);
+#[map(name = "MICRO_HASH40")]
+static MICRO_HASH40: HashMap<[u32; 10], u64> = HashMap::with_max_entries(1024, 0);
+#[map(name = "MICRO_LRU40")]
+static MICRO_LRU40: LruHashMap<[u32; 10], u64> = LruHashMap::with_max_entries(1024, 0);
+#[map(name = "MICRO_PERCPU")]
+static MICRO_PERCPU: PerCpuArray<u64> = PerCpuArray::with_max_entries(16, 0);
+
+/// The key word. A constant is fine: a map lookup is a helper call the compiler cannot
+/// fold, and the kernel hashes the key at run time.
+#[inline(always)]
+fn micro_key(_ctx: &XdpContext) -> u32 {
+    KEY_FILL
+}
+
+#[inline(always)]
+fn hit(found: bool) -> u32 {
+    if found {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// One hash lookup, 4-byte key.
+#[xdp]
+pub fn bench_map_hash4(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let k = [micro_key(c)];
+        // SAFETY: only tested for presence.
+        hit(unsafe { MICRO_HASH4.get(&k) }.is_some())
+    })
+}
+
+/// One hash lookup, 20-byte key (the size of VipKey).
+#[xdp]
+pub fn bench_map_hash20(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let k = [micro_key(c); 5];
+        // SAFETY: only tested for presence.
+        hit(unsafe { MICRO_HASH20.get(&k) }.is_some())
+    })
+}
+
+/// One hash lookup, 40-byte key (the size of FlowKey).
+#[xdp]
+pub fn bench_map_hash40(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let k = [micro_key(c); 10];
+        // SAFETY: only tested for presence.
+        hit(unsafe { MICRO_HASH40.get(&k) }.is_some())
+    })
+}
+
+/// One LRU hash lookup, 40-byte key (the connection table's kind).
+#[xdp]
+pub fn bench_map_lru40(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let k = [micro_key(c); 10];
+        // SAFETY: only tested for presence.
+        hit(unsafe { MICRO_LRU40.get(&k) }.is_some())
+    })
+}
+
+#[map(name = "MICRO_LRU_INS")]
+static MICRO_LRU_INS: LruHashMap<[u32; 10], u64> = LruHashMap::with_max_entries(65_536, 0);
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, no shared list lock on insert.
+#[map(name = "MICRO_LRU_INS_PCPU")]
+static MICRO_LRU_INS_PCPU: LruHashMap<[u32; 10], u64> =
+    LruHashMap::with_max_entries(65_536, BPF_F_NO_COMMON_LRU);
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// A new 40-byte key every iteration (from the BENCH_FLOWS counter).
+#[inline(always)]
+fn next_flow_key() -> [u32; 10] {
+    let n = match BENCH_FLOWS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    };
+    let mut k = [KEY_FILL; 10];
+    k[0] = n as u32;
+    k
+}
+
+/// One LRU insert of a new key (a shared LRU list, as CONNS has now); at steady state
+/// every insert evicts.
+#[xdp]
+pub fn bench_map_lru_insert(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |_| {
+        let k = next_flow_key();
+        hit(MICRO_LRU_INS.insert(&k, &1, 0).is_ok())
+    })
+}
+
+/// One LRU insert of a new key into a per-CPU-list LRU (`BPF_F_NO_COMMON_LRU`).
+#[xdp]
+pub fn bench_map_lru_insert_pcpu(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |_| {
+        let k = next_flow_key();
+        hit(MICRO_LRU_INS_PCPU.insert(&k, &1, 0).is_ok())
+    })
+}
+
+/// One per-CPU array counter increment (what each stats counter costs).
+#[xdp]
+pub fn bench_map_percpu(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let i = micro_key(c) & 7;
+        match MICRO_PERCPU.get_ptr_mut(i) {
+            Some(p) => {
+                // SAFETY: per-CPU value.
+                unsafe { *p += 1 };
+                xdp_action::XDP_PASS
+            }
+            None => xdp_action::XDP_DROP,
         }
     })
 }
