@@ -5,6 +5,7 @@
 //! Sections: 0 floors, 1 per packet, 2 scaling with state, 3 control plane,
 //! 4 balance and disruption, 5 end to end (lab).
 
+pub mod apply;
 pub mod balance;
 pub mod control;
 pub mod datapath;

@@ -10,7 +10,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        VIP_BENCH, balance, control, datapath, e2e, lbsetup,
+        VIP_BENCH, apply, balance, control, datapath, e2e, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
         memory, micro, nexthop, packets,
         per_packet::{self, Floors},
@@ -130,6 +130,7 @@ fn run() -> Result<()> {
         control::build_times(&mut report, trials);
         control::backend_down(&mut report, trials);
         control::publish_backend_down(&mut report, trials)?;
+        apply::run(&mut report, trials)?;
         memory::run(&mut report)?;
     }
     if on("balance") {
