@@ -11,6 +11,8 @@ pub struct Machine {
     pub cpus: usize,
     /// Kernel release (`uname -r`).
     pub kernel: String,
+    /// /proc/loadavg when the run started: other users of a shared machine show here.
+    pub load_at_start: String,
 }
 
 impl Machine {
@@ -27,13 +29,25 @@ impl Machine {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-        Self { cpu, cpus, kernel }
+        Self {
+            cpu,
+            cpus,
+            kernel,
+            load_at_start: load_average(),
+        }
     }
 
     /// One line for the report.
     pub fn describe(&self) -> String {
         format!("{} ({} CPUs), Linux {}", self.cpu, self.cpus, self.kernel)
     }
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Pins the calling thread to `cpu`, so per-CPU maps and the LRU stay on one CPU and the

@@ -68,6 +68,8 @@ impl Report {
                 "cpu": self.machine.cpu,
                 "cpus": self.machine.cpus,
                 "kernel": self.machine.kernel,
+                "load_at_start": self.machine.load_at_start,
+                "load_at_end": super::machine::load_average(),
             },
             "command": self.command,
             "rows": self.rows.iter().map(|r| json!({
@@ -89,6 +91,12 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "Machine: {}  ", self.machine.describe());
+        let _ = writeln!(
+            md,
+            "Load average at start {}, at end {} (a busy shared machine widens min–max)  ",
+            self.machine.load_at_start,
+            super::machine::load_average()
+        );
         let _ = writeln!(md, "Command: `{}`  ", self.command);
         let _ = writeln!(
             md,
