@@ -1,6 +1,7 @@
 //! The privileged test harness of vip: packet fixtures run through `BPF_PROG_TEST_RUN`
 //! on a loaded (not attached) program, and (in `lab`) network-namespace labs.
 
+pub mod bench;
 pub mod fixture;
 pub mod lab;
 pub mod packet;

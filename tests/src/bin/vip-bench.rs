@@ -1,5 +1,163 @@
-//! `cargo xtask bench`: per-packet cost, scaling, control plane, balance, end to end.
+//! `cargo xtask bench [SECTION...] [--quick]`: per-packet cost, scaling, control plane,
+//! balance, end to end. Writes target/bench/results.{json,md} and per_packet.svg, and
+//! prints the table.
+//!
+//! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e` (default: all).
+//! `--quick` runs fewer iterations (for trying the harness, not for figures).
 
-fn main() {
-    println!("vip bench: the benchmark suite is not built yet (issue 6).");
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, ensure};
+use vip_tests::{
+    bench::{
+        VIP_BENCH, apply, balance, control, datapath, e2e, lbsetup,
+        machine::{Machine, current_cpu, pin_to_cpu},
+        memory, micro, nexthop, packets,
+        per_packet::{self, Floors},
+        report::Report,
+        testrun::Method,
+    },
+    fixture::action,
+};
+
+const SECTIONS: [&str; 6] = ["floors", "packet", "scale", "control", "balance", "e2e"];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vip-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut wanted: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for w in &wanted {
+        ensure!(
+            SECTIONS.contains(w),
+            "unknown section {w:?}: choose from {}",
+            SECTIONS.join(", ")
+        );
+    }
+    if wanted.is_empty() {
+        wanted = SECTIONS.to_vec();
+    }
+    let on = |s: &str| wanted.contains(&s);
+    let trials = if quick { 3 } else { 5 };
+    let repeat = Method {
+        repeat: if quick { 100_000 } else { 1_000_000 },
+        calls: 0,
+        trials,
+    };
+    let calls = Method {
+        repeat: 1,
+        calls: if quick { 20_000 } else { 200_000 },
+        trials,
+    };
+
+    let mut report = Report {
+        machine: Machine::detect(),
+        command: format!("cargo xtask bench {}", args.join(" "))
+            .trim_end()
+            .to_string(),
+        rows: Vec::new(),
+        missing: Vec::new(),
+    };
+    if quick {
+        report.missing.push(
+            "--quick: fewer iterations and trials than the method asks; not for publishing".into(),
+        );
+    }
+
+    let needs_bpf = ["floors", "packet", "scale"].iter().any(|s| on(s));
+    let mut floors: Option<Floors> = None;
+    if needs_bpf {
+        ensure!(
+            !VIP_BENCH.is_empty(),
+            "the bench eBPF object vip-bench was not built: run `cargo xtask bench` (it \
+             builds the eBPF programs first)"
+        );
+        // Per-CPU maps and the connection-table LRU are per CPU: stay on one.
+        let cpu = pin_to_cpu(current_cpu()).context("pinning the benchmark to one CPU")?;
+        eprintln!("vip-bench: pinned to CPU {cpu}");
+    }
+    if on("floors") || on("packet") {
+        floors = Some(datapath::per_packet(&mut report, repeat)?);
+        let mut ebpf = lbsetup::load(datapath::DEFAULT_SETUP)?;
+        let pkt = packets::tcp_v4(packets::client_v4());
+        per_packet::many_calls(
+            &mut report,
+            &mut ebpf,
+            &[
+                (
+                    "XDP_PASS, no wrapper",
+                    "bench_pass_bare",
+                    pkt.clone(),
+                    action::PASS,
+                ),
+                (
+                    "floor: IPIP encap (wrapped)",
+                    "bench_encap",
+                    pkt.clone(),
+                    action::TX,
+                ),
+                (
+                    "tunnel: TCP established (wrapped)",
+                    "bench_lb",
+                    pkt,
+                    action::TX,
+                ),
+            ],
+            calls,
+        )?;
+    }
+    if on("packet") {
+        nexthop::run(&mut report, repeat, floors)?;
+        micro::run(&mut report, repeat)?;
+    }
+    if on("scale") {
+        datapath::scaling(&mut report, repeat, floors)?;
+    }
+    if on("control") {
+        control::build_times(&mut report, trials);
+        control::backend_down(&mut report, trials);
+        control::publish_backend_down(&mut report, trials)?;
+        apply::run(&mut report, trials)?;
+        memory::run(&mut report)?;
+    }
+    if on("balance") {
+        balance::run(&mut report);
+    }
+    if on("e2e") {
+        let load = e2e::Load {
+            clients: 4,
+            duration: std::time::Duration::from_secs(if quick { 1 } else { 3 }),
+            trials,
+        };
+        if let Err(e) = e2e::run(&mut report, load) {
+            // The lab needs vipd, the decap program and namespaces; say what failed and
+            // keep the other sections' figures.
+            eprintln!("vip-bench: section 5 failed: {e:#}");
+            report.missing.push(format!("5. end to end: {e:#}"));
+        }
+    }
+
+    let dir =
+        PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+            .join("bench");
+    report.write(&dir)?;
+    println!("{}", report.markdown());
+    println!(
+        "written: {0}/results.json {0}/results.md {0}/per_packet.svg",
+        dir.display()
+    );
+    Ok(())
 }

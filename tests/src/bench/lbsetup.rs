@@ -1,0 +1,304 @@
+//! Loads the datapath inside `vip_bench` and fills its maps the way `vipd` would: VIPs,
+//! backends with resolved next hops, Maglev tables, global settings, and (for the
+//! scaling section) many more VIPs and a full connection table.
+//!
+//! The maps are written directly with aya rather than through `vip_user::datapath`,
+//! because that type owns the `vip_lb` object and the benchmark needs the same code
+//! compiled into `vip_bench` (inside the restoring wrapper).
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData},
+};
+use vip_common::{
+    BACKEND_UP, Backend, ConnState, FAMILY_V4, FAMILY_V6, FlowKey, GlobalConfig, MAP_BACKENDS,
+    MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP,
+    PROTO_UDP, VIP_F_DSR_L2, VipKey, VipMeta,
+};
+use vip_user::maglev::{self, MaglevBackend};
+
+use super::{VIP_BENCH, packets, testrun::load_all};
+
+/// Programs of `vip_bench` that run the datapath.
+pub const LB_PROGS: [&str; 19] = [
+    "bench_map_lru_insert",
+    "bench_map_lru_insert_pcpu",
+    "bench_map_hash4",
+    "bench_map_hash20",
+    "bench_map_hash40",
+    "bench_map_lru40",
+    "bench_map_percpu",
+    "bench_stage_parse",
+    "bench_stage_vip",
+    "bench_stage_backend",
+    "bench_stage_forward",
+    "bench_pass_bare",
+    "bench_pass",
+    "bench_swap",
+    "bench_encap",
+    "bench_pass_vary",
+    "bench_lb",
+    "bench_lb_new",
+    "bench_lb_once",
+];
+
+/// Backends per family (Katran's published figure used 16).
+pub const BACKENDS_PER_FAMILY: u32 = 16;
+
+/// Sizes of one benchmark setup.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// Maglev table size of the four main VIPs.
+    pub table_size: u32,
+    /// Extra TCP VIPs beyond the four main ones (scaling section).
+    pub extra_vips: u32,
+    /// Maglev table size of the extra VIPs. They share one table: they are there to
+    /// grow the VIP map, and 100,000 tables would take millions of map writes to fill.
+    pub extra_table_size: u32,
+    /// Connection-table capacity.
+    pub max_conns: u32,
+    /// Fill the per-backend next-hop cache (as vipd would from the kernel's routes and
+    /// neighbours); without it the datapath asks `bpf_fib_lookup` for every packet.
+    pub resolved_nexthops: bool,
+}
+
+/// The main VIPs: (address:port, protocol, flags, IPv6 backends).
+pub fn main_vips() -> [(SocketAddr, u8, u32, bool); 4] {
+    [
+        (packets::vip_v4(), PROTO_TCP, 0, false),
+        (packets::vip_v4(), PROTO_UDP, 0, false),
+        (packets::vip_v6(), PROTO_TCP, 0, true),
+        (packets::vip_dsr_v4(), PROTO_TCP, VIP_F_DSR_L2, false),
+    ]
+}
+
+/// Loads `vip_bench` with map sizes from `setup` and fills the maps.
+pub fn load(setup: Setup) -> Result<Ebpf> {
+    let vips = 4 + setup.extra_vips;
+    let maglev_len = 4 * setup.table_size + setup.extra_table_size;
+    let backends = 2 * BACKENDS_PER_FAMILY;
+    // The object is loaded with the sizes given here, as vipd does from its config.
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(MAP_VIPS, 2 * vips)
+        .map_max_entries(MAP_MAGLEV, maglev_len)
+        .map_max_entries(MAP_BACKENDS, backends)
+        .map_max_entries(MAP_NEXTHOPS, backends)
+        .map_max_entries(MAP_CONNS, setup.max_conns);
+    let mut ebpf = load_all_with(&mut loader, &LB_PROGS)?;
+    fill(&mut ebpf, setup)?;
+    Ok(ebpf)
+}
+
+fn load_all_with(loader: &mut EbpfLoader<'_>, progs: &[&str]) -> Result<Ebpf> {
+    let mut ebpf = loader
+        .load(VIP_BENCH)
+        .context("loading vip_bench with the datapath")?;
+    for p in progs {
+        let xdp: &mut aya::programs::Xdp = ebpf
+            .program_mut(p)
+            .with_context(|| format!("no program {p} in vip_bench"))?
+            .try_into()?;
+        xdp.load()
+            .map_err(|e| anyhow::anyhow!("the verifier refused {p}: {e:#}"))?;
+    }
+    let _ = load_all;
+    Ok(ebpf)
+}
+
+fn words(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+/// The VIP-map key of `addr`/`proto`.
+pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
+    let (a, family) = words(addr.ip());
+    VipKey {
+        addr: a,
+        port_be: addr.port().to_be(),
+        proto,
+        family,
+    }
+}
+
+/// The connection-table key of a flow.
+pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
+    let (s, family) = words(src.ip());
+    let (d, _) = words(dst.ip());
+    FlowKey {
+        src: s,
+        dst: d,
+        src_port_be: src.port().to_be(),
+        dst_port_be: dst.port().to_be(),
+        proto,
+        family,
+        _pad: [0; 2],
+    }
+}
+
+/// Backend `i`'s address (IPv4 in 198.19.0.0/24, IPv6 in 2001:db8:1::/64).
+pub fn backend_addr(i: u32, v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                1,
+                0,
+                0,
+                0,
+                0,
+                i as u16 + 1,
+            )),
+            80,
+        )
+    } else {
+        SocketAddr::from(([198, 19, 0, i as u8 + 1], 80))
+    }
+}
+
+/// The address of the `i`th extra VIP: within 198.19.128.0/17, port by thousands.
+pub fn extra_vip(i: u32) -> SocketAddr {
+    let host = i % 32_768;
+    SocketAddr::from((
+        [198, 19, 128 + (host >> 8) as u8, host as u8],
+        1000 + (i / 32_768) as u16,
+    ))
+}
+
+fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
+    let mut backends: Array<&mut MapData, Backend> =
+        Array::try_from(ebpf.map_mut(MAP_BACKENDS).context("BACKENDS map")?)?;
+    let mut tables: [Vec<MaglevBackend>; 2] = [Vec::new(), Vec::new()];
+    for fam in 0..2u32 {
+        for i in 0..BACKENDS_PER_FAMILY {
+            let id = fam * BACKENDS_PER_FAMILY + i;
+            let identity = backend_addr(i, fam == 1);
+            let (addr, family) = words(identity.ip());
+            backends.set(
+                id,
+                Backend {
+                    addr,
+                    generation: 1,
+                    family,
+                    state: BACKEND_UP,
+                    _pad: [0; 2],
+                },
+                0,
+            )?;
+            tables[fam as usize].push(MaglevBackend {
+                id,
+                identity,
+                weight: 1,
+            });
+        }
+    }
+    let mut nexthops: Array<&mut MapData, NextHop> =
+        Array::try_from(ebpf.map_mut(MAP_NEXTHOPS).context("NEXTHOPS map")?)?;
+    for id in (0..2 * BACKENDS_PER_FAMILY).filter(|_| setup.resolved_nexthops) {
+        nexthops.set(
+            id,
+            NextHop {
+                dst_mac: [0x02, 0, 0, 0, 1, id as u8],
+                src_mac: crate::packet::LB_MAC,
+                ifindex: 0,
+                flags: NEXTHOP_F_VALID,
+            },
+            0,
+        )?;
+    }
+    let mut config: Array<&mut MapData, GlobalConfig> =
+        Array::try_from(ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?)?;
+    config.set(
+        0,
+        GlobalConfig {
+            flags: 0,
+            mtu: 1500,
+            tunnel_src_v4_be: u32::from_ne_bytes([198, 18, 255, 0]),
+            tunnel_src_v4_hash_bits: 8,
+            tunnel_src_v6: words("2001:db8:ffff::".parse().expect("literal")).0,
+        },
+        0,
+    )?;
+
+    let v4_table = maglev::build(&tables[0], setup.table_size);
+    let v6_table = maglev::build(&tables[1], setup.table_size);
+    let mut maglev_map: Array<&mut MapData, u32> =
+        Array::try_from(ebpf.map_mut(MAP_MAGLEV).context("MAGLEV map")?)?;
+    let mut write_table = |base: u32, table: &[u32]| -> Result<()> {
+        for (i, id) in table.iter().enumerate() {
+            maglev_map.set(base + i as u32, id, 0)?;
+        }
+        Ok(())
+    };
+    let mut metas = Vec::new();
+    for (n, (addr, proto, flags, v6)) in main_vips().into_iter().enumerate() {
+        let base = n as u32 * setup.table_size;
+        write_table(base, if v6 { &v6_table } else { &v4_table })?;
+        metas.push((
+            vip_key(addr, proto),
+            VipMeta {
+                id: n as u32,
+                flags,
+                table_base: base,
+                table_size: setup.table_size,
+            },
+        ));
+    }
+    if setup.extra_vips > 0 {
+        let small = maglev::build(&tables[0], setup.extra_table_size);
+        let base = 4 * setup.table_size;
+        write_table(base, &small)?;
+        for i in 0..setup.extra_vips {
+            metas.push((
+                vip_key(extra_vip(i), PROTO_TCP),
+                VipMeta {
+                    id: 4 + i,
+                    flags: 0,
+                    table_base: base,
+                    table_size: setup.extra_table_size,
+                },
+            ));
+        }
+    }
+    let mut vips: HashMap<&mut MapData, VipKey, VipMeta> =
+        HashMap::try_from(ebpf.map_mut(MAP_VIPS).context("VIPS map")?)?;
+    for (k, m) in metas {
+        vips.insert(k, m, 0)?;
+    }
+    Ok(())
+}
+
+/// Fills the connection table with `n` flows to the main IPv4 VIP (clients in
+/// 198.18.0.0/16 × ports), as `n` established connections would. Returns the entries
+/// the table holds afterwards (an LRU may evict a few near capacity).
+pub fn fill_conns(ebpf: &mut Ebpf, n: u32) -> Result<u64> {
+    let mut conns: HashMap<&mut MapData, FlowKey, ConnState> =
+        HashMap::try_from(ebpf.map_mut(MAP_CONNS).context("CONNS map")?)?;
+    for i in 0..n {
+        let src = SocketAddr::from((
+            [198, 18, (i >> 16) as u8 | 0x80, (i >> 8) as u8],
+            1024 + (i & 0xff) as u16,
+        ));
+        let key = flow_key(src, packets::vip_v4(), PROTO_TCP);
+        conns.insert(
+            key,
+            ConnState {
+                backend_id: i % BACKENDS_PER_FAMILY,
+                generation: 1,
+            },
+            0,
+        )?;
+    }
+    Ok(conns.keys().count() as u64)
+}

@@ -1,0 +1,80 @@
+//! Kernel memory of the datapath's maps at the default sizes, as the kernel accounts it
+//! (`memlock` in /proc/self/fdinfo), per map.
+
+use std::{collections::HashMap, fs};
+
+use anyhow::{Context, Result};
+use vip_user::datapath::{Datapath, Limits};
+
+use super::{report::Report, stats::Trials};
+
+/// Section title.
+pub const SECTION: &str = "3b. memory of the default map sizes";
+
+/// Loads `vip_lb` with [`Limits::default`] and reports each map's kernel memory.
+pub fn run(report: &mut Report) -> Result<()> {
+    let limits = Limits::default();
+    let before = map_fds()?;
+    let dp = Datapath::load(&limits, None).context("loading vip_lb with the default limits")?;
+    let mut per_map: Vec<(String, u64, u64)> = Vec::new();
+    let names: HashMap<u32, String> = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .map(|m| (m.id(), m.name_as_str().unwrap_or("?").to_string()))
+        .collect();
+    for (id, (max_entries, memlock)) in map_fds()? {
+        if before.contains_key(&id) {
+            continue;
+        }
+        let name = names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("map {id}"));
+        per_map.push((name, max_entries, memlock));
+    }
+    drop(dp);
+    per_map.sort_by(|a, b| b.2.cmp(&a.2));
+    let total: u64 = per_map.iter().map(|m| m.2).sum();
+    for (name, entries, bytes) in &per_map {
+        report
+            .push(
+                SECTION,
+                format!("map {name}"),
+                "MiB",
+                Trials::exact(*bytes as f64 / 1048576.0),
+            )
+            .note = format!("{entries} entries");
+    }
+    report
+        .push(
+            SECTION,
+            "all maps (default limits)",
+            "MiB",
+            Trials::exact(total as f64 / 1048576.0),
+        )
+        .note = format!(
+        "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {}",
+        limits.max_vips, limits.max_backends, limits.table_size, limits.max_conns
+    );
+    Ok(())
+}
+
+/// Map id → (max_entries, memlock bytes) of every BPF map fd this process holds.
+fn map_fds() -> Result<HashMap<u32, (u64, u64)>> {
+    let mut out = HashMap::new();
+    for entry in fs::read_dir("/proc/self/fdinfo").context("reading /proc/self/fdinfo")? {
+        let Ok(text) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(max), Some(mem)) =
+            (field("map_id:"), field("max_entries:"), field("memlock:"))
+        {
+            out.insert(id as u32, (max, mem));
+        }
+    }
+    Ok(out)
+}

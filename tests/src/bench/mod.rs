@@ -1,0 +1,26 @@
+//! `cargo xtask bench`: what vip costs, measured against baselines run in the same
+//! invocation (the machines are shared and noisy, so ratios travel, absolute figures only
+//! with the machine they came from).
+//!
+//! Sections: 0 floors, 1 per packet, 2 scaling with state, 3 control plane,
+//! 4 balance and disruption, 5 end to end (lab).
+
+pub mod apply;
+pub mod balance;
+pub mod control;
+pub mod datapath;
+pub mod e2e;
+pub mod lbsetup;
+pub mod machine;
+pub mod memory;
+pub mod micro;
+pub mod nexthop;
+pub mod packets;
+pub mod per_packet;
+pub mod report;
+pub mod stats;
+pub mod testrun;
+
+/// The bench-only eBPF object (`vip-ebpf/src/bin/vip_bench.rs`); empty when it was not
+/// built (see tests/build.rs).
+pub static VIP_BENCH: &[u8] = aya::include_bytes_aligned!(env!("VIP_BENCH_OBJECT"));
