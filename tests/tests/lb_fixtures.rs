@@ -343,6 +343,23 @@ fn stateless_cases() -> Vec<Fixture> {
     ports_short.extend_from_slice(&[0x9c, 0x40]);
     ports_short[14 + 3] = 22; // total length 22: a TCP header of 2 bytes
     vip_tests::packet::fix_ipv4_checksum(&mut ports_short, 14);
+    // Issue: these once counted no reason (vip_lb's verdicts are below).
+    let mut ihl4 = v4.clone();
+    ihl4[14] = 0x44; // IHL 4 words: shorter than the fixed IPv4 header
+    let mut short_total_other = syn(C4, "198.18.1.200:80");
+    short_total_other.truncate(14 + 20 + 10);
+    let tcp_short6 = v6[..14 + 40 + 6].to_vec(); // payload length says 20, frame carries 6
+    let mut ports_short6 = tcp_short6.clone();
+    ports_short6[14 + 4..14 + 6].copy_from_slice(&6u16.to_be_bytes()); // consistent, but 6 < 20
+    let with_doff = |f: &[u8], l4: usize, words: u8| {
+        let mut f = f.to_vec();
+        f[l4 + 12] = (words << 4) | (f[l4 + 12] & 0x0f);
+        f
+    };
+    let doff4 = with_doff(&v4, 14 + 20, 4);
+    let doff4_v6 = with_doff(&v6, 14 + 40, 4);
+    let doff15 = with_doff(&v4, 14 + 20, 15); // 60 bytes of TCP header in a 20-byte segment
+    let doff4_other = with_doff(&syn(C4, "198.18.1.200:80"), 14 + 20, 4);
     let ext5 = with_ipv6_ext(
         &v6,
         &[
@@ -485,6 +502,39 @@ fn stateless_cases() -> Vec<Fixture> {
             Reason::DropMalformed,
         ),
         dropped("tcp header cut short", ports_short, Reason::DropMalformed),
+        dropped(
+            "ipv6 tcp header cut short (payload length beyond the frame)",
+            tcp_short6,
+            Reason::DropMalformed,
+        ),
+        dropped(
+            "ipv6 tcp header cut short (payload length 6)",
+            ports_short6,
+            Reason::DropMalformed,
+        ),
+        dropped("tcp data offset 4 to a VIP", doff4, Reason::DropMalformed),
+        dropped(
+            "ipv6 tcp data offset 4 to a VIP",
+            doff4_v6,
+            Reason::DropMalformed,
+        ),
+        dropped(
+            "tcp data offset past the IP packet",
+            doff15,
+            Reason::DropMalformed,
+        ),
+        // IP header malformed: cannot be shown to be ours, the kernel validates it.
+        passed("ipv4 IHL 4 to a VIP", ihl4, Reason::PassMalformed),
+        passed(
+            "ipv4 total length beyond the frame, non-VIP",
+            short_total_other,
+            Reason::PassMalformed,
+        ),
+        passed(
+            "tcp data offset 4, non-VIP",
+            doff4_other,
+            Reason::PassMalformed,
+        ),
         dropped(
             "VIP without backends",
             syn(C4, "198.18.1.13:80"),

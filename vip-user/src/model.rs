@@ -215,6 +215,16 @@ fn parse(f: &[u8]) -> Result<Parsed, Reason> {
             p.anomaly = Anomaly::Malformed;
         }
     }
+    // TCP data offset below 5 words or past the IP packet: malformed (as vip_lb).
+    if p.anomaly == Anomaly::None && p.key.proto == PROTO_TCP {
+        let doff = f
+            .get(p.l4 + 12)
+            .map(|b| usize::from(b >> 4) * 4)
+            .unwrap_or(0);
+        if doff < 20 || p.l4 + doff > l3 + p.ip_len {
+            p.anomaly = Anomaly::Malformed;
+        }
+    }
     Ok(p)
 }
 

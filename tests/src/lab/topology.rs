@@ -234,6 +234,20 @@ impl Lab {
                 "0",
             ],
         )?;
+        // With br_netfilter loaded (the host's Docker or firewall may load it) a bridge
+        // validates IP headers before forwarding and silently frees frames with a bad IHL,
+        // a total length beyond the frame or a bad checksum: those would never reach
+        // vip_lb, and the lab could not show how the datapath counts them. A real switch
+        // forwards them. The sysctls are per namespace; they exist only with the module.
+        if std::path::Path::new("/proc/sys/net/bridge").exists() {
+            for key in [
+                "net.bridge.bridge-nf-call-iptables",
+                "net.bridge.bridge-nf-call-ip6tables",
+                "net.bridge.bridge-nf-call-arptables",
+            ] {
+                cmd::sysctl(switch.name(), key, "0")?;
+            }
+        }
         cmd::ip(switch.name(), &["link", "set", "br0", "up"])?;
 
         let router = host(&format!("{prefix}r"))?;
