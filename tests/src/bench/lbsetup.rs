@@ -14,9 +14,9 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use vip_common::{
-    BACKEND_UP, Backend, ConnState, FAMILY_V4, FAMILY_V6, FlowKey, GlobalConfig, MAP_BACKENDS,
-    MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP,
-    PROTO_UDP, VIP_F_DSR_L2, VipKey, VipMeta,
+    BACKEND_UP, Backend, ConnState, FlowKey, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
+    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP,
+    VIP_F_DSR_L2, VipKey, VipMeta,
 };
 use vip_user::maglev::{self, MaglevBackend};
 
@@ -109,42 +109,8 @@ fn load_all_with(loader: &mut EbpfLoader<'_>, progs: &[&str]) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-fn words(ip: IpAddr) -> ([u32; 4], u8) {
-    match ip {
-        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
-}
-
-/// The VIP-map key of `addr`/`proto`.
-pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
-    let (a, family) = words(addr.ip());
-    VipKey {
-        addr: a,
-        port_be: addr.port().to_be(),
-        proto,
-        family,
-    }
-}
-
-/// The connection-table key of a flow.
-pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
-    let (s, family) = words(src.ip());
-    let (d, _) = words(dst.ip());
-    FlowKey {
-        src: s,
-        dst: d,
-        src_port_be: src.port().to_be(),
-        dst_port_be: dst.port().to_be(),
-        proto,
-        family,
-        _pad: [0; 2],
-    }
-}
+/// The shared conversions, re-exported so bench code names one place for them.
+pub use vip_user::datapath::{addr_words as words, flow_key, vip_key};
 
 /// Backend `i`'s address (IPv4 in 198.19.0.0/24, IPv6 in 2001:db8:1::/64).
 pub fn backend_addr(i: u32, v6: bool) -> SocketAddr {
