@@ -11,6 +11,37 @@ use vip_tests::lab::{
 };
 
 const NAMES: [&str; 5] = ["b1", "b2", "b3", "b4", "b5"];
+/// New connections come from several clients, as they do in production: one client's
+/// kernel hands out ephemeral ports in a near-sequential run, and a single (client, VIP)
+/// pair's run of ports is a correlated sample of the hash, not a spread of flows.
+const CLIENTS: usize = 3;
+
+/// `n` new flows to `vip`, split over the lab's clients, answers summed.
+fn spread_from_clients(
+    lab: &vip_tests::lab::Lab,
+    vip: std::net::SocketAddr,
+    proto: Proto,
+    n: usize,
+) -> client::Spread {
+    let mut total = client::Spread::default();
+    for k in 0..CLIENTS {
+        let share = n / CLIENTS + usize::from(k < n % CLIENTS);
+        let s = client::spread(
+            lab.client_netns(k),
+            vip,
+            proto,
+            share,
+            4,
+            Duration::from_secs(60),
+        )
+        .expect("client");
+        for (name, v) in s.counts {
+            *total.counts.entry(name).or_default() += v;
+        }
+        total.failures.extend(s.failures);
+    }
+    total
+}
 const WEIGHTS: [u32; 5] = [1, 1, 1, 1, 2];
 
 /// One lab per mode: the `equal_v6` family gets equal weights, the other one
@@ -19,7 +50,7 @@ fn spread(mode: Mode, equal_v6: bool) {
     let scenario = format!("spread, {}", mode.config_name());
     let _serial = vip_tests::lab::serial();
     let mut spec = LabSpec::new(5, mode);
-    spec.clients = 1;
+    spec.clients = CLIENTS;
     let vl = VipLab::start(spec, |lab| {
         let all = [0, 1, 2, 3, 4];
         let mut equal = lab.vip_config(equal_v6, "tcp", &all, HealthConfig::none());
@@ -33,15 +64,12 @@ fn spread(mode: Mode, equal_v6: bool) {
     })
     .unwrap_or_else(|e| panic!("{scenario}: building the lab: {e}"));
     let lab = &vl.lab;
-    let ns = lab.client_netns(0);
     let (equal_vip, weighted_vip) = if equal_v6 {
         (lab.vip6(), lab.vip4())
     } else {
         (lab.vip4(), lab.vip6())
     };
-    let limit = Duration::from_secs(120);
-
-    let s = client::spread(ns, equal_vip, Proto::Tcp, 3000, 4, limit).expect("client");
+    let s = spread_from_clients(lab, equal_vip, Proto::Tcp, 3000);
     eprintln!("{scenario}: {equal_vip} equal weights: {s}");
     let equal: Vec<(&str, u32)> = NAMES.iter().map(|n| (*n, 1)).collect();
     assert_spread(
@@ -51,7 +79,7 @@ fn spread(mode: Mode, equal_v6: bool) {
         0.15,
     );
 
-    let s = client::spread(ns, weighted_vip, Proto::Tcp, 3000, 4, limit).expect("client");
+    let s = spread_from_clients(lab, weighted_vip, Proto::Tcp, 3000);
     eprintln!("{scenario}: {weighted_vip} weights {WEIGHTS:?}: {s}");
     let weighted: Vec<(&str, u32)> = NAMES.iter().copied().zip(WEIGHTS).collect();
     assert_spread(
@@ -62,7 +90,7 @@ fn spread(mode: Mode, equal_v6: bool) {
     );
 
     // UDP: every flow answered (replies leave from the VIP), every backend reached.
-    let s = client::spread(ns, lab.vip4(), Proto::Udp, 500, 2, limit).expect("client");
+    let s = spread_from_clients(lab, lab.vip4(), Proto::Udp, 500);
     eprintln!("{scenario}: {} udp: {s}", lab.vip4());
     assert_spread(&format!("{scenario}, {} udp", lab.vip4()), &s, &equal, 0.5);
 }
