@@ -1,7 +1,8 @@
 //! vipd's event loop: the owner sits in one loop that takes API requests, health
-//! transitions, SIGHUP and scrapes as messages, so it is the only writer of the maps.
+//! transitions, SIGHUP, scrapes and next-hop resolutions as messages, so it is the only
+//! writer of the maps.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     net::UnixListener,
@@ -14,6 +15,7 @@ use crate::{
     config::Config,
     health::{self, Supervisor, Transition},
     metrics::{self, Metrics},
+    nexthop::{self, NextHopCache, NextHopError},
     owner::{DatapathOps, Owner, Status},
 };
 
@@ -33,6 +35,20 @@ pub enum Exit {
     Signal,
 }
 
+/// How often backends' next hops are re-resolved from the kernel (routes and neighbours
+/// change; a stale or failed neighbour must stop being used within about this long).
+const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
+
+/// Every allocated backend id with its address (the next hop is towards it in every
+/// forwarding mode: the rewritten destination or the tunnel's outer destination).
+fn backend_addrs<T: DatapathOps>(owner: &Owner<T>) -> Vec<(u32, IpAddr)> {
+    owner
+        .backend_ids()
+        .into_iter()
+        .map(|((_, addr), id)| (id, addr.ip()))
+        .collect()
+}
+
 /// Runs the owner loop until SIGTERM/SIGINT.
 pub async fn run<T: DatapathOps>(
     mut owner: Owner<T>,
@@ -44,6 +60,13 @@ pub async fn run<T: DatapathOps>(
     let metrics = Arc::new(Metrics::default());
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let (htx, mut hrx) = mpsc::unbounded_channel::<Transition>();
+    let (ntx, mut nrx) =
+        mpsc::unbounded_channel::<Result<HashMap<IpAddr, vip_common::NextHop>, NextHopError>>();
+    let mut nexthops = NextHopCache::default();
+    let mut refresh = tokio::time::interval(NEXTHOP_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut resolving = false;
+    let mut resolve_failing = false;
     let mut checks = Supervisor::default();
     checks.update(
         health::targets(owner.vips()),
@@ -100,6 +123,35 @@ pub async fn run<T: DatapathOps>(
                     }
                 }
             }
+            _ = refresh.tick(), if !resolving => {
+                // `ip` runs off the loop; the answer comes back as a message so only this
+                // loop writes the maps.
+                resolving = true;
+                let addrs: Vec<IpAddr> = backend_addrs(&owner).into_iter().map(|(_, a)| a).collect();
+                let ntx = ntx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = ntx.send(nexthop::resolve_all(&addrs));
+                });
+            }
+            Some(r) = nrx.recv() => {
+                resolving = false;
+                match r {
+                    Ok(resolved) => {
+                        resolve_failing = false;
+                        let backends = backend_addrs(&owner);
+                        match nexthops.apply(owner.tables_mut(), &backends, &resolved) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::debug!(map_writes = n, "next hops updated"),
+                            Err(e) => tracing::error!(error = %e, "writing next hops failed; the datapath uses bpf_fib_lookup for those backends"),
+                        }
+                    }
+                    Err(e) if !resolve_failing => {
+                        resolve_failing = true;
+                        tracing::warn!(error = %e, "cannot resolve backends' next hops; the datapath keeps using bpf_fib_lookup");
+                    }
+                    Err(_) => {}
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -109,6 +161,10 @@ pub async fn run<T: DatapathOps>(
             &htx,
             &metrics,
         );
+        let backends = backend_addrs(&owner);
+        if let Err(e) = nexthops.forget_changed(owner.tables_mut(), &backends) {
+            tracing::error!(error = %e, "clearing the next hops of removed backends failed");
+        }
     }
     tracing::info!(
         "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"

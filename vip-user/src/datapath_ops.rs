@@ -75,4 +75,8 @@ impl DatapathOps for Datapath {
     fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
         Datapath::vip_table(self, key)
     }
+
+    fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), DatapathError> {
+        Datapath::set_nexthop(self, id, nh)
+    }
 }

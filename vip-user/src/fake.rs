@@ -27,6 +27,8 @@ pub struct FakeMaps {
     pub fail_after: Option<u64>,
     /// Per-backend packet counters.
     pub backend_packets: HashMap<u32, u64>,
+    /// Next hops per backend id.
+    pub nexthops: BTreeMap<u32, vip_common::NextHop>,
 }
 
 impl FakeMaps {
@@ -109,5 +111,11 @@ impl DatapathOps for FakeMaps {
     }
     fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, Injected> {
         Ok(self.vips.get(key).map(|(_, _, t)| t.clone()))
+    }
+
+    fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Injected> {
+        self.write()?;
+        self.nexthops.insert(id, *nh);
+        Ok(())
     }
 }

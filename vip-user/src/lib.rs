@@ -14,6 +14,7 @@ pub mod health;
 pub mod maglev;
 pub mod metrics;
 pub mod model;
+pub mod nexthop;
 pub mod owner;
 pub mod reconcile;
 pub mod service;

@@ -38,6 +38,9 @@ pub trait DatapathOps: Tables {
     fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Self::Error>;
     /// The Maglev table a VIP's published entry points at, read from the maps.
     fn live_table(&self, key: &vip_common::VipKey) -> Result<Option<Vec<u32>>, Self::Error>;
+    /// Writes a backend's cached next hop (an invalid one sends it back to
+    /// `bpf_fib_lookup`).
+    fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Self::Error>;
 }
 
 /// Why a change was refused or failed.

@@ -47,8 +47,17 @@ struct Lab {
     lb: String,
     client: String,
     instance: String,
+    /// The LB namespace's veth.
+    lb_dev: String,
     dir: PathBuf,
     vipd: Option<Child>,
+}
+
+/// The IP of a backend as vipctl prints it (`ip:port` or bare).
+fn addr0_ip(backend: &str) -> String {
+    backend
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| backend.to_string(), |a| a.ip().to_string())
 }
 
 impl Drop for Lab {
@@ -80,6 +89,7 @@ impl Lab {
             lb: format!("vrl{id}"),
             client: format!("vrc{id}"),
             instance: format!("vr{id}"),
+            lb_dev: format!("vl{id}"),
             dir,
             vipd: None,
         };
@@ -365,6 +375,35 @@ fn owners(lab: &Lab, flows: u16) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Waits until vipd has written backend `id`'s NEXTHOPS entry (it resolves from the LB
+/// namespace's routes and neighbours every second) and returns it, read from the pin.
+fn pinned_nexthop(lab: &Lab, id: u32, want: &vip_common::NextHop) -> vip_common::NextHop {
+    let path = Path::new("/sys/fs/bpf/vip")
+        .join(&lab.instance)
+        .join(vip_common::MAP_NEXTHOPS);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let map = aya::maps::MapData::from_pin(&path).unwrap();
+        let arr: aya::maps::Array<_, vip_common::NextHop> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(map)).unwrap();
+        let got = arr.get(&id, 0).unwrap();
+        if &got == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The LB side veth's ifindex inside its namespace.
+fn lb_ifindex(lab: &Lab) -> u32 {
+    let out = Command::new("ip")
+        .args(["-n", &lab.lb, "-j", "link", "show", "dev", &lab.lb_dev])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    u32::try_from(v[0]["ifindex"].as_u64().expect("ifindex")).unwrap()
+}
+
 #[test]
 fn sigkill_under_traffic_keeps_flows_and_counters() {
     if !require_root("sigkill_under_traffic_keeps_flows_and_counters") {
@@ -382,6 +421,56 @@ fn sigkill_under_traffic_keeps_flows_and_counters() {
     let before = owners(&lab, FLOWS);
     let used: std::collections::BTreeSet<_> = before.iter().map(|(_, b)| b.clone()).collect();
     assert_eq!(used.len(), 2, "both backends serve flows: {before:?}");
+
+    // vipd resolved each backend's next hop from the LB namespace (permanent neighbours
+    // on the veth), so the datapath skips bpf_fib_lookup.
+    let want = vip_common::NextHop {
+        dst_mac: [2, 0, 0, 0, 0x0c, 1],
+        src_mac: [2, 0, 0, 0, 0x0b, 1],
+        ifindex: lb_ifindex(&lab),
+        flags: vip_common::NEXTHOP_F_VALID,
+    };
+    let ids: std::collections::BTreeSet<u64> = before.iter().map(|(id, _)| *id).collect();
+    for id in ids {
+        let id = u32::try_from(id).unwrap();
+        assert_eq!(pinned_nexthop(&lab, id, &want), want, "backend id {id}");
+    }
+    // A neighbour that fails is invalidated: the datapath falls back to the fib lookup.
+    let (id0, addr0) = before[0].clone();
+    sh(&[
+        "ip",
+        "-n",
+        &lab.lb,
+        "neigh",
+        "replace",
+        &addr0_ip(&addr0),
+        "dev",
+        &lab.lb_dev,
+        "nud",
+        "failed",
+    ]);
+    let id0 = u32::try_from(id0).unwrap();
+    let invalid = vip_common::NextHop::default();
+    assert_eq!(
+        pinned_nexthop(&lab, id0, &invalid),
+        invalid,
+        "{addr0} failed"
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &lab.lb,
+        "neigh",
+        "replace",
+        &addr0_ip(&addr0),
+        "lladdr",
+        "02:00:00:00:0c:01",
+        "dev",
+        &lab.lb_dev,
+        "nud",
+        "permanent",
+    ]);
+    assert_eq!(pinned_nexthop(&lab, id0, &want), want, "{addr0} back");
 
     lab.kill_vipd();
     // No vipd: the pinned link and maps keep forwarding.
