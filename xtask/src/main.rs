@@ -73,6 +73,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { args } => {
             setup::run()?;
             build::ebpf()?;
+            // Section 5 starts the lab's backend servers.
+            build::lab_bins(true)?;
             build::run_bin("vip-tests", "vip-bench", true, &args)
         }
     }
