@@ -94,26 +94,6 @@ fn verifier_log(e: &ProgramError) -> String {
     }
 }
 
-/// Runs one frame through `prog` once; returns the verdict and the output frame.
-pub fn run(ebpf: &mut Ebpf, prog: &str, input: &[u8]) -> (u32, Vec<u8>) {
-    let xdp: &mut Xdp = ebpf
-        .program_mut(prog)
-        .expect("program exists")
-        .try_into()
-        .expect("an XDP program");
-    // Room for the largest encapsulation the datapath adds.
-    let mut out = vec![0u8; input.len() + 256];
-    let res = xdp
-        .test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e:#}"));
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
-}
-
 /// Packets counted under `reason` so far, summed over CPUs.
 pub fn reason_count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map = ebpf.map(MAP_REASONS).expect("REASONS map");
@@ -161,8 +141,10 @@ pub fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-/// Runs one frame through an already loaded XDP program once.
+/// Runs one frame through an already loaded XDP program once; returns the verdict and
+/// the output frame.
 pub fn run_xdp(xdp: &mut Xdp, input: &[u8]) -> (u32, Vec<u8>) {
+    // Room for the largest encapsulation the datapath adds.
     let mut out = vec![0u8; input.len() + 256];
     let res = xdp
         .test_run(TestRunOptions {
