@@ -70,7 +70,7 @@ fn per_packet_cost() {
     }
     let limits = Limits {
         max_vips: 4,
-        max_backends: 64,
+        max_backends: 4 * BACKENDS_PER_VIP,
         table_size: M,
         max_conns: std::env::var("VIP_COST_CONNS")
             .ok()
@@ -85,61 +85,44 @@ fn per_packet_cost() {
         tunnel_src_v4_be: u32::from_ne_bytes([198, 19, 0, 0]),
         tunnel_src_v4_hash_bits: 8,
         tunnel_src_v6: v6,
+        ..GlobalConfig::default()
     })
     .unwrap();
-    let mut ids = Vec::new();
-    for i in 0..32u32 {
-        let addr: std::net::IpAddr = if i % 2 == 0 {
-            format!("198.18.2.{}", i + 1).parse().unwrap()
-        } else {
-            format!("2001:db8:2::{}", i + 1).parse().unwrap()
-        };
-        dp.set_backend(i, &backend(addr, BACKEND_UP, 1)).unwrap();
-        dp.set_nexthop(
-            i,
-            &NextHop {
-                dst_mac: [2, 0, 0, 0, 1, i as u8],
-                src_mac: [2, 0, 0, 0, 0, 0xfe],
-                ifindex: 0,
-                flags: NEXTHOP_F_VALID,
-            },
-        )
-        .unwrap();
-        ids.push(vip_user::maglev::MaglevBackend {
-            id: i,
-            identity: SocketAddr::new(addr, 80),
-            weight: 1,
-        });
-    }
+    let ids = add_backends(&mut dp, 0, 0);
     let table = vip_user::maglev::build(&ids, M);
     dp.publish_vip(&vip_key(sa("198.18.1.10:80"), PROTO_TCP), 0, 0, 0, &table)
         .unwrap();
+    let v6_ids = add_backends(&mut dp, 1, 0);
     dp.publish_vip(
         &vip_key(sa("[2001:db8:1::10]:80"), PROTO_TCP),
         1,
         0,
         1,
-        &table,
+        &vip_user::maglev::build(&v6_ids, M),
     )
     .unwrap();
     // The fib-lookup variant: a VIP whose backend has no pinned next hop.
-    dp.set_backend(40, &backend("198.18.2.40".parse().unwrap(), BACKEND_UP, 1))
-        .unwrap();
+    let fib_id = 2 * BACKENDS_PER_VIP;
+    dp.set_backend(
+        fib_id,
+        &backend("198.18.2.40".parse().unwrap(), BACKEND_UP, 1, 2, 0),
+    )
+    .unwrap();
     dp.publish_vip(
         &vip_key(sa("198.18.1.11:80"), PROTO_TCP),
         2,
         0,
         2,
-        &vec![40; M as usize],
+        &vec![fib_id; M as usize],
     )
     .unwrap();
-
+    let stateless_ids = add_backends(&mut dp, 3, vip_common::VIP_F_NO_CONNTRACK);
     dp.publish_vip(
         &vip_key(sa("198.18.1.12:80"), PROTO_TCP),
         3,
         vip_common::VIP_F_NO_CONNTRACK,
         3,
-        &table,
+        &vip_user::maglev::build(&stateless_ids, M),
     )
     .unwrap();
 
@@ -218,7 +201,7 @@ fn per_packet_cost() {
             samples: vec![],
         },
         Scenario {
-            name: "vip_lb: non-VIP ipv4 (1 VIP lookup: no all-ports VIP, PASS)",
+            name: "vip_lb: non-VIP ipv4 (VIP-address filter miss, PASS)",
             program: 0,
             frames: vec![other],
             next: 0,
@@ -358,6 +341,41 @@ fn per_packet_cost() {
             .expect("BPF_PROG_TEST_RUN");
         eprintln!("{name:<70} {:>8.1}", r.duration.as_nanos() as f64);
     }
+}
+
+/// Backend ids per VIP.
+const BACKENDS_PER_VIP: u32 = 32;
+
+/// Writes VIP `vip`'s 32 backends (ids `vip * 32 ..`, IPv4 and IPv6 alternately, with
+/// pinned next hops) carrying `flags`; returns the Maglev input.
+fn add_backends(dp: &mut Datapath, vip: u32, flags: u32) -> Vec<vip_user::maglev::MaglevBackend> {
+    (0..BACKENDS_PER_VIP)
+        .map(|i| {
+            let id = vip * BACKENDS_PER_VIP + i;
+            let addr: std::net::IpAddr = if i % 2 == 0 {
+                format!("198.18.2.{}", i + 1).parse().unwrap()
+            } else {
+                format!("2001:db8:2::{}", i + 1).parse().unwrap()
+            };
+            dp.set_backend(id, &backend(addr, BACKEND_UP, 1, vip, flags))
+                .unwrap();
+            dp.set_nexthop(
+                id,
+                &NextHop {
+                    dst_mac: [2, 0, 0, 0, 1, i as u8],
+                    src_mac: [2, 0, 0, 0, 0, 0xfe],
+                    ifindex: 0,
+                    flags: NEXTHOP_F_VALID,
+                },
+            )
+            .unwrap();
+            vip_user::maglev::MaglevBackend {
+                id,
+                identity: SocketAddr::new(addr, 80),
+                weight: 1,
+            }
+        })
+        .collect()
 }
 
 fn mean(v: &[u64]) -> f64 {

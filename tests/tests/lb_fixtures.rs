@@ -2,13 +2,21 @@
 //! exact output frame + reason counter, for both families, both modes and every odd case
 //! of issue 3. Expected frames are built with etherparse (independently of the datapath),
 //! and every output's checksums are re-checked by etherparse.
+//!
+//! As vipd does, every VIP has backend ids of its own (a backend value carries its VIP's
+//! id and flags): the id of backend host `h` in VIP `v` is [`bid`]`(v, h)`, and the next
+//! hop's MAC, which the expected frames name, is the host's ([`backend_mac`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
 
 use vip_common::{
-    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, FlowKey, GlobalConfig,
-    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK, flow_hash, tunnel_hash,
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UNUSED, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, FAMILY_V4,
+    FlowKey, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, flow_hash, flow_set_index, flow_table_hash,
+    tunnel_hash, vip_filter_bit,
 };
 use vip_tests::{
     fixture::{Fixture, Output, action, run_table_on, run_xdp},
@@ -30,11 +38,12 @@ const M: u32 = 13;
 const LB_OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const MTU: u32 = 1500;
 
-fn backend_mac(id: u32) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, id as u8]
+/// MAC of backend host `host` (every VIP's backend id on that host has this next hop).
+fn backend_mac(host: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, host as u8]
 }
 
-/// The backends: id, address, state.
+/// The backend hosts: number, address, state.
 const BACKENDS: [(u32, &str, u8); 6] = [
     (1, "198.18.2.1", BACKEND_UP),
     (2, "198.18.2.2", BACKEND_UP),
@@ -44,12 +53,34 @@ const BACKENDS: [(u32, &str, u8); 6] = [
     (6, "198.18.2.6", BACKEND_DRAINING),
 ];
 
-fn backend_ip(id: u32) -> IpAddr {
+fn backend_ip(host: u32) -> IpAddr {
     BACKENDS
         .iter()
-        .find(|b| b.0 == id)
+        .find(|b| b.0 == host)
         .map(|b| b.1.parse().unwrap())
         .unwrap()
+}
+
+fn backend_state(host: u32) -> u8 {
+    BACKENDS.iter().find(|b| b.0 == host).unwrap().2
+}
+
+/// Backend ids per VIP (hosts are numbered below this).
+const HOSTS_PER_VIP: u32 = 8;
+
+/// The backend id of host `host` in `vip`.
+fn bid(vip: &Vip, host: u32) -> u32 {
+    vip.id * HOSTS_PER_VIP + host
+}
+
+/// The host of backend id `id`.
+fn host_of(id: u32) -> u32 {
+    id % HOSTS_PER_VIP
+}
+
+/// `vip`'s backend value for `host` in `state`, generation `generation`.
+fn backend_of_vip(vip: &Vip, host: u32, state: u8, generation: u32) -> vip_common::Backend {
+    backend(backend_ip(host), state, generation, vip.id, vip.flags)
 }
 
 fn config(flags: u32) -> GlobalConfig {
@@ -60,10 +91,11 @@ fn config(flags: u32) -> GlobalConfig {
         tunnel_src_v4_be: u32::from_ne_bytes([198, 19, 0, 0]),
         tunnel_src_v4_hash_bits: 8,
         tunnel_src_v6: v6,
+        ..GlobalConfig::default()
     }
 }
 
-/// A VIP: slot/id, address, proto, flags, backend ids.
+/// A VIP: slot/id, address, proto, flags, backend hosts.
 struct Vip {
     id: u32,
     addr: &'static str,
@@ -159,34 +191,30 @@ const VIPS: [Vip; 12] = [
     },
 ];
 
-fn table_for(ids: &[u32]) -> Vec<u32> {
-    let bs: Vec<MaglevBackend> = ids
+/// The Maglev table of `vip` with backend hosts `hosts` (as backend ids of `vip`).
+fn table_for(vip: &Vip, hosts: &[u32]) -> Vec<u32> {
+    let bs: Vec<MaglevBackend> = hosts
         .iter()
-        .map(|id| MaglevBackend {
-            id: *id,
-            identity: SocketAddr::new(backend_ip(*id), 80),
+        .map(|h| MaglevBackend {
+            id: bid(vip, *h),
+            identity: SocketAddr::new(backend_ip(*h), 80),
             weight: 1,
         })
         .collect();
     maglev::build(&bs, M)
 }
 
-fn setup() -> Datapath {
-    let limits = Limits {
-        max_vips: 16,
-        max_backends: 32,
-        table_size: M,
-        max_conns: 4096,
-    };
-    let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
-    dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
-    for (id, addr, state) in BACKENDS {
-        dp.set_backend(id, &backend(addr.parse().unwrap(), state, 1))
+/// Writes `vip`'s backends (their hosts' states, generation 1, next hops) and publishes
+/// it with its own hosts.
+fn add_vip(dp: &mut Datapath, vip: &Vip) {
+    for &host in vip.backends {
+        let id = bid(vip, host);
+        dp.set_backend(id, &backend_of_vip(vip, host, backend_state(host), 1))
             .unwrap();
         dp.set_nexthop(
             id,
             &NextHop {
-                dst_mac: backend_mac(id),
+                dst_mac: backend_mac(host),
                 src_mac: LB_OUT_MAC,
                 ifindex: 0,
                 flags: NEXTHOP_F_VALID,
@@ -194,23 +222,39 @@ fn setup() -> Datapath {
         )
         .unwrap();
     }
-    for v in &VIPS {
-        dp.publish_vip(
-            &vip_key(sa(v.addr), v.proto),
-            v.id,
-            v.flags,
-            v.id,
-            &table_for(v.backends),
-        )
-        .unwrap();
+    dp.publish_vip(
+        &vip_key(sa(vip.addr), vip.proto),
+        vip.id,
+        vip.flags,
+        vip.id,
+        &table_for(vip, vip.backends),
+    )
+    .unwrap();
+}
+
+fn setup_with(limits: &Limits, vips: &[Vip]) -> Datapath {
+    let mut dp = Datapath::load(limits, None).expect("loading vip_lb");
+    dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
+    for v in vips {
+        add_vip(&mut dp, v);
     }
     dp
 }
 
-/// The outer header the LB must add for a flow `key` to backend `id`.
-fn outer_for(key: &FlowKey, id: u32) -> Outer {
+fn setup() -> Datapath {
+    let limits = Limits {
+        max_vips: 16,
+        max_backends: 16 * HOSTS_PER_VIP,
+        table_size: M,
+        max_conns: 4096,
+    };
+    setup_with(&limits, &VIPS)
+}
+
+/// The outer header the LB must add for a flow `key` to backend host `host`.
+fn outer_for(key: &FlowKey, host: u32) -> Outer {
     let th = tunnel_hash(key);
-    let dst = backend_ip(id);
+    let dst = backend_ip(host);
     let src = match dst {
         IpAddr::V4(_) => IpAddr::from([198, 19, 0, th as u8]),
         IpAddr::V6(_) => {
@@ -233,13 +277,13 @@ fn tcp_key(client: &str, vip: &str) -> FlowKey {
     flow_key(sa(client), sa(vip), PROTO_TCP)
 }
 
-/// Expected frame: `input` tunnelled to backend `id` for flow `key`.
-fn tunnel_to(input: &[u8], key: &FlowKey, id: u32) -> Output {
+/// Expected frame: `input` tunnelled to backend host `host` for flow `key`.
+fn tunnel_to(input: &[u8], key: &FlowKey, host: u32) -> Output {
     Output::Bytes(tunnelled(
         input,
-        backend_mac(id),
+        backend_mac(host),
         LB_OUT_MAC,
-        outer_for(key, id),
+        outer_for(key, host),
     ))
 }
 
@@ -580,7 +624,9 @@ fn lb_forwards_drops_and_passes_as_specified() {
     let forwarded = dp.vip_counters(0).unwrap();
     assert!(forwarded.packets >= 5, "VIP 0 counters: {forwarded:?}");
     assert!(dp.vip_counters(7).unwrap().dropped >= 1);
-    assert!(dp.backend_counters(3).unwrap().packets >= 4);
+    // ipv6 tcp, its VLAN and extension-header variants, and the ICMPv6 error.
+    let v6_backend = dp.backend_counters(bid(&VIPS[2], 3)).unwrap();
+    assert!(v6_backend.packets >= 4, "{v6_backend:?}");
 }
 
 #[test]
@@ -602,12 +648,13 @@ fn icmp_too_big_answer_is_behind_a_flag() {
     assert!(counts.contains(&(Reason::DropTooBig, 1)), "{counts:?}");
 }
 
+/// The backend host `vip`'s own table gives `key`.
 fn predicted(vip: &Vip, key: &FlowKey) -> u32 {
-    let table = table_for(vip.backends);
-    table[(flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0) % M) as usize]
+    let table = table_for(vip, vip.backends);
+    host_of(table[(flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0) % M) as usize])
 }
 
-/// Runs `input` and returns the backend the output was tunnelled to (by outer dst).
+/// Runs `input` and returns the backend host the output was tunnelled to (by outer dst).
 fn backend_of(dp: &mut Datapath, input: &[u8]) -> u32 {
     let (verdict, out) = run_xdp(dp.program_mut(), input);
     assert_eq!(action::name(verdict), "XDP_TX", "frame was not forwarded");
@@ -635,7 +682,7 @@ fn connection_table_and_hash_options() {
         assert_eq!(got, predicted(vip, &key), "client {client}");
         assert_eq!(
             dp.lookup_conn(&key).unwrap().map(|c| c.backend_id),
-            Some(got)
+            Some(bid(vip, got))
         );
         seen.insert(got);
     }
@@ -652,7 +699,7 @@ fn connection_table_and_hash_options() {
         vip.id,
         vip.flags,
         slot,
-        &vec![other; M as usize],
+        &vec![bid(vip, other); M as usize],
     )
     .unwrap();
     assert_eq!(
@@ -661,33 +708,42 @@ fn connection_table_and_hash_options() {
         "established flow kept"
     );
     // ...and a draining backend keeps it too...
-    dp.set_backend(first, &backend(backend_ip(first), BACKEND_DRAINING, 1))
-        .unwrap();
+    dp.set_backend(
+        bid(vip, first),
+        &backend_of_vip(vip, first, BACKEND_DRAINING, 1),
+    )
+    .unwrap();
     assert_eq!(
         backend_of(&mut dp, &syn(client, vip.addr)),
         first,
         "draining keeps flows"
     );
     // ...but a down backend is never reused: the flow is re-hashed and re-pinned.
-    dp.set_backend(first, &backend(backend_ip(first), BACKEND_DOWN, 1))
-        .unwrap();
+    dp.set_backend(
+        bid(vip, first),
+        &backend_of_vip(vip, first, BACKEND_DOWN, 1),
+    )
+    .unwrap();
     assert_eq!(
         backend_of(&mut dp, &syn(client, vip.addr)),
         other,
         "down backend rehashed"
     );
-    assert_eq!(dp.lookup_conn(&key).unwrap().unwrap().backend_id, other);
+    assert_eq!(
+        dp.lookup_conn(&key).unwrap().unwrap().backend_id,
+        bid(vip, other)
+    );
     // A reused id (generation bumped) does not inherit the old owner's flows.
-    dp.set_backend(first, &backend(backend_ip(first), BACKEND_UP, 1))
+    dp.set_backend(bid(vip, first), &backend_of_vip(vip, first, BACKEND_UP, 1))
         .unwrap();
-    dp.set_backend(other, &backend(backend_ip(other), BACKEND_UP, 2))
+    dp.set_backend(bid(vip, other), &backend_of_vip(vip, other, BACKEND_UP, 2))
         .unwrap();
     dp.publish_vip(
         &vip_key(sa(vip.addr), PROTO_TCP),
         vip.id,
         vip.flags,
         slot,
-        &vec![first; M as usize],
+        &vec![bid(vip, first); M as usize],
     )
     .unwrap();
     assert_eq!(
@@ -727,7 +783,7 @@ fn publishing_writes_only_changed_entries_and_flips_halves() {
         "tables are written through the memory mapping"
     );
     let key = vip_key(sa("198.18.1.17:80"), PROTO_TCP);
-    let t12 = table_for(&[1, 2]);
+    let t12 = table_for(&VIPS[11], &[1, 2]);
     let before = dp.vip(&key).unwrap().unwrap();
     // Same table again: written into the other half (empty there) -> M writes.
     let s = dp.publish_vip(&key, 11, 0, 11, &t12).unwrap();
@@ -743,7 +799,7 @@ fn publishing_writes_only_changed_entries_and_flips_halves() {
     assert_eq!(dp.vip(&key).unwrap().unwrap().table_base, before.table_base);
     assert_eq!(dp.vip_table(&key).unwrap().unwrap(), t12);
     // Removing one backend: only its slots change.
-    let t1 = table_for(&[1]);
+    let t1 = table_for(&VIPS[11], &[1]);
     let changed = t12.iter().zip(&t1).filter(|(a, b)| a != b).count() as u32;
     let s = dp.publish_vip(&key, 11, 0, 11, &t1).unwrap();
     assert_eq!(s.table_writes, changed);
@@ -778,42 +834,49 @@ fn pinned_maps_are_adopted_with_connections_and_counters() {
     };
     let key = vip_key(sa("198.18.1.10:80"), PROTO_TCP);
     let flow = tcp_key(C4, "198.18.1.10:80");
-    {
+    let seed = {
         let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
         assert!(!dp.adopted());
-        dp.set_backend(1, &backend(backend_ip(1), BACKEND_UP, 1))
-            .unwrap();
-        dp.set_nexthop(
-            1,
-            &NextHop {
-                dst_mac: backend_mac(1),
-                src_mac: LB_OUT_MAC,
-                ifindex: 0,
-                flags: NEXTHOP_F_VALID,
-            },
-        )
-        .unwrap();
-        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize]).unwrap();
+        add_vip(&mut dp, &VIPS[0]);
         let (v, _) = run_xdp(dp.program_mut(), &syn(C4, "198.18.1.10:80"));
         assert_eq!(action::name(v), "XDP_TX");
-    }
+        dp.written_global().flow_seed
+    };
     let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
     assert!(dp.adopted());
     assert_eq!(
+        dp.written_global().flow_seed,
+        seed,
+        "the connection table's seed survives a restart"
+    );
+    assert_eq!(
         dp.lookup_conn(&flow).unwrap().map(|c| c.backend_id),
-        Some(1)
+        Some(bid(&VIPS[0], 1))
     );
     assert_eq!(dp.vip_counters(0).unwrap().packets, 1);
+    assert!(
+        dp.vip_filter_has(sa("198.18.1.10:80").ip()).unwrap(),
+        "the VIP-address filter is pinned too"
+    );
+    // The flow is still found where the datapath put it: the next packet is a hit.
+    let (v, _) = run_xdp(dp.program_mut(), &syn(C4, "198.18.1.10:80"));
+    assert_eq!(action::name(v), "XDP_TX");
+    assert_eq!(
+        dp.backend_counters(bid(&VIPS[0], 1)).unwrap().new_flows,
+        1,
+        "no second new flow after the restart"
+    );
+    let one = bid(&VIPS[0], 1);
     // The shadow was read back: re-publishing the same table into the other half of an
     // adopted region writes M entries, and publishing it again writes none.
     assert_eq!(
-        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize])
+        dp.publish_vip(&key, 0, 0, 0, &vec![one; M as usize])
             .unwrap()
             .table_writes,
         M
     );
     assert_eq!(
-        dp.publish_vip(&key, 0, 0, 0, &vec![1; M as usize])
+        dp.publish_vip(&key, 0, 0, 0, &vec![one; M as usize])
             .unwrap()
             .table_writes,
         0
@@ -833,14 +896,204 @@ fn all_ports_fallback_follows_publish_and_remove() {
     dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
     assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
     dp.remove_vip(&all_ports).unwrap();
+    // The flow is pinned, and a pinned flow is not looked up in the VIP map: it keeps
+    // going while its backend is in service. vipd takes a removed VIP's backends out
+    // right after the VIP (reconcile step 4); a new flow is already not ours.
+    assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
+    let other_flow = frame(sa("198.18.0.2:999"), sa("198.18.1.10:5353"), L4::Udp, b"q");
+    assert_eq!(
+        run_xdp(dp.program_mut(), &other_flow),
+        (action::PASS, other_flow.clone())
+    );
+    let vip1 = &VIPS[1];
+    dp.set_backend(bid(vip1, 2), &backend_of_vip(vip1, 2, BACKEND_UNUSED, 1))
+        .unwrap();
     assert_eq!(run_xdp(dp.program_mut(), &udp), (action::PASS, udp.clone()));
     // The address still has the TCP VIP: its marker stays, so fragments stay ours.
     let frag = ipv4_fragment(&syn(C4, "198.18.1.10:80"), true, 0);
     assert_eq!(run_xdp(dp.program_mut(), &frag).0, action::DROP);
     dp.remove_vip(&vip_key(sa("198.18.1.10:80"), PROTO_TCP))
         .unwrap();
+    assert!(
+        !dp.vip_filter_has(sa("198.18.1.10:80").ip()).unwrap(),
+        "the address's filter bit is cleared with its last VIP (no other fixture VIP \
+         address shares it)"
+    );
     assert_eq!(run_xdp(dp.program_mut(), &frag).0, action::PASS);
-    dp.publish_vip(&all_ports, 1, 0, 1, &table_for(&[2]))
+    // Back, as vipd would bring it: the id reused with the next generation.
+    dp.set_backend(bid(vip1, 2), &backend_of_vip(vip1, 2, BACKEND_UP, 2))
+        .unwrap();
+    dp.publish_vip(&all_ports, 1, 0, 1, &table_for(vip1, &[2]))
         .unwrap();
     assert_eq!(run_xdp(dp.program_mut(), &udp).0, action::TX);
+}
+
+/// `n` clients (198.18.0.20, any port) whose flows to `vip` fall into one set of `dp`'s
+/// connection table, found by trying ports with the table's seed and size.
+fn clients_in_one_set(dp: &Datapath, vip: &str, n: usize) -> Vec<String> {
+    let cfg = dp.written_global();
+    let mut by_set: HashMap<u32, Vec<String>> = HashMap::new();
+    for port in 40000..=u16::MAX {
+        let client = format!("198.18.0.20:{port}");
+        let h = flow_table_hash(&tcp_key(&client, vip), cfg.flow_seed);
+        let group = by_set
+            .entry(flow_set_index(h, cfg.flow_sets_mask))
+            .or_default();
+        group.push(client);
+        if group.len() == n {
+            return group.clone();
+        }
+    }
+    panic!("no {n} client ports put their flows to {vip} into one set");
+}
+
+#[test]
+fn a_full_set_replaces_a_flow_which_is_rehashed_to_its_backend() {
+    if !require_root("a_full_set_replaces_a_flow_which_is_rehashed_to_its_backend") {
+        return;
+    }
+    let limits = Limits {
+        max_vips: 16,
+        max_backends: 16 * HOSTS_PER_VIP,
+        table_size: M,
+        max_conns: 16,
+    };
+    let vip = &VIPS[11];
+    let mut dp = setup_with(&limits, std::slice::from_ref(vip));
+    assert_eq!(
+        dp.written_global().flow_sets_mask,
+        3,
+        "16 flows: 4 sets of 4"
+    );
+    let ways = vip_common::FLOW_WAYS;
+    let clients = clients_in_one_set(&dp, vip.addr, ways + 1);
+    let held = |dp: &Datapath| -> Vec<bool> {
+        clients
+            .iter()
+            .map(|c| dp.lookup_conn(&tcp_key(c, vip.addr)).unwrap().is_some())
+            .collect()
+    };
+    let first: Vec<u32> = clients
+        .iter()
+        .map(|c| backend_of(&mut dp, &syn(c, vip.addr)))
+        .collect();
+    for (c, b) in clients.iter().zip(&first) {
+        assert_eq!(*b, predicted(vip, &tcp_key(c, vip.addr)), "client {c}");
+    }
+    let h = held(&dp);
+    assert_eq!(h.iter().filter(|x| **x).count(), ways, "{h:?}");
+    assert!(h[ways], "the newest flow is held: {h:?}");
+    let replaced = h.iter().position(|x| !x).expect("one flow was replaced");
+    // The replaced flow's next packet misses, is hashed again by the unchanged table to
+    // the same backend, and is pinned again (replacing another flow of the set).
+    let again = backend_of(&mut dp, &syn(&clients[replaced], vip.addr));
+    assert_eq!(again, first[replaced], "re-hashed to the same backend");
+    assert_eq!(
+        dp.lookup_conn(&tcp_key(&clients[replaced], vip.addr))
+            .unwrap()
+            .map(|c| c.backend_id),
+        Some(bid(vip, again))
+    );
+    assert_eq!(held(&dp).iter().filter(|x| **x).count(), ways);
+    // Whichever entries the set holds, every flow keeps its backend.
+    for _ in 0..3 {
+        for (c, b) in clients.iter().zip(&first) {
+            assert_eq!(backend_of(&mut dp, &syn(c, vip.addr)), *b, "client {c}");
+        }
+    }
+    assert_eq!(dp.conn_count().unwrap(), ways as u64);
+}
+
+/// Two addresses in 198.18.0.0/15 (above the fixtures' 198.18.0.0/22) that share a
+/// VIP-address filter bit (about 2^20 bits: there are thousands of such pairs).
+fn colliding_pair() -> (Ipv4Addr, Ipv4Addr) {
+    let mut seen: HashMap<u32, Ipv4Addr> = HashMap::new();
+    for n in u32::from(Ipv4Addr::new(198, 18, 4, 0))..=u32::from(Ipv4Addr::new(198, 19, 255, 255)) {
+        let a = Ipv4Addr::from(n);
+        let (w, _) = addr_words(a.into());
+        if let Some(b) = seen.insert(vip_filter_bit(&w, FAMILY_V4), a) {
+            return (b, a);
+        }
+    }
+    panic!("no two addresses in 198.18.0.0/15 share a VIP-address filter bit");
+}
+
+/// A TCP VIP on port 80 of `addr` with backend host 1 (the string is leaked: a test's
+/// VIP lives as long as the test).
+fn vip_at(id: u32, addr: Ipv4Addr) -> Vip {
+    Vip {
+        id,
+        addr: Box::leak(format!("{addr}:80").into_boxed_str()),
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[1],
+    }
+}
+
+#[test]
+fn the_vip_address_filter_passes_other_addresses_and_leaves_collisions_to_the_vip_lookup() {
+    if !require_root(
+        "the_vip_address_filter_passes_other_addresses_and_leaves_collisions_to_the_vip_lookup",
+    ) {
+        return;
+    }
+    let mut dp = setup();
+    let clear = sa("198.18.1.200:80");
+    assert!(
+        !dp.vip_filter_has(clear.ip()).unwrap(),
+        "no VIP shares its bit"
+    );
+    let (a, b) = colliding_pair();
+    let (vip_a, vip_b) = (vip_at(12, a), vip_at(13, b));
+    add_vip(&mut dp, &vip_a);
+    assert!(dp.vip_filter_has(a.into()).unwrap());
+    assert!(dp.vip_filter_has(b.into()).unwrap(), "{b} shares {a}'s bit");
+    let to_a = syn(C4, vip_a.addr);
+    let key_a = tcp_key(C4, vip_a.addr);
+    run_table_on(
+        &mut dp,
+        &[
+            passed(
+                "filter bit clear: not a VIP",
+                syn(C4, "198.18.1.200:80"),
+                Reason::PassNotVip,
+            ),
+            passed(
+                "filter bit set by another address: the VIP lookup says not a VIP",
+                syn(C4, vip_b.addr),
+                Reason::PassNotVip,
+            ),
+            passed(
+                "fragment to an address sharing a VIP's bit: no marker, not ours",
+                ipv4_fragment(&syn(C4, vip_b.addr), true, 0),
+                Reason::PassNotVip,
+            ),
+            fwd("the VIP itself", to_a.clone(), tunnel_to(&to_a, &key_a, 1)),
+        ],
+    );
+    // Removing one of two VIPs whose addresses share the bit keeps it for the other.
+    add_vip(&mut dp, &vip_b);
+    dp.remove_vip(&vip_key(sa(vip_a.addr), PROTO_TCP)).unwrap();
+    assert!(
+        dp.vip_filter_has(b.into()).unwrap(),
+        "{b} still needs the bit"
+    );
+    let to_b = syn(C4, vip_b.addr);
+    let key_b = tcp_key(C4, vip_b.addr);
+    run_table_on(
+        &mut dp,
+        &[
+            fwd("the other VIP", to_b.clone(), tunnel_to(&to_b, &key_b, 1)),
+            passed(
+                "the removed VIP, a new flow",
+                syn("198.18.0.2:1234", vip_a.addr),
+                Reason::PassNotVip,
+            ),
+        ],
+    );
+    dp.remove_vip(&vip_key(sa(vip_b.addr), PROTO_TCP)).unwrap();
+    assert!(
+        !dp.vip_filter_has(b.into()).unwrap(),
+        "cleared with the last address that has it"
+    );
 }

@@ -122,15 +122,28 @@ fn fib_lookup_and_devmap_redirect() {
             max_conns: 64,
         };
         let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
-        dp.set_backend(1, &backend("198.18.5.2".parse().unwrap(), BACKEND_UP, 1))
-            .unwrap();
-        dp.set_backend(2, &backend("2001:db8:5::2".parse().unwrap(), BACKEND_UP, 1))
-            .unwrap();
-        dp.set_backend(3, &backend("198.18.6.2".parse().unwrap(), BACKEND_UP, 1))
-            .unwrap();
+        // Backend i serves VIP i - 1 (below).
+        dp.set_backend(
+            1,
+            &backend("198.18.5.2".parse().unwrap(), BACKEND_UP, 1, 0, 0),
+        )
+        .unwrap();
+        dp.set_backend(
+            2,
+            &backend("2001:db8:5::2".parse().unwrap(), BACKEND_UP, 1, 1, 0),
+        )
+        .unwrap();
+        dp.set_backend(
+            3,
+            &backend("198.18.6.2".parse().unwrap(), BACKEND_UP, 1, 2, 0),
+        )
+        .unwrap();
         // Backend 4: pinned next hop out of va.
-        dp.set_backend(4, &backend("198.18.7.2".parse().unwrap(), BACKEND_UP, 1))
-            .unwrap();
+        dp.set_backend(
+            4,
+            &backend("198.18.7.2".parse().unwrap(), BACKEND_UP, 1, 3, 0),
+        )
+        .unwrap();
         let vips = [
             ("198.18.1.10:80", 1u32),
             ("198.18.1.11:80", 2),

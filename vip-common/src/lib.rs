@@ -10,10 +10,15 @@
 //! address uses the first word and leaves the rest zero.
 #![no_std]
 
+pub mod flowtable;
 pub mod hash;
 pub mod maps;
 pub mod reason;
 
+pub use flowtable::{
+    FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
+    flow_table_hash, vip_filter_bit,
+};
 pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;
 pub use reason::Reason;

@@ -10,8 +10,12 @@ pub const MAP_BACKENDS: &str = "BACKENDS";
 /// All Maglev tables, back to back: slot index → backend id (array, `u32` values).
 /// A VIP's active table is `MAGLEV[meta.table_base .. meta.table_base + meta.table_size]`.
 pub const MAP_MAGLEV: &str = "MAGLEV";
-/// Connection table: [`FlowKey`] → [`ConnState`] (LRU hash).
+/// Connection table: set index → [`crate::FlowSet`] (array, `BPF_F_MMAPABLE`, with
+/// [`crate::flow_sets`]`(max_conns)` sets; see [`crate::flowtable`]).
 pub const MAP_CONNS: &str = "CONNS";
+/// VIP-address filter: word index → `u64` (array of [`crate::VIP_FILTER_WORDS`]); bit
+/// [`crate::vip_filter_bit`] of every VIP address is set.
+pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 /// Global datapath settings: index 0 → [`GlobalConfig`] (array of one).
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Per-VIP counters by `VipMeta::id`: [`VipCounters`] (per-CPU array).
@@ -111,8 +115,13 @@ pub struct Backend {
     pub state: u8,
     /// Explicit padding.
     pub _pad: [u8; 2],
+    /// [`VipMeta::id`] of the VIP this backend serves (a backend id belongs to one VIP).
+    pub vip_id: u32,
+    /// That VIP's `VIP_F_*` flags: a packet found in the connection table is forwarded
+    /// with these, without looking the VIP up.
+    pub vip_flags: u32,
 }
-const _: () = assert!(size_of::<Backend>() == 24);
+const _: () = assert!(size_of::<Backend>() == 32);
 
 /// Key of the connection table: the 5-tuple as seen on the client side.
 #[repr(C)]
@@ -188,8 +197,14 @@ pub struct GlobalConfig {
     /// Outer IPv6 source prefix, network-order words; the low 32 bits come from the
     /// flow hash.
     pub tunnel_src_v6: [u32; 4],
+    /// Sets in the connection table minus one (a power of two minus one). Kept by the
+    /// datapath's user-space side from the map's size, not part of the configuration.
+    pub flow_sets_mask: u32,
+    /// Seed of [`crate::flow_table_hash`], random per LB node, chosen when the connection
+    /// table is created and kept while it is pinned.
+    pub flow_seed: u32,
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 32);
+const _: () = assert!(size_of::<GlobalConfig>() == 40);
 
 /// Per-VIP counters (per CPU; user space sums them).
 #[repr(C)]
@@ -232,4 +247,6 @@ mod pod {
     unsafe impl aya::Pod for super::VipCounters {}
     unsafe impl aya::Pod for super::BackendCounters {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for crate::FlowSet {}
+    unsafe impl aya::Pod for crate::FlowEntry {}
 }

@@ -3,14 +3,14 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey,
-    GlobalConfig, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
-    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, tunnel_hash,
+    Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
+    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, tunnel_hash,
 };
 
 use crate::{
-    encap, icmp,
-    maps::{BACKENDS, CONFIG, CONNS, MAGLEV, VIPS},
+    conntrack, encap, icmp,
+    maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
     parse::{ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, Parsed, parse},
     stats,
@@ -23,6 +23,8 @@ static NO_CONFIG: GlobalConfig = GlobalConfig {
     tunnel_src_v4_be: 0,
     tunnel_src_v4_hash_bits: 0,
     tunnel_src_v6: [0; 4],
+    flow_sets_mask: 0,
+    flow_seed: 0,
 };
 
 /// A verdict and the reason it is counted under.
@@ -58,7 +60,26 @@ pub fn process(ctx: &XdpContext) -> u32 {
     v.action
 }
 
-/// The packet path without the reason counter.
+/// The settings user space wrote (zeroed ones before it did).
+#[inline(always)]
+pub fn config() -> &'static GlobalConfig {
+    CONFIG.get(0).unwrap_or(&NO_CONFIG)
+}
+
+/// The VIP a packet is forwarded for: its counter id and `VIP_F_*` flags.
+#[derive(Debug, Clone, Copy)]
+pub struct VipRef {
+    /// `VipMeta::id`.
+    pub id: u32,
+    /// `VIP_F_*`.
+    pub flags: u32,
+}
+
+/// The packet path without the reason counter (DESIGN.md, "Packet path"):
+/// 1. parse; ICMP errors are handled as their inner flow;
+/// 2. the VIP-address filter: traffic for other addresses is passed after one array read;
+/// 3. the connection table: a pinned flow goes to its backend without a VIP lookup;
+/// 4. otherwise the VIP lookup and its Maglev table, and the flow is pinned.
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
     let p = match parse(ctx) {
@@ -66,11 +87,14 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
         Err(reason) => return pass(reason),
     };
     let icmp_error = p.key.proto == PROTO_ICMP || p.key.proto == PROTO_ICMPV6;
-    let key = if icmp_error {
-        match icmp::inner_flow(ctx, &p) {
+    // A reference, not a copy, of the parsed key: the BPF stack is small.
+    let inner;
+    let key: &FlowKey = if icmp_error {
+        inner = match icmp::inner_flow(ctx, &p) {
             Ok(key) => key,
             Err(v) => return v,
-        }
+        };
+        &inner
     } else {
         if p.anomaly != ANOMALY_NONE {
             return anomaly(&p);
@@ -78,40 +102,103 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
         if p.key.proto != PROTO_TCP && p.key.proto != PROTO_UDP {
             return pass(Reason::PassNotVip);
         }
-        p.key
+        &p.key
     };
-    let Some(vip) = lookup_vip(&key) else {
-        return pass(if icmp_error {
-            Reason::PassIcmpNotVip
-        } else {
-            Reason::PassNotVip
-        });
-    };
+    let not_vip = pass(if icmp_error {
+        Reason::PassIcmpNotVip
+    } else {
+        Reason::PassNotVip
+    });
+    if !conntrack::maybe_vip(&key.dst, key.family) {
+        return not_vip;
+    }
+    let cfg = config();
     if p.ttl <= 1 {
-        stats::vip_dropped(vip.id);
-        return drop(Reason::DropTtl);
-    }
-    // An ICMP error never creates a connection-table entry, and is never answered with
-    // another ICMP error (RFC 1122 3.2.2, RFC 4443 2.4).
-    let v = match pick_backend(&vip, &key, !icmp_error) {
-        Ok((id, backend, new_flow)) => {
-            match forward(ctx, &p, &key, &vip, id, &backend, !icmp_error) {
-                Ok(mut v) => {
-                    stats::forwarded(vip.id, id, p.ip_len as u64, new_flow);
-                    if icmp_error {
-                        v.reason = Reason::IcmpSteered;
-                    }
-                    return v;
-                }
-                Err(v) => v,
+        return match lookup_vip(key, cfg) {
+            Some(vip) => {
+                stats::vip_dropped(vip.id);
+                drop(Reason::DropTtl)
             }
-        }
-        Err(reason) => drop(reason),
-    };
-    if v.action == xdp_action::XDP_DROP {
-        stats::vip_dropped(vip.id);
+            None => not_vip,
+        };
     }
-    v
+    let slot = conntrack::slot(key, cfg);
+    let (vip, id, backend, new_flow) = match slot
+        .as_ref()
+        .and_then(|slot| conntrack::lookup(slot, key))
+    {
+        Some((id, backend)) => {
+            let vip = VipRef {
+                id: backend.vip_id,
+                flags: backend.vip_flags,
+            };
+            (vip, id, backend, false)
+        }
+        None => {
+            let Some(meta) = lookup_vip(key, cfg) else {
+                return not_vip;
+            };
+            let (id, backend) = match maglev_pick(&meta, key) {
+                Ok(picked) => picked,
+                Err(reason) => {
+                    stats::vip_dropped(meta.id);
+                    return drop(reason);
+                }
+            };
+            // An ICMP error never creates a connection-table entry.
+            if meta.flags & VIP_F_NO_CONNTRACK == 0
+                && !icmp_error
+                && let Some(slot) = &slot
+            {
+                conntrack::remember(
+                    slot,
+                    key,
+                    &ConnState {
+                        backend_id: id,
+                        generation: backend.generation,
+                    },
+                );
+            }
+            let vip = VipRef {
+                id: meta.id,
+                flags: meta.flags,
+            };
+            (vip, id, backend, true)
+        }
+    };
+    finish(ctx, &p, key, cfg, vip, id, backend, new_flow, icmp_error)
+}
+
+/// Forwards a VIP packet to backend `id` and counts it (an ICMP error is steered, and is
+/// never answered with another ICMP error: RFC 1122 3.2.2, RFC 4443 2.4).
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "BPF has no struct returns; these are the packet path's state")]
+fn finish(
+    ctx: &XdpContext,
+    p: &Parsed,
+    key: &FlowKey,
+    cfg: &GlobalConfig,
+    vip: VipRef,
+    id: u32,
+    backend: &Backend,
+    new_flow: bool,
+    icmp_error: bool,
+) -> Verdict {
+    match forward(ctx, p, key, cfg, vip.flags, id, backend, !icmp_error) {
+        Ok(mut v) => {
+            stats::forwarded(vip.id, id, p.ip_len as u64, new_flow);
+            if icmp_error {
+                v.reason = Reason::IcmpSteered;
+            }
+            v
+        }
+        Err(v) => {
+            if v.action == xdp_action::XDP_DROP {
+                stats::vip_dropped(vip.id);
+            }
+            v
+        }
+    }
 }
 
 /// Fate of a frame whose ports are not usable: dropped when it is addressed to a VIP
@@ -125,7 +212,8 @@ pub fn anomaly(p: &Parsed) -> Verdict {
         family: p.key.family,
     };
     // SAFETY: the value is copied out at once; user space replaces entries whole.
-    let ours = unsafe { VIPS.get(&marker) }.is_some();
+    let ours = conntrack::maybe_vip(&p.key.dst, p.key.family)
+        && unsafe { VIPS.get(&marker) }.is_some();
     match (p.anomaly, ours) {
         (ANOMALY_FRAGMENT, true) => drop(Reason::DropFragment),
         (ANOMALY_FRAGMENT, false) => pass(Reason::PassNotVip),
@@ -138,7 +226,7 @@ pub fn anomaly(p: &Parsed) -> Verdict {
 
 /// The VIP of a flow: exact (address, port, protocol), else the all-ports VIP.
 #[inline(always)]
-pub fn lookup_vip(key: &FlowKey) -> Option<VipMeta> {
+pub fn lookup_vip(key: &FlowKey, cfg: &GlobalConfig) -> Option<VipMeta> {
     let mut vk = VipKey {
         addr: key.dst,
         port_be: key.dst_port_be,
@@ -149,9 +237,7 @@ pub fn lookup_vip(key: &FlowKey) -> Option<VipMeta> {
     if let Some(m) = unsafe { VIPS.get(&vk) } {
         return Some(*m);
     }
-    if let Some(cfg) = CONFIG.get(0)
-        && cfg.flags & CONFIG_F_HAS_ALL_PORTS_VIPS == 0
-    {
+    if cfg.flags & CONFIG_F_HAS_ALL_PORTS_VIPS == 0 {
         return None;
     }
     vk.port_be = 0;
@@ -159,73 +245,41 @@ pub fn lookup_vip(key: &FlowKey) -> Option<VipMeta> {
     unsafe { VIPS.get(&vk) }.copied()
 }
 
+/// The backend the VIP's Maglev table gives a flow (id, backend).
 #[inline(always)]
-fn usable(b: &Backend) -> bool {
-    b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN
-}
-
-/// The backend of a flow: the connection table's if it is still usable (same generation,
-/// not down), else the VIP's Maglev table's (remembered when `remember`).
-/// Returns (backend id, backend, new flow).
-#[inline(always)]
-pub fn pick_backend(
-    vip: &VipMeta,
-    key: &FlowKey,
-    remember: bool,
-) -> Result<(u32, Backend, bool), Reason> {
-    let conntrack = vip.flags & VIP_F_NO_CONNTRACK == 0;
-    if conntrack {
-        // SAFETY: the value is copied out at once.
-        if let Some(c) = unsafe { CONNS.get(key) } {
-            let c = *c;
-            if let Some(b) = BACKENDS.get(c.backend_id)
-                && b.generation == c.generation
-                && usable(b)
-            {
-                return Ok((c.backend_id, *b, false));
-            }
-        }
-    }
+pub fn maglev_pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, &'static Backend), Reason> {
     if vip.table_size == 0 {
         return Err(Reason::DropNoBackend);
     }
     let h = flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0);
     let slot = vip.table_base + h % vip.table_size;
     let id = *MAGLEV.get(slot).ok_or(Reason::DropNoBackend)?;
-    let b = *BACKENDS.get(id).ok_or(Reason::DropNoBackend)?;
-    if !usable(&b) {
+    let b = BACKENDS.get(id).ok_or(Reason::DropNoBackend)?;
+    if !conntrack::usable(b) {
         return Err(Reason::DropNoBackend);
     }
-    if conntrack && remember {
-        let c = ConnState {
-            backend_id: id,
-            generation: b.generation,
-        };
-        // An LRU insert only fails when the kernel cannot allocate; the flow is then
-        // hashed again on its next packet, which picks the same backend.
-        let _ = CONNS.insert(key, &c, 0);
-    }
-    Ok((id, b, true))
+    Ok((id, b))
 }
 
 /// Sends the frame to backend `id` in the VIP's mode; `key` is the flow (for the tunnel
 /// hash). `Err` carries a drop verdict (or, with `answer_too_big`, the ICMP answer sent
 /// instead).
 #[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "BPF has no struct returns; these are the packet path's state")]
 pub fn forward(
     ctx: &XdpContext,
     p: &Parsed,
     key: &FlowKey,
-    vip: &VipMeta,
+    cfg: &GlobalConfig,
+    vip_flags: u32,
     id: u32,
     backend: &Backend,
     answer_too_big: bool,
 ) -> Result<Verdict, Verdict> {
     let nh = nexthop::resolve(ctx, id, backend).map_err(drop)?;
-    if vip.flags & VIP_F_DSR_L2 != 0 {
+    if vip_flags & VIP_F_DSR_L2 != 0 {
         encap::write_macs(ctx, &nh).map_err(drop)?;
     } else {
-        let cfg = CONFIG.get(0).unwrap_or(&NO_CONFIG);
         if cfg.mtu != 0 && p.ip_len + encap::overhead(backend) > cfg.mtu as usize {
             return Err(if answer_too_big {
                 icmp::too_big(ctx, p, cfg, backend)

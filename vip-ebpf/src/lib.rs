@@ -3,6 +3,7 @@
 //! benchmark program can wrap exactly the code that runs in production.
 #![no_std]
 
+pub mod conntrack;
 pub mod csum;
 pub mod decap;
 pub mod encap;

@@ -3,15 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use vip_common::{
-    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
-    VipKey, VipMeta,
+    Backend, BackendCounters, FlowSet, GlobalConfig, NextHop, Reason, VIP_FILTER_WORDS,
+    VipCounters, VipKey, VipMeta,
 };
-
-/// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists, so CPUs do not contend on one list lock.
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// VIP (and VIP-address marker) → its metadata.
 #[map(name = "VIPS")]
@@ -32,10 +29,14 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 #[map(name = "MAGLEV")]
 pub static MAGLEV: Array<u32> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 
-/// Connection table.
+/// Connection table: sets of flows (`vip_common::flowtable`); user space maps it to count
+/// and inspect flows.
 #[map(name = "CONNS")]
-pub static CONNS: LruHashMap<FlowKey, ConnState> =
-    LruHashMap::with_max_entries(1024, BPF_F_NO_COMMON_LRU);
+pub static CONNS: Array<FlowSet> = Array::with_max_entries(256, BPF_F_MMAPABLE);
+
+/// VIP-address filter: one bit per `vip_common::vip_filter_bit`.
+#[map(name = "VIP_FILTER")]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
 /// Global settings, index 0.
 #[map(name = "CONFIG")]

@@ -395,7 +395,8 @@ pub struct LimitsSpec {
     pub max_backends: u32,
     /// Largest Maglev table size M (prime); also the default per VIP.
     pub table_size: u32,
-    /// Connection-table entries.
+    /// Flows the connection table is sized for (rounded up to a power of two of sets of
+    /// `vip_common::FLOW_WAYS`).
     pub max_conns: u32,
 }
 

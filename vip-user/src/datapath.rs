@@ -6,9 +6,16 @@
 //! half the VIP does not use, only where it differs from what that half already holds
 //! (a shadow copy in memory knows), then the VIP entry is replaced in one map update,
 //! which the kernel makes atomic for readers: a packet sees the old table or the new one.
+//!
+//! The connection table (`vip_common::flowtable`) is an array of flow sets that only the
+//! datapath fills; user space reads it through a memory mapping (tests write it too). Its
+//! hash seed is chosen here when the table is created and kept in `CONFIG` for as long as
+//! the table is pinned, so a restarted vipd finds every flow where the datapath put it.
+//! The VIP-address filter (`VIP_FILTER`) has the bit of every published VIP address set.
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
+    io::Read,
     net::{IpAddr, SocketAddr},
     os::fd::AsFd,
     path::{Path, PathBuf},
@@ -16,14 +23,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, xdp::DevMapHash},
+    maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, xdp::DevMapHash},
     programs::{ProgramError, Xdp},
 };
 use vip_common::{
     Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
-    FlowKey, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV,
-    MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_STATS, MAP_VIPS, NextHop, Reason,
-    VIP_F_ADDR_MARKER, VipCounters, VipKey, VipMeta,
+    FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG,
+    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_STATS,
+    MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta,
+    flow_set_index, flow_sets, flow_table_hash, vip_filter_bit,
 };
 
 use crate::ebpf;
@@ -40,7 +48,8 @@ pub struct Limits {
     pub max_backends: u32,
     /// Largest Maglev table size M (each VIP reserves 2 * M entries).
     pub table_size: u32,
-    /// Connection-table entries.
+    /// Flows the connection table should hold; it gets [`flow_sets`]`(max_conns)` sets
+    /// of [`FLOW_WAYS`] entries (see [`Limits::conn_capacity`]).
     pub max_conns: u32,
 }
 
@@ -64,10 +73,27 @@ impl Limits {
         let vips = u64::from(self.max_vips);
         let backends = u64::from(self.max_backends);
         let maglev = vips * 2 * u64::from(self.table_size) * 8;
-        let conns = u64::from(self.max_conns) * (48 + 40 + 8);
+        let conns = u64::from(self.conn_sets()) * size_of::<FlowSet>() as u64;
+        let filter = u64::from(VIP_FILTER_WORDS) * 8;
         let vip_map = vips * 2 * (48 + 20 + 16);
-        let backend_maps = backends * (24 + 24 + 24 * cpus);
-        maglev + conns + vip_map + backend_maps + vips * 32 * cpus
+        // BACKENDS, NEXTHOPS and the per-CPU BACKEND_STATS.
+        let backend_maps = backends
+            * (size_of::<Backend>() as u64
+                + size_of::<NextHop>().next_multiple_of(8) as u64
+                + size_of::<BackendCounters>() as u64 * cpus);
+        maglev + conns + filter + vip_map + backend_maps + vips * 32 * cpus
+    }
+
+    /// Sets in the connection table.
+    pub fn conn_sets(&self) -> u32 {
+        flow_sets(self.max_conns)
+    }
+
+    /// Entries in the connection table (sets × ways): at least `max_conns`. A set whose
+    /// ways are all taken replaces one, so the table starts replacing flows before it
+    /// holds this many.
+    pub fn conn_capacity(&self) -> u64 {
+        u64::from(self.conn_sets()) * FLOW_WAYS as u64
     }
 }
 
@@ -143,6 +169,13 @@ pub enum DatapathError {
         /// The map error.
         #[source]
         source: aya::maps::xdp::XdpMapError,
+    },
+    /// No random seed for the connection table's hash could be read.
+    #[error("reading a random seed for the connection table's hash from /dev/urandom failed")]
+    Seed {
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// An id, slot or size is outside the limits the maps were loaded with.
     #[error(
@@ -238,8 +271,10 @@ pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
     }
 }
 
-/// A backend-array value for `addr` with `state` (`BACKEND_*`) and `generation`.
-pub fn backend(addr: IpAddr, state: u8, generation: u32) -> Backend {
+/// A backend-array value for `addr` with `state` (`BACKEND_*`) and `generation`, serving
+/// the VIP whose `VipMeta::id` is `vip_id` and whose `VIP_F_*` flags are `vip_flags` (a
+/// packet found in the connection table is forwarded with these).
+pub fn backend(addr: IpAddr, state: u8, generation: u32, vip_id: u32, vip_flags: u32) -> Backend {
     let (words, family) = addr_words(addr);
     Backend {
         addr: words,
@@ -247,7 +282,32 @@ pub fn backend(addr: IpAddr, state: u8, generation: u32) -> Backend {
         family,
         state,
         _pad: [0; 2],
+        vip_id,
+        vip_flags,
     }
+}
+
+/// The word of the VIP-address filter that holds `addr`'s bit, and the bit's mask.
+pub fn vip_filter_slot(addr: &[u32; 4], family: u8) -> (u32, u64) {
+    let bit = vip_filter_bit(addr, family);
+    (bit / 64, 1u64 << (bit % 64))
+}
+
+/// The seed of the connection table's hash when the table is adopted: the one in the
+/// pinned settings, if they describe a table of `sets` sets; otherwise the settings were
+/// never written for this table (no flow was placed with a seed of ours) and a new one
+/// is due (`None`).
+fn adopted_seed(pinned: &GlobalConfig, sets: u32) -> Option<u32> {
+    (pinned.flow_sets_mask == sets.wrapping_sub(1)).then_some(pinned.flow_seed)
+}
+
+/// A random seed for a new connection table, from the kernel's random pool.
+fn random_seed() -> Result<u32> {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|source| DatapathError::Seed { source })?;
+    Ok(u32::from_ne_bytes(b))
 }
 
 /// Which half of its region a VIP's published table lives in, and what that half holds.
@@ -266,15 +326,22 @@ pub struct Datapath {
     nexthops: Array<MapData, NextHop>,
     maglev: Array<MapData, u32>,
     /// The same array mapped into memory, when the kernel allows it (fast writes).
-    maglev_mmap: Option<mmap::MappedArray>,
-    conns: HashMap<MapData, FlowKey, ConnState>,
+    maglev_mmap: Option<mmap::MappedArray<u32>>,
+    conns: Array<MapData, FlowSet>,
+    /// The connection table mapped into memory, when the kernel allows it (fast reads).
+    conns_mmap: Option<mmap::MappedArray<FlowSet>>,
+    /// Sets in the connection table (the map's size), a power of two.
+    conn_sets: u32,
+    /// Seed of the connection table's hash, kept while the table is pinned.
+    flow_seed: u32,
+    vip_filter: Array<MapData, u64>,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
     backend_stats: PerCpuArray<MapData, BackendCounters>,
     reasons: PerCpuArray<MapData, u64>,
     tx_ports: DevMapHash<MapData>,
     regions: StdHashMap<u32, Region>,
-    /// The configuration as last given (without the datapath's own flags).
+    /// The configuration as last given (without the datapath's own flags and fields).
     global: GlobalConfig,
     /// All-ports VIPs published, for `CONFIG_F_HAS_ALL_PORTS_VIPS`.
     all_ports_vips: HashSet<VipKey>,
@@ -287,16 +354,19 @@ impl std::fmt::Debug for Datapath {
             .field("adopted", &self.adopted)
             .field("regions_shadowed", &self.regions.len())
             .field("maglev_mmapped", &self.maglev_mmap.is_some())
+            .field("conn_sets", &self.conn_sets)
+            .field("conns_mmapped", &self.conns_mmap.is_some())
             .finish_non_exhaustive()
     }
 }
 
-const ALL_MAPS: [&str; 10] = [
+const ALL_MAPS: [&str; 11] = [
     MAP_VIPS,
     MAP_BACKENDS,
     MAP_NEXTHOPS,
     MAP_MAGLEV,
     MAP_CONNS,
+    MAP_VIP_FILTER,
     MAP_CONFIG,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
@@ -309,11 +379,17 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
         .ok_or(DatapathError::MissingMap { name })
 }
 
+/// What [`typed!`] was doing when a map has another type or value size than this build
+/// expects: with a pin directory, the usual cause is maps pinned by another vip version.
+const OPENING_TYPED: &str = "opening the map with its expected type and value size (maps \
+     pinned by another vip version may differ: `vipd down` recreates them, dropping \
+     connections)";
+
 macro_rules! typed {
     ($ebpf:expr, $name:expr) => {
         take($ebpf, $name)?
             .try_into()
-            .map_err(map_err($name, "opening the map with its expected types"))?
+            .map_err(map_err($name, OPENING_TYPED))?
     };
 }
 
@@ -330,9 +406,13 @@ pub(crate) fn prepare_pin_dir(pin_dir: Option<&Path>, marker: &str) -> Result<bo
 
 impl Datapath {
     /// Loads the embedded vip_lb with map sizes from `limits`. With `pin_dir`, maps are
-    /// pinned there; maps already pinned there are adopted (restart: connection table and
-    /// counters survive), and the in-memory shadows are read back from them (lazily, per
-    /// VIP slot, on its first publish).
+    /// pinned there; maps already pinned there are adopted (restart: connection table,
+    /// its hash seed, the VIP-address filter and counters survive), and the in-memory
+    /// shadows are read back from them (lazily, per VIP slot, on its first publish). A
+    /// fresh load picks a random seed for the connection table's hash. Either way the
+    /// global settings are written at once (zero until [`Datapath::set_global`], plus
+    /// the datapath's own fields), so the datapath and [`Datapath::lookup_conn`] agree
+    /// on where every flow lives from the start.
     pub fn load(limits: &Limits, pin_dir: Option<&Path>) -> Result<Self, DatapathError> {
         let adopted = prepare_pin_dir(pin_dir, MAP_MAGLEV)?;
         let maglev_len = u64::from(limits.max_vips) * 2 * u64::from(limits.table_size);
@@ -351,7 +431,7 @@ impl Datapath {
             .map_max_entries(MAP_NEXTHOPS, limits.max_backends)
             .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
             .map_max_entries(MAP_MAGLEV, maglev_len as u32)
-            .map_max_entries(MAP_CONNS, limits.max_conns)
+            .map_max_entries(MAP_CONNS, limits.conn_sets())
             .map_max_entries(MAP_VIP_STATS, limits.max_vips);
         let paths: Vec<(&'static str, PathBuf)> = pin_dir
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
@@ -381,16 +461,23 @@ impl Datapath {
             Map::Array(data) => mmap::MappedArray::new(data.fd().as_fd(), maglev_len as u32),
             _ => None,
         };
+        let conns: Array<MapData, FlowSet> = typed!(&mut ebpf, MAP_CONNS);
+        // The map's own size: on adoption, what the table was created with.
+        let conn_sets = conns.len();
+        let conns_mmap = mmap::MappedArray::new(conns.map().fd().as_fd(), conn_sets);
         let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
             nexthops: typed!(&mut ebpf, MAP_NEXTHOPS),
-            maglev: maglev_map.try_into().map_err(map_err(
-                MAP_MAGLEV,
-                "opening the map with its expected types",
-            ))?,
+            maglev: maglev_map
+                .try_into()
+                .map_err(map_err(MAP_MAGLEV, OPENING_TYPED))?,
             maglev_mmap,
-            conns: typed!(&mut ebpf, MAP_CONNS),
+            conns,
+            conns_mmap,
+            conn_sets,
+            flow_seed: 0,
+            vip_filter: typed!(&mut ebpf, MAP_VIP_FILTER),
             config: typed!(&mut ebpf, MAP_CONFIG),
             vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
             backend_stats: typed!(&mut ebpf, MAP_BACKEND_STATS),
@@ -403,12 +490,14 @@ impl Datapath {
             global: GlobalConfig::default(),
             all_ports_vips: HashSet::new(),
         };
+        let mut seed = None;
         if adopted {
-            dp.global = dp
+            let pinned = dp
                 .config
                 .get(&0, 0)
                 .map_err(map_err(MAP_CONFIG, "reading the global settings"))?;
-            dp.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+            seed = adopted_seed(&pinned, conn_sets);
+            dp.global = without_own_fields(&pinned);
             for k in dp.vips.keys() {
                 let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
                 if is_all_ports(&k) {
@@ -416,6 +505,11 @@ impl Datapath {
                 }
             }
         }
+        dp.flow_seed = match seed {
+            Some(s) => s,
+            None => random_seed()?,
+        };
+        dp.write_global()?;
         Ok(dp)
     }
 
@@ -428,6 +522,12 @@ impl Datapath {
     /// one `bpf()` call per entry.
     pub fn maglev_mmapped(&self) -> bool {
         self.maglev_mmap.is_some()
+    }
+
+    /// True when the connection table is read through a memory mapping (fast) rather
+    /// than one `bpf()` call per set.
+    pub fn conns_mmapped(&self) -> bool {
+        self.conns_mmap.is_some()
     }
 
     /// The limits the maps were created with.
@@ -444,20 +544,29 @@ impl Datapath {
             .expect("vip_lb is an XDP program")
     }
 
-    /// Writes the global settings.
+    /// Writes the global settings. The datapath's own fields (`CONFIG_F_HAS_ALL_PORTS_VIPS`,
+    /// `flow_sets_mask`, `flow_seed`) are ignored in `cfg` and filled in from the maps.
     pub fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
-        self.global = *cfg;
-        self.global.flags &= !CONFIG_F_HAS_ALL_PORTS_VIPS;
+        self.global = without_own_fields(cfg);
         self.write_global()
     }
 
-    fn write_global(&mut self) -> Result<()> {
+    /// The global settings as the datapath has them: the configuration plus the
+    /// datapath's own fields (the all-ports flag, the connection table's seed and mask).
+    /// A model of the datapath needs these to place flows in the same sets.
+    pub fn written_global(&self) -> GlobalConfig {
         let mut cfg = self.global;
         if !self.all_ports_vips.is_empty() {
             cfg.flags |= CONFIG_F_HAS_ALL_PORTS_VIPS;
         }
+        cfg.flow_sets_mask = self.conn_sets - 1;
+        cfg.flow_seed = self.flow_seed;
+        cfg
+    }
+
+    fn write_global(&mut self) -> Result<()> {
         self.config
-            .set(0, cfg, 0)
+            .set(0, self.written_global(), 0)
             .map_err(map_err(MAP_CONFIG, "writing the global settings"))
     }
 
@@ -535,6 +644,10 @@ impl Datapath {
     /// of VIP region `slot` (0..max_vips), writing only entries that differ there, then
     /// publishes by replacing the VIP map entry (atomic for readers). Returns map writes
     /// made. An empty table publishes a VIP without backends (its packets are dropped).
+    /// The address's bit in the VIP-address filter is set before anything else, so no
+    /// packet to the new VIP is passed by the filter. The backends in `table` must carry
+    /// `id` and `flags` already (see [`backend`]): flows found in the connection table
+    /// are forwarded with the backend's copy.
     pub fn publish_vip(
         &mut self,
         key: &VipKey,
@@ -557,6 +670,7 @@ impl Datapath {
                 self.limits.max_backends.into(),
             )?;
         }
+        self.set_filter_bit(key)?;
         let base = self.region_base(slot);
         let m = self.limits.table_size;
         let active = match self.vips.get(key, 0) {
@@ -626,7 +740,10 @@ impl Datapath {
     }
 
     /// Removes a VIP (and its address marker when no other VIP shares the address). Its
-    /// region keeps its contents (the shadow still matches them) for reuse.
+    /// region keeps its contents (the shadow still matches them) for reuse. The address's
+    /// bit in the VIP-address filter is cleared last, and only when no remaining VIP
+    /// address has the same bit. Flows in the connection table keep going to their
+    /// backends while those are usable: take the backends out of service too.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -640,21 +757,71 @@ impl Datapath {
             proto: 0,
             ..*key
         };
-        let mut still_used = false;
-        for k in self.vips.keys() {
-            let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
-            if k != marker && k.addr == key.addr && k.family == key.family {
-                still_used = true;
-                break;
-            }
-        }
+        let remaining = self
+            .vips
+            .keys()
+            .collect::<Result<Vec<VipKey>, _>>()
+            .map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+        let still_used = remaining
+            .iter()
+            .any(|k| *k != marker && k.addr == key.addr && k.family == key.family);
         if !still_used {
             match self.vips.remove(&marker) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP address marker")(e)),
             }
         }
+        let slot = vip_filter_slot(&key.addr, key.family);
+        if !remaining
+            .iter()
+            .any(|k| !is_marker(k) && vip_filter_slot(&k.addr, k.family) == slot)
+        {
+            self.clear_filter_bit(key)?;
+        }
         Ok(())
+    }
+
+    /// Sets the VIP-address filter bit of `key`'s address (one read, and a write when
+    /// the bit was clear).
+    fn set_filter_bit(&mut self, key: &VipKey) -> Result<()> {
+        let (word, bit) = vip_filter_slot(&key.addr, key.family);
+        let w = self.filter_word(word)?;
+        if w & bit == 0 {
+            self.write_filter_word(word, w | bit)?;
+        }
+        Ok(())
+    }
+
+    /// Clears the VIP-address filter bit of `key`'s address.
+    fn clear_filter_bit(&mut self, key: &VipKey) -> Result<()> {
+        let (word, bit) = vip_filter_slot(&key.addr, key.family);
+        let w = self.filter_word(word)?;
+        if w & bit != 0 {
+            self.write_filter_word(word, w & !bit)?;
+        }
+        Ok(())
+    }
+
+    fn filter_word(&self, word: u32) -> Result<u64> {
+        self.vip_filter.get(&word, 0).map_err(map_err(
+            MAP_VIP_FILTER,
+            format!("reading word {word} of the VIP-address filter"),
+        ))
+    }
+
+    fn write_filter_word(&mut self, word: u32, w: u64) -> Result<()> {
+        self.vip_filter.set(word, w, 0).map_err(map_err(
+            MAP_VIP_FILTER,
+            format!("writing word {word} of the VIP-address filter"),
+        ))
+    }
+
+    /// True when `addr`'s bit is set in the VIP-address filter (the datapath passes a
+    /// packet whose destination's bit is clear without looking further).
+    pub fn vip_filter_has(&self, addr: IpAddr) -> Result<bool, DatapathError> {
+        let (words, family) = addr_words(addr);
+        let (word, bit) = vip_filter_slot(&words, family);
+        Ok(self.filter_word(word)? & bit != 0)
     }
 
     /// The published entry of a VIP, if any.
@@ -728,31 +895,68 @@ impl Datapath {
         reason_counts(&self.reasons)
     }
 
-    /// Entries in the connection table (walks it: O(entries)).
+    /// Flows in the connection table: its non-empty entries (reads every set: through
+    /// the memory mapping, a few milliseconds for a million entries). Entries are not
+    /// removed when a flow ends, only replaced, so this is the flows seen recently rather
+    /// than the connections open now.
     pub fn conn_count(&self) -> Result<u64, DatapathError> {
         let mut n = 0;
-        for k in self.conns.keys() {
-            k.map_err(map_err(MAP_CONNS, "walking the connection table"))?;
-            n += 1;
+        for i in 0..self.conn_sets {
+            n += self.conn_set(i)?.len() as u64;
         }
         Ok(n)
     }
 
-    /// The connection-table entry of a flow.
+    /// The connection-table entry of a flow, if its entry checks out (whether its backend
+    /// is still usable is for the caller to judge, as the datapath does).
     pub fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, DatapathError> {
-        match self.conns.get(key, 0) {
-            Ok(c) => Ok(Some(c)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(MAP_CONNS, "reading a connection")(e)),
-        }
+        let (set, h) = self.conn_slot(key);
+        Ok(self.conn_set(set)?.find(key, h).map(|(_, c)| c))
     }
 
-    /// Writes a connection-table entry (tests and state migration).
+    /// Writes a connection-table entry (tests and state migration), in the set and way
+    /// the datapath would have chosen: the set is read, updated with the shared
+    /// [`FlowSet::insert`] and written back whole.
     pub fn insert_conn(&mut self, key: &FlowKey, c: &ConnState) -> Result<(), DatapathError> {
+        let (set, h) = self.conn_slot(key);
+        let mut s = self.conn_set(set)?;
+        s.insert(key, h, c);
         self.conns
-            .insert(key, c, 0)
-            .map_err(map_err(MAP_CONNS, "writing a connection"))
+            .set(set, s, 0)
+            .map_err(map_err(MAP_CONNS, format!("writing set {set}")))
     }
+
+    /// The set of `key` and its hash, with this table's seed and size.
+    fn conn_slot(&self, key: &FlowKey) -> (u32, u64) {
+        let h = flow_table_hash(key, self.flow_seed);
+        (flow_set_index(h, self.conn_sets - 1), h)
+    }
+
+    /// Set `i` of the connection table, through the mapping when there is one.
+    fn conn_set(&self, i: u32) -> Result<FlowSet> {
+        match &self.conns_mmap {
+            Some(m) => Ok(m.get(i)),
+            None => self
+                .conns
+                .get(&i, 0)
+                .map_err(map_err(MAP_CONNS, format!("reading set {i}"))),
+        }
+    }
+}
+
+/// `cfg` without the fields the datapath fills in itself.
+fn without_own_fields(cfg: &GlobalConfig) -> GlobalConfig {
+    GlobalConfig {
+        flags: cfg.flags & !CONFIG_F_HAS_ALL_PORTS_VIPS,
+        flow_sets_mask: 0,
+        flow_seed: 0,
+        ..*cfg
+    }
+}
+
+/// An address marker key (port 0, protocol 0), as opposed to a VIP.
+fn is_marker(k: &VipKey) -> bool {
+    k.port_be == 0 && k.proto == 0
 }
 
 /// An all-ports VIP key (port 0), as opposed to an address marker (proto 0 too).
@@ -790,8 +994,77 @@ mod tests {
     fn default_limits_memory_is_dominated_by_maglev_and_conns() {
         let l = Limits::default();
         let maglev = 256 * 2 * 65537 * 8;
+        // 2^18 sets.
+        let conns = 262_144 * size_of::<FlowSet>() as u64;
         let total = l.approx_bytes(2);
-        assert!(total > maglev && total < maglev + 120_000_000, "{total}");
+        assert!(
+            total > maglev + conns && total < maglev + conns + 2_000_000,
+            "{total}"
+        );
+        assert_eq!(l.conn_capacity(), 1 << 20);
+    }
+
+    #[test]
+    fn an_adopted_table_keeps_its_seed_only_if_the_settings_describe_it() {
+        let pinned = GlobalConfig {
+            flow_sets_mask: 1023,
+            flow_seed: 0xdead_beef,
+            ..GlobalConfig::default()
+        };
+        assert_eq!(adopted_seed(&pinned, 1024), Some(0xdead_beef));
+        // Settings never written for this table (zero mask, a bigger table): a new seed.
+        assert_eq!(adopted_seed(&GlobalConfig::default(), 1024), None);
+        assert_eq!(adopted_seed(&pinned, 2048), None);
+        // A one-set table has mask 0: its seed is kept.
+        assert_eq!(
+            adopted_seed(
+                &GlobalConfig {
+                    flow_seed: 7,
+                    ..GlobalConfig::default()
+                },
+                1
+            ),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn the_datapaths_own_fields_are_not_taken_from_the_configuration() {
+        let cfg = GlobalConfig {
+            flags: CONFIG_F_HAS_ALL_PORTS_VIPS | vip_common::CONFIG_F_ICMP_TOO_BIG,
+            mtu: 1500,
+            flow_sets_mask: 3,
+            flow_seed: 9,
+            ..GlobalConfig::default()
+        };
+        assert_eq!(
+            without_own_fields(&cfg),
+            GlobalConfig {
+                flags: vip_common::CONFIG_F_ICMP_TOO_BIG,
+                mtu: 1500,
+                ..GlobalConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn filter_slots_are_a_word_and_one_bit_of_it() {
+        for a in ["198.18.1.10", "2001:db8::1", "0.0.0.0"] {
+            let (w, f) = addr_words(a.parse().unwrap());
+            let (word, mask) = vip_filter_slot(&w, f);
+            assert!(word < VIP_FILTER_WORDS);
+            assert_eq!(mask.count_ones(), 1);
+            assert_eq!(
+                u64::from(word) * 64 + u64::from(mask.trailing_zeros()),
+                u64::from(vip_filter_bit(&w, f))
+            );
+        }
+    }
+
+    #[test]
+    fn a_random_seed_can_be_read() {
+        // Two draws of 32 random bits are equal once in 2^32.
+        assert_ne!(random_seed().unwrap(), random_seed().unwrap());
     }
 
     #[test]

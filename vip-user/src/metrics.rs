@@ -287,7 +287,7 @@ mod tests {
             "vip_backend_weight{vip=\"198.18.1.10:80/tcp\",backend=\"198.18.2.1:80\"} 1",
             "vip_backend_maglev_slots{vip=\"198.18.1.10:80/tcp\",backend=\"198.18.2.1:80\"} 251",
             "vip_conntrack_entries 1",
-            "vip_conntrack_capacity 1000000",
+            "vip_conntrack_capacity 1048576",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

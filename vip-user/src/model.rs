@@ -8,13 +8,20 @@
 //! The model assumes every backend it forwards to has a next hop set with
 //! [`Model::set_nexthop`] (`bpf_fib_lookup` is the kernel's, not modelled: a backend
 //! without one is predicted `DropNoRoute`, what an LB without a route does).
+//!
+//! The connection table is the one thing the model does not write independently: it
+//! keeps the same sets the datapath does and places flows with the same shared code
+//! (`vip_common::flowtable`), seeded and sized by the datapath's global settings
+//! ([`Model::set_global`] with `Datapath::written_global`), because which flow a full
+//! set replaces is a property of that code, not of the specification.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V4, FAMILY_V6,
-    FlowKey, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    FlowKey, FlowSet, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
     PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, flow_hash,
+    flow_set_index, flow_table_hash, vip_filter_bit,
 };
 
 /// XDP actions, as the kernel numbers them.
@@ -55,9 +62,12 @@ struct ModelVip {
 pub struct Model {
     vips: HashMap<VipKey, ModelVip>,
     markers: HashMap<VipKey, usize>,
+    /// VIP-address filter bits of the published VIP addresses.
+    filter: HashSet<u32>,
     backends: HashMap<u32, Backend>,
     nexthops: HashMap<u32, NextHop>,
-    conns: HashMap<FlowKey, ConnState>,
+    /// Connection-table sets by index (absent = empty).
+    flows: HashMap<u32, FlowSet>,
     config: GlobalConfig,
     /// Interface the frames arrive on (`BPF_PROG_TEST_RUN` uses the loopback, 1).
     pub ingress_ifindex: u32,
@@ -255,8 +265,15 @@ impl Model {
         }
     }
 
-    /// See `Datapath::set_global`.
+    /// The datapath's global settings as it has them (`Datapath::written_global`): the
+    /// configuration, and the connection table's seed and size. A new seed or size
+    /// empties the model's table (its flows were placed under the old ones).
     pub fn set_global(&mut self, cfg: &GlobalConfig) {
+        if (cfg.flow_seed, cfg.flow_sets_mask)
+            != (self.config.flow_seed, self.config.flow_sets_mask)
+        {
+            self.flows.clear();
+        }
         self.config = *cfg;
     }
 
@@ -291,16 +308,31 @@ impl Model {
         {
             *self.markers.entry(marker).or_default() += 1;
         }
+        self.filter.insert(vip_filter_bit(&key.addr, key.family));
     }
 
     /// See `Datapath::insert_conn`.
     pub fn insert_conn(&mut self, key: &FlowKey, c: &ConnState) {
-        self.conns.insert(*key, *c);
+        let (set, h) = self.flow_slot(key);
+        self.flows.entry(set).or_default().insert(key, h, c);
     }
 
     /// The connection-table entry the model holds for a flow.
     pub fn conn(&self, key: &FlowKey) -> Option<ConnState> {
-        self.conns.get(key).copied()
+        let (set, h) = self.flow_slot(key);
+        self.flows.get(&set)?.find(key, h).map(|(_, c)| c)
+    }
+
+    /// The connection-table set of a flow and its hash.
+    fn flow_slot(&self, key: &FlowKey) -> (u32, u64) {
+        let h = flow_table_hash(key, self.config.flow_seed);
+        (flow_set_index(h, self.config.flow_sets_mask), h)
+    }
+
+    /// False when no VIP address has the filter bit of `addr` (the datapath then passes
+    /// the packet without any lookup).
+    fn maybe_vip(&self, addr: &[u32; 4], family: u8) -> bool {
+        self.filter.contains(&vip_filter_bit(addr, family))
     }
 
     fn lookup_vip(&self, key: &FlowKey) -> Option<&ModelVip> {
@@ -323,7 +355,11 @@ impl Model {
             .filter(|b| b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN)
     }
 
-    /// Decides one frame, updating the connection table as the datapath does.
+    /// Decides one frame, updating the connection table as the datapath does: parse (an
+    /// ICMP error stands for its inner flow), the VIP-address filter, the TTL, the
+    /// connection table (a usable pinned backend is used with its VIP's flags as the
+    /// backend carries them, without a VIP lookup), else the VIP's Maglev table (the
+    /// flow is pinned when the VIP tracks connections).
     pub fn decide(&mut self, f: &[u8]) -> Prediction {
         let p = match parse(f) {
             Ok(p) => p,
@@ -344,20 +380,63 @@ impl Model {
             }
             p.key
         };
-        let Some(vip) = self.lookup_vip(&key).cloned() else {
-            return pass(if icmp_error {
-                Reason::PassIcmpNotVip
-            } else {
-                Reason::PassNotVip
-            });
-        };
-        if p.ttl <= 1 {
-            return drop(Reason::DropTtl);
+        let not_vip = pass(if icmp_error {
+            Reason::PassIcmpNotVip
+        } else {
+            Reason::PassNotVip
+        });
+        if !self.maybe_vip(&key.dst, key.family) {
+            return not_vip;
         }
-        let (id, backend) = match self.pick(&vip, &key, !icmp_error) {
-            Ok(b) => b,
+        if p.ttl <= 1 {
+            return match self.lookup_vip(&key) {
+                Some(_) => drop(Reason::DropTtl),
+                None => not_vip,
+            };
+        }
+        let (set, h) = self.flow_slot(&key);
+        if let Some((id, b)) = self.pinned(set, h, &key) {
+            return self.forward(&p, icmp_error, id, &b, b.vip_flags);
+        }
+        let Some(vip) = self.lookup_vip(&key).cloned() else {
+            return not_vip;
+        };
+        let (id, b) = match self.maglev_pick(&vip, &key) {
+            Ok(picked) => picked,
             Err(r) => return drop(r),
         };
+        // An ICMP error never creates a connection-table entry.
+        if vip.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error {
+            let conn = ConnState {
+                backend_id: id,
+                generation: b.generation,
+            };
+            self.flows.entry(set).or_default().insert(&key, h, &conn);
+        }
+        self.forward(&p, icmp_error, id, &b, vip.flags)
+    }
+
+    /// The backend `key` is pinned to in set `set`, if its entry checks out and the
+    /// backend is the one pinned (same generation), usable, and its VIP tracks
+    /// connections. Marks the entry as recently used.
+    fn pinned(&mut self, set: u32, h: u64, key: &FlowKey) -> Option<(u32, Backend)> {
+        let (way, c) = self.flows.get(&set)?.find(key, h)?;
+        let b = self
+            .usable(c.backend_id)
+            .filter(|b| b.generation == c.generation && b.vip_flags & VIP_F_NO_CONNTRACK == 0)?;
+        self.flows.get_mut(&set)?.touch(way);
+        Some((c.backend_id, b))
+    }
+
+    /// Sends the frame to backend `id` in the mode `vip_flags` give.
+    fn forward(
+        &self,
+        p: &Parsed,
+        icmp_error: bool,
+        id: u32,
+        backend: &Backend,
+        vip_flags: u32,
+    ) -> Prediction {
         let Some(nh) = self
             .nexthops
             .get(&id)
@@ -366,7 +445,8 @@ impl Model {
         else {
             return drop(Reason::DropNoRoute);
         };
-        if vip.flags & VIP_F_DSR_L2 == 0 {
+        let dsr_l2 = vip_flags & VIP_F_DSR_L2 != 0;
+        if !dsr_l2 {
             let overhead = if backend.family == FAMILY_V4 { 20 } else { 40 };
             let cfg = self.config;
             if cfg.mtu != 0 && p.ip_len + overhead > cfg.mtu as usize {
@@ -401,7 +481,7 @@ impl Model {
                 Reason::Forwarded
             },
             backend: Some(id),
-            dsr_l2: vip.flags & VIP_F_DSR_L2 != 0,
+            dsr_l2,
         }
     }
 
@@ -412,7 +492,8 @@ impl Model {
             proto: 0,
             family: p.key.family,
         };
-        let ours = self.markers.get(&marker).is_some_and(|n| *n > 0);
+        let ours = self.maybe_vip(&p.key.dst, p.key.family)
+            && self.markers.get(&marker).is_some_and(|n| *n > 0);
         match (p.anomaly, ours) {
             (Anomaly::Fragment, true) => drop(Reason::DropFragment),
             (Anomaly::Fragment, false) => pass(Reason::PassNotVip),
@@ -475,35 +556,14 @@ impl Model {
         Ok(key)
     }
 
-    fn pick(
-        &mut self,
-        vip: &ModelVip,
-        key: &FlowKey,
-        remember: bool,
-    ) -> Result<(u32, Backend), Reason> {
-        let conntrack = vip.flags & VIP_F_NO_CONNTRACK == 0;
-        if conntrack
-            && let Some(c) = self.conns.get(key)
-            && let Some(b) = self.usable(c.backend_id)
-            && b.generation == c.generation
-        {
-            return Ok((c.backend_id, b));
-        }
+    /// The backend the VIP's Maglev table gives a flow.
+    fn maglev_pick(&self, vip: &ModelVip, key: &FlowKey) -> Result<(u32, Backend), Reason> {
         if vip.table.is_empty() {
             return Err(Reason::DropNoBackend);
         }
         let h = flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0);
         let id = vip.table[(h % vip.table.len() as u32) as usize];
         let b = self.usable(id).ok_or(Reason::DropNoBackend)?;
-        if conntrack && remember {
-            self.conns.insert(
-                *key,
-                ConnState {
-                    backend_id: id,
-                    generation: b.generation,
-                },
-            );
-        }
         Ok((id, b))
     }
 

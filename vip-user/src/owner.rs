@@ -544,7 +544,7 @@ impl<T: DatapathOps> Owner<T> {
         Status {
             vips,
             conns: self.tables.conn_count().unwrap_or(0),
-            conn_capacity: u64::from(self.limits.max_conns),
+            conn_capacity: crate::datapath_ops::limits(&self.limits).conn_capacity(),
             reasons: self
                 .tables
                 .reason_counts()
@@ -610,7 +610,7 @@ impl<T: DatapathOps> Owner<T> {
                 t
             }
         };
-        let src_only = table_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
+        let src_only = crate::reconcile::vip_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
         let hash = vip_common::flow_hash(&key, src_only);
         let slot = if table.is_empty() {
             None
@@ -671,14 +671,6 @@ fn backend_index(v: &VipSpec, addr: SocketAddr) -> Result<usize, OwnerError> {
         })
 }
 
-fn table_flags(v: &VipSpec) -> u32 {
-    if v.hash == crate::config::HashMode::Src {
-        VIP_F_HASH_SRC_ONLY
-    } else {
-        0
-    }
-}
-
 /// The connection-table key of a flow.
 pub fn flow_key(proto: Protocol, src: SocketAddr, dst: SocketAddr) -> FlowKey {
     crate::datapath::flow_key(src, dst, proto.number())
@@ -699,9 +691,9 @@ pub fn state_name(s: u8) -> &'static str {
 pub struct Status {
     /// VIPs.
     pub vips: Vec<VipStatus>,
-    /// Connection-table entries.
+    /// Connection-table entries in use (flows seen recently).
     pub conns: u64,
-    /// Connection-table capacity.
+    /// Connection-table entries (sets × ways).
     pub conn_capacity: u64,
     /// Packets by reason.
     pub reasons: Vec<(String, u64)>,

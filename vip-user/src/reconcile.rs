@@ -5,6 +5,10 @@
 //! [`desired_tables`] turns specs into the exact map contents; [`Applied`] remembers what
 //! was written and writes only the difference, in an order that never lets a packet see
 //! a table pointing at a backend that is not set up yet.
+//!
+//! Every backend value carries its VIP's slot and flags (`Backend::vip_id`,
+//! `Backend::vip_flags`): a packet found in the connection table is forwarded with them,
+//! without a VIP lookup. A VIP whose flags change therefore rewrites its backends too.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -161,6 +165,9 @@ pub fn global_config(d: &DatapathSpec) -> GlobalConfig {
         tunnel_src_v4_be: u32::from_ne_bytes(v4.octets()),
         tunnel_src_v4_hash_bits: 32 - u32::from(v4len),
         tunnel_src_v6: v6w,
+        // Filled in by the datapath (`Datapath::set_global`), which owns the table.
+        flow_sets_mask: 0,
+        flow_seed: 0,
     }
 }
 
@@ -220,21 +227,28 @@ pub fn backend_state(admin: AdminState, weight: u32, healthy: bool) -> u8 {
     }
 }
 
-/// Builds the desired map contents. `alloc` must already cover `vips`.
+/// The `VIP_F_*` flags of a VIP.
+pub fn vip_flags(v: &VipSpec) -> u32 {
+    let mut flags = 0;
+    if v.mode == Mode::DsrL2 {
+        flags |= VIP_F_DSR_L2;
+    }
+    if v.hash == HashMode::Src {
+        flags |= VIP_F_HASH_SRC_ONLY;
+    }
+    if !v.conntrack {
+        flags |= VIP_F_NO_CONNTRACK;
+    }
+    flags
+}
+
+/// Builds the desired map contents. `alloc` must already cover `vips`. Each backend value
+/// carries its VIP's slot and flags, the same as the VIP's plan.
 pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) -> Desired {
     let mut out = Desired::default();
     for v in vips {
         let slot = alloc.vips[&v.id];
-        let mut flags = 0;
-        if v.mode == Mode::DsrL2 {
-            flags |= VIP_F_DSR_L2;
-        }
-        if v.hash == HashMode::Src {
-            flags |= VIP_F_HASH_SRC_ONLY;
-        }
-        if !v.conntrack {
-            flags |= VIP_F_NO_CONNTRACK;
-        }
+        let flags = vip_flags(v);
         let mut members = Vec::new();
         for b in &v.backends {
             let ident = (v.id, b.addr);
@@ -251,6 +265,8 @@ pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) 
                         family,
                         state,
                         _pad: [0; 2],
+                        vip_id: slot,
+                        vip_flags: flags,
                     },
                     table_weight: if state == BACKEND_UP { b.weight } else { 0 },
                 },
@@ -342,8 +358,11 @@ impl Applied {
             tables.set_global(global)?;
             self.global = Some(*global);
         }
-        // 1. Backends that become usable (or change address/generation) first, so a new
-        //    table never points at an id that is not set up yet.
+        // 1. Backends that become usable (or change address, generation, or their VIP's
+        //    flags) first, so a new table never points at an id that is not set up yet.
+        //    A VIP whose flags change is republished in 2: until then, flows found in
+        //    the connection table already use the new flags and new flows the old ones
+        //    (each packet is still handled wholly one way or the other).
         for (&id, plan) in &want.backends {
             let cur = self.backends.get(&id);
             if cur == Some(&plan.value) {
@@ -380,7 +399,8 @@ impl Applied {
             stats.vips_published += 1;
             self.vips.insert(*key, (plan.clone(), table));
         }
-        // 3. VIPs that went away.
+        // 3. VIPs that went away. Their pinned flows keep going to their backends (the
+        //    datapath does not look the VIP up for them) until 4 clears those.
         let gone: Vec<VipKeyOrd> = self
             .vips
             .keys()

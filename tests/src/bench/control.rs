@@ -98,7 +98,10 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
         let mut dp = Datapath::load(&limits, None)?;
         let bs = backends(n);
         for b in &bs {
-            dp.set_backend(b.id, &datapath::backend(b.identity.ip(), BACKEND_UP, 1))?;
+            dp.set_backend(
+                b.id,
+                &datapath::backend(b.identity.ip(), BACKEND_UP, 1, 0, 0),
+            )?;
         }
         let key = datapath::vip_key(SocketAddr::from(([198, 18, 100, 1], 80)), PROTO_TCP);
         let before = maglev::build(&bs, m);
@@ -109,7 +112,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             // publishes of it.
             dp.set_backend(
                 bs[down].id,
-                &datapath::backend(bs[down].identity.ip(), BACKEND_UP, 1),
+                &datapath::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
             )
             .expect("backend write");
             dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
@@ -117,7 +120,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             let start = Instant::now();
             dp.set_backend(
                 bs[down].id,
-                &datapath::backend(bs[down].identity.ip(), BACKEND_DOWN, 1),
+                &datapath::backend(bs[down].identity.ip(), BACKEND_DOWN, 1, 0, 0),
             )
             .expect("backend write");
             let mut after_bs = bs.clone();

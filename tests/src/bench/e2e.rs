@@ -167,11 +167,15 @@ fn in_process(mode: Mode) -> Result<Side> {
             tunnel_src_v4_be: u32::from_ne_bytes(lb_src.octets()),
             tunnel_src_v4_hash_bits: 0,
             tunnel_src_v6: [0; 4],
+            ..GlobalConfig::default()
         })?;
-        for b in &backends {
-            dp.set_backend(b.id, &datapath::backend(b.identity.ip(), BACKEND_UP, 1))?;
-        }
         let flags = if mode == Mode::DsrL2 { VIP_F_DSR_L2 } else { 0 };
+        for b in &backends {
+            dp.set_backend(
+                b.id,
+                &datapath::backend(b.identity.ip(), BACKEND_UP, 1, 0, flags),
+            )?;
+        }
         let table = maglev::build(&backends, 65_537);
         dp.publish_vip(&datapath::vip_key(vip, PROTO_TCP), 0, flags, 0, &table)?;
         dp.program_mut().attach(LbNode::IFACE, XdpMode::default())?;

@@ -1,12 +1,21 @@
 //! Loads the datapath inside `vip_bench` and fills its maps the way `vipd` would: VIPs,
-//! backends with resolved next hops, Maglev tables, global settings, and (for the
-//! scaling section) many more VIPs and a full connection table.
+//! the VIP-address filter, backends with resolved next hops, Maglev tables, global
+//! settings (with the connection table's seed and size), and (for the scaling section)
+//! many more VIPs and a full connection table.
 //!
 //! The maps are written directly with aya rather than through `vip_user::datapath`,
 //! because that type owns the `vip_lb` object and the benchmark needs the same code
 //! compiled into `vip_bench` (inside the restoring wrapper).
+//!
+//! As in vipd, each main VIP has backend ids of its own ([`backend_id`]), carrying the
+//! VIP's id and flags. The extra VIPs of the scaling section share the main IPv4 VIP's
+//! backends (one table for all of them); their pinned flows would be counted under that
+//! VIP, which the benchmark does not look at.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashMap as StdHashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -14,24 +23,28 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use vip_common::{
-    BACKEND_UP, Backend, ConnState, FlowKey, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
-    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP,
-    VIP_F_DSR_L2, VipKey, VipMeta,
+    BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
+    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP,
+    PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, flow_set_index, flow_sets,
+    flow_table_hash, vip_filter_bit,
 };
 use vip_user::maglev::{self, MaglevBackend};
 
 use super::{VIP_BENCH, packets, testrun::load_all};
 
 /// Programs of `vip_bench` that run the datapath.
-pub const LB_PROGS: [&str; 19] = [
+pub const LB_PROGS: [&str; 22] = [
     "bench_map_lru_insert",
     "bench_map_lru_insert_pcpu",
     "bench_map_hash4",
     "bench_map_hash20",
     "bench_map_hash40",
     "bench_map_lru40",
+    "bench_map_flows_lookup",
+    "bench_map_flows_insert",
     "bench_map_percpu",
     "bench_stage_parse",
+    "bench_stage_filter",
     "bench_stage_vip",
     "bench_stage_backend",
     "bench_stage_forward",
@@ -45,8 +58,17 @@ pub const LB_PROGS: [&str; 19] = [
     "bench_lb_once",
 ];
 
-/// Backends per family (Katran's published figure used 16).
+/// Backends per family (Katran's published figure used 16); each main VIP has this many.
 pub const BACKENDS_PER_FAMILY: u32 = 16;
+
+/// Seed of the connection table's hash (vipd picks a random one per node; a fixed one
+/// keeps the benchmark's sets the same from run to run).
+pub const FLOW_SEED: u32 = 0x5eed_0001;
+
+/// The backend id of backend `i` of main VIP `vip` (its index in [`main_vips`]).
+pub fn backend_id(vip: u32, i: u32) -> u32 {
+    vip * BACKENDS_PER_FAMILY + i
+}
 
 /// Sizes of one benchmark setup.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +101,7 @@ pub fn main_vips() -> [(SocketAddr, u8, u32, bool); 4] {
 pub fn load(setup: Setup) -> Result<Ebpf> {
     let vips = 4 + setup.extra_vips;
     let maglev_len = 4 * setup.table_size + setup.extra_table_size;
-    let backends = 2 * BACKENDS_PER_FAMILY;
+    let backends = backend_id(main_vips().len() as u32, 0);
     // The object is loaded with the sizes given here, as vipd does from its config.
     let mut loader = EbpfLoader::new();
     loader
@@ -87,7 +109,7 @@ pub fn load(setup: Setup) -> Result<Ebpf> {
         .map_max_entries(MAP_MAGLEV, maglev_len)
         .map_max_entries(MAP_BACKENDS, backends)
         .map_max_entries(MAP_NEXTHOPS, backends)
-        .map_max_entries(MAP_CONNS, setup.max_conns);
+        .map_max_entries(MAP_CONNS, flow_sets(setup.max_conns));
     let mut ebpf = load_all_with(&mut loader, &LB_PROGS)?;
     fill(&mut ebpf, setup)?;
     Ok(ebpf)
@@ -143,45 +165,49 @@ pub fn extra_vip(i: u32) -> SocketAddr {
 }
 
 fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
-    let mut backends: Array<&mut MapData, Backend> =
-        Array::try_from(ebpf.map_mut(MAP_BACKENDS).context("BACKENDS map")?)?;
-    let mut tables: [Vec<MaglevBackend>; 2] = [Vec::new(), Vec::new()];
-    for fam in 0..2u32 {
+    // Each main VIP's backends (its own ids) and Maglev input.
+    let mut values: Vec<(u32, Backend, NextHop)> = Vec::new();
+    let mut tables: Vec<Vec<MaglevBackend>> = Vec::new();
+    for (n, (_, _, flags, v6)) in main_vips().into_iter().enumerate() {
+        let mut table = Vec::new();
         for i in 0..BACKENDS_PER_FAMILY {
-            let id = fam * BACKENDS_PER_FAMILY + i;
-            let identity = backend_addr(i, fam == 1);
+            let id = backend_id(n as u32, i);
+            let identity = backend_addr(i, v6);
             let (addr, family) = words(identity.ip());
-            backends.set(
-                id,
-                Backend {
-                    addr,
-                    generation: 1,
-                    family,
-                    state: BACKEND_UP,
-                    _pad: [0; 2],
-                },
-                0,
-            )?;
-            tables[fam as usize].push(MaglevBackend {
+            let backend = Backend {
+                addr,
+                generation: 1,
+                family,
+                state: BACKEND_UP,
+                _pad: [0; 2],
+                vip_id: n as u32,
+                vip_flags: flags,
+            };
+            let nexthop = NextHop {
+                // The neighbour's MAC (section 1c's namespace uses the same).
+                dst_mac: [0x02, 0, 0, 0, 1, i as u8],
+                src_mac: crate::packet::LB_MAC,
+                ifindex: 0,
+                flags: NEXTHOP_F_VALID,
+            };
+            values.push((id, backend, nexthop));
+            table.push(MaglevBackend {
                 id,
                 identity,
                 weight: 1,
             });
         }
+        tables.push(table);
+    }
+    let mut backends: Array<&mut MapData, Backend> =
+        Array::try_from(ebpf.map_mut(MAP_BACKENDS).context("BACKENDS map")?)?;
+    for (id, b, _) in &values {
+        backends.set(*id, b, 0)?;
     }
     let mut nexthops: Array<&mut MapData, NextHop> =
         Array::try_from(ebpf.map_mut(MAP_NEXTHOPS).context("NEXTHOPS map")?)?;
-    for id in (0..2 * BACKENDS_PER_FAMILY).filter(|_| setup.resolved_nexthops) {
-        nexthops.set(
-            id,
-            NextHop {
-                dst_mac: [0x02, 0, 0, 0, 1, id as u8],
-                src_mac: crate::packet::LB_MAC,
-                ifindex: 0,
-                flags: NEXTHOP_F_VALID,
-            },
-            0,
-        )?;
+    for (id, _, nh) in values.iter().filter(|_| setup.resolved_nexthops) {
+        nexthops.set(*id, nh, 0)?;
     }
     let mut config: Array<&mut MapData, GlobalConfig> =
         Array::try_from(ebpf.map_mut(MAP_CONFIG).context("CONFIG map")?)?;
@@ -193,12 +219,12 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
             tunnel_src_v4_be: u32::from_ne_bytes([198, 18, 255, 0]),
             tunnel_src_v4_hash_bits: 8,
             tunnel_src_v6: words("2001:db8:ffff::".parse().expect("literal")).0,
+            flow_sets_mask: flow_sets(setup.max_conns) - 1,
+            flow_seed: FLOW_SEED,
         },
         0,
     )?;
 
-    let v4_table = maglev::build(&tables[0], setup.table_size);
-    let v6_table = maglev::build(&tables[1], setup.table_size);
     let mut maglev_map: Array<&mut MapData, u32> =
         Array::try_from(ebpf.map_mut(MAP_MAGLEV).context("MAGLEV map")?)?;
     let mut write_table = |base: u32, table: &[u32]| -> Result<()> {
@@ -208,9 +234,9 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
         Ok(())
     };
     let mut metas = Vec::new();
-    for (n, (addr, proto, flags, v6)) in main_vips().into_iter().enumerate() {
+    for (n, (addr, proto, flags, _)) in main_vips().into_iter().enumerate() {
         let base = n as u32 * setup.table_size;
-        write_table(base, if v6 { &v6_table } else { &v4_table })?;
+        write_table(base, &maglev::build(&tables[n], setup.table_size))?;
         metas.push((
             vip_key(addr, proto),
             VipMeta {
@@ -237,34 +263,69 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
             ));
         }
     }
+    // The filter bits first, as vipd sets them before it publishes a VIP.
+    let mut filter = vec![0u64; VIP_FILTER_WORDS as usize];
+    for (k, _) in &metas {
+        let bit = vip_filter_bit(&k.addr, k.family);
+        filter[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    let mut filter_map: Array<&mut MapData, u64> =
+        Array::try_from(ebpf.map_mut(MAP_VIP_FILTER).context("VIP_FILTER map")?)?;
+    for (i, w) in filter.iter().enumerate().filter(|(_, w)| **w != 0) {
+        filter_map.set(i as u32, w, 0)?;
+    }
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> =
         HashMap::try_from(ebpf.map_mut(MAP_VIPS).context("VIPS map")?)?;
     for (k, m) in metas {
+        // The address marker, as vipd publishes with every VIP (fragments are ours).
+        let marker = VipKey {
+            port_be: 0,
+            proto: 0,
+            ..k
+        };
+        let marker_meta = VipMeta {
+            flags: vip_common::VIP_F_ADDR_MARKER,
+            ..VipMeta::default()
+        };
+        vips.insert(marker, marker_meta, 0)?;
         vips.insert(k, m, 0)?;
     }
     Ok(())
 }
 
 /// Fills the connection table with `n` flows to the main IPv4 VIP (clients in
-/// 198.18.0.0/16 × ports), as `n` established connections would. Returns the entries
-/// the table holds afterwards (an LRU may evict a few near capacity).
+/// 198.18.0.0/16 × ports), as `n` established connections would, placed as the datapath
+/// places them: the sets are built in memory with the shared `FlowSet::insert` (with the
+/// seed and size [`load`] wrote to `CONFIG`) and each is written once. For a table just
+/// loaded (the sets it writes replace what they held). Returns the entries the table
+/// holds afterwards: fewer than `n` near capacity, where full sets replace flows.
 pub fn fill_conns(ebpf: &mut Ebpf, n: u32) -> Result<u64> {
-    let mut conns: HashMap<&mut MapData, FlowKey, ConnState> =
-        HashMap::try_from(ebpf.map_mut(MAP_CONNS).context("CONNS map")?)?;
+    let config: Array<&MapData, GlobalConfig> =
+        Array::try_from(ebpf.map(MAP_CONFIG).context("CONFIG map")?)?;
+    let cfg = config.get(&0, 0)?;
+    let mut sets: StdHashMap<u32, FlowSet> = StdHashMap::new();
     for i in 0..n {
         let src = SocketAddr::from((
             [198, 18, (i >> 16) as u8 | 0x80, (i >> 8) as u8],
             1024 + (i & 0xff) as u16,
         ));
         let key = flow_key(src, packets::vip_v4(), PROTO_TCP);
-        conns.insert(
-            key,
-            ConnState {
-                backend_id: i % BACKENDS_PER_FAMILY,
-                generation: 1,
-            },
-            0,
-        )?;
+        let h = flow_table_hash(&key, cfg.flow_seed);
+        sets.entry(flow_set_index(h, cfg.flow_sets_mask))
+            .or_default()
+            .insert(
+                &key,
+                h,
+                &ConnState {
+                    backend_id: backend_id(0, i % BACKENDS_PER_FAMILY),
+                    generation: 1,
+                },
+            );
     }
-    Ok(conns.keys().count() as u64)
+    let mut conns: Array<&mut MapData, FlowSet> =
+        Array::try_from(ebpf.map_mut(MAP_CONNS).context("CONNS map")?)?;
+    for (index, set) in &sets {
+        conns.set(*index, set, 0)?;
+    }
+    Ok(sets.values().map(|s| s.len() as u64).sum())
 }

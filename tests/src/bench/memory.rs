@@ -32,7 +32,7 @@ pub fn run(report: &mut Report) -> Result<()> {
         per_map.push((name, max_entries, memlock));
     }
     drop(dp);
-    per_map.sort_by(|a, b| b.2.cmp(&a.2));
+    per_map.sort_by_key(|m| std::cmp::Reverse(m.2));
     let total: u64 = per_map.iter().map(|m| m.2).sum();
     for (name, entries, bytes) in &per_map {
         report
@@ -52,8 +52,30 @@ pub fn run(report: &mut Report) -> Result<()> {
             Trials::exact(total as f64 / 1048576.0),
         )
         .note = format!(
-        "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {}",
-        limits.max_vips, limits.max_backends, limits.table_size, limits.max_conns
+        "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {} \
+         ({} connection-table sets of {} flows)",
+        limits.max_vips,
+        limits.max_backends,
+        limits.table_size,
+        limits.max_conns,
+        limits.conn_sets(),
+        vip_common::FLOW_WAYS
+    );
+    // The figure `Limits::approx_bytes` gives (documentation, `vipd check`), against the
+    // kernel's accounting above.
+    let cpus =
+        aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("reading {what}: {e}"))? as u64;
+    let estimate = limits.approx_bytes(cpus);
+    report
+        .push(
+            SECTION,
+            "all maps, estimated by Limits::approx_bytes",
+            "MiB",
+            Trials::exact(estimate as f64 / 1048576.0),
+        )
+        .note = format!(
+        "{cpus} possible CPUs; {:+.1}% against the kernel's figure",
+        100.0 * (estimate as f64 - total as f64) / total.max(1) as f64
     );
     Ok(())
 }

@@ -25,15 +25,16 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::bpf_xdp_adjust_head,
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
+use vip_common::{ConnState, FlowKey, FlowSet, flow_set_index, flow_table_hash};
 use vip_ebpf::{
-    lb,
+    conntrack, lb,
     parse::parse,
     ptr::{ptr_at, ptr_at_mut},
 };
@@ -187,27 +188,30 @@ pub fn bench_stage_parse(ctx: XdpContext) -> u32 {
     })
 }
 
-/// Stage 2: + the VIP lookup (exact, then all-ports).
+/// Stage 2: + the VIP-address filter (a hit: the packet is for a VIP address).
 #[xdp]
-pub fn bench_stage_vip(ctx: XdpContext) -> u32 {
+pub fn bench_stage_filter(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| match parse(c) {
-        Ok(p) if lb::lookup_vip(&p.key).is_some() => xdp_action::XDP_PASS,
+        Ok(p) if conntrack::maybe_vip(&p.key.dst, p.key.family) => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     })
 }
 
-/// Stage 3: + the backend choice (connection table, else Maglev and insert).
+/// Stage 3: + the connection-table lookup (a hit: the backend the flow is pinned to).
 #[xdp]
 pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
         let Ok(p) = parse(c) else {
             return xdp_action::XDP_DROP;
         };
-        let Some(vip) = lb::lookup_vip(&p.key) else {
+        if !conntrack::maybe_vip(&p.key.dst, p.key.family) {
+            return xdp_action::XDP_DROP;
+        }
+        let Some(slot) = conntrack::slot(&p.key, lb::config()) else {
             return xdp_action::XDP_DROP;
         };
-        match lb::pick_backend(&vip, &p.key, true) {
-            Ok((id, _, _)) if id != u32::MAX => xdp_action::XDP_PASS,
+        match conntrack::lookup(&slot, &p.key) {
+            Some((id, _)) if id != u32::MAX => xdp_action::XDP_PASS,
             _ => xdp_action::XDP_DROP,
         }
     })
@@ -221,16 +225,30 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
         let Ok(p) = parse(c) else {
             return xdp_action::XDP_DROP;
         };
-        let Some(vip) = lb::lookup_vip(&p.key) else {
+        if !conntrack::maybe_vip(&p.key.dst, p.key.family) {
+            return xdp_action::XDP_DROP;
+        }
+        let cfg = lb::config();
+        let Some(slot) = conntrack::slot(&p.key, cfg) else {
             return xdp_action::XDP_DROP;
         };
-        let Ok((id, backend, _)) = lb::pick_backend(&vip, &p.key, true) else {
+        let Some((id, backend)) = conntrack::lookup(&slot, &p.key) else {
             return xdp_action::XDP_DROP;
         };
-        match lb::forward(c, &p, &p.key, &vip, id, &backend, true) {
+        match lb::forward(c, &p, &p.key, cfg, backend.vip_flags, id, backend, true) {
             Ok(v) => v.action,
             Err(_) => xdp_action::XDP_DROP,
         }
+    })
+}
+
+/// The VIP hash lookup alone after parsing (what a new flow pays on top of the
+/// connection-table miss).
+#[xdp]
+pub fn bench_stage_vip(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| match parse(c) {
+        Ok(p) if lb::lookup_vip(&p.key, lb::config()).is_some() => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_DROP,
     })
 }
 
@@ -349,6 +367,56 @@ pub fn bench_map_lru_insert_pcpu(ctx: XdpContext) -> u32 {
     restoring(&ctx, |_| {
         let k = next_flow_key();
         hit(MICRO_LRU_INS_PCPU.insert(&k, &1, 0).is_ok())
+    })
+}
+
+
+#[map(name = "MICRO_FLOWS")]
+static MICRO_FLOWS: Array<FlowSet> = Array::with_max_entries(65_536, 0);
+/// Seed of the micro connection table (any value: the table is the bench's own).
+const MICRO_SEED: u32 = 0x5eed;
+
+/// The micro-benchmark flow key: every word `KEY_FILL`, loaded through a volatile read so
+/// the compiler cannot hash it at build time.
+#[inline(always)]
+fn micro_flow_key(ctx: &XdpContext) -> FlowKey {
+    let w = micro_key(ctx);
+    // SAFETY: a local.
+    let w = unsafe { core::ptr::read_volatile(&w) };
+    // SAFETY: FlowKey is 40 bytes of integers, any bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 10], FlowKey>([w; 10]) }
+}
+
+/// One connection-table lookup as the datapath does it: hash, set, compare the ways (the
+/// harness stores the key in the last way, so all four are compared).
+#[xdp]
+pub fn bench_map_flows_lookup(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |c| {
+        let k = micro_flow_key(c);
+        let h = flow_table_hash(&k, MICRO_SEED);
+        let Some(set) = MICRO_FLOWS.get(flow_set_index(h, 65_535)) else {
+            return xdp_action::XDP_DROP;
+        };
+        hit(set.find(&k, h).is_some())
+    })
+}
+
+/// One connection-table insert of a new flow (at steady state it replaces one).
+#[xdp]
+pub fn bench_map_flows_insert(ctx: XdpContext) -> u32 {
+    restoring(&ctx, |_| {
+        // SAFETY: as in micro_flow_key.
+        let k = unsafe { core::mem::transmute::<[u32; 10], FlowKey>(next_flow_key()) };
+        let h = flow_table_hash(&k, MICRO_SEED);
+        let Some(set) = MICRO_FLOWS.get_ptr_mut(flow_set_index(h, 65_535)) else {
+            return xdp_action::XDP_DROP;
+        };
+        let conn = ConnState {
+            backend_id: 1,
+            generation: 1,
+        };
+        // SAFETY: a map value; the benchmark runs on one CPU.
+        hit(unsafe { (*set).insert(&k, h, &conn) } < vip_common::FLOW_WAYS)
     })
 }
 

@@ -1,38 +1,44 @@
-//! The Maglev array mapped into user space (`BPF_F_MMAPABLE`, Linux 5.5+), so a new
-//! table is written with plain stores instead of one `bpf()` call per entry: publishing
-//! 65,537 entries takes well under a millisecond instead of about a tenth of a second.
+//! BPF arrays mapped into user space (`BPF_F_MMAPABLE`, Linux 5.5+): the Maglev array,
+//! so a new table is written with plain stores instead of one `bpf()` call per entry
+//! (publishing 65,537 entries takes well under a millisecond instead of about a tenth of
+//! a second), and the connection table, so counting and looking up flows does not take
+//! one `bpf()` call per set.
 //!
-//! The kernel stores array elements 8-byte aligned (`round_up(value_size, 8)`), so a
-//! `u32` entry `i` sits at byte `8 * i` of the mapping.
+//! The kernel stores array elements 8-byte aligned (`round_up(value_size, 8)`), so
+//! element `i` sits at byte `i * round_up(size_of::<T>(), 8)` of the mapping.
 
 use std::{
+    marker::PhantomData,
+    mem::{align_of, size_of},
     os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
 };
 
-/// `u32` words per array element (elements are 8-byte aligned in the kernel).
-const STRIDE: usize = 2;
-
-/// A shared, writable mapping of a `u32` BPF array.
+/// A shared, writable mapping of a BPF array whose values are `T`.
 #[derive(Debug)]
-pub(crate) struct MappedArray {
-    ptr: NonNull<u32>,
+pub(crate) struct MappedArray<T> {
+    ptr: NonNull<u8>,
     len: usize,
     bytes: usize,
+    _values: PhantomData<T>,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; moving it between
 // threads is fine (the Datapath that owns it has a single writer).
-unsafe impl Send for MappedArray {}
-// SAFETY: shared access only reads through volatile loads.
-unsafe impl Sync for MappedArray {}
+unsafe impl<T: Send> Send for MappedArray<T> {}
+// SAFETY: shared access only reads, through volatile loads.
+unsafe impl<T: Sync> Sync for MappedArray<T> {}
 
-impl MappedArray {
-    /// Maps `len` entries of the array behind `fd`; `None` if the map is not mmapable
+impl<T: Copy> MappedArray<T> {
+    /// Bytes from one element to the next, as the kernel lays them out.
+    const STRIDE: usize = size_of::<T>().next_multiple_of(8);
+
+    /// Maps `len` elements of the array behind `fd`; `None` if the map is not mmapable
     /// (for instance adopted from a build that did not create it so).
     pub(crate) fn new(fd: BorrowedFd<'_>, len: u32) -> Option<Self> {
+        const { assert!(align_of::<T>() <= 8, "elements are only 8-byte aligned") };
         let page = 4096usize;
-        let bytes = (len as usize * STRIDE * 4).div_ceil(page) * page;
+        let bytes = (len as usize * Self::STRIDE).div_ceil(page) * page;
         // SAFETY: mapping a BPF map fd; the kernel checks size, flags and mmapability and
         // fails (MAP_FAILED) otherwise.
         let p = unsafe {
@@ -52,26 +58,37 @@ impl MappedArray {
             ptr: NonNull::new(p.cast())?,
             len: len as usize,
             bytes,
+            _values: PhantomData,
         })
     }
 
-    /// Entry `i`.
-    pub(crate) fn get(&self, i: u32) -> u32 {
-        assert!((i as usize) < self.len, "Maglev index {i} beyond the map");
-        // SAFETY: in bounds (checked), mapped for the life of self, u32-aligned (page
-        // aligned base). Volatile: the kernel side reads it concurrently.
-        unsafe { self.ptr.as_ptr().add(i as usize * STRIDE).read_volatile() }
+    fn element(&self, i: u32) -> *mut T {
+        assert!(
+            (i as usize) < self.len,
+            "index {i} beyond the mapped array of {} elements",
+            self.len
+        );
+        // SAFETY: in bounds (checked), within the mapping made in new().
+        unsafe { self.ptr.as_ptr().add(i as usize * Self::STRIDE).cast() }
     }
 
-    /// Sets entry `i` (a single aligned 32-bit store: readers see old or new).
-    pub(crate) fn set(&mut self, i: u32, v: u32) {
-        assert!((i as usize) < self.len, "Maglev index {i} beyond the map");
+    /// Element `i`. Volatile: the datapath writes it concurrently, so a value wider than
+    /// a word may be a mixture of two writes (the connection table's entries carry a tag
+    /// that detects that).
+    pub(crate) fn get(&self, i: u32) -> T {
+        // SAFETY: in bounds, mapped for the life of self, aligned for T (page-aligned
+        // base, 8-byte stride, T aligned to at most 8).
+        unsafe { self.element(i).read_volatile() }
+    }
+
+    /// Sets element `i` (for a `u32` a single aligned store: readers see old or new).
+    pub(crate) fn set(&mut self, i: u32, v: T) {
         // SAFETY: as in get.
-        unsafe { self.ptr.as_ptr().add(i as usize * STRIDE).write_volatile(v) }
+        unsafe { self.element(i).write_volatile(v) }
     }
 }
 
-impl Drop for MappedArray {
+impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what new() mapped.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };

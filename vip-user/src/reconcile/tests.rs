@@ -178,3 +178,54 @@ fn allocation_fails_cleanly_when_ids_run_out() {
         "{err}"
     );
 }
+
+#[test]
+fn backends_carry_their_vips_slot_and_flags() {
+    let vips = config(2);
+    let mut w = World::new();
+    w.apply(&vips);
+    for v in &vips {
+        let (slot, flags, _) = w.maps.vips[&vip_key(&v.id)];
+        for i in 0..v.backends.len() {
+            let b = w.maps.backends[&w.id(v, i)];
+            assert_eq!((b.vip_id, b.vip_flags), (slot, flags & 0xff), "{}", v.id);
+        }
+    }
+}
+
+#[test]
+fn a_vip_mode_change_rewrites_its_backends_with_the_new_flags() {
+    let mut vips = config(3);
+    let mut w = World::new();
+    w.apply(&vips);
+    vips[0].mode = Mode::DsrL2;
+    vips[0].conntrack = false;
+    let stats = w.apply(&vips);
+    let want = VIP_F_DSR_L2 | VIP_F_NO_CONNTRACK;
+    assert_eq!(stats.backend_writes, 3, "only the changed VIP's backends");
+    assert_eq!(stats.vips_published, 1);
+    assert_eq!(stats.tables_built, 0, "same members: no new table");
+    for i in 0..3 {
+        assert_eq!(w.maps.backends[&w.id(&vips[0], i)].vip_flags, want);
+    }
+    assert_eq!(w.maps.vips[&vip_key(&vips[0].id)].1 & 0xff, want);
+    let other = w.maps.backends[&w.id(&vips[1], 0)];
+    assert_eq!(other.vip_flags, 0);
+}
+
+#[test]
+fn a_removed_backend_is_cleared_but_keeps_its_vip() {
+    let mut vips = config(3);
+    let mut w = World::new();
+    w.apply(&vips);
+    let id = w.id(&vips[0], 0);
+    let before = w.maps.backends[&id];
+    vips[0].backends.remove(0);
+    w.apply(&vips);
+    let after = w.maps.backends[&id];
+    assert_eq!(after.state, BACKEND_UNUSED);
+    assert_eq!(
+        (after.vip_id, after.vip_flags),
+        (before.vip_id, before.vip_flags)
+    );
+}

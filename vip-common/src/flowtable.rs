@@ -1,0 +1,381 @@
+//! The connection table: a set-associative array of flows, and the VIP-address filter.
+//!
+//! Why not a kernel LRU hash map (what Katran and Cilium use): on the machines this was
+//! measured on (`cargo xtask bench`, section 1d) one LRU hash lookup costs about 45 ns and
+//! an insert into a full LRU 300–600 ns, which alone is several times the encapsulation
+//! floor. This table is a plain `BPF_MAP_TYPE_ARRAY` of [`FlowSet`]s: the set of a flow is
+//! picked by [`flow_table_hash`] (a few multiplies, seeded per LB node); a header holds a
+//! signature per way, so a lookup reads one cache line unless a signature matches, and
+//! only then compares the whole key; an insert overwrites one entry, chosen by the CLOCK
+//! algorithm (a reference bit per way, so a flow that keeps sending survives flows that
+//! came later). The price: the table starts replacing entries before it is full (about
+//! 80% full when it holds as many flows as it has entries), like any hash table with
+//! bounded buckets, and recency is kept per set of four, not across the whole table.
+//!
+//! Every CPU reads and writes the same table (a flow keeps its entry when the kernel
+//! moves it to another CPU). Two CPUs writing the same entry at once can leave a mixture
+//! of both; each entry therefore carries a check word ([`entry_check`]) over its key hash
+//! and value, and an entry whose check word does not match is treated as absent (the flow
+//! is hashed again, which is what a replaced entry means anyway).
+//!
+//! The same code runs in the datapath (on the map value) and in user space (the model,
+//! `vipctl`), so the two cannot disagree about which entry holds a flow.
+
+use core::mem::size_of;
+
+use crate::{ConnState, FlowKey};
+
+/// Entries per set.
+pub const FLOW_WAYS: usize = 4;
+
+/// One remembered flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// The flow.
+    pub key: FlowKey,
+    /// Where it goes.
+    pub conn: ConnState,
+    /// [`entry_check`] of the key's hash and `conn`: a mixture of two writers' entries
+    /// does not check out.
+    pub check: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FlowEntry>() == 56);
+
+/// One set of the connection table (the map value): a 32-byte header, then the entries,
+/// 256 bytes in all (four cache lines). A lookup that misses reads the header only: one
+/// cache line, which is what a new flow costs in a table far bigger than the caches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSet {
+    /// [`flow_sig`] of each way's key; 0 = empty way.
+    pub sigs: [u32; FLOW_WAYS],
+    /// CLOCK reference bits, bit `w` for way `w`: set when the way's flow is seen.
+    pub referenced: u32,
+    /// CLOCK hand: the way the next replacement starts looking at.
+    pub hand: u32,
+    /// Explicit padding.
+    pub _pad: [u32; 2],
+    /// The entries.
+    pub ways: [FlowEntry; FLOW_WAYS],
+}
+const _: () = assert!(size_of::<FlowSet>() == 256);
+
+/// Sets for a table that should hold `max_conns` flows: the next power of two of
+/// `max_conns / FLOW_WAYS` (at least 1).
+pub const fn flow_sets(max_conns: u32) -> u32 {
+    let sets = max_conns.div_ceil(FLOW_WAYS as u32);
+    if sets <= 1 {
+        1
+    } else {
+        sets.next_power_of_two()
+    }
+}
+
+/// Key material of [`flow_table_hash`]: fixed odd constants mixed with the node's seed.
+const NH_KEYS: [u32; 10] = [
+    0x9e37_79b9,
+    0x85eb_ca77,
+    0xc2b2_ae3d,
+    0x27d4_eb2f,
+    0x1656_67b1,
+    0xd3a2_646c,
+    0xfd70_46c5,
+    0xb55a_4f09,
+    0x6a09_e667,
+    0xbb67_ae85,
+];
+
+/// The flow's 40-byte key as ten words, in place (no copy: the BPF stack is small).
+#[inline(always)]
+fn key_words(key: &FlowKey) -> &[u32; 10] {
+    // SAFETY: FlowKey is repr(C), 40 bytes, 4-byte aligned, every byte an explicit
+    // integer field, so it can be read as ten u32 words.
+    unsafe { &*(key as *const FlowKey).cast::<[u32; 10]>() }
+}
+
+/// The connection-table hash of a flow: NH (the universal hash of UMAC, RFC 4418) over
+/// its ten words with keys derived from `seed`, then one multiply to spread the bits.
+/// `seed` is random per LB node, so clients cannot aim many flows at one set.
+#[inline(always)]
+pub fn flow_table_hash(key: &FlowKey, seed: u32) -> u64 {
+    let w = key_words(key);
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < 10 {
+        let a = w[i].wrapping_add(NH_KEYS[i] ^ seed);
+        let b = w[i + 1].wrapping_add(NH_KEYS[i + 1] ^ seed.rotate_left(16));
+        sum = sum.wrapping_add(u64::from(a).wrapping_mul(u64::from(b)));
+        i += 2;
+    }
+    sum ^= sum >> 32;
+    sum.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Index of the set of a flow with hash `h` in a table of `mask + 1` sets.
+#[inline(always)]
+pub fn flow_set_index(h: u64, mask: u32) -> u32 {
+    (h >> 32) as u32 & mask
+}
+
+/// The signature of a flow in its set's header (never 0, which marks an empty way). It
+/// comes from the low half of the hash; the set index from the high half.
+#[inline(always)]
+pub fn flow_sig(h: u64) -> u32 {
+    (h as u32) | 1
+}
+
+/// The check word of an entry: ties the value to the key it was written for.
+#[inline(always)]
+pub fn entry_check(h: u64, conn: &ConnState) -> u32 {
+    let t = ((h >> 16) as u32)
+        ^ conn.backend_id.wrapping_mul(0x9e37_79b1)
+        ^ conn.generation.wrapping_mul(0x85eb_ca77);
+    // Never 0, so a zeroed entry never checks out.
+    t | 1
+}
+
+#[inline(always)]
+fn same_key(e: &FlowEntry, w: &[u32; 10]) -> bool {
+    let k = key_words(&e.key);
+    // The source address first: the word most likely to differ.
+    k[0] == w[0]
+        && k[1] == w[1]
+        && k[2] == w[2]
+        && k[3] == w[3]
+        && k[8] == w[8]
+        && k[9] == w[9]
+        && k[4] == w[4]
+        && k[5] == w[5]
+        && k[6] == w[6]
+        && k[7] == w[7]
+}
+
+impl FlowSet {
+    /// The way holding `key` (whose hash is `h`), if any, whether or not its entry checks
+    /// out. Reads the header, and an entry only when its signature matches.
+    #[inline(always)]
+    fn way_of(&self, w: &[u32; 10], sig: u32) -> Option<usize> {
+        let mut i = 0;
+        while i < FLOW_WAYS {
+            if self.sigs[i] == sig && same_key(&self.ways[i], w) {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The way holding `key` (whose hash is `h`) and its value, if its entry checks out.
+    #[inline(always)]
+    pub fn find(&self, key: &FlowKey, h: u64) -> Option<(usize, ConnState)> {
+        let i = self.way_of(key_words(key), flow_sig(h))?;
+        let e = &self.ways[i & (FLOW_WAYS - 1)];
+        let conn = e.conn;
+        if e.check != entry_check(h, &conn) {
+            return None;
+        }
+        Some((i, conn))
+    }
+
+    /// Marks way `i` as recently used (one store, skipped when already marked).
+    #[inline(always)]
+    pub fn touch(&mut self, i: usize) {
+        let bit = 1u32 << (i as u32 & (FLOW_WAYS as u32 - 1));
+        if self.referenced & bit == 0 {
+            self.referenced |= bit;
+        }
+    }
+
+    /// Remembers `key` (hash `h`) → `conn`: in the way that already has the key, else an
+    /// empty way, else the first way from the CLOCK hand whose reference bit is clear
+    /// (clearing the bits it passes; after a full turn, the hand's way). Returns the way.
+    #[inline(always)]
+    pub fn insert(&mut self, key: &FlowKey, h: u64, conn: &ConnState) -> usize {
+        let sig = flow_sig(h);
+        let mut way = match self.way_of(key_words(key), sig) {
+            Some(i) => i,
+            None => FLOW_WAYS,
+        };
+        if way == FLOW_WAYS {
+            let mut i = 0;
+            while i < FLOW_WAYS {
+                if self.sigs[i] == 0 {
+                    way = i;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        if way == FLOW_WAYS {
+            let mut hand = self.hand as usize & (FLOW_WAYS - 1);
+            let mut referenced = self.referenced;
+            // At most one full turn clears every bit; the way after it is then free.
+            let mut n = 0;
+            while n < FLOW_WAYS {
+                let bit = 1u32 << hand;
+                if referenced & bit == 0 {
+                    break;
+                }
+                referenced &= !bit;
+                hand = (hand + 1) & (FLOW_WAYS - 1);
+                n += 1;
+            }
+            way = hand;
+            self.referenced = referenced;
+            self.hand = ((hand + 1) & (FLOW_WAYS - 1)) as u32;
+        }
+        let way = way & (FLOW_WAYS - 1);
+        // Signature last: a reader that sees it sees the entry (and checks it anyway).
+        self.sigs[way] = 0;
+        let e = &mut self.ways[way];
+        e.key = *key;
+        e.conn = *conn;
+        e.check = entry_check(h, conn);
+        self.sigs[way] = sig;
+        self.referenced |= 1 << way as u32;
+        way
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.sigs.iter().filter(|s| **s != 0).count()
+    }
+
+    /// True when the set holds no flow.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bits of the VIP-address filter ([`crate::MAP_VIP_FILTER`], an array of `u64` words).
+pub const VIP_FILTER_BITS: u32 = 1 << 20;
+/// Words of the VIP-address filter.
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
+
+/// The filter bit of a destination address: set by user space for every VIP address, so
+/// a packet whose bit is clear is not for a VIP (any port, any protocol) and the datapath
+/// passes it after one array read. Different addresses may share a bit; the VIP lookup
+/// that follows decides.
+#[inline(always)]
+pub fn vip_filter_bit(addr: &[u32; 4], family: u8) -> u32 {
+    let fold = u64::from(addr[0])
+        ^ (u64::from(addr[1]) << 32)
+        ^ u64::from(addr[2]).wrapping_mul(0x9e37_79b9)
+        ^ (u64::from(addr[3]) << 16)
+        ^ u64::from(family);
+    (fold.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 20)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FAMILY_V4, PROTO_TCP};
+
+    fn flow(n: u32) -> FlowKey {
+        FlowKey {
+            src: [n, 0, 0, 0],
+            dst: [0x0a01_12c6, 0, 0, 0],
+            src_port_be: (n as u16).to_be(),
+            dst_port_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn conn(b: u32) -> ConnState {
+        ConnState {
+            backend_id: b,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn sets_are_a_power_of_two_holding_at_least_max_conns() {
+        assert_eq!(flow_sets(0), 1);
+        assert_eq!(flow_sets(4), 1);
+        assert_eq!(flow_sets(5), 2);
+        assert_eq!(flow_sets(1_000_000), 262_144);
+    }
+
+    #[test]
+    fn insert_then_find_and_replace_in_place() {
+        let mut s = FlowSet::default();
+        let k = flow(1);
+        let h = flow_table_hash(&k, 7);
+        assert_eq!(s.find(&k, h), None);
+        let w = s.insert(&k, h, &conn(3));
+        assert_eq!(s.find(&k, h), Some((w, conn(3))));
+        assert_eq!(s.insert(&k, h, &conn(4)), w);
+        assert_eq!(s.find(&k, h), Some((w, conn(4))));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_entry_does_not_check_out() {
+        let mut s = FlowSet::default();
+        let k = flow(1);
+        let h = flow_table_hash(&k, 7);
+        let w = s.insert(&k, h, &conn(3));
+        s.ways[w].conn.backend_id = 9; // another writer's value under this key
+        assert_eq!(s.find(&k, h), None);
+    }
+
+    #[test]
+    fn clock_replaces_the_flow_not_seen_since_the_last_sweep() {
+        let mut s = FlowSet::default();
+        let keys: [FlowKey; 6] = core::array::from_fn(|i| flow(i as u32 + 1));
+        let h = |k: &FlowKey| flow_table_hash(k, 7);
+        for (i, k) in keys[..4].iter().enumerate() {
+            assert_eq!(s.insert(k, h(k), &conn(1)), i);
+        }
+        // Every way was just used: a full sweep clears the bits and takes way 0.
+        assert_eq!(s.insert(&keys[4], h(&keys[4]), &conn(1)), 0);
+        assert!(s.find(&keys[0], h(&keys[0])).is_none());
+        // Flows 2 and 3 keep sending, flow 4 does not: it is the next one replaced.
+        for k in &keys[1..3] {
+            let (w, _) = s.find(k, h(k)).expect("still held");
+            s.touch(w);
+        }
+        assert_eq!(s.insert(&keys[5], h(&keys[5]), &conn(1)), 3);
+        for k in [&keys[1], &keys[2], &keys[4], &keys[5]] {
+            assert!(s.find(k, h(k)).is_some());
+        }
+        assert!(s.find(&keys[3], h(&keys[3])).is_none());
+    }
+
+    #[test]
+    fn the_hash_spreads_flows_over_sets() {
+        let mask = 1023;
+        let mut count = [0u32; 1024];
+        for n in 0..102_400 {
+            count[flow_set_index(flow_table_hash(&flow(n), 0x1234), mask) as usize] += 1;
+        }
+        let max = *count.iter().max().unwrap();
+        let min = *count.iter().min().unwrap();
+        assert!(max < 160 && min > 50, "min {min} max {max} (mean 100)");
+    }
+
+    #[test]
+    fn the_seed_changes_the_set() {
+        let k = flow(5);
+        let same = (0..64)
+            .filter(|s| {
+                flow_set_index(flow_table_hash(&k, *s), 0xffff)
+                    == flow_set_index(flow_table_hash(&k, 0), 0xffff)
+            })
+            .count();
+        assert!(same < 4);
+    }
+
+    #[test]
+    fn filter_bits_differ_for_neighbouring_addresses() {
+        let a = vip_filter_bit(&[0x0a01_12c6, 0, 0, 0], FAMILY_V4);
+        let b = vip_filter_bit(&[0x0b01_12c6, 0, 0, 0], FAMILY_V4);
+        assert_ne!(a, b);
+        assert!(a < VIP_FILTER_BITS && b < VIP_FILTER_BITS);
+    }
+}

@@ -1,0 +1,92 @@
+//! The connection table (`vip_common::flowtable`) and the VIP-address filter, as the
+//! datapath uses them: one array access each, no kernel hash map on the common paths.
+
+use vip_common::{
+    BACKEND_DOWN, BACKEND_UNUSED, Backend, ConnState, FlowKey, FlowSet, GlobalConfig,
+    VIP_F_NO_CONNTRACK, flow_set_index, flow_table_hash, vip_filter_bit,
+};
+
+use crate::maps::{BACKENDS, CONNS, VIP_FILTER};
+
+/// False when no VIP has the address `addr` (any port, any protocol): one array read.
+/// True may still be a neighbour sharing the bit; the VIP lookup decides.
+#[inline(always)]
+pub fn maybe_vip(addr: &[u32; 4], family: u8) -> bool {
+    let bit = vip_filter_bit(addr, family);
+    match VIP_FILTER.get(bit / 64) {
+        Some(w) => *w & (1u64 << (bit % 64)) != 0,
+        None => false,
+    }
+}
+
+/// A backend a flow may be sent to: in use and not down (a draining one keeps its flows).
+#[inline(always)]
+pub fn usable(b: &Backend) -> bool {
+    b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN
+}
+
+/// Where a flow lives in the connection table: its set and its hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    set: *mut FlowSet,
+    h: u64,
+}
+
+/// The slot of `key`, or `None` before user space has created the table.
+#[inline(always)]
+pub fn slot(key: &FlowKey, cfg: &GlobalConfig) -> Option<Slot> {
+    let h = flow_table_hash(key, cfg.flow_seed);
+    let set = CONNS.get_ptr_mut(flow_set_index(h, cfg.flow_sets_mask))?;
+    Some(Slot { set, h })
+}
+
+/// The backend `key` is pinned to, if its entry checks out and the backend is still the
+/// one it was pinned to (same generation), usable, and its VIP still uses the table.
+/// Marks the entry as recently used.
+#[inline(always)]
+pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    let id = pinned_backend(slot.set, key, slot.h);
+    if id == NONE {
+        return None;
+    }
+    // A reference into the map, not a copy: the BPF stack is small.
+    Some((id, BACKENDS.get(id)?))
+}
+
+/// Pins `key` to `conn`.
+#[inline(always)]
+pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
+    pin(slot.set, key, slot.h, conn);
+}
+
+/// "No backend" from [`pinned_backend`].
+const NONE: u32 = u32::MAX;
+
+// The two table operations are BPF subprograms of their own (`inline(never)`): unrolled
+// over the ways, their compares need many registers, and inlined they would spill into
+// the caller's frame, which the rest of the packet path needs (512 bytes in all).
+
+/// `lookup` without the reference: the backend id, or [`NONE`].
+#[inline(never)]
+fn pinned_backend(set: *mut FlowSet, key: &FlowKey, h: u64) -> u32 {
+    // SAFETY: a map value; entries are plain integers, a torn one fails its tag check.
+    let set = unsafe { &mut *set };
+    let Some((way, c)) = set.find(key, h) else {
+        return NONE;
+    };
+    let Some(b) = BACKENDS.get(c.backend_id) else {
+        return NONE;
+    };
+    if b.generation != c.generation || !usable(b) || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
+        return NONE;
+    }
+    set.touch(way);
+    c.backend_id
+}
+
+#[inline(never)]
+fn pin(set: *mut FlowSet, key: &FlowKey, h: u64, conn: &ConnState) {
+    // SAFETY: as in `pinned_backend`.
+    let set = unsafe { &mut *set };
+    set.insert(key, h, conn);
+}
