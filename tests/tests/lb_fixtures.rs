@@ -235,6 +235,7 @@ fn add_vip(dp: &mut Datapath, vip: &Vip) {
 fn setup_with(limits: &Limits, vips: &[Vip]) -> Datapath {
     let mut dp = Datapath::load(limits, None).expect("loading vip_lb");
     dp.set_global(&config(CONFIG_F_ICMP_TOO_BIG)).unwrap();
+    SEED.set(dp.written_global().flow_seed);
     for v in vips {
         add_vip(&mut dp, v);
     }
@@ -251,9 +252,15 @@ fn setup() -> Datapath {
     setup_with(&limits, &VIPS)
 }
 
+thread_local! {
+    /// The connection-table seed of the datapath this thread's test set up last (the
+    /// tunnel's outer source comes from the flow's table hash).
+    static SEED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// The outer header the LB must add for a flow `key` to backend host `host`.
 fn outer_for(key: &FlowKey, host: u32) -> Outer {
-    let th = tunnel_hash(key);
+    let th = tunnel_hash(flow_table_hash(key, SEED.get()));
     let dst = backend_ip(host);
     let src = match dst {
         IpAddr::V4(_) => IpAddr::from([198, 19, 0, th as u8]),

@@ -122,6 +122,7 @@ fn fib_lookup_and_devmap_redirect() {
             max_conns: 64,
         };
         let mut dp = Datapath::load(&limits, None).expect("loading vip_lb");
+        let seed = dp.written_global().flow_seed;
         // Backend i serves VIP i - 1 (below).
         dp.set_backend(
             1,
@@ -163,7 +164,10 @@ fn fib_lookup_and_devmap_redirect() {
         let c = "198.18.0.1:40000";
         let f = |vip| frame(sa(c), sa(vip), L4::Tcp { syn: true }, b"");
         let outer = |vip: &str, dst: &str| {
-            let th = vip_common::tunnel_hash(&flow_key(sa(c), sa(vip), PROTO_TCP));
+            let th = vip_common::tunnel_hash(vip_common::flow_table_hash(
+                &flow_key(sa(c), sa(vip), PROTO_TCP),
+                seed,
+            ));
             let dst: std::net::IpAddr = dst.parse().unwrap();
             // No global settings written: the outer source prefix is all zeros (and no
             // hash bits for IPv4).

@@ -107,17 +107,13 @@ pub fn flow_hash(key: &FlowKey, src_only: bool) -> u32 {
     jhash2(&words, FLOW_HASH_SEED)
 }
 
-/// Seed of [`tunnel_hash`] (distinct from the flow hash so the two are independent).
-pub const TUNNEL_HASH_SEED: u32 = 0x7475_6e31; // "tun1"
-
-/// Cheap per-flow hash for the tunnel's outer source address (and IPv6 flow label), so
-/// backends spread tunnelled flows across their receive queues. Computed on every
-/// forwarded packet, so it folds the client address to one word first.
+/// The flow's bits for the tunnel's outer source address (and IPv6 flow label), so
+/// backends spread tunnelled flows across their receive queues: taken from the
+/// connection-table hash the datapath computes for every packet anyway
+/// ([`crate::flow_table_hash`], seeded per LB node), so they cost nothing more.
 #[inline(always)]
-pub fn tunnel_hash(key: &FlowKey) -> u32 {
-    let src = key.src[0] ^ key.src[1] ^ key.src[2] ^ key.src[3];
-    let ports = u32::from(key.src_port_be) | (u32::from(key.dst_port_be) << 16);
-    jhash2(&[src, ports], TUNNEL_HASH_SEED)
+pub fn tunnel_hash(table_hash: u64) -> u32 {
+    (table_hash >> 24) as u32
 }
 
 #[cfg(test)]

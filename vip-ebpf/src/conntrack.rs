@@ -32,10 +32,15 @@ pub struct Slot {
     h: u64,
 }
 
-/// The slot of `key`, or `None` before user space has created the table.
+/// The connection-table hash of `key` (also the source of its tunnel bits).
 #[inline(always)]
-pub fn slot(key: &FlowKey, cfg: &GlobalConfig) -> Option<Slot> {
-    let h = flow_table_hash(key, cfg.flow_seed);
+pub fn hash(key: &FlowKey, cfg: &GlobalConfig) -> u64 {
+    flow_table_hash(key, cfg.flow_seed)
+}
+
+/// The slot of a flow with hash `h`, or `None` before user space has created the table.
+#[inline(always)]
+pub fn slot(h: u64, cfg: &GlobalConfig) -> Option<Slot> {
     let set = CONNS.get_ptr_mut(flow_set_index(h, cfg.flow_sets_mask))?;
     Some(Slot { set, h })
 }
@@ -67,7 +72,7 @@ const NONE: u32 = u32::MAX;
 // the caller's frame, which the rest of the packet path needs (512 bytes in all).
 
 /// `lookup` without the reference: the backend id, or [`NONE`].
-#[inline(never)]
+#[inline(always)]
 fn pinned_backend(set: *mut FlowSet, key: &FlowKey, h: u64) -> u32 {
     // SAFETY: a map value; entries are plain integers, a torn one fails its tag check.
     let set = unsafe { &mut *set };
@@ -84,7 +89,7 @@ fn pinned_backend(set: *mut FlowSet, key: &FlowKey, h: u64) -> u32 {
     c.backend_id
 }
 
-#[inline(never)]
+#[inline(always)]
 fn pin(set: *mut FlowSet, key: &FlowKey, h: u64, conn: &ConnState) {
     // SAFETY: as in `pinned_backend`.
     let set = unsafe { &mut *set };

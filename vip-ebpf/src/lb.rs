@@ -122,7 +122,8 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
             None => not_vip,
         };
     }
-    let slot = conntrack::slot(key, cfg);
+    let h = conntrack::hash(key, cfg);
+    let slot = conntrack::slot(h, cfg);
     let (vip, id, backend, new_flow) = match slot
         .as_ref()
         .and_then(|slot| conntrack::lookup(slot, key))
@@ -166,7 +167,8 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
             (vip, id, backend, true)
         }
     };
-    finish(ctx, &p, key, cfg, vip, id, backend, new_flow, icmp_error)
+    let th = tunnel_hash(h);
+    finish(ctx, &p, th, cfg, vip, id, backend, new_flow, icmp_error)
 }
 
 /// Forwards a VIP packet to backend `id` and counts it (an ICMP error is steered, and is
@@ -176,7 +178,7 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
 fn finish(
     ctx: &XdpContext,
     p: &Parsed,
-    key: &FlowKey,
+    th: u32,
     cfg: &GlobalConfig,
     vip: VipRef,
     id: u32,
@@ -184,7 +186,7 @@ fn finish(
     new_flow: bool,
     icmp_error: bool,
 ) -> Verdict {
-    match forward(ctx, p, key, cfg, vip.flags, id, backend, !icmp_error) {
+    match forward(ctx, p, th, cfg, vip.flags, id, backend, !icmp_error) {
         Ok(mut v) => {
             stats::forwarded(vip.id, id, p.ip_len as u64, new_flow);
             if icmp_error {
@@ -261,15 +263,15 @@ pub fn maglev_pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, &'static Backen
     Ok((id, b))
 }
 
-/// Sends the frame to backend `id` in the VIP's mode; `key` is the flow (for the tunnel
-/// hash). `Err` carries a drop verdict (or, with `answer_too_big`, the ICMP answer sent
+/// Sends the frame to backend `id` in the VIP's mode (`vip_flags`); `th` is the flow's
+/// tunnel hash (outer source, flow label). `Err` carries a drop verdict (or, with `answer_too_big`, the ICMP answer sent
 /// instead).
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "BPF has no struct returns; these are the packet path's state")]
 pub fn forward(
     ctx: &XdpContext,
     p: &Parsed,
-    key: &FlowKey,
+    th: u32,
     cfg: &GlobalConfig,
     vip_flags: u32,
     id: u32,
@@ -287,7 +289,7 @@ pub fn forward(
                 drop(Reason::DropTooBig)
             });
         }
-        encap::tunnel(ctx, p, backend, &nh, cfg, tunnel_hash(key)).map_err(drop)?;
+        encap::tunnel(ctx, p, backend, &nh, cfg, th).map_err(drop)?;
     }
     let action = nexthop::transmit(ctx, &nh).map_err(drop)?;
     Ok(Verdict {

@@ -32,7 +32,7 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use vip_common::{ConnState, FlowKey, FlowSet, flow_set_index, flow_table_hash};
+use vip_common::{ConnState, FlowKey, FlowSet, flow_set_index, flow_table_hash, tunnel_hash};
 use vip_ebpf::{
     conntrack, lb,
     parse::parse,
@@ -207,7 +207,8 @@ pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
         if !conntrack::maybe_vip(&p.key.dst, p.key.family) {
             return xdp_action::XDP_DROP;
         }
-        let Some(slot) = conntrack::slot(&p.key, lb::config()) else {
+        let cfg = lb::config();
+        let Some(slot) = conntrack::slot(conntrack::hash(&p.key, cfg), cfg) else {
             return xdp_action::XDP_DROP;
         };
         match conntrack::lookup(&slot, &p.key) {
@@ -229,13 +230,14 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_DROP;
         }
         let cfg = lb::config();
-        let Some(slot) = conntrack::slot(&p.key, cfg) else {
+        let h = conntrack::hash(&p.key, cfg);
+        let Some(slot) = conntrack::slot(h, cfg) else {
             return xdp_action::XDP_DROP;
         };
         let Some((id, backend)) = conntrack::lookup(&slot, &p.key) else {
             return xdp_action::XDP_DROP;
         };
-        match lb::forward(c, &p, &p.key, cfg, backend.vip_flags, id, backend, true) {
+        match lb::forward(c, &p, tunnel_hash(h), cfg, backend.vip_flags, id, backend, true) {
             Ok(v) => v.action,
             Err(_) => xdp_action::XDP_DROP,
         }
