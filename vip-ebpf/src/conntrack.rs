@@ -67,10 +67,6 @@ pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
 /// "No backend" from [`pinned_backend`].
 const NONE: u32 = u32::MAX;
 
-// The two table operations are BPF subprograms of their own (`inline(never)`): unrolled
-// over the ways, their compares need many registers, and inlined they would spill into
-// the caller's frame, which the rest of the packet path needs (512 bytes in all).
-
 /// `lookup` without the reference: the backend id, or [`NONE`].
 #[inline(always)]
 fn pinned_backend(set: *mut FlowSet, key: &FlowKey, h: u64) -> u32 {
