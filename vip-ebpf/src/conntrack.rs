@@ -47,47 +47,25 @@ pub fn slot(h: u64, cfg: &GlobalConfig) -> Option<Slot> {
 
 /// The backend `key` is pinned to, if its entry checks out and the backend is still the
 /// one it was pinned to (same generation), usable, and its VIP still uses the table.
-/// Marks the entry as recently used.
+/// Marks the entry as recently used. The backend is a reference into the map, not a
+/// copy: the BPF stack is small.
 #[inline(always)]
 pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
-    let id = pinned_backend(slot.set, key, slot.h);
-    if id == NONE {
+    // SAFETY: a map value; entries are plain integers, a torn one fails its check word.
+    let set = unsafe { &mut *slot.set };
+    let (way, c) = set.find(key, slot.h)?;
+    let b = BACKENDS.get(c.backend_id)?;
+    if b.generation != c.generation || !usable(b) || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
         return None;
     }
-    // A reference into the map, not a copy: the BPF stack is small.
-    Some((id, BACKENDS.get(id)?))
+    set.touch(way);
+    Some((c.backend_id, b))
 }
 
 /// Pins `key` to `conn`.
 #[inline(always)]
 pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
-    pin(slot.set, key, slot.h, conn);
-}
-
-/// "No backend" from [`pinned_backend`].
-const NONE: u32 = u32::MAX;
-
-/// `lookup` without the reference: the backend id, or [`NONE`].
-#[inline(always)]
-fn pinned_backend(set: *mut FlowSet, key: &FlowKey, h: u64) -> u32 {
-    // SAFETY: a map value; entries are plain integers, a torn one fails its tag check.
-    let set = unsafe { &mut *set };
-    let Some((way, c)) = set.find(key, h) else {
-        return NONE;
-    };
-    let Some(b) = BACKENDS.get(c.backend_id) else {
-        return NONE;
-    };
-    if b.generation != c.generation || !usable(b) || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
-        return NONE;
-    }
-    set.touch(way);
-    c.backend_id
-}
-
-#[inline(always)]
-fn pin(set: *mut FlowSet, key: &FlowKey, h: u64, conn: &ConnState) {
-    // SAFETY: as in `pinned_backend`.
-    let set = unsafe { &mut *set };
-    set.insert(key, h, conn);
+    // SAFETY: as in `lookup`.
+    let set = unsafe { &mut *slot.set };
+    set.insert(key, slot.h, conn);
 }

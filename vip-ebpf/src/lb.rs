@@ -124,10 +124,11 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     }
     let h = conntrack::hash(key, cfg);
     let slot = conntrack::slot(h, cfg);
-    let (vip, id, backend, new_flow) = match slot
-        .as_ref()
-        .and_then(|slot| conntrack::lookup(slot, key))
-    {
+    let pinned = match &slot {
+        Some(slot) => conntrack::lookup(slot, key),
+        None => None,
+    };
+    let (vip, id, backend, new_flow) = match pinned {
         Some((id, backend)) => {
             let vip = VipRef {
                 id: backend.vip_id,
