@@ -15,8 +15,8 @@ use vip_common::{
 
 use crate::{
     csum,
-    lb::{self, Verdict, drop, pass},
-    parse::{ANOMALY_NONE, Parsed, words},
+    lb::{Verdict, drop, pass},
+    parse::{Parsed, words},
     ptr::{ptr_at, ptr_at_mut},
 };
 
@@ -33,23 +33,29 @@ const ICMP_TTL: u8 = 64;
 /// a TCP/UDP packet the backend sent, VIP -> client), returns that flow's key as the
 /// client sent it, so the caller forwards the error to the flow's backend; anything else
 /// gets its verdict here (passed to the kernel).
+///
+/// Takes the frame's fields rather than its `Parsed` (the caller handles anomalies
+/// first): a reference passed to an out-of-line function would make the caller keep
+/// `Parsed` in stack memory for every packet, ICMP or not.
 #[inline(never)]
-pub fn inner_flow(ctx: &XdpContext, p: &Parsed) -> Result<FlowKey, Verdict> {
-    if p.anomaly != ANOMALY_NONE {
-        return Err(lb::anomaly(p));
-    }
+pub fn inner_flow(
+    ctx: &XdpContext,
+    l4_off: usize,
+    proto: u8,
+    family: u8,
+) -> Result<FlowKey, Verdict> {
     let not_ours = Err(pass(Reason::PassIcmpNotVip));
-    let Ok(icmp) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
+    let Ok(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
         return not_ours;
     };
     // SAFETY: ptr_at checked the bounds.
     let icmp_type = unsafe { (*icmp)[0] };
-    let inner_off = p.l4_off + ICMP_HDR_LEN;
+    let inner_off = l4_off + ICMP_HDR_LEN;
     let mut key = FlowKey {
-        family: p.key.family,
+        family,
         ..FlowKey::default()
     };
-    let inner_l4 = if p.key.proto == PROTO_ICMP {
+    let inner_l4 = if proto == PROTO_ICMP {
         if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
             return not_ours;
         }
