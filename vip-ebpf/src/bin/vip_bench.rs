@@ -375,6 +375,9 @@ pub fn bench_map_lru_insert_pcpu(ctx: XdpContext) -> u32 {
 
 #[map(name = "MICRO_FLOWS")]
 static MICRO_FLOWS: Array<FlowSet> = Array::with_max_entries(65_536, 0);
+/// The insert benchmark's own table (its inserts would replace the lookup's key).
+#[map(name = "MICRO_FLOWS_INS")]
+static MICRO_FLOWS_INS: Array<FlowSet> = Array::with_max_entries(65_536, 0);
 /// Seed of the micro connection table (any value: the table is the bench's own).
 const MICRO_SEED: u32 = 0x5eed;
 
@@ -410,7 +413,7 @@ pub fn bench_map_flows_insert(ctx: XdpContext) -> u32 {
         // SAFETY: as in micro_flow_key.
         let k = unsafe { core::mem::transmute::<[u32; 10], FlowKey>(next_flow_key()) };
         let h = flow_table_hash(&k, MICRO_SEED);
-        let Some(set) = MICRO_FLOWS.get_ptr_mut(flow_set_index(h, 65_535)) else {
+        let Some(set) = MICRO_FLOWS_INS.get_ptr_mut(flow_set_index(h, 65_535)) else {
             return xdp_action::XDP_DROP;
         };
         let conn = ConnState {
