@@ -44,14 +44,20 @@ pub fn run(report: &mut Report) -> Result<()> {
             )
             .note = format!("{entries} entries");
     }
-    report
-        .push(
-            SECTION,
-            "all maps (default limits)",
-            "MiB",
-            Trials::exact(total as f64 / 1048576.0),
-        )
-        .note = format!(
+    let mut mib = |figure: &str, bytes: u64, note: String| {
+        report
+            .push(
+                SECTION,
+                figure,
+                "MiB",
+                Trials::exact(bytes as f64 / 1048576.0),
+            )
+            .note = note;
+    };
+    mib(
+        "all maps (default limits)",
+        total,
+        format!(
         "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {} \
          ({} connection-table sets of {} flows)",
         limits.max_vips,
@@ -60,22 +66,20 @@ pub fn run(report: &mut Report) -> Result<()> {
         limits.max_conns,
         limits.conn_sets(),
         vip_common::FLOW_WAYS
+        ),
     );
     // The figure `Limits::approx_bytes` gives (documentation, `vipd check`), against the
     // kernel's accounting above.
     let cpus =
         aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("reading {what}: {e}"))? as u64;
     let estimate = limits.approx_bytes(cpus);
-    report
-        .push(
-            SECTION,
-            "all maps, estimated by Limits::approx_bytes",
-            "MiB",
-            Trials::exact(estimate as f64 / 1048576.0),
-        )
-        .note = format!(
-        "{cpus} possible CPUs; {:+.1}% against the kernel's figure",
-        100.0 * (estimate as f64 - total as f64) / total.max(1) as f64
+    mib(
+        "all maps, estimated by Limits::approx_bytes",
+        estimate,
+        format!(
+            "{cpus} possible CPUs; {:+.1}% against the kernel's figure",
+            100.0 * (estimate as f64 - total as f64) / total.max(1) as f64
+        ),
     );
     Ok(())
 }
