@@ -50,7 +50,7 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Pins the calling thread to `cpu`, so per-CPU maps and the LRU stay on one CPU and the
+/// Pins the calling thread to `cpu`, so per-CPU maps stay on one CPU and the
 /// scheduler does not move the benchmark mid-trial. Returns the CPU pinned to.
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<usize> {
     // SAFETY: cpu_set_t is plain data; CPU_SET writes within it for cpu < CPU_SETSIZE.

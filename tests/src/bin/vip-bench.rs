@@ -85,7 +85,7 @@ fn run() -> Result<()> {
             "the bench eBPF object vip-bench was not built: run `cargo xtask bench` (it \
              builds the eBPF programs first)"
         );
-        // Per-CPU maps and the connection-table LRU are per CPU: stay on one.
+        // Per-CPU maps (counters, the wrapper's scratch) are per CPU: stay on one.
         let cpu = pin_to_cpu(current_cpu()).context("pinning the benchmark to one CPU")?;
         eprintln!("vip-bench: pinned to CPU {cpu}");
     }

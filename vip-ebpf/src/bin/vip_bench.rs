@@ -158,7 +158,7 @@ pub fn bench_lb(ctx: XdpContext) -> u32 {
 }
 
 /// The datapath on a new flow every iteration (the connection-table miss path: Maglev
-/// lookup and connection-table insert; at steady state the LRU evicts as it inserts).
+/// lookup and connection-table insert; at steady state each insert replaces a flow).
 #[xdp]
 pub fn bench_lb_new(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
