@@ -4,13 +4,15 @@
 //!
 //! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e` (default: all).
 //! `--quick` runs fewer iterations (for trying the harness, not for figures).
+//! `--jit PROG` also writes the JIT image of `vip_bench`'s program PROG to
+//! `target/bench/PROG.jit.bin`, for profiling with `perf` (see `bench::jit`).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        VIP_BENCH, apply, balance, control, datapath, e2e, lbsetup,
+        VIP_BENCH, apply, balance, control, datapath, e2e, jit, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
         memory, micro, nexthop, packets,
         per_packet::{self, Floors},
@@ -35,10 +37,16 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let jit = args
+        .iter()
+        .position(|a| a == "--jit")
+        .map(|i| args.get(i + 1).context("--jit needs a program name, e.g. bench_lb"))
+        .transpose()?
+        .cloned();
     let mut wanted: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
+        .filter(|a| !a.starts_with("--") && Some(*a) != jit.as_deref())
         .collect();
     for w in &wanted {
         ensure!(
@@ -153,6 +161,17 @@ fn run() -> Result<()> {
     let dir =
         PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
             .join("bench");
+    if let Some(prog) = &jit {
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{prog}.jit.bin"));
+        let mut ebpf = lbsetup::load(datapath::DEFAULT_SETUP)?;
+        let (len, tag) = jit::dump(&mut ebpf, prog, &path)?;
+        println!(
+            "JIT image of {prog}: {len} bytes in {}; perf symbol bpf_prog_{tag}_{prog} \
+             (with net.core.bpf_jit_kallsyms = 1)",
+            path.display()
+        );
+    }
     report.write(&dir)?;
     println!("{}", report.markdown());
     println!(
