@@ -269,6 +269,14 @@ pub fn vip_filter_bit(addr: &[u32; 4], family: u8) -> u32 {
     (fold.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 20)) as u32
 }
 
+/// The word of the VIP-address filter that holds `addr`'s bit, and the bit's mask in it
+/// (the datapath reads the word; user space sets and clears the bit).
+#[inline(always)]
+pub fn vip_filter_slot(addr: &[u32; 4], family: u8) -> (u32, u64) {
+    let bit = vip_filter_bit(addr, family);
+    (bit / 64, 1u64 << (bit % 64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +377,36 @@ mod tests {
             })
             .count();
         assert!(same < 4);
+    }
+
+    #[test]
+    fn filter_slots_are_a_word_and_one_bit_of_it() {
+        // 198.18.1.10, 2001:db8::1 and 0.0.0.0 as network-order words.
+        let addrs = [
+            (
+                [u32::from_ne_bytes([198, 18, 1, 10]), 0, 0, 0],
+                crate::FAMILY_V4,
+            ),
+            (
+                [
+                    u32::from_ne_bytes([0x20, 0x01, 0x0d, 0xb8]),
+                    0,
+                    0,
+                    u32::from_ne_bytes([0, 0, 0, 1]),
+                ],
+                crate::FAMILY_V6,
+            ),
+            ([0; 4], FAMILY_V4),
+        ];
+        for (w, f) in addrs {
+            let (word, mask) = vip_filter_slot(&w, f);
+            assert!(word < VIP_FILTER_WORDS);
+            assert_eq!(mask.count_ones(), 1);
+            assert_eq!(
+                u64::from(word) * 64 + u64::from(mask.trailing_zeros()),
+                u64::from(vip_filter_bit(&w, f))
+            );
+        }
     }
 
     #[test]

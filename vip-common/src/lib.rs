@@ -17,7 +17,7 @@ pub mod reason;
 
 pub use flowtable::{
     FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
-    flow_table_hash, vip_filter_bit,
+    flow_table_hash, vip_filter_bit, vip_filter_slot,
 };
 pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;

@@ -3,7 +3,7 @@
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, ConnState, FlowKey, FlowSet, GlobalConfig,
-    VIP_F_NO_CONNTRACK, flow_set_index, flow_table_hash, vip_filter_bit,
+    VIP_F_NO_CONNTRACK, flow_set_index, flow_table_hash, vip_filter_slot,
 };
 
 use crate::maps::{BACKENDS, CONNS, VIP_FILTER};
@@ -12,9 +12,9 @@ use crate::maps::{BACKENDS, CONNS, VIP_FILTER};
 /// True may still be a neighbour sharing the bit; the VIP lookup decides.
 #[inline(always)]
 pub fn maybe_vip(addr: &[u32; 4], family: u8) -> bool {
-    let bit = vip_filter_bit(addr, family);
-    match VIP_FILTER.get(bit / 64) {
-        Some(w) => *w & (1u64 << (bit % 64)) != 0,
+    let (word, mask) = vip_filter_slot(addr, family);
+    match VIP_FILTER.get(word) {
+        Some(w) => *w & mask != 0,
         None => false,
     }
 }

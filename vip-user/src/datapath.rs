@@ -31,7 +31,7 @@ use vip_common::{
     FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG,
     MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_STATS,
     MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta,
-    flow_set_index, flow_sets, flow_table_hash, vip_filter_bit,
+    flow_set_index, flow_sets, flow_table_hash, vip_filter_slot,
 };
 
 use crate::ebpf;
@@ -285,12 +285,6 @@ pub fn backend(addr: IpAddr, state: u8, generation: u32, vip_id: u32, vip_flags:
         vip_id,
         vip_flags,
     }
-}
-
-/// The word of the VIP-address filter that holds `addr`'s bit, and the bit's mask.
-pub fn vip_filter_slot(addr: &[u32; 4], family: u8) -> (u32, u64) {
-    let bit = vip_filter_bit(addr, family);
-    (bit / 64, 1u64 << (bit % 64))
 }
 
 /// The seed of the connection table's hash when the table is adopted: the one in the
@@ -1045,20 +1039,6 @@ mod tests {
                 ..GlobalConfig::default()
             }
         );
-    }
-
-    #[test]
-    fn filter_slots_are_a_word_and_one_bit_of_it() {
-        for a in ["198.18.1.10", "2001:db8::1", "0.0.0.0"] {
-            let (w, f) = addr_words(a.parse().unwrap());
-            let (word, mask) = vip_filter_slot(&w, f);
-            assert!(word < VIP_FILTER_WORDS);
-            assert_eq!(mask.count_ones(), 1);
-            assert_eq!(
-                u64::from(word) * 64 + u64::from(mask.trailing_zeros()),
-                u64::from(vip_filter_bit(&w, f))
-            );
-        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use vip_common::{
     BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
     MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP,
     PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, flow_set_index, flow_sets,
-    flow_table_hash, vip_filter_bit,
+    flow_table_hash, vip_filter_slot,
 };
 use vip_user::maglev::{self, MaglevBackend};
 
@@ -266,8 +266,8 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
     // The filter bits first, as vipd sets them before it publishes a VIP.
     let mut filter = vec![0u64; VIP_FILTER_WORDS as usize];
     for (k, _) in &metas {
-        let bit = vip_filter_bit(&k.addr, k.family);
-        filter[(bit / 64) as usize] |= 1 << (bit % 64);
+        let (word, mask) = vip_filter_slot(&k.addr, k.family);
+        filter[word as usize] |= mask;
     }
     let mut filter_map: Array<&mut MapData, u64> =
         Array::try_from(ebpf.map_mut(MAP_VIP_FILTER).context("VIP_FILTER map")?)?;
