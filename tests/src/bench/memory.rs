@@ -58,14 +58,14 @@ pub fn run(report: &mut Report) -> Result<()> {
         "all maps (default limits)",
         total,
         format!(
-        "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {} \
+            "max_vips {}, max_backends {}, table_size {} (2 halves per VIP), max_conns {} \
          ({} connection-table sets of {} flows)",
-        limits.max_vips,
-        limits.max_backends,
-        limits.table_size,
-        limits.max_conns,
-        limits.conn_sets(),
-        vip_common::FLOW_WAYS
+            limits.max_vips,
+            limits.max_backends,
+            limits.table_size,
+            limits.max_conns,
+            limits.conn_sets(),
+            vip_common::FLOW_WAYS
         ),
     );
     // The figure `Limits::approx_bytes` gives (documentation, `vipd check`), against the

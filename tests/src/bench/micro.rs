@@ -50,7 +50,11 @@ pub fn run(report: &mut Report, method: Method) -> Result<()> {
                 src: [n + 1, 0, 0, 0],
                 ..key
             };
-            set.insert(&other, flow_table_hash(&other, MICRO_SEED), &ConnState::default());
+            set.insert(
+                &other,
+                flow_table_hash(&other, MICRO_SEED),
+                &ConnState::default(),
+            );
         }
         set.insert(&key, h, &ConnState::default());
         flows.set(flow_set_index(h, 65_535), set, 0)?;

@@ -40,7 +40,10 @@ fn run() -> Result<()> {
     let jit = args
         .iter()
         .position(|a| a == "--jit")
-        .map(|i| args.get(i + 1).context("--jit needs a program name, e.g. bench_lb"))
+        .map(|i| {
+            args.get(i + 1)
+                .context("--jit needs a program name, e.g. bench_lb")
+        })
         .transpose()?
         .cloned();
     let mut wanted: Vec<&str> = args

@@ -237,7 +237,16 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
         let Some((id, backend)) = conntrack::lookup(&slot, &p.key) else {
             return xdp_action::XDP_DROP;
         };
-        match lb::forward(c, &p, tunnel_hash(h), cfg, backend.vip_flags, id, backend, true) {
+        match lb::forward(
+            c,
+            &p,
+            tunnel_hash(h),
+            cfg,
+            backend.vip_flags,
+            id,
+            backend,
+            true,
+        ) {
             Ok(v) => v.action,
             Err(_) => xdp_action::XDP_DROP,
         }
@@ -371,7 +380,6 @@ pub fn bench_map_lru_insert_pcpu(ctx: XdpContext) -> u32 {
         hit(MICRO_LRU_INS_PCPU.insert(&k, &1, 0).is_ok())
     })
 }
-
 
 #[map(name = "MICRO_FLOWS")]
 static MICRO_FLOWS: Array<FlowSet> = Array::with_max_entries(65_536, 0);
