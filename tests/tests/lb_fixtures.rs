@@ -16,7 +16,7 @@ use vip_common::{
     BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UNUSED, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, FAMILY_V4,
     FlowKey, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
     VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, flow_hash, flow_set_index, flow_table_hash,
-    tunnel_hash, vip_filter_bit,
+    tunnel_hash, vip_filter_bit, vip_slot_hash, vip_slot_index,
 };
 use vip_tests::{
     fixture::{Fixture, Output, action, run_table_on, run_xdp},
@@ -1102,5 +1102,169 @@ fn the_vip_address_filter_passes_other_addresses_and_leaves_collisions_to_the_vi
     assert!(
         !dp.vip_filter_has(b.into()).unwrap(),
         "cleared with the last address that has it"
+    );
+}
+
+/// Two TCP VIPs on `addr` (ports from 1000 up) that want the same VIP slot in `dp`, one
+/// no fixture VIP wants.
+fn slot_sharing_ports(dp: &Datapath, addr: Ipv4Addr) -> (u16, u16) {
+    let mask = dp.written_global().vip_slots_mask;
+    let slot = |k: &vip_common::VipKey| vip_slot_index(vip_slot_hash(k), mask);
+    let taken: Vec<u32> = VIPS
+        .iter()
+        .map(|v| slot(&vip_key(sa(v.addr), v.proto)))
+        .collect();
+    let mut seen: HashMap<u32, u16> = HashMap::new();
+    for port in 1000..u16::MAX {
+        let s = slot(&vip_key(SocketAddr::from((addr, port)), PROTO_TCP));
+        if taken.contains(&s) {
+            continue;
+        }
+        if let Some(p) = seen.insert(s, port) {
+            return (p, port);
+        }
+    }
+    panic!("no two ports of {addr} share a VIP slot");
+}
+
+fn vip_on(id: u32, addr: Ipv4Addr, port: u16) -> Vip {
+    Vip {
+        id,
+        addr: Box::leak(format!("{addr}:{port}").into_boxed_str()),
+        proto: PROTO_TCP,
+        flags: 0,
+        backends: &[1],
+    }
+}
+
+#[test]
+fn vips_sharing_a_slot_are_found_through_the_vip_map_and_the_slot_passes_on() {
+    if !require_root("vips_sharing_a_slot_are_found_through_the_vip_map_and_the_slot_passes_on") {
+        return;
+    }
+    let mut dp = setup();
+    let addr = Ipv4Addr::new(198, 18, 5, 1);
+    let (pa, pb) = slot_sharing_ports(&dp, addr);
+    let (vip_a, vip_b) = (vip_on(12, addr, pa), vip_on(13, addr, pb));
+    let (key_a, key_b) = (
+        vip_key(sa(vip_a.addr), PROTO_TCP),
+        vip_key(sa(vip_b.addr), PROTO_TCP),
+    );
+    add_vip(&mut dp, &vip_a);
+    add_vip(&mut dp, &vip_b);
+    assert_eq!(dp.slotted_vip(&key_a).unwrap(), dp.vip(&key_a).unwrap());
+    assert!(dp.slotted_vip(&key_a).unwrap().is_some());
+    assert_eq!(
+        dp.slotted_vip(&key_b).unwrap(),
+        None,
+        "the slot is taken: {} is left to the VIP map",
+        vip_b.addr
+    );
+    let (to_a, to_b) = (syn(C4, vip_a.addr), syn(C4, vip_b.addr));
+    let (flow_a, flow_b) = (tcp_key(C4, vip_a.addr), tcp_key(C4, vip_b.addr));
+    run_table_on(
+        &mut dp,
+        &[
+            fwd(
+                "the VIP in the slot",
+                to_a.clone(),
+                tunnel_to(&to_a, &flow_a, 1),
+            ),
+            fwd(
+                "the VIP in the VIP map only",
+                to_b.clone(),
+                tunnel_to(&to_b, &flow_b, 1),
+            ),
+        ],
+    );
+    // A new table for the slotted VIP is seen through its slot.
+    let moved = vip_on(12, addr, pa);
+    let moved = Vip {
+        backends: &[2],
+        ..moved
+    };
+    add_vip(&mut dp, &moved);
+    assert_eq!(dp.slotted_vip(&key_a).unwrap(), dp.vip(&key_a).unwrap());
+    let to_a2 = syn("198.18.0.7:2345", vip_a.addr);
+    let flow_a2 = tcp_key("198.18.0.7:2345", vip_a.addr);
+    run_table_on(
+        &mut dp,
+        &[fwd(
+            "a new flow after the VIP's table changed",
+            to_a2.clone(),
+            tunnel_to(&to_a2, &flow_a2, 2),
+        )],
+    );
+    // Removing the VIP that holds the slot hands it to the other.
+    dp.remove_vip(&key_a).unwrap();
+    assert_eq!(dp.slotted_vip(&key_a).unwrap(), None);
+    assert_eq!(dp.slotted_vip(&key_b).unwrap(), dp.vip(&key_b).unwrap());
+    assert!(dp.slotted_vip(&key_b).unwrap().is_some());
+    let to_b2 = syn("198.18.0.8:3456", vip_b.addr);
+    let flow_b2 = tcp_key("198.18.0.8:3456", vip_b.addr);
+    run_table_on(
+        &mut dp,
+        &[
+            fwd(
+                "the other VIP, now in the slot",
+                to_b2.clone(),
+                tunnel_to(&to_b2, &flow_b2, 1),
+            ),
+            passed(
+                "the removed VIP, a new flow",
+                syn("198.18.0.9:4567", vip_a.addr),
+                Reason::PassNotVip,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn vip_slots_are_rebuilt_from_the_vip_map_when_maps_are_adopted() {
+    if !require_root("vip_slots_are_rebuilt_from_the_vip_map_when_maps_are_adopted") {
+        return;
+    }
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/vip/dp-slots-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let limits = Limits {
+        max_vips: 4,
+        max_backends: 8,
+        table_size: M,
+        max_conns: 128,
+    };
+    let key = vip_key(sa(VIPS[0].addr), PROTO_TCP);
+    {
+        let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
+        add_vip(&mut dp, &VIPS[0]);
+        assert!(dp.slotted_vip(&key).unwrap().is_some());
+    }
+    // A vipd that stopped between writing a VIP entry and its slot: the entry points at
+    // the other half of the region, the slot still at the first.
+    let pinned = aya::maps::MapData::from_pin(dir.join(vip_common::MAP_VIPS)).unwrap();
+    let mut vips: aya::maps::HashMap<_, vip_common::VipKey, vip_common::VipMeta> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(pinned)).unwrap();
+    let mut meta = vips.get(&key, 0).unwrap();
+    meta.table_base += M;
+    vips.insert(key, meta, 0).unwrap();
+    drop(vips);
+    let dp = Datapath::load(&limits, Some(&dir)).unwrap();
+    assert!(dp.adopted());
+    assert_eq!(
+        dp.slotted_vip(&key).unwrap(),
+        Some(meta),
+        "the slot was rewritten from the VIP map"
     );
 }

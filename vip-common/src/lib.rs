@@ -14,6 +14,7 @@ pub mod flowtable;
 pub mod hash;
 pub mod maps;
 pub mod reason;
+pub mod vipslots;
 
 pub use flowtable::{
     FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
@@ -22,6 +23,7 @@ pub use flowtable::{
 pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;
 pub use reason::Reason;
+pub use vipslots::{VipSlot, vip_slot_check, vip_slot_hash, vip_slot_index, vip_slots};
 
 /// Address family tag stored in keys and values (`AF_INET`/`AF_INET6` are not used
 /// because their numbers differ between platforms).

@@ -16,6 +16,10 @@ pub const MAP_CONNS: &str = "CONNS";
 /// VIP-address filter: word index → `u64` (array of [`crate::VIP_FILTER_WORDS`]); bit
 /// [`crate::vip_filter_bit`] of every VIP address is set.
 pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
+/// VIP slots: slot index → [`crate::VipSlot`] (array of [`crate::vip_slots`]`(max_vips)`);
+/// a direct-mapped copy of [`MAP_VIPS`] for the lookups of new flows
+/// (see [`crate::vipslots`]).
+pub const MAP_VIP_SLOTS: &str = "VIP_SLOTS";
 /// Global datapath settings: index 0 → [`GlobalConfig`] (array of one).
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Per-VIP counters by `VipMeta::id`: [`VipCounters`] (per-CPU array).
@@ -203,8 +207,11 @@ pub struct GlobalConfig {
     /// Seed of [`crate::flow_table_hash`], random per LB node, chosen when the connection
     /// table is created and kept while it is pinned.
     pub flow_seed: u32,
+    /// Slots in [`MAP_VIP_SLOTS`] minus one (a power of two minus one). Kept by the
+    /// datapath's user-space side from the map's size, like `flow_sets_mask`.
+    pub vip_slots_mask: u32,
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 40);
+const _: () = assert!(size_of::<GlobalConfig>() == 44);
 
 /// Per-VIP counters (per CPU; user space sums them).
 #[repr(C)]
@@ -248,5 +255,6 @@ mod pod {
     unsafe impl aya::Pod for super::BackendCounters {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for crate::FlowSet {}
+    unsafe impl aya::Pod for crate::VipSlot {}
     unsafe impl aya::Pod for crate::FlowEntry {}
 }

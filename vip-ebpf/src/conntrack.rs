@@ -1,12 +1,14 @@
-//! The connection table (`vip_common::flowtable`) and the VIP-address filter, as the
-//! datapath uses them: one array access each, no kernel hash map on the common paths.
+//! The connection table (`vip_common::flowtable`), the VIP-address filter and the VIP
+//! slots (`vip_common::vipslots`), as the datapath uses them: one array access each, no
+//! kernel hash map on the common paths.
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, ConnState, FlowKey, FlowSet, GlobalConfig,
-    VIP_F_NO_CONNTRACK, flow_set_index, flow_table_hash, vip_filter_slot,
+    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_set_index, flow_table_hash, vip_filter_slot,
+    vip_slot_hash, vip_slot_index,
 };
 
-use crate::maps::{BACKENDS, CONNS, VIP_FILTER};
+use crate::maps::{BACKENDS, CONNS, VIP_FILTER, VIP_SLOTS};
 
 /// False when no VIP has the address `addr` (any port, any protocol): one array read.
 /// True may still be a neighbour sharing the bit; the VIP lookup decides.
@@ -17,6 +19,16 @@ pub fn maybe_vip(addr: &[u32; 4], family: u8) -> bool {
         Some(w) => *w & mask != 0,
         None => false,
     }
+}
+
+/// The entry of VIP `key` from its slot, or `None` when the slot holds another VIP (or
+/// none, or is being rewritten): then the VIP map decides.
+#[inline(always)]
+pub fn slotted_vip(key: &VipKey, cfg: &GlobalConfig) -> Option<VipMeta> {
+    let h = vip_slot_hash(key);
+    VIP_SLOTS
+        .get(vip_slot_index(h, cfg.vip_slots_mask))?
+        .get(key, h)
 }
 
 /// A backend a flow may be sent to: in use and not down (a draining one keeps its flows).

@@ -25,6 +25,7 @@ static NO_CONFIG: GlobalConfig = GlobalConfig {
     tunnel_src_v6: [0; 4],
     flow_sets_mask: 0,
     flow_seed: 0,
+    vip_slots_mask: 0,
 };
 
 /// A verdict and the reason it is counted under.
@@ -235,7 +236,8 @@ pub fn anomaly(p: &Parsed) -> Verdict {
     }
 }
 
-/// The VIP of a flow: exact (address, port, protocol), else the all-ports VIP.
+/// The VIP of a flow: exact (address, port, protocol), else the all-ports VIP. Each is
+/// looked for in its slot first, then in the VIP map.
 #[inline(always)]
 pub fn lookup_vip(key: &FlowKey, cfg: &GlobalConfig) -> Option<VipMeta> {
     let mut vk = VipKey {
@@ -244,6 +246,9 @@ pub fn lookup_vip(key: &FlowKey, cfg: &GlobalConfig) -> Option<VipMeta> {
         proto: key.proto,
         family: key.family,
     };
+    if let Some(m) = conntrack::slotted_vip(&vk, cfg) {
+        return Some(m);
+    }
     // SAFETY: values are copied out at once; user space replaces entries whole.
     if let Some(m) = unsafe { VIPS.get(&vk) } {
         return Some(*m);
@@ -252,6 +257,9 @@ pub fn lookup_vip(key: &FlowKey, cfg: &GlobalConfig) -> Option<VipMeta> {
         return None;
     }
     vk.port_be = 0;
+    if let Some(m) = conntrack::slotted_vip(&vk, cfg) {
+        return Some(m);
+    }
     // SAFETY: as above.
     unsafe { VIPS.get(&vk) }.copied()
 }

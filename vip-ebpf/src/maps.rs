@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use vip_common::{
     Backend, BackendCounters, FlowSet, GlobalConfig, NextHop, Reason, VIP_FILTER_WORDS,
-    VipCounters, VipKey, VipMeta,
+    VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.
@@ -37,6 +37,10 @@ pub static CONNS: Array<FlowSet> = Array::with_max_entries(256, BPF_F_MMAPABLE);
 /// VIP-address filter: one bit per `vip_common::vip_filter_bit`.
 #[map(name = "VIP_FILTER")]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+
+/// VIP slots: a direct-mapped copy of `VIPS` (`vip_common::vipslots`).
+#[map(name = "VIP_SLOTS")]
+pub static VIP_SLOTS: Array<VipSlot> = Array::with_max_entries(64, 0);
 
 /// Global settings, index 0.
 #[map(name = "CONFIG")]

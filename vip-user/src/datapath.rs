@@ -12,6 +12,9 @@
 //! hash seed is chosen here when the table is created and kept in `CONFIG` for as long as
 //! the table is pinned, so a restarted vipd finds every flow where the datapath put it.
 //! The VIP-address filter (`VIP_FILTER`) has the bit of every published VIP address set.
+//! The VIP slots (`VIP_SLOTS`, `vip_common::vipslots`) hold a copy of each published VIP
+//! entry whose slot no other VIP took first; they are rewritten with every VIP entry and
+//! rebuilt from the VIP map when the maps are adopted.
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
@@ -29,9 +32,10 @@ use aya::{
 use vip_common::{
     Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
     FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_STATS,
-    MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta,
-    flow_set_index, flow_sets, flow_table_hash, vip_filter_slot,
+    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS,
+    MAP_VIP_STATS, MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters,
+    VipKey, VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, vip_filter_slot,
+    vip_slot_hash, vip_slot_index, vip_slots,
 };
 
 use crate::ebpf;
@@ -75,13 +79,14 @@ impl Limits {
         let maglev = vips * 2 * u64::from(self.table_size) * 8;
         let conns = u64::from(self.conn_sets()) * size_of::<FlowSet>() as u64;
         let filter = u64::from(VIP_FILTER_WORDS) * 8;
+        let slots = u64::from(vip_slots(self.max_vips)) * size_of::<VipSlot>() as u64;
         let vip_map = vips * 2 * (48 + 20 + 16);
         // BACKENDS, NEXTHOPS and the per-CPU BACKEND_STATS.
         let backend_maps = backends
             * (size_of::<Backend>() as u64
                 + size_of::<NextHop>().next_multiple_of(8) as u64
                 + size_of::<BackendCounters>() as u64 * cpus);
-        maglev + conns + filter + vip_map + backend_maps + vips * 32 * cpus
+        maglev + conns + filter + slots + vip_map + backend_maps + vips * 32 * cpus
     }
 
     /// Sets in the connection table.
@@ -329,6 +334,11 @@ pub struct Datapath {
     /// Seed of the connection table's hash, kept while the table is pinned.
     flow_seed: u32,
     vip_filter: Array<MapData, u64>,
+    vip_slots: Array<MapData, VipSlot>,
+    /// Slots in `vip_slots` (the map's size), a power of two.
+    vip_slot_count: u32,
+    /// The VIP each taken slot holds.
+    slot_owners: StdHashMap<u32, VipKey>,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
     backend_stats: PerCpuArray<MapData, BackendCounters>,
@@ -354,13 +364,14 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 12] = [
     MAP_VIPS,
     MAP_BACKENDS,
     MAP_NEXTHOPS,
     MAP_MAGLEV,
     MAP_CONNS,
     MAP_VIP_FILTER,
+    MAP_VIP_SLOTS,
     MAP_CONFIG,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
@@ -426,6 +437,7 @@ impl Datapath {
             .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
             .map_max_entries(MAP_MAGLEV, maglev_len as u32)
             .map_max_entries(MAP_CONNS, limits.conn_sets())
+            .map_max_entries(MAP_VIP_SLOTS, vip_slots(limits.max_vips))
             .map_max_entries(MAP_VIP_STATS, limits.max_vips);
         let paths: Vec<(&'static str, PathBuf)> = pin_dir
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
@@ -459,6 +471,8 @@ impl Datapath {
         // The map's own size: on adoption, what the table was created with.
         let conn_sets = conns.len();
         let conns_mmap = mmap::MappedArray::new(conns.map().fd().as_fd(), conn_sets);
+        let vip_slots: Array<MapData, VipSlot> = typed!(&mut ebpf, MAP_VIP_SLOTS);
+        let vip_slot_count = vip_slots.len();
         let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
@@ -472,6 +486,9 @@ impl Datapath {
             conn_sets,
             flow_seed: 0,
             vip_filter: typed!(&mut ebpf, MAP_VIP_FILTER),
+            vip_slots,
+            vip_slot_count,
+            slot_owners: StdHashMap::new(),
             config: typed!(&mut ebpf, MAP_CONFIG),
             vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
             backend_stats: typed!(&mut ebpf, MAP_BACKEND_STATS),
@@ -498,6 +515,7 @@ impl Datapath {
                     dp.all_ports_vips.insert(k);
                 }
             }
+            dp.rebuild_vip_slots()?;
         }
         dp.flow_seed = match seed {
             Some(s) => s,
@@ -539,14 +557,15 @@ impl Datapath {
     }
 
     /// Writes the global settings. The datapath's own fields (`CONFIG_F_HAS_ALL_PORTS_VIPS`,
-    /// `flow_sets_mask`, `flow_seed`) are ignored in `cfg` and filled in from the maps.
+    /// `flow_sets_mask`, `flow_seed`, `vip_slots_mask`) are ignored in `cfg` and filled in from the maps.
     pub fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
         self.global = without_own_fields(cfg);
         self.write_global()
     }
 
     /// The global settings as the datapath has them: the configuration plus the
-    /// datapath's own fields (the all-ports flag, the connection table's seed and mask).
+    /// datapath's own fields (the all-ports flag, the connection table's seed and mask,
+    /// the VIP slots' mask).
     /// A model of the datapath needs these to place flows in the same sets.
     pub fn written_global(&self) -> GlobalConfig {
         let mut cfg = self.global;
@@ -555,6 +574,7 @@ impl Datapath {
         }
         cfg.flow_sets_mask = self.conn_sets - 1;
         cfg.flow_seed = self.flow_seed;
+        cfg.vip_slots_mask = self.vip_slot_count - 1;
         cfg
     }
 
@@ -727,6 +747,7 @@ impl Datapath {
         self.vips
             .insert(*key, meta, 0)
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
+        self.fill_vip_slot(key, &meta)?;
         Ok(PublishStats {
             table_writes: writes,
             active_half: half,
@@ -739,6 +760,13 @@ impl Datapath {
     /// address has the same bit. Flows in the connection table keep going to their
     /// backends while those are usable: take the backends out of service too.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
+        // The slot first: until the VIP entry goes, lookups find it in the VIP map.
+        let slot = self.vip_slot_of(key);
+        let owned = self.slot_owners.get(&slot) == Some(key);
+        if owned {
+            self.write_vip_slot(slot, &VipSlot::default())?;
+            self.slot_owners.remove(&slot);
+        }
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
@@ -765,14 +793,91 @@ impl Datapath {
                 Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP address marker")(e)),
             }
         }
-        let slot = vip_filter_slot(&key.addr, key.family);
+        let filter = vip_filter_slot(&key.addr, key.family);
         if !remaining
             .iter()
-            .any(|k| !is_marker(k) && vip_filter_slot(&k.addr, k.family) == slot)
+            .any(|k| !is_marker(k) && vip_filter_slot(&k.addr, k.family) == filter)
         {
             self.clear_filter_bit(key)?;
         }
+        // A VIP that wanted the freed slot gets it.
+        if owned
+            && let Some(next) = remaining
+                .iter()
+                .find(|k| !is_marker(k) && *k != key && self.vip_slot_of(k) == slot)
+            && let Some(meta) = self.vip(next)?
+        {
+            self.fill_vip_slot(next, &meta)?;
+        }
         Ok(())
+    }
+
+    fn vip_slot_of(&self, key: &VipKey) -> u32 {
+        vip_slot_index(vip_slot_hash(key), self.vip_slot_count - 1)
+    }
+
+    /// Writes `key` → `meta` into the key's slot unless another VIP holds it.
+    fn fill_vip_slot(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        let slot = self.vip_slot_of(key);
+        match self.slot_owners.get(&slot) {
+            Some(owner) if owner != key => return Ok(()),
+            _ => {}
+        }
+        self.write_vip_slot(slot, &VipSlot::new(key, vip_slot_hash(key), meta))?;
+        self.slot_owners.insert(slot, *key);
+        Ok(())
+    }
+
+    fn write_vip_slot(&mut self, slot: u32, value: &VipSlot) -> Result<()> {
+        self.vip_slots
+            .set(slot, value, 0)
+            .map_err(map_err(MAP_VIP_SLOTS, format!("writing VIP slot {slot}")))
+    }
+
+    /// After adoption: makes every slot agree with the VIP map (a vipd that stopped
+    /// between writing a VIP entry and its slot leaves the slot behind), clearing slots
+    /// whose VIP is gone or whose copy differs, then filling them again.
+    fn rebuild_vip_slots(&mut self) -> Result<()> {
+        let mut vips = Vec::new();
+        for k in self.vips.keys() {
+            let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+            if !is_marker(&k) {
+                vips.push(k);
+            }
+        }
+        let mut want: StdHashMap<u32, (VipKey, VipMeta)> = StdHashMap::new();
+        for k in &vips {
+            if let Some(meta) = self.vip(k)? {
+                want.entry(self.vip_slot_of(k)).or_insert((*k, meta));
+            }
+        }
+        for slot in 0..self.vip_slot_count {
+            let have = self
+                .vip_slots
+                .get(&slot, 0)
+                .map_err(map_err(MAP_VIP_SLOTS, format!("reading VIP slot {slot}")))?;
+            let value = match want.get(&slot) {
+                Some((k, meta)) => VipSlot::new(k, vip_slot_hash(k), meta),
+                None => VipSlot::default(),
+            };
+            if have != value {
+                self.write_vip_slot(slot, &value)?;
+            }
+        }
+        self.slot_owners = want.into_iter().map(|(s, (k, _))| (s, k)).collect();
+        Ok(())
+    }
+
+    /// The VIP the datapath finds in `key`'s slot, if it is `key` and checks out (for
+    /// tests and `vipctl`): `None` means lookups of `key` go to the VIP map.
+    pub fn slotted_vip(&self, key: &VipKey) -> Result<Option<VipMeta>, DatapathError> {
+        let h = vip_slot_hash(key);
+        let slot = vip_slot_index(h, self.vip_slot_count - 1);
+        let s = self
+            .vip_slots
+            .get(&slot, 0)
+            .map_err(map_err(MAP_VIP_SLOTS, format!("reading VIP slot {slot}")))?;
+        Ok(s.get(key, h))
     }
 
     /// Sets the VIP-address filter bit of `key`'s address (one read, and a write when
@@ -944,6 +1049,7 @@ fn without_own_fields(cfg: &GlobalConfig) -> GlobalConfig {
         flags: cfg.flags & !CONFIG_F_HAS_ALL_PORTS_VIPS,
         flow_sets_mask: 0,
         flow_seed: 0,
+        vip_slots_mask: 0,
         ..*cfg
     }
 }
@@ -1029,6 +1135,7 @@ mod tests {
             mtu: 1500,
             flow_sets_mask: 3,
             flow_seed: 9,
+            vip_slots_mask: 1023,
             ..GlobalConfig::default()
         };
         assert_eq!(

@@ -168,6 +168,7 @@ pub fn global_config(d: &DatapathSpec) -> GlobalConfig {
         // Filled in by the datapath (`Datapath::set_global`), which owns the table.
         flow_sets_mask: 0,
         flow_seed: 0,
+        vip_slots_mask: 0,
     }
 }
 

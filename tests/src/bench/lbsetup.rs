@@ -24,9 +24,9 @@ use aya::{
 };
 use vip_common::{
     BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
-    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIPS, NEXTHOP_F_VALID, NextHop, PROTO_TCP,
-    PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, flow_set_index, flow_sets,
-    flow_table_hash, vip_filter_slot,
+    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, NEXTHOP_F_VALID, NextHop,
+    PROTO_TCP, PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, VipSlot, flow_set_index,
+    flow_sets, flow_table_hash, vip_filter_slot, vip_slot_hash, vip_slot_index, vip_slots,
 };
 use vip_user::maglev::{self, MaglevBackend};
 
@@ -109,7 +109,8 @@ pub fn load(setup: Setup) -> Result<Ebpf> {
         .map_max_entries(MAP_MAGLEV, maglev_len)
         .map_max_entries(MAP_BACKENDS, backends)
         .map_max_entries(MAP_NEXTHOPS, backends)
-        .map_max_entries(MAP_CONNS, flow_sets(setup.max_conns));
+        .map_max_entries(MAP_CONNS, flow_sets(setup.max_conns))
+        .map_max_entries(MAP_VIP_SLOTS, vip_slots(vips));
     let mut ebpf = load_all_with(&mut loader, &LB_PROGS)?;
     fill(&mut ebpf, setup)?;
     Ok(ebpf)
@@ -221,6 +222,7 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
             tunnel_src_v6: words("2001:db8:ffff::".parse().expect("literal")).0,
             flow_sets_mask: flow_sets(setup.max_conns) - 1,
             flow_seed: FLOW_SEED,
+            vip_slots_mask: vip_slots(4 + setup.extra_vips) - 1,
         },
         0,
     )?;
@@ -273,6 +275,20 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
         Array::try_from(ebpf.map_mut(MAP_VIP_FILTER).context("VIP_FILTER map")?)?;
     for (i, w) in filter.iter().enumerate().filter(|(_, w)| **w != 0) {
         filter_map.set(i as u32, w, 0)?;
+    }
+    // The VIP slots: the first VIP to want a slot gets it, as with vipd.
+    let mask = vip_slots(4 + setup.extra_vips) - 1;
+    let mut slots: std::collections::HashMap<u32, VipSlot> = std::collections::HashMap::new();
+    for (k, m) in &metas {
+        let h = vip_slot_hash(k);
+        slots
+            .entry(vip_slot_index(h, mask))
+            .or_insert_with(|| VipSlot::new(k, h, m));
+    }
+    let mut slot_map: Array<&mut MapData, VipSlot> =
+        Array::try_from(ebpf.map_mut(MAP_VIP_SLOTS).context("VIP_SLOTS map")?)?;
+    for (i, slot) in &slots {
+        slot_map.set(*i, slot, 0)?;
     }
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> =
         HashMap::try_from(ebpf.map_mut(MAP_VIPS).context("VIPS map")?)?;
