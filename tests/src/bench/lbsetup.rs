@@ -33,7 +33,7 @@ use vip_user::maglev::{self, MaglevBackend};
 use super::{VIP_BENCH, packets, testrun::load_all};
 
 /// Programs of `vip_bench` that run the datapath.
-pub const LB_PROGS: [&str; 22] = [
+pub const LB_PROGS: [&str; 23] = [
     "bench_map_lru_insert",
     "bench_map_lru_insert_pcpu",
     "bench_map_hash4",
@@ -46,6 +46,7 @@ pub const LB_PROGS: [&str; 22] = [
     "bench_stage_parse",
     "bench_stage_filter",
     "bench_stage_vip",
+    "bench_stage_vip_map",
     "bench_stage_backend",
     "bench_stage_forward",
     "bench_pass_bare",
