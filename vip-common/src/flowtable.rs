@@ -101,10 +101,16 @@ fn key_words(key: &FlowKey) -> &[u32; 10] {
 /// `seed` is random per LB node, so clients cannot aim many flows at one set.
 #[inline(always)]
 pub fn flow_table_hash(key: &FlowKey, seed: u32) -> u64 {
-    let w = key_words(key);
+    nh_hash(key_words(key), seed)
+}
+
+/// NH over `N` (even) words with keys derived from `seed`, then a multiply to spread
+/// the bits.
+#[inline(always)]
+pub fn nh_hash<const N: usize>(w: &[u32; N], seed: u32) -> u64 {
     let mut sum: u64 = 0;
     let mut i = 0;
-    while i < 10 {
+    while i + 1 < N {
         let a = w[i].wrapping_add(NH_KEYS[i] ^ seed);
         let b = w[i + 1].wrapping_add(NH_KEYS[i + 1] ^ seed.rotate_left(16));
         sum = sum.wrapping_add(u64::from(a).wrapping_mul(u64::from(b)));
