@@ -97,11 +97,17 @@ fn key_words(key: &FlowKey) -> &[u32; 10] {
 }
 
 /// The connection-table hash of a flow: NH (the universal hash of UMAC, RFC 4418) over
-/// its ten words with keys derived from `seed`, then one multiply to spread the bits.
+/// its ten words (four for IPv4, whose other six are zero) with keys derived from `seed`,
+/// then one multiply to spread the bits.
 /// `seed` is random per LB node, so clients cannot aim many flows at one set.
 #[inline(always)]
 pub fn flow_table_hash(key: &FlowKey, seed: u32) -> u64 {
-    nh_hash(key_words(key), seed)
+    let w = key_words(key);
+    if key.family == crate::FAMILY_V4 {
+        // Words 1-3 and 5-7 of an IPv4 key are zero: NH over the other four.
+        return nh_hash(&[w[0], w[4], w[8], w[9]], seed);
+    }
+    nh_hash(w, seed)
 }
 
 /// NH over `N` (even) words with keys derived from `seed`, then a multiply to spread
