@@ -813,32 +813,44 @@ fn publishing_writes_only_changed_entries_and_flips_halves() {
     assert_eq!(dp.vip_table(&key).unwrap().unwrap(), t1);
 }
 
+/// A pin directory of its own under /sys/fs/bpf/vip, removed when dropped (also when the
+/// test fails).
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        Self(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/vip/{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Small limits for the tests that pin and adopt maps.
+const PINNED_LIMITS: Limits = Limits {
+    max_vips: 4,
+    max_backends: 8,
+    table_size: M,
+    max_conns: 128,
+};
+
 #[test]
 fn pinned_maps_are_adopted_with_connections_and_counters() {
     if !require_root("pinned_maps_are_adopted_with_connections_and_counters") {
         return;
     }
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/vip/dp-fixture-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    let limits = Limits {
-        max_vips: 4,
-        max_backends: 8,
-        table_size: M,
-        max_conns: 128,
-    };
+    let pins = PinDir::new("dp-fixture");
+    let (dir, limits) = (pins.0.clone(), PINNED_LIMITS);
     let key = vip_key(sa("198.18.1.10:80"), PROTO_TCP);
     let flow = tcp_key(C4, "198.18.1.10:80");
     let seed = {
@@ -1224,27 +1236,8 @@ fn vip_slots_are_rebuilt_from_the_vip_map_when_maps_are_adopted() {
     if !require_root("vip_slots_are_rebuilt_from_the_vip_map_when_maps_are_adopted") {
         return;
     }
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/vip/dp-slots-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    let limits = Limits {
-        max_vips: 4,
-        max_backends: 8,
-        table_size: M,
-        max_conns: 128,
-    };
+    let pins = PinDir::new("dp-slots");
+    let (dir, limits) = (pins.0.clone(), PINNED_LIMITS);
     let key = vip_key(sa(VIPS[0].addr), PROTO_TCP);
     {
         let mut dp = Datapath::load(&limits, Some(&dir)).unwrap();
