@@ -4,6 +4,8 @@
 //!
 //! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e` (default: all).
 //! `--quick` runs fewer iterations (for trying the harness, not for figures).
+//! `--trials N` (at least 5) sets the trials of every figure (default: 9 per packet, 5
+//! elsewhere); more steady the medians on a busy machine.
 //! `--jit PROG` also writes the JIT image of `vip_bench`'s program PROG to
 //! `target/bench/PROG.jit.bin`, for profiling with `perf` (see `bench::jit`).
 
@@ -34,22 +36,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// The argument after `flag`, if `flag` is given.
+fn args_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
+/// The value of `flag` (an error naming `what` when it is given without one).
+fn flag_value(args: &[String], flag: &str, what: &str) -> Result<Option<String>> {
+    if !args.iter().any(|a| a == flag) {
+        return Ok(None);
+    }
+    args_after(args, flag)
+        .map(|v| Some(v.to_string()))
+        .with_context(|| format!("{flag} needs {what}"))
+}
+
+/// `--trials N`: a whole number, at least the method's minimum of 5.
+fn parse_trials(v: &str) -> Result<usize> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 5)
+        .with_context(|| format!("--trials {v:?}: give a whole number of at least 5"))
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let jit = args
-        .iter()
-        .position(|a| a == "--jit")
-        .map(|i| {
-            args.get(i + 1)
-                .context("--jit needs a program name, e.g. bench_lb")
-        })
-        .transpose()?
-        .cloned();
+    let jit = flag_value(&args, "--jit", "a program name, e.g. bench_lb")?;
+    let trials_arg = flag_value(&args, "--trials", "a number of trials, e.g. 15")?
+        .map(|v| parse_trials(&v))
+        .transpose()?;
+    let values = [jit.as_deref(), args_after(&args, "--trials")];
     let mut wanted: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| !a.starts_with("--") && Some(*a) != jit.as_deref())
+        .filter(|a| !a.starts_with("--") && !values.contains(&Some(*a)))
         .collect();
     for w in &wanted {
         ensure!(
@@ -62,13 +84,14 @@ fn run() -> Result<()> {
         wanted = SECTIONS.to_vec();
     }
     let on = |s: &str| wanted.contains(&s);
-    let trials = if quick { 3 } else { 5 };
+    let trials = trials_arg.unwrap_or(if quick { 3 } else { 5 });
     // Per-packet figures move with the machine's other tenants; more interleaved trials
-    // steady their medians (each costs well under a second).
+    // steady their medians (each costs well under a second). `--trials N` sets every
+    // section's count.
     let repeat = Method {
         repeat: if quick { 100_000 } else { 1_000_000 },
         calls: 0,
-        trials: if quick { 3 } else { 9 },
+        trials: trials_arg.unwrap_or(if quick { 3 } else { 9 }),
     };
     let calls = Method {
         repeat: 1,
