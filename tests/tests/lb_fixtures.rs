@@ -381,6 +381,9 @@ fn stateless_cases() -> Vec<Fixture> {
     let icmp6 = icmp_error_about("2001:db8:9::1".parse().unwrap(), reply6, 1400);
     let other_reply = &frame(sa("198.18.1.99:80"), sa(C4), L4::Tcp { syn: false }, b"")[14..];
     let icmp_other = icmp_error_about("198.18.9.1".parse().unwrap(), other_reply, 1400);
+    // From a VIP address, but not from a VIP's port.
+    let other_port_reply = &frame(sa("198.18.1.10:81"), sa(C4), L4::Tcp { syn: false }, b"")[14..];
+    let icmp_other_port = icmp_error_about("198.18.9.1".parse().unwrap(), other_port_reply, 1400);
     let mut echo = Vec::new();
     etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
         .ipv4([198, 18, 0, 1], [198, 18, 1, 10], 64)
@@ -503,8 +506,13 @@ fn stateless_cases() -> Vec<Fixture> {
             reason: Reason::IcmpSteered,
         },
         passed(
-            "icmp error about a non-VIP flow",
+            "icmp error to a non-VIP address",
             icmp_other,
+            Reason::PassNotVip,
+        ),
+        passed(
+            "icmp error to a VIP address about a non-VIP flow",
+            icmp_other_port,
             Reason::PassIcmpNotVip,
         ),
         passed("icmp echo to a VIP address", echo, Reason::PassIcmpNotVip),
@@ -576,15 +584,17 @@ fn stateless_cases() -> Vec<Fixture> {
         ),
         // IP header malformed: cannot be shown to be ours, the kernel validates it.
         passed("ipv4 IHL 4 to a VIP", ihl4, Reason::PassMalformed),
+        // For an address no VIP has, the frame is passed once the address is read,
+        // before anything after it is looked at.
         passed(
-            "ipv4 total length beyond the frame, non-VIP",
+            "ipv4 total length beyond the frame, non-VIP address",
             short_total_other,
-            Reason::PassMalformed,
+            Reason::PassNotVip,
         ),
         passed(
-            "tcp data offset 4, non-VIP",
+            "tcp data offset 4, non-VIP address",
             doff4_other,
-            Reason::PassMalformed,
+            Reason::PassNotVip,
         ),
         dropped(
             "VIP without backends",
@@ -613,9 +623,9 @@ fn stateless_cases() -> Vec<Fixture> {
             Reason::PassNotVip,
         ),
         passed(
-            "ipv6 5 extension headers, non-VIP",
+            "ipv6 5 extension headers, non-VIP address",
             with_ipv6_ext(&syn(C6, "[2001:db8:1::99]:80"), &[0, 60, 60, 60, 60]),
-            Reason::PassUnparsed,
+            Reason::PassNotVip,
         ),
     ]
 }

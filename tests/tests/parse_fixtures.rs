@@ -53,10 +53,11 @@ fn cases() -> Vec<Fixture> {
             tcp4[..14 + 12].to_vec(),
             Reason::PassMalformed,
         ),
+        // The address is read and is no VIP's: passed before the rest is looked at.
         pass(
-            "tcp ports cut short",
+            "tcp ports cut short, non-VIP address",
             tcp4[..14 + 20 + 3].to_vec(),
-            Reason::PassMalformed,
+            Reason::PassNotVip,
         ),
         pass(
             "ipv6 header cut short",
@@ -64,9 +65,9 @@ fn cases() -> Vec<Fixture> {
             Reason::PassMalformed,
         ),
         pass(
-            "udp ports cut short",
+            "udp ports cut short, non-VIP address",
             udp6[..14 + 40 + 2].to_vec(),
-            Reason::PassMalformed,
+            Reason::PassNotVip,
         ),
         pass("ipv4 version field 6", bad_version, Reason::PassMalformed),
         pass("ipv4 IHL below 5", short_ihl, Reason::PassMalformed),

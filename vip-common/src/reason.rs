@@ -10,7 +10,9 @@
 pub enum Reason {
     /// Forwarded to a backend (`XDP_TX` or `XDP_REDIRECT`).
     Forwarded = 0,
-    /// Not ours (not IP, not addressed to a VIP): passed to the kernel untouched.
+    /// Not ours (not IP, not addressed to a VIP): passed to the kernel untouched. A frame
+    /// for an address no VIP has is counted here once its address is read, whatever
+    /// follows its IP header.
     PassNotVip = 1,
     /// Passed untouched: frame type the datapath does not parse (e.g. two VLAN tags).
     PassUnparsed = 2,
@@ -39,8 +41,9 @@ pub enum Reason {
     /// Passed to the kernel: IP header malformed or cut short, so it cannot be shown to
     /// be ours; the kernel's IP stack validates it (and drops and counts it).
     PassMalformed = 14,
-    /// Passed to the kernel: an ICMP/ICMPv6 error whose inner header is not a VIP flow
-    /// (or is cut short), or an ICMP message that is not an error (echo and the like).
+    /// Passed to the kernel: ICMP/ICMPv6 to a VIP address, either an error whose inner
+    /// header is not a VIP flow (or is cut short), or a message that is not an error
+    /// (echo and the like).
     PassIcmpNotVip = 15,
 }
 

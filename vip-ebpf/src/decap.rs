@@ -32,7 +32,7 @@ fn verdict(action: u32, reason: Reason) -> Verdict {
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
     let pass = |reason| verdict(xdp_action::XDP_PASS, reason);
-    let p = match parse(ctx) {
+    let p = match parse(ctx, |_, _| true) {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };

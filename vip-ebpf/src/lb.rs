@@ -77,13 +77,15 @@ pub struct VipRef {
 }
 
 /// The packet path without the reason counter (DESIGN.md, "Packet path"):
-/// 1. parse; ICMP errors are handled as their inner flow;
-/// 2. the VIP-address filter: traffic for other addresses is passed after one array read;
+/// 1. parse, with the VIP-address filter applied to the destination as soon as it is
+///    read: traffic for other addresses is passed after one array read, whatever follows
+///    its IP header; ICMP errors are handled as their inner flow;
+/// 2. for an ICMP error, the filter again on its inner flow's VIP address;
 /// 3. the connection table: a pinned flow goes to its backend without a VIP lookup;
 /// 4. otherwise the VIP lookup and its Maglev table, and the flow is pinned.
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
-    let p = match parse(ctx) {
+    let p = match parse(ctx, conntrack::maybe_vip) {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
@@ -106,8 +108,8 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     }
 }
 
-/// The packet path from the VIP-address filter on, for the TCP/UDP flow `key` (the
-/// packet's own, or the one an ICMP error is about).
+/// The packet path after parsing, for the TCP/UDP flow `key` (the packet's own, whose
+/// address passed the VIP-address filter in `parse`, or the one an ICMP error is about).
 #[inline(always)]
 fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Verdict {
     let not_vip = pass(if icmp_error {
@@ -115,7 +117,7 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
     } else {
         Reason::PassNotVip
     });
-    if !conntrack::maybe_vip(&key.dst, key.family) {
+    if icmp_error && !conntrack::maybe_vip(&key.dst, key.family) {
         return not_vip;
     }
     let cfg = config();
@@ -214,7 +216,8 @@ fn finish(
 }
 
 /// Fate of a frame whose ports are not usable: dropped when it is addressed to a VIP
-/// address (it cannot be load-balanced consistently), passed untouched otherwise.
+/// address (it cannot be load-balanced consistently), passed untouched otherwise (its
+/// address passed the VIP-address filter; another address may share the bit).
 #[inline(always)]
 pub fn anomaly(p: &Parsed) -> Verdict {
     let marker = VipKey {
@@ -224,8 +227,7 @@ pub fn anomaly(p: &Parsed) -> Verdict {
         family: p.key.family,
     };
     // SAFETY: the value is copied out at once; user space replaces entries whole.
-    let ours =
-        conntrack::maybe_vip(&p.key.dst, p.key.family) && unsafe { VIPS.get(&marker) }.is_some();
+    let ours = unsafe { VIPS.get(&marker) }.is_some();
     match (p.anomaly, ours) {
         (ANOMALY_FRAGMENT, true) => drop(Reason::DropFragment),
         (ANOMALY_FRAGMENT, false) => pass(Reason::PassNotVip),

@@ -2,9 +2,10 @@
 //! walk of extension headers), TCP/UDP ports.
 //!
 //! `Err` means the frame cannot be shown to be ours at all (not IP, stacked tags, IP
-//! header cut short): the caller passes it untouched. Once the destination address is
-//! known, oddities are reported in [`Parsed::anomaly`] instead, because their fate
-//! depends on whether that address is a VIP.
+//! header cut short, or a destination address the caller does not want): the caller
+//! passes it untouched. Once the destination address is known and wanted, oddities are
+//! reported in [`Parsed::anomaly`] instead, because their fate depends on whether that
+//! address is a VIP.
 
 use aya_ebpf::programs::XdpContext;
 use network_types::{
@@ -70,9 +71,12 @@ pub struct Parsed {
     pub anomaly: u8,
 }
 
-/// Parses a frame up to the transport ports.
+/// Parses a frame up to the transport ports. `wanted` sees the destination address as
+/// soon as it is read: a frame for an address it refuses is `Err(PassNotVip)` before its
+/// fragment bits, options, extension headers or transport header are looked at (the
+/// load balancer passes traffic for other addresses at the least cost).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
+pub fn parse(ctx: &XdpContext, wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result<Parsed, Reason> {
     let eth = ptr_at::<EthHdr>(ctx, 0).map_err(|()| Reason::PassUnparsed)?;
     // SAFETY: ptr_at checked the bounds.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -119,6 +123,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
             p.key.proto = ip.proto;
             p.key.src[0] = u32::from_ne_bytes(ip.src_addr);
             p.key.dst[0] = u32::from_ne_bytes(ip.dst_addr);
+            if !wanted(&p.key.dst, FAMILY_V4) {
+                return Err(Reason::PassNotVip);
+            }
             p.ttl = ip.ttl;
             p.tos = ip.tos;
             let frag = u16::from_be_bytes(ip.frags);
@@ -141,6 +148,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Parsed, Reason> {
             p.key.family = FAMILY_V6;
             p.key.src = words(&ip.src_addr);
             p.key.dst = words(&ip.dst_addr);
+            if !wanted(&p.key.dst, FAMILY_V6) {
+                return Err(Reason::PassNotVip);
+            }
             p.ttl = ip.hop_limit;
             p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
             p.ip_len = usize::from(u16::from_be_bytes(ip.payload_len)) + Ipv6Hdr::LEN;

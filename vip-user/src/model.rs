@@ -119,7 +119,9 @@ fn has(f: &[u8], at: usize, len: usize) -> bool {
     at + len <= f.len()
 }
 
-fn parse(f: &[u8]) -> Result<Parsed, Reason> {
+/// Parses as the datapath does; `wanted` is the VIP-address filter, applied as soon as
+/// the destination address is read (a refused address is `PassNotVip`, whatever follows).
+fn parse(f: &[u8], wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result<Parsed, Reason> {
     let mut ether_type = be16(f, 12)
         .filter(|_| f.len() >= ETH_LEN)
         .ok_or(Reason::PassUnparsed)?;
@@ -156,6 +158,9 @@ fn parse(f: &[u8]) -> Result<Parsed, Reason> {
             p.key.proto = f[l3 + 9];
             p.key.src[0] = word(f, l3 + 12);
             p.key.dst[0] = word(f, l3 + 16);
+            if !wanted(&p.key.dst, FAMILY_V4) {
+                return Err(Reason::PassNotVip);
+            }
             p.ttl = f[l3 + 8];
             let frag = be16(f, l3 + 6).expect("checked");
             p.df = frag & 0x4000 != 0;
@@ -177,6 +182,9 @@ fn parse(f: &[u8]) -> Result<Parsed, Reason> {
             p.key.family = FAMILY_V6;
             p.key.src = words(f, l3 + 8);
             p.key.dst = words(f, l3 + 24);
+            if !wanted(&p.key.dst, FAMILY_V6) {
+                return Err(Reason::PassNotVip);
+            }
             p.ttl = f[l3 + 7];
             p.ip_len = usize::from(be16(f, l3 + 4).expect("checked")) + 40;
             if l3 + p.ip_len > f.len() {
@@ -355,13 +363,14 @@ impl Model {
             .filter(|b| b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN)
     }
 
-    /// Decides one frame, updating the connection table as the datapath does: parse (an
-    /// ICMP error stands for its inner flow), the VIP-address filter, the TTL, the
+    /// Decides one frame, updating the connection table as the datapath does: parse with
+    /// the VIP-address filter on the destination (an ICMP error stands for its inner
+    /// flow, whose VIP address is filtered again), the TTL, the
     /// connection table (a usable pinned backend is used with its VIP's flags as the
     /// backend carries them, without a VIP lookup), else the VIP's Maglev table (the
     /// flow is pinned when the VIP tracks connections).
     pub fn decide(&mut self, f: &[u8]) -> Prediction {
-        let p = match parse(f) {
+        let p = match parse(f, |a, family| self.maybe_vip(a, family)) {
             Ok(p) => p,
             Err(reason) => return pass(reason),
         };

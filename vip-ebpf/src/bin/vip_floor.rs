@@ -11,7 +11,7 @@ use vip_ebpf::{parse::parse, stats::count};
 /// Entry point.
 #[xdp]
 pub fn vip_floor(ctx: XdpContext) -> u32 {
-    let reason = match parse(&ctx) {
+    let reason = match parse(&ctx, |_, _| true) {
         Ok(_) => Reason::PassNotVip,
         Err(reason) => reason,
     };
