@@ -7,9 +7,30 @@ use core::mem::size_of;
 pub const MAP_VIPS: &str = "VIPS";
 /// Backends by id: `u32` → [`Backend`] (array).
 pub const MAP_BACKENDS: &str = "BACKENDS";
-/// All Maglev tables, back to back: slot index → backend id (array, `u32` values).
-/// A VIP's active table is `MAGLEV[meta.table_base .. meta.table_base + meta.table_size]`.
+/// All Maglev tables, back to back, as an array of [`MaglevElem`]: entry `i` (a backend
+/// id) is lane `i % MAGLEV_LANES` of element `i / MAGLEV_LANES` ([`maglev_lane`]). A
+/// VIP's active table is entries `meta.table_base .. meta.table_base + meta.table_size`.
+/// Packed four to an element because the kernel rounds every array value up to 8 bytes:
+/// a `u32` entry took 8, a quarter of them is id.
 pub const MAP_MAGLEV: &str = "MAGLEV";
+/// Maglev entries per [`MAP_MAGLEV`] element.
+pub const MAGLEV_LANES: u32 = 4;
+/// One [`MAP_MAGLEV`] element: four backend ids.
+pub type MaglevElem = [u16; MAGLEV_LANES as usize];
+/// Backend ids a Maglev entry can hold (ids are below this): `max_backends` is at most
+/// this.
+pub const MAX_BACKEND_IDS: u32 = 1 << 16;
+
+/// Elements of [`MAP_MAGLEV`] holding `entries` Maglev entries.
+pub const fn maglev_elements(entries: u32) -> u32 {
+    entries.div_ceil(MAGLEV_LANES)
+}
+
+/// The element and lane of Maglev entry `i`.
+#[inline(always)]
+pub fn maglev_lane(i: u32) -> (u32, usize) {
+    (i / MAGLEV_LANES, (i % MAGLEV_LANES) as usize)
+}
 /// Connection table: set index → [`crate::FlowSet`] (array, `BPF_F_MMAPABLE`, with
 /// [`crate::flow_sets`]`(max_conns)` sets; see [`crate::flowtable`]).
 pub const MAP_CONNS: &str = "CONNS";

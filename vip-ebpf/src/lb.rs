@@ -5,7 +5,7 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
     Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, tunnel_hash,
+    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
 use crate::{
@@ -274,7 +274,8 @@ pub fn maglev_pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, &'static Backen
     }
     let h = flow_hash(key, vip.flags & VIP_F_HASH_SRC_ONLY != 0);
     let slot = vip.table_base + h % vip.table_size;
-    let id = *MAGLEV.get(slot).ok_or(Reason::DropNoBackend)?;
+    let (elem, lane) = maglev_lane(slot);
+    let id = u32::from(MAGLEV.get(elem).ok_or(Reason::DropNoBackend)?[lane]);
     let b = BACKENDS.get(id).ok_or(Reason::DropNoBackend)?;
     if !conntrack::usable(b) {
         return Err(Reason::DropNoBackend);

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use vip_common::{
-    Backend, BackendCounters, FlowSet, GlobalConfig, NextHop, Reason, VIP_FILTER_WORDS,
+    Backend, BackendCounters, FlowSet, GlobalConfig, MaglevElem, NextHop, Reason, VIP_FILTER_WORDS,
     VipCounters, VipKey, VipMeta, VipSlot,
 };
 
@@ -27,7 +27,7 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// All Maglev tables back to back (see `vip_common::MAP_MAGLEV`).
 #[map(name = "MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
+pub static MAGLEV: Array<MaglevElem> = Array::with_max_entries(1024, BPF_F_MMAPABLE);
 
 /// Connection table: sets of flows (`vip_common::flowtable`); user space maps it to count
 /// and inspect flows.

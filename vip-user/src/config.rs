@@ -871,7 +871,14 @@ impl Validator<'_> {
         };
         let out = LimitsSpec {
             max_vips: get(&l.max_vips, d::MAX_VIPS, "max_vips", 1, 65_536),
-            max_backends: get(&l.max_backends, d::MAX_BACKENDS, "max_backends", 1, 1 << 20),
+            // Maglev entries hold 16-bit backend ids.
+            max_backends: get(
+                &l.max_backends,
+                d::MAX_BACKENDS,
+                "max_backends",
+                1,
+                vip_common::MAX_BACKEND_IDS,
+            ),
             table_size: get(&l.table_size, d::TABLE_SIZE, "table_size", 3, 1 << 24),
             max_conns: get(&l.max_conns, d::MAX_CONNS, "max_conns", 16, 1 << 27),
         };

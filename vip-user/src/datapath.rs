@@ -33,9 +33,10 @@ use vip_common::{
     Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
     FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG,
     MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS,
-    MAP_VIP_STATS, MAP_VIPS, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters,
-    VipKey, VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, vip_filter_slot,
-    vip_slot_hash, vip_slot_index, vip_slots,
+    MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MaglevElem, NextHop, Reason, VIP_F_ADDR_MARKER,
+    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
+    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
+    vip_slots,
 };
 
 use crate::ebpf;
@@ -76,7 +77,9 @@ impl Limits {
     pub fn approx_bytes(&self, cpus: u64) -> u64 {
         let vips = u64::from(self.max_vips);
         let backends = u64::from(self.max_backends);
-        let maglev = vips * 2 * u64::from(self.table_size) * 8;
+        let maglev = u64::from(maglev_elements(
+            (vips * 2 * u64::from(self.table_size)).min(u64::from(u32::MAX)) as u32,
+        )) * size_of::<MaglevElem>() as u64;
         let conns = u64::from(self.conn_sets()) * size_of::<FlowSet>() as u64;
         let filter = u64::from(VIP_FILTER_WORDS) * 8;
         let slots = u64::from(vip_slots(self.max_vips)) * size_of::<VipSlot>() as u64;
@@ -323,9 +326,9 @@ pub struct Datapath {
     vips: HashMap<MapData, VipKey, VipMeta>,
     backends: Array<MapData, Backend>,
     nexthops: Array<MapData, NextHop>,
-    maglev: Array<MapData, u32>,
+    maglev: Array<MapData, MaglevElem>,
     /// The same array mapped into memory, when the kernel allows it (fast writes).
-    maglev_mmap: Option<mmap::MappedArray<u32>>,
+    maglev_mmap: Option<mmap::MappedArray<MaglevElem>>,
     conns: Array<MapData, FlowSet>,
     /// The connection table mapped into memory, when the kernel allows it (fast reads).
     conns_mmap: Option<mmap::MappedArray<FlowSet>>,
@@ -428,6 +431,12 @@ impl Datapath {
                 limit: u64::from(u32::MAX),
             });
         }
+        check(
+            "max_backends (Maglev entries hold 16-bit backend ids)",
+            limits.max_backends.into(),
+            u64::from(MAX_BACKEND_IDS) + 1,
+        )?;
+        let maglev_elems = maglev_elements(maglev_len as u32);
         let mut loader = EbpfLoader::new();
         loader
             // Room for one address marker per VIP.
@@ -435,7 +444,7 @@ impl Datapath {
             .map_max_entries(MAP_BACKENDS, limits.max_backends)
             .map_max_entries(MAP_NEXTHOPS, limits.max_backends)
             .map_max_entries(MAP_BACKEND_STATS, limits.max_backends)
-            .map_max_entries(MAP_MAGLEV, maglev_len as u32)
+            .map_max_entries(MAP_MAGLEV, maglev_elems)
             .map_max_entries(MAP_CONNS, limits.conn_sets())
             .map_max_entries(MAP_VIP_SLOTS, vip_slots(limits.max_vips))
             .map_max_entries(MAP_VIP_STATS, limits.max_vips);
@@ -464,7 +473,7 @@ impl Datapath {
         })?;
         let maglev_map = take(&mut ebpf, MAP_MAGLEV)?;
         let maglev_mmap = match &maglev_map {
-            Map::Array(data) => mmap::MappedArray::new(data.fd().as_fd(), maglev_len as u32),
+            Map::Array(data) => mmap::MappedArray::new(data.fd().as_fd(), maglev_elems),
             _ => None,
         };
         let conns: Array<MapData, FlowSet> = typed!(&mut ebpf, MAP_CONNS);
@@ -639,14 +648,7 @@ impl Datapath {
             let mut v = vec![0u32; m as usize];
             if adopted {
                 for (i, x) in v.iter_mut().enumerate() {
-                    let idx = base + i as u32;
-                    *x = match &self.maglev_mmap {
-                        Some(m) => m.get(idx),
-                        None => self
-                            .maglev
-                            .get(&idx, 0)
-                            .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?,
-                    };
+                    *x = maglev_get(&self.maglev_mmap, &self.maglev, base + i as u32)?;
                 }
             }
             *entry = Some(v);
@@ -704,13 +706,7 @@ impl Datapath {
         for (i, want) in table.iter().enumerate() {
             if new_shadow[i] != *want {
                 let idx = table_base + i as u32;
-                match &mut self.maglev_mmap {
-                    Some(m) => m.set(idx, *want),
-                    None => self
-                        .maglev
-                        .set(idx, want, 0)
-                        .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?,
-                }
+                maglev_set(&mut self.maglev_mmap, &mut self.maglev, idx, *want)?;
                 new_shadow[i] = *want;
                 writes += 1;
             }
@@ -939,11 +935,7 @@ impl Datapath {
             return Ok(None);
         };
         (meta.table_base..meta.table_base + meta.table_size)
-            .map(|i| {
-                self.maglev
-                    .get(&i, 0)
-                    .map_err(map_err(MAP_MAGLEV, format!("reading entry {i}")))
-            })
+            .map(|i| maglev_get(&None, &self.maglev, i))
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }
@@ -1043,6 +1035,55 @@ impl Datapath {
     }
 }
 
+/// Maglev entry `idx` (a backend id), through the mapping when there is one.
+fn maglev_get(
+    mmap: &Option<mmap::MappedArray<MaglevElem>>,
+    map: &Array<MapData, MaglevElem>,
+    idx: u32,
+) -> Result<u32> {
+    let (elem, lane) = maglev_lane(idx);
+    let e = match mmap {
+        Some(m) => m.get(elem),
+        None => map
+            .get(&elem, 0)
+            .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?,
+    };
+    Ok(u32::from(e[lane]))
+}
+
+/// Sets Maglev entry `idx` to backend `id` (below [`MAX_BACKEND_IDS`]). The element's
+/// other entries are written back as they were: vipd is the only writer, and a reader
+/// sees each entry old or new.
+fn maglev_set(
+    mmap: &mut Option<mmap::MappedArray<MaglevElem>>,
+    map: &mut Array<MapData, MaglevElem>,
+    idx: u32,
+    id: u32,
+) -> Result<()> {
+    let (elem, lane) = maglev_lane(idx);
+    let id = u16::try_from(id).map_err(|_| DatapathError::OutOfRange {
+        what: "backend id in the Maglev table",
+        value: id.into(),
+        limit: MAX_BACKEND_IDS.into(),
+    })?;
+    match mmap {
+        Some(m) => {
+            let mut e = m.get(elem);
+            e[lane] = id;
+            m.set(elem, e);
+        }
+        None => {
+            let mut e = map
+                .get(&elem, 0)
+                .map_err(map_err(MAP_MAGLEV, format!("reading entry {idx}")))?;
+            e[lane] = id;
+            map.set(elem, e, 0)
+                .map_err(map_err(MAP_MAGLEV, format!("writing entry {idx}")))?;
+        }
+    }
+    Ok(())
+}
+
 /// `cfg` without the fields the datapath fills in itself.
 fn without_own_fields(cfg: &GlobalConfig) -> GlobalConfig {
     GlobalConfig {
@@ -1093,7 +1134,8 @@ mod tests {
     #[test]
     fn default_limits_memory_is_dominated_by_maglev_and_conns() {
         let l = Limits::default();
-        let maglev = 256 * 2 * 65537 * 8;
+        // Four 2-byte entries per 8-byte element.
+        let maglev = (256 * 2 * 65537u64).div_ceil(4) * 8;
         // 2^18 sets.
         let conns = 262_144 * size_of::<FlowSet>() as u64;
         let total = l.approx_bytes(2);

@@ -23,10 +23,11 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use vip_common::{
-    BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
-    MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, NEXTHOP_F_VALID, NextHop,
-    PROTO_TCP, PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, VipSlot, flow_set_index,
-    flow_sets, flow_table_hash, vip_filter_slot, vip_slot_hash, vip_slot_index, vip_slots,
+    BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAGLEV_LANES, MAP_BACKENDS, MAP_CONFIG,
+    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, MaglevElem,
+    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey,
+    VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
+    vip_slot_hash, vip_slot_index, vip_slots,
 };
 use vip_user::maglev::{self, MaglevBackend};
 
@@ -107,7 +108,7 @@ pub fn load(setup: Setup) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(MAP_VIPS, 2 * vips)
-        .map_max_entries(MAP_MAGLEV, maglev_len)
+        .map_max_entries(MAP_MAGLEV, maglev_elements(maglev_len))
         .map_max_entries(MAP_BACKENDS, backends)
         .map_max_entries(MAP_NEXTHOPS, backends)
         .map_max_entries(MAP_CONNS, flow_sets(setup.max_conns))
@@ -228,11 +229,12 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
         0,
     )?;
 
-    let mut maglev_map: Array<&mut MapData, u32> =
-        Array::try_from(ebpf.map_mut(MAP_MAGLEV).context("MAGLEV map")?)?;
+    // All tables in memory first, packed as the map holds them, then one write per
+    // element.
+    let mut entries = vec![0u16; (4 * setup.table_size + setup.extra_table_size) as usize];
     let mut write_table = |base: u32, table: &[u32]| -> Result<()> {
         for (i, id) in table.iter().enumerate() {
-            maglev_map.set(base + i as u32, id, 0)?;
+            entries[(base as usize) + i] = u16::try_from(*id).context("backend id")?;
         }
         Ok(())
     };
@@ -265,6 +267,13 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
                 },
             ));
         }
+    }
+    let mut maglev_map: Array<&mut MapData, MaglevElem> =
+        Array::try_from(ebpf.map_mut(MAP_MAGLEV).context("MAGLEV map")?)?;
+    for (i, chunk) in entries.chunks(MAGLEV_LANES as usize).enumerate() {
+        let mut e = MaglevElem::default();
+        e[..chunk.len()].copy_from_slice(chunk);
+        maglev_map.set(i as u32, e, 0)?;
     }
     // The filter bits first, as vipd sets them before it publishes a VIP.
     let mut filter = vec![0u64; VIP_FILTER_WORDS as usize];

@@ -186,6 +186,15 @@ fn every_error_names_its_place_and_the_fix() {
             &["2 backends in all VIPs but limits.max_backends is 1"],
         ),
         (
+            "more backends than a Maglev entry can name",
+            "[limits]\nmax_backends = 70000\n",
+            &[
+                "line 2",
+                "limits.max_backends = 70000 is out of range",
+                "1..=65536",
+            ],
+        ),
+        (
             "bad duration",
             "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"tcp\"\ninterval = \"2 parsecs\"\n",
             &["line 5", "health.interval", "\"2s\""],
