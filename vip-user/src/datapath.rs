@@ -1,11 +1,13 @@
 //! The loaded `vip_lb` program and typed handles to its maps: the only code that writes
 //! the datapath's maps (the control plane's owner task calls it).
 //!
-//! Maglev tables are double-buffered: VIP slot `s` owns `MAGLEV[s*2*M .. (s+1)*2*M]`
-//! (M = [`Limits::table_size`]), two halves of M entries. A new table is written into the
-//! half the VIP does not use, only where it differs from what that half already holds
-//! (a shadow copy in memory knows), then the VIP entry is replaced in one map update,
-//! which the kernel makes atomic for readers: a packet sees the old table or the new one.
+//! Maglev tables are double-buffered: VIP slot `s` owns Maglev entries `s*2*M ..
+//! (s+1)*2*M` (M = [`Limits::table_size`]; 16-bit backend ids, four to a `MAGLEV`
+//! element, see `vip_common::MAP_MAGLEV`), two halves of M entries. A new table is
+//! written into the half the VIP does not use, only where it differs from what that half
+//! already holds (a shadow copy in memory knows), then the VIP entry is replaced in one
+//! map update, which the kernel makes atomic for readers: a packet sees the old table or
+//! the new one.
 //!
 //! The connection table (`vip_common::flowtable`) is an array of flow sets that only the
 //! datapath fills; user space reads it through a memory mapping (tests write it too). Its
