@@ -742,6 +742,12 @@ impl Datapath {
         if is_all_ports(key) && self.all_ports_vips.insert(*key) && self.all_ports_vips.len() == 1 {
             self.write_global()?;
         }
+        // The VIP's slot is emptied first: were the entry published and its slot then
+        // not rewritten, the slot would name the half the next publish overwrites.
+        let slot = self.vip_slot_of(key);
+        if self.slot_owners.get(&slot) == Some(key) {
+            self.write_vip_slot(slot, &VipSlot::default())?;
+        }
         self.vips
             .insert(*key, meta, 0)
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
