@@ -1165,6 +1165,10 @@ fn vips_sharing_a_slot_are_found_through_the_vip_map_and_the_slot_passes_on() {
         return;
     }
     let mut dp = setup();
+    assert!(
+        dp.vip_slots_mmapped(),
+        "slots go through the memory mapping"
+    );
     let addr = Ipv4Addr::new(198, 18, 5, 1);
     let (pa, pb) = slot_sharing_ports(&dp, addr);
     let (vip_a, vip_b) = (vip_on(12, addr, pa), vip_on(13, addr, pb));

@@ -38,9 +38,10 @@ pub static CONNS: Array<FlowSet> = Array::with_max_entries(256, BPF_F_MMAPABLE);
 #[map(name = "VIP_FILTER")]
 pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
-/// VIP slots: a direct-mapped copy of `VIPS` (`vip_common::vipslots`).
+/// VIP slots: a direct-mapped copy of `VIPS` (`vip_common::vipslots`); user space maps
+/// it to rebuild and inspect the slots without a `bpf()` call per slot.
 #[map(name = "VIP_SLOTS")]
-pub static VIP_SLOTS: Array<VipSlot> = Array::with_max_entries(64, 0);
+pub static VIP_SLOTS: Array<VipSlot> = Array::with_max_entries(64, BPF_F_MMAPABLE);
 
 /// Global settings, index 0.
 #[map(name = "CONFIG")]

@@ -16,7 +16,8 @@
 //! The VIP-address filter (`VIP_FILTER`) has the bit of every published VIP address set.
 //! The VIP slots (`VIP_SLOTS`, `vip_common::vipslots`) hold a copy of each published VIP
 //! entry whose slot no other VIP took first; they are rewritten with every VIP entry and
-//! rebuilt from the VIP map when the maps are adopted.
+//! rebuilt from the VIP map when the maps are adopted. Which VIP holds a slot is read
+//! from the slot itself (through a memory mapping), not kept aside.
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
@@ -340,10 +341,10 @@ pub struct Datapath {
     flow_seed: u32,
     vip_filter: Array<MapData, u64>,
     vip_slots: Array<MapData, VipSlot>,
+    /// The same array mapped into memory, when the kernel allows it.
+    vip_slots_mmap: Option<mmap::MappedArray<VipSlot>>,
     /// Slots in `vip_slots` (the map's size), a power of two.
     vip_slot_count: u32,
-    /// The VIP each taken slot holds.
-    slot_owners: StdHashMap<u32, VipKey>,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, VipCounters>,
     backend_stats: PerCpuArray<MapData, BackendCounters>,
@@ -484,6 +485,7 @@ impl Datapath {
         let conns_mmap = mmap::MappedArray::new(conns.map().fd().as_fd(), conn_sets);
         let vip_slots: Array<MapData, VipSlot> = typed!(&mut ebpf, MAP_VIP_SLOTS);
         let vip_slot_count = vip_slots.len();
+        let vip_slots_mmap = mmap::MappedArray::new(vip_slots.map().fd().as_fd(), vip_slot_count);
         let mut dp = Self {
             vips: typed!(&mut ebpf, MAP_VIPS),
             backends: typed!(&mut ebpf, MAP_BACKENDS),
@@ -498,8 +500,8 @@ impl Datapath {
             flow_seed: 0,
             vip_filter: typed!(&mut ebpf, MAP_VIP_FILTER),
             vip_slots,
+            vip_slots_mmap,
             vip_slot_count,
-            slot_owners: StdHashMap::new(),
             config: typed!(&mut ebpf, MAP_CONFIG),
             vip_stats: typed!(&mut ebpf, MAP_VIP_STATS),
             backend_stats: typed!(&mut ebpf, MAP_BACKEND_STATS),
@@ -551,6 +553,12 @@ impl Datapath {
     /// than one `bpf()` call per set.
     pub fn conns_mmapped(&self) -> bool {
         self.conns_mmap.is_some()
+    }
+
+    /// True when the VIP slots are read and written through a memory mapping rather than
+    /// one `bpf()` call per slot.
+    pub fn vip_slots_mmapped(&self) -> bool {
+        self.vip_slots_mmap.is_some()
     }
 
     /// The limits the maps were created with.
@@ -745,7 +753,7 @@ impl Datapath {
         // The VIP's slot is emptied first: were the entry published and its slot then
         // not rewritten, the slot would name the half the next publish overwrites.
         let slot = self.vip_slot_of(key);
-        if self.slot_owners.get(&slot) == Some(key) {
+        if self.slot_holder(slot)? == Some(*key) {
             self.write_vip_slot(slot, &VipSlot::default())?;
         }
         self.vips
@@ -766,10 +774,9 @@ impl Datapath {
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
         // The slot first: until the VIP entry goes, lookups find it in the VIP map.
         let slot = self.vip_slot_of(key);
-        let owned = self.slot_owners.get(&slot) == Some(key);
+        let owned = self.slot_holder(slot)? == Some(*key);
         if owned {
             self.write_vip_slot(slot, &VipSlot::default())?;
-            self.slot_owners.remove(&slot);
         }
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -823,65 +830,69 @@ impl Datapath {
     /// Writes `key` → `meta` into the key's slot unless another VIP holds it.
     fn fill_vip_slot(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
         let slot = self.vip_slot_of(key);
-        match self.slot_owners.get(&slot) {
-            Some(owner) if owner != key => return Ok(()),
-            _ => {}
+        match self.slot_holder(slot)? {
+            Some(holder) if holder != *key => Ok(()),
+            _ => self.write_vip_slot(slot, &VipSlot::new(key, vip_slot_hash(key), meta)),
         }
-        self.write_vip_slot(slot, &VipSlot::new(key, vip_slot_hash(key), meta))?;
-        self.slot_owners.insert(slot, *key);
-        Ok(())
+    }
+
+    /// The VIP slot `slot` holds, if any (vipd is its only writer, so what it reads back
+    /// is what it wrote).
+    fn slot_holder(&self, slot: u32) -> Result<Option<VipKey>> {
+        let s = self.read_vip_slot(slot)?;
+        Ok((s.check != 0).then_some(s.key))
+    }
+
+    fn read_vip_slot(&self, slot: u32) -> Result<VipSlot> {
+        match &self.vip_slots_mmap {
+            Some(m) => Ok(m.get(slot)),
+            None => self
+                .vip_slots
+                .get(&slot, 0)
+                .map_err(map_err(MAP_VIP_SLOTS, format!("reading VIP slot {slot}"))),
+        }
     }
 
     fn write_vip_slot(&mut self, slot: u32, value: &VipSlot) -> Result<()> {
-        self.vip_slots
-            .set(slot, value, 0)
-            .map_err(map_err(MAP_VIP_SLOTS, format!("writing VIP slot {slot}")))
+        match &mut self.vip_slots_mmap {
+            Some(m) => {
+                m.set(slot, *value);
+                Ok(())
+            }
+            None => self
+                .vip_slots
+                .set(slot, value, 0)
+                .map_err(map_err(MAP_VIP_SLOTS, format!("writing VIP slot {slot}"))),
+        }
     }
 
     /// After adoption: makes every slot agree with the VIP map (a vipd that stopped
     /// between writing a VIP entry and its slot leaves the slot behind), clearing slots
     /// whose VIP is gone or whose copy differs, then filling them again.
     fn rebuild_vip_slots(&mut self) -> Result<()> {
-        let mut vips = Vec::new();
-        for k in self.vips.keys() {
-            let k = k.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+        let mut want: StdHashMap<u32, VipSlot> = StdHashMap::new();
+        for entry in self.vips.iter() {
+            let (k, meta) = entry.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
             if !is_marker(&k) {
-                vips.push(k);
-            }
-        }
-        let mut want: StdHashMap<u32, (VipKey, VipMeta)> = StdHashMap::new();
-        for k in &vips {
-            if let Some(meta) = self.vip(k)? {
-                want.entry(self.vip_slot_of(k)).or_insert((*k, meta));
+                want.entry(self.vip_slot_of(&k))
+                    .or_insert_with(|| VipSlot::new(&k, vip_slot_hash(&k), &meta));
             }
         }
         for slot in 0..self.vip_slot_count {
-            let have = self
-                .vip_slots
-                .get(&slot, 0)
-                .map_err(map_err(MAP_VIP_SLOTS, format!("reading VIP slot {slot}")))?;
-            let value = match want.get(&slot) {
-                Some((k, meta)) => VipSlot::new(k, vip_slot_hash(k), meta),
-                None => VipSlot::default(),
-            };
-            if have != value {
+            let value = want.get(&slot).copied().unwrap_or_default();
+            if self.read_vip_slot(slot)? != value {
                 self.write_vip_slot(slot, &value)?;
             }
         }
-        self.slot_owners = want.into_iter().map(|(s, (k, _))| (s, k)).collect();
         Ok(())
     }
 
     /// The VIP the datapath finds in `key`'s slot, if it is `key` and checks out (for
-    /// tests and `vipctl`): `None` means lookups of `key` go to the VIP map.
+    /// tests): `None` means lookups of `key` go to the VIP map.
     pub fn slotted_vip(&self, key: &VipKey) -> Result<Option<VipMeta>, DatapathError> {
         let h = vip_slot_hash(key);
-        let slot = vip_slot_index(h, self.vip_slot_count - 1);
-        let s = self
-            .vip_slots
-            .get(&slot, 0)
-            .map_err(map_err(MAP_VIP_SLOTS, format!("reading VIP slot {slot}")))?;
-        Ok(s.get(key, h))
+        let slot = self.read_vip_slot(vip_slot_index(h, self.vip_slot_count - 1))?;
+        Ok(slot.get(key, h))
     }
 
     /// Sets the VIP-address filter bit of `key`'s address (one read, and a write when

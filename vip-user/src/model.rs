@@ -394,7 +394,9 @@ impl Model {
         } else {
             Reason::PassNotVip
         });
-        if !self.maybe_vip(&key.dst, key.family) {
+        // The packet's own address passed the filter in `parse`; an ICMP error's inner
+        // flow is filtered here.
+        if icmp_error && !self.maybe_vip(&key.dst, key.family) {
             return not_vip;
         }
         if p.ttl <= 1 {
@@ -501,8 +503,8 @@ impl Model {
             proto: 0,
             family: p.key.family,
         };
-        let ours = self.maybe_vip(&p.key.dst, p.key.family)
-            && self.markers.get(&marker).is_some_and(|n| *n > 0);
+        // The address passed the filter in `parse`; another address may share the bit.
+        let ours = self.markers.get(&marker).is_some_and(|n| *n > 0);
         match (p.anomaly, ours) {
             (Anomaly::Fragment, true) => drop(Reason::DropFragment),
             (Anomaly::Fragment, false) => pass(Reason::PassNotVip),

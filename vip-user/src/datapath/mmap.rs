@@ -1,8 +1,8 @@
 //! BPF arrays mapped into user space (`BPF_F_MMAPABLE`, Linux 5.5+): the Maglev array,
 //! so a new table is written with plain stores instead of one `bpf()` call per entry
 //! (publishing 65,537 entries takes well under a millisecond instead of about a tenth of
-//! a second), and the connection table, so counting and looking up flows does not take
-//! one `bpf()` call per set.
+//! a second); the connection table, so counting and looking up flows does not take one
+//! `bpf()` call per set; and the VIP slots, rebuilt from the VIP map on every restart.
 //!
 //! The kernel stores array elements 8-byte aligned (`round_up(value_size, 8)`), so
 //! element `i` sits at byte `i * round_up(size_of::<T>(), 8)` of the mapping.
