@@ -152,17 +152,20 @@ pub fn entry_check(h: u64, conn: &ConnState) -> u32 {
 #[inline(always)]
 fn same_key(e: &FlowEntry, w: &[u32; 10]) -> bool {
     let k = key_words(&e.key);
-    // The source address first: the word most likely to differ.
+    // The source address first: the word most likely to differ. Word 9 holds the
+    // protocol and the family, so once it matches both keys are of the same family, and
+    // an IPv4 key's other six words are zero in both (as `flow_table_hash` assumes).
     k[0] == w[0]
-        && k[1] == w[1]
-        && k[2] == w[2]
-        && k[3] == w[3]
         && k[8] == w[8]
         && k[9] == w[9]
         && k[4] == w[4]
-        && k[5] == w[5]
-        && k[6] == w[6]
-        && k[7] == w[7]
+        && (e.key.family == crate::FAMILY_V4
+            || (k[1] == w[1]
+                && k[2] == w[2]
+                && k[3] == w[3]
+                && k[5] == w[5]
+                && k[6] == w[6]
+                && k[7] == w[7]))
 }
 
 impl FlowSet {

@@ -196,6 +196,17 @@ pub struct NextHop {
 }
 const _: () = assert!(size_of::<NextHop>() == 20);
 
+impl NextHop {
+    /// Both MACs as they sit at the start of an Ethernet header (destination, then
+    /// source): three native-order words, so they can be written with three stores.
+    #[inline(always)]
+    pub fn mac_words(&self) -> [u32; 3] {
+        // SAFETY: NextHop is repr(C) and 4-byte aligned; its first 12 bytes are the two
+        // MACs, plain bytes.
+        unsafe { *(self as *const Self).cast::<[u32; 3]>() }
+    }
+}
+
 /// [`NextHop`] flag: the entry is filled in (otherwise `bpf_fib_lookup` is used).
 pub const NEXTHOP_F_VALID: u32 = 1 << 0;
 

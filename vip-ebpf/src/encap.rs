@@ -30,12 +30,12 @@ pub fn overhead(backend: &Backend) -> usize {
 /// interface's.
 #[inline(always)]
 pub fn write_macs(ctx: &XdpContext, nh: &NextHop) -> Result<(), Reason> {
-    let mac = ptr_at_mut::<[u8; 12]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
-    let mut m = [0u8; 12];
-    m[..6].copy_from_slice(&nh.dst_mac);
-    m[6..].copy_from_slice(&nh.src_mac);
-    // SAFETY: ptr_at_mut checked the bounds.
-    unsafe { *mac = m };
+    let macs = ptr_at_mut::<[u32; 3]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
+    // SAFETY: ptr_at_mut checked the bounds. The frame may start at any byte: a BPF
+    // packet store needs no alignment where the CPU needs none (the verifier enforces
+    // alignment only on the others), and LLVM's BPF target would turn an unaligned
+    // write into twelve byte stores.
+    unsafe { *macs = nh.mac_words() };
     Ok(())
 }
 
