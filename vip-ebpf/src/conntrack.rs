@@ -37,7 +37,11 @@ pub fn usable(b: &Backend) -> bool {
     b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN
 }
 
-/// Where a flow lives in the connection table: its set and its hash.
+/// Where a flow lives in the connection table: its set (null before user space has
+/// created the table) and its hash.
+///
+/// Not an `Option`: the compiler copies an `Option`'s payload even when it is `None`,
+/// and the verifier refuses a copy of a register that was never written.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     set: *mut FlowSet,
@@ -50,11 +54,13 @@ pub fn hash(key: &FlowKey, cfg: &GlobalConfig) -> u64 {
     flow_table_hash(key, cfg.flow_seed)
 }
 
-/// The slot of a flow with hash `h`, or `None` before user space has created the table.
+/// The slot of a flow with hash `h`.
 #[inline(always)]
-pub fn slot(h: u64, cfg: &GlobalConfig) -> Option<Slot> {
-    let set = CONNS.get_ptr_mut(flow_set_index(h, cfg.flow_sets_mask))?;
-    Some(Slot { set, h })
+pub fn slot(h: u64, cfg: &GlobalConfig) -> Slot {
+    let set = CONNS
+        .get_ptr_mut(flow_set_index(h, cfg.flow_sets_mask))
+        .unwrap_or(core::ptr::null_mut());
+    Slot { set, h }
 }
 
 /// The backend `key` is pinned to, if its entry checks out and the backend is still the
@@ -63,8 +69,9 @@ pub fn slot(h: u64, cfg: &GlobalConfig) -> Option<Slot> {
 /// copy: the BPF stack is small.
 #[inline(always)]
 pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
-    // SAFETY: a map value; entries are plain integers, a torn one fails its check word.
-    let set = unsafe { &mut *slot.set };
+    // SAFETY: a map value or null; entries are plain integers, a torn one fails its
+    // check word.
+    let set = unsafe { slot.set.as_mut() }?;
     let (way, c) = set.find(key, slot.h)?;
     let b = BACKENDS.get(c.backend_id)?;
     if b.generation != c.generation || !usable(b) || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
@@ -78,6 +85,7 @@ pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
 #[inline(always)]
 pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
     // SAFETY: as in `lookup`.
-    let set = unsafe { &mut *slot.set };
-    set.insert(key, slot.h, conn);
+    if let Some(set) = unsafe { slot.set.as_mut() } {
+        set.insert(key, slot.h, conn);
+    }
 }

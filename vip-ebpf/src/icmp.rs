@@ -103,6 +103,22 @@ pub fn inner_flow(
     Ok(key)
 }
 
+/// Sum of the big-endian 16-bit words of `N` words of packet at `off`, behind one bounds
+/// check (a loop of `N` checks, unrolled, keeps `N` pointers live on the stack).
+#[inline(always)]
+fn sum_fixed<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u32, Reason> {
+    let w = ptr_at::<[u16; N]>(ctx, off).map_err(|()| Reason::DropInternal)?;
+    // SAFETY: ptr_at checked the bounds.
+    let w = unsafe { &*w };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < N {
+        sum += u32::from(u16::from_be(w[i]));
+        i += 1;
+    }
+    Ok(sum)
+}
+
 /// Sum of the big-endian 16-bit words of `len` packet bytes at `off` (`len` even, at most
 /// `2 * MAX_WORDS`).
 #[inline(always)]
@@ -175,8 +191,8 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
         return Err(Reason::DropInternal);
     }
     let icmp_off = p.l3_off + ip_hdr;
-    let quoted = sum_words(ctx, icmp_off + ICMP_HDR_LEN, quote)?;
     if v4 {
+        let quoted = sum_words(ctx, icmp_off + ICMP_HDR_LEN, quote)?;
         crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IP)?;
         let src = u32::from_be(p.key.dst[0]);
         let dst = u32::from_be(p.key.src[0]);
@@ -210,6 +226,8 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             i += 1;
         }
     } else {
+        // The quote of an IPv6 packet is always its fixed header and 8 bytes.
+        let quoted = sum_fixed::<{ (Ipv6Hdr::LEN + 8) / 2 }>(ctx, icmp_off + ICMP_HDR_LEN)?;
         crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IPV6)?;
         let payload = (ICMP_HDR_LEN + quote) as u32;
         let mut pseudo = payload + u32::from(PROTO_ICMPV6);

@@ -1,7 +1,10 @@
 //! The load balancer's packet path (DESIGN.md, "Packet path"). [`process`] is the whole
 //! program; the XDP entry point only calls it, so a benchmark can wrap the same code.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
+};
 use vip_common::{
     Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
@@ -12,7 +15,10 @@ use crate::{
     conntrack, encap, icmp,
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
-    parse::{ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, Parsed, parse},
+    parse::{
+        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, L2, Parsed,
+        parse_ipv4, parse_ipv6, parse_l2,
+    },
     stats,
 };
 
@@ -85,7 +91,38 @@ pub struct VipRef {
 /// 4. otherwise the VIP lookup and its Maglev table, and the flow is pinned.
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
-    let p = match parse(ctx, conntrack::maybe_vip) {
+    let l2 = match parse_l2(ctx) {
+        Ok(l2) => l2,
+        Err(reason) => return pass(reason),
+    };
+    // The rest of the path is compiled once per family, each copy a BPF function of its
+    // own (so the two copies' stack frames are never live at once): the IPv4 copy knows
+    // that six of its key's ten words are zero and never loads, compares or spills them.
+    match l2.ether_type {
+        ETH_P_IP => decide_ipv4(ctx.ctx, l2),
+        ETH_P_IPV6 => decide_ipv6(ctx.ctx, l2),
+        _ => pass(Reason::PassNotVip),
+    }
+}
+
+/// [`decide`] for an IPv4 frame.
+#[inline(always)]
+fn decide_ipv4(raw: *mut xdp_md, l2: L2) -> Verdict {
+    let ctx = XdpContext::new(raw);
+    after_parse(&ctx, parse_ipv4(&ctx, &l2, conntrack::maybe_vip))
+}
+
+/// [`decide`] for an IPv6 frame.
+#[inline(always)]
+fn decide_ipv6(raw: *mut xdp_md, l2: L2) -> Verdict {
+    let ctx = XdpContext::new(raw);
+    after_parse(&ctx, parse_ipv6(&ctx, &l2, conntrack::maybe_vip))
+}
+
+/// [`decide`] once the frame is parsed.
+#[inline(always)]
+fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
+    let p = match parsed {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
@@ -132,10 +169,7 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
     }
     let h = conntrack::hash(key, cfg);
     let slot = conntrack::slot(h, cfg);
-    let pinned = match &slot {
-        Some(slot) => conntrack::lookup(slot, key),
-        None => None,
-    };
+    let pinned = conntrack::lookup(&slot, key);
     let (vip, id, backend, new_flow) = match pinned {
         Some((id, backend)) => {
             let vip = VipRef {
@@ -156,12 +190,9 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
                 }
             };
             // An ICMP error never creates a connection-table entry.
-            if meta.flags & VIP_F_NO_CONNTRACK == 0
-                && !icmp_error
-                && let Some(slot) = &slot
-            {
+            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error {
                 conntrack::remember(
-                    slot,
+                    &slot,
                     key,
                     &ConnState {
                         backend_id: id,

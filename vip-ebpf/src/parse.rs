@@ -77,10 +77,34 @@ pub struct Parsed {
 /// load balancer passes traffic for other addresses at the least cost).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result<Parsed, Reason> {
+    let l2 = parse_l2(ctx)?;
+    match l2.ether_type {
+        ETH_P_IP => parse_ipv4(ctx, &l2, wanted),
+        ETH_P_IPV6 => parse_ipv6(ctx, &l2, wanted),
+        _ => Err(Reason::PassNotVip),
+    }
+}
+
+/// The Ethernet header of a frame: where its IP header starts and what it is.
+#[derive(Debug, Clone, Copy)]
+pub struct L2 {
+    /// EtherType after the VLAN tag, if any.
+    pub ether_type: u16,
+    /// The frame carried one VLAN tag.
+    pub vlan: bool,
+    /// The VLAN tag's TCI as on the wire, when `vlan` is set.
+    pub vlan_tci_be: u16,
+}
+
+/// Parses the Ethernet header and one VLAN tag. A caller that matches on
+/// [`L2::ether_type`] and then calls [`parse_ipv4`] or [`parse_ipv6`] gets the rest of
+/// its path compiled once per family, each copy knowing its family's key layout.
+#[inline(always)]
+pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Reason> {
     let eth = ptr_at::<EthHdr>(ctx, 0).map_err(|()| Reason::PassUnparsed)?;
     // SAFETY: ptr_at checked the bounds.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l3_off = EthHdr::LEN;
+    let l3_off = EthHdr::LEN;
     let mut vlan = false;
     let mut vlan_tci_be = 0;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
@@ -90,117 +114,167 @@ pub fn parse(ctx: &XdpContext, wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result
         vlan = true;
         vlan_tci_be = tag[0];
         ether_type = u16::from_be(tag[1]);
-        l3_off += VLAN_HDR_LEN;
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
             // One tag is all the datapath parses (see DESIGN.md); stacked tags go to
             // the kernel.
             return Err(Reason::PassUnparsed);
         }
     }
-    let frame_len = ctx.data_end() - ctx.data();
-    let mut p = Parsed {
-        l3_off,
+    Ok(L2 {
+        ether_type,
+        vlan,
+        vlan_tci_be,
+    })
+}
+
+impl L2 {
+    /// Offset of the IP header: 14, or 18 with a VLAN tag. Computed from `vlan` rather
+    /// than stored, so the verifier always sees one of two constants (a stored offset
+    /// can come back from the stack as an unbounded scalar).
+    #[inline(always)]
+    pub fn l3_off(&self) -> usize {
+        if self.vlan {
+            EthHdr::LEN + VLAN_HDR_LEN
+        } else {
+            EthHdr::LEN
+        }
+    }
+}
+
+#[inline(always)]
+fn start(l2: &L2) -> Parsed {
+    Parsed {
+        l3_off: l2.l3_off(),
         l4_off: 0,
         ip_len: 0,
         key: FlowKey::default(),
-        vlan_tci_be,
-        vlan,
+        vlan_tci_be: l2.vlan_tci_be,
+        vlan: l2.vlan,
         df: true,
         ttl: 0,
         tos: 0,
         anomaly: ANOMALY_NONE,
-    };
-    match ether_type {
-        ETH_P_IP => {
-            let ip = ptr_at::<Ipv4Hdr>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
-            // SAFETY: ptr_at checked the bounds.
-            let ip = unsafe { &*ip };
-            let ihl = usize::from(ip.vihl & 0x0f) * 4;
-            if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
-                return Err(Reason::PassMalformed);
-            }
-            p.key.family = FAMILY_V4;
-            p.key.proto = ip.proto;
-            p.key.src[0] = u32::from_ne_bytes(ip.src_addr);
-            p.key.dst[0] = u32::from_ne_bytes(ip.dst_addr);
-            if !wanted(&p.key.dst, FAMILY_V4) {
-                return Err(Reason::PassNotVip);
-            }
-            p.ttl = ip.ttl;
-            p.tos = ip.tos;
-            let frag = u16::from_be_bytes(ip.frags);
-            p.df = frag & 0x4000 != 0;
-            p.ip_len = usize::from(u16::from_be_bytes(ip.tot_len));
-            p.l4_off = l3_off + ihl;
-            if p.ip_len < ihl || l3_off + p.ip_len > frame_len {
-                p.anomaly = ANOMALY_MALFORMED;
-            } else if frag & 0x3fff != 0 {
-                p.anomaly = ANOMALY_FRAGMENT;
-            }
-        }
-        ETH_P_IPV6 => {
-            let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
-            // SAFETY: ptr_at checked the bounds.
-            let ip = unsafe { &*ip };
-            if ip.vcf[0] >> 4 != 6 {
-                return Err(Reason::PassMalformed);
-            }
-            p.key.family = FAMILY_V6;
-            p.key.src = words(&ip.src_addr);
-            p.key.dst = words(&ip.dst_addr);
-            if !wanted(&p.key.dst, FAMILY_V6) {
-                return Err(Reason::PassNotVip);
-            }
-            p.ttl = ip.hop_limit;
-            p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
-            p.ip_len = usize::from(u16::from_be_bytes(ip.payload_len)) + Ipv6Hdr::LEN;
-            if l3_off + p.ip_len > frame_len {
-                p.anomaly = ANOMALY_MALFORMED;
-            }
-            let mut next = ip.next_hdr;
-            let mut off = l3_off + Ipv6Hdr::LEN;
-            let mut walked = 0;
-            while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
-                let len = match next {
-                    IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => {
-                        let Ok(h) = ptr_at::<[u8; 2]>(ctx, off) else {
-                            p.anomaly = ANOMALY_MALFORMED;
-                            break;
-                        };
-                        // SAFETY: ptr_at checked the bounds.
-                        let h = unsafe { *h };
-                        let len = match next {
-                            IPV6_FRAGMENT => {
-                                p.anomaly = ANOMALY_FRAGMENT;
-                                8
-                            }
-                            IPV6_AH => (usize::from(h[1]) + 2) * 4,
-                            _ => (usize::from(h[1]) + 1) * 8,
-                        };
-                        next = h[0];
-                        len
-                    }
-                    _ => break,
-                };
-                off += len;
-                walked += 1;
-            }
-            if p.anomaly == ANOMALY_NONE
-                && matches!(
-                    next,
-                    IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT
-                )
-            {
-                p.anomaly = ANOMALY_IPV6_EXT;
-            }
-            if p.anomaly == ANOMALY_NONE && off > l3_off + p.ip_len {
-                p.anomaly = ANOMALY_MALFORMED;
-            }
-            p.key.proto = next;
-            p.l4_off = off;
-        }
-        _ => return Err(Reason::PassNotVip),
     }
+}
+
+/// [`parse`] after [`parse_l2`] for an IPv4 frame.
+#[inline(always)]
+pub fn parse_ipv4(
+    ctx: &XdpContext,
+    l2: &L2,
+    wanted: impl Fn(&[u32; 4], u8) -> bool,
+) -> Result<Parsed, Reason> {
+    let l3_off = l2.l3_off();
+    let frame_len = ctx.data_end() - ctx.data();
+    let mut p = start(l2);
+    let ip = ptr_at::<[u32; 5]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { *ip };
+    let h = Ipv4Words::new(&ip);
+    let ihl = h.ihl();
+    if h.version() != 4 || ihl < Ipv4Hdr::LEN {
+        return Err(Reason::PassMalformed);
+    }
+    p.key.family = FAMILY_V4;
+    p.key.proto = h.proto();
+    p.key.src[0] = ip[3];
+    p.key.dst[0] = ip[4];
+    if !wanted(&p.key.dst, FAMILY_V4) {
+        return Err(Reason::PassNotVip);
+    }
+    p.ttl = h.ttl();
+    p.tos = h.tos();
+    let frag = h.frag();
+    p.df = frag & 0x4000 != 0;
+    p.ip_len = h.tot_len();
+    p.l4_off = l3_off + ihl;
+    if p.ip_len < ihl || l3_off + p.ip_len > frame_len {
+        p.anomaly = ANOMALY_MALFORMED;
+    } else if frag & 0x3fff != 0 {
+        p.anomaly = ANOMALY_FRAGMENT;
+    }
+    ports(ctx, &mut p);
+    Ok(p)
+}
+
+/// [`parse`] after [`parse_l2`] for an IPv6 frame.
+#[inline(always)]
+pub fn parse_ipv6(
+    ctx: &XdpContext,
+    l2: &L2,
+    wanted: impl Fn(&[u32; 4], u8) -> bool,
+) -> Result<Parsed, Reason> {
+    let l3_off = l2.l3_off();
+    let frame_len = ctx.data_end() - ctx.data();
+    let mut p = start(l2);
+    let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(Reason::PassMalformed);
+    }
+    p.key.family = FAMILY_V6;
+    p.key.src = words(&ip.src_addr);
+    p.key.dst = words(&ip.dst_addr);
+    if !wanted(&p.key.dst, FAMILY_V6) {
+        return Err(Reason::PassNotVip);
+    }
+    p.ttl = ip.hop_limit;
+    p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
+    p.ip_len = usize::from(u16::from_be_bytes(ip.payload_len)) + Ipv6Hdr::LEN;
+    if l3_off + p.ip_len > frame_len {
+        p.anomaly = ANOMALY_MALFORMED;
+    }
+    let mut next = ip.next_hdr;
+    let mut off = l3_off + Ipv6Hdr::LEN;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
+        let len = match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => {
+                let Ok(h) = ptr_at::<[u8; 2]>(ctx, off) else {
+                    p.anomaly = ANOMALY_MALFORMED;
+                    break;
+                };
+                // SAFETY: ptr_at checked the bounds.
+                let h = unsafe { *h };
+                let len = match next {
+                    IPV6_FRAGMENT => {
+                        p.anomaly = ANOMALY_FRAGMENT;
+                        8
+                    }
+                    IPV6_AH => (usize::from(h[1]) + 2) * 4,
+                    _ => (usize::from(h[1]) + 1) * 8,
+                };
+                next = h[0];
+                len
+            }
+            _ => break,
+        };
+        off += len;
+        walked += 1;
+    }
+    if p.anomaly == ANOMALY_NONE
+        && matches!(
+            next,
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT
+        )
+    {
+        p.anomaly = ANOMALY_IPV6_EXT;
+    }
+    if p.anomaly == ANOMALY_NONE && off > l3_off + p.ip_len {
+        p.anomaly = ANOMALY_MALFORMED;
+    }
+    p.key.proto = next;
+    p.l4_off = off;
+    ports(ctx, &mut p);
+    Ok(p)
+}
+
+/// The transport ports of a TCP or UDP packet, or an anomaly when its header is cut short
+/// or impossible.
+#[inline(always)]
+fn ports(ctx: &XdpContext, p: &mut Parsed) {
+    let l3_off = p.l3_off;
     if p.anomaly == ANOMALY_NONE && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
         let min = if p.key.proto == PROTO_TCP {
             TCP_MIN_LEN
@@ -232,7 +306,73 @@ pub fn parse(ctx: &XdpContext, wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result
             }
         }
     }
-    Ok(p)
+}
+
+/// The fixed 20 bytes of an IPv4 header read as five words (five loads; the byte fields
+/// of `network_types::ip::Ipv4Hdr` cost a load each and shifts to put them together).
+/// A packet load needs no alignment where the CPU needs none, which is where the
+/// verifier allows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Words {
+    /// Words 0-2 in host order: version/IHL, TOS, total length; id, flags/fragment
+    /// offset; TTL, protocol, checksum.
+    w: [u32; 3],
+}
+
+impl Ipv4Words {
+    /// The header words as loaded from the packet.
+    #[inline(always)]
+    pub fn new(ip: &[u32; 5]) -> Self {
+        Self {
+            w: [
+                u32::from_be(ip[0]),
+                u32::from_be(ip[1]),
+                u32::from_be(ip[2]),
+            ],
+        }
+    }
+
+    /// IP version.
+    #[inline(always)]
+    pub fn version(&self) -> u32 {
+        self.w[0] >> 28
+    }
+
+    /// Header length in bytes.
+    #[inline(always)]
+    pub fn ihl(&self) -> usize {
+        ((self.w[0] >> 22) & 0x3c) as usize
+    }
+
+    /// Type of service.
+    #[inline(always)]
+    pub fn tos(&self) -> u8 {
+        (self.w[0] >> 16) as u8
+    }
+
+    /// Total length.
+    #[inline(always)]
+    pub fn tot_len(&self) -> usize {
+        (self.w[0] & 0xffff) as usize
+    }
+
+    /// Flags and fragment offset.
+    #[inline(always)]
+    pub fn frag(&self) -> u16 {
+        self.w[1] as u16
+    }
+
+    /// Time to live.
+    #[inline(always)]
+    pub fn ttl(&self) -> u8 {
+        (self.w[2] >> 24) as u8
+    }
+
+    /// Protocol.
+    #[inline(always)]
+    pub fn proto(&self) -> u8 {
+        (self.w[2] >> 16) as u8
+    }
 }
 
 /// An IPv6 address as four network-order words (the layout of the shared keys).

@@ -70,23 +70,35 @@ const IPIP_LEN: usize = Ipv4Hdr::LEN;
 
 /// Runs `body` on the packet and puts the packet back as it was, so the next iteration
 /// of a `repeat` run sees the same input. Returns `body`'s verdict, or `XDP_ABORTED`
-/// when the packet could not be restored (the harness treats that as a failed run).
+/// when the packet could not be saved or restored (the harness treats that as a failed
+/// run).
+///
+/// The load balancer's programs call [`save`] and [`restore`] themselves around
+/// `lb::process`: the same two steps, without a closure that the compiler might leave as a
+/// function of its own once the datapath is large (a BPF-to-BPF call the floors do not
+/// pay).
+#[inline(always)]
+fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
+    if save(ctx).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let verdict = body(ctx);
+    restore(ctx, verdict)
+}
+
+/// The first half of [`restoring`]: saves the packet's length and first [`SAVE_LEN`]
+/// bytes.
 ///
 /// The copies use direct packet access, 8 bytes at a time (a first version with
 /// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes` cost ~100 ns, drowning what it measures).
 #[inline(always)]
-fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
-    // Nothing of the wrapper's lives on the stack across `body` except `ctx`: the
+fn save(ctx: &XdpContext) -> Result<(), ()> {
+    // Nothing of the wrapper's lives on the stack across the body except `ctx`: the
     // datapath needs nearly all of the 512-byte BPF stack, so the saved bytes and length
     // live in a per-CPU map value that is looked up again afterwards (an inlined array
     // lookup: a few instructions).
-    let Some(saved) = BENCH_SAVED.get_ptr_mut(0) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let Ok(head) = ptr_at::<[u64; WORDS]>(ctx, 0) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let head = head.cast::<u64>();
+    let saved = BENCH_SAVED.get_ptr_mut(0).ok_or(())?;
+    let head = ptr_at::<[u64; WORDS]>(ctx, 0)?.cast::<u64>();
     // SAFETY: ptr_at checked SAVE_LEN bytes of packet; `saved` is a map value.
     // XDP data starts XDP_PACKET_HEADROOM (256) bytes into its page, so it is 8-byte
     // aligned; `read_unaligned` would compile to eight byte loads per word.
@@ -96,7 +108,13 @@ fn restoring(ctx: &XdpContext, body: impl FnOnce(&XdpContext) -> u32) -> u32 {
             (*saved).words[i] = head.add(i).read();
         }
     }
-    let verdict = body(ctx);
+    Ok(())
+}
+
+/// The second half of [`restoring`]: undoes the body's head adjustment, copies the saved
+/// bytes back and returns `verdict` (`XDP_ABORTED` when that fails).
+#[inline(always)]
+fn restore(ctx: &XdpContext, verdict: u32) -> u32 {
     let Some(saved) = BENCH_SAVED.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -156,23 +174,34 @@ pub fn bench_pass_vary(ctx: XdpContext) -> u32 {
 
 /// The datapath, exactly as `vip_lb` runs it.
 #[xdp]
+#[inline(always)]
 pub fn bench_lb(ctx: XdpContext) -> u32 {
-    restoring(&ctx, lb::process)
+    if save(&ctx).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let verdict = lb::process(&ctx);
+    restore(&ctx, verdict)
 }
 
 /// The datapath on a new flow every iteration (the connection-table miss path: Maglev
 /// lookup and connection-table insert; at steady state each insert replaces a flow).
 #[xdp]
+#[inline(always)]
 pub fn bench_lb_new(ctx: XdpContext) -> u32 {
-    restoring(&ctx, |c| {
-        vary_flow(c);
-        lb::process(c)
-    })
+    if save(&ctx).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    vary_flow(&ctx);
+    let verdict = lb::process(&ctx);
+    restore(&ctx, verdict)
 }
 
 /// The datapath without the wrapper: `vip_lb` itself, for checking that a benchmark
 /// packet takes the path it is named after (the output is not restored).
 #[xdp]
+// Inlined into the entry point the macro generates: left out of line once the datapath
+// is large, it would cost every packet a BPF-to-BPF call.
+#[inline(always)]
 pub fn bench_lb_once(ctx: XdpContext) -> u32 {
     lb::process(&ctx)
 }
@@ -215,9 +244,7 @@ pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_DROP;
         };
         let cfg = lb::config();
-        let Some(slot) = conntrack::slot(conntrack::hash(&p.key, cfg), cfg) else {
-            return xdp_action::XDP_DROP;
-        };
+        let slot = conntrack::slot(conntrack::hash(&p.key, cfg), cfg);
         match conntrack::lookup(&slot, &p.key) {
             Some((id, _)) if id != u32::MAX => xdp_action::XDP_PASS,
             _ => xdp_action::XDP_DROP,
@@ -235,9 +262,7 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
         };
         let cfg = lb::config();
         let h = conntrack::hash(&p.key, cfg);
-        let Some(slot) = conntrack::slot(h, cfg) else {
-            return xdp_action::XDP_DROP;
-        };
+        let slot = conntrack::slot(h, cfg);
         let Some((id, backend)) = conntrack::lookup(&slot, &p.key) else {
             return xdp_action::XDP_DROP;
         };

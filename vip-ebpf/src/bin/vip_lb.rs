@@ -7,6 +7,9 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 /// Entry point: every packet gets a verdict and exactly one counted reason
 /// (see `vip_ebpf::lb`).
 #[xdp]
+// Inlined into the entry point the macro generates: left out of line once the datapath
+// is large, it would cost every packet a BPF-to-BPF call.
+#[inline(always)]
 pub fn vip_lb(ctx: XdpContext) -> u32 {
     vip_ebpf::lb::process(&ctx)
 }
