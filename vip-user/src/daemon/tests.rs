@@ -34,8 +34,11 @@ struct Daemon {
 impl Daemon {
     /// Stops the daemon (as a kill would), keeping its files.
     fn stop(mut self) -> PathBuf {
+        // Wait for the runtime to drop its tasks: `shutdown_background` returns before
+        // the API listener is closed, and a daemon started at once on the same socket
+        // would find it still answering (`InUse`).
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
         }
         self.keep_dir = true;
         self.dir.clone()
