@@ -48,15 +48,21 @@ pub fn write_eth(
     nh: &NextHop,
     ether_type: u16,
 ) -> Result<(), Reason> {
-    write_macs(ctx, nh)?;
-    if p.vlan {
-        let tag = ptr_at_mut::<[u16; 3]>(ctx, 12).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: as above.
-        unsafe { *tag = [ETH_P_8021Q.to_be(), p.vlan_tci_be, ether_type.to_be()] };
-    } else {
-        let et = ptr_at_mut::<u16>(ctx, 12).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: as above.
-        unsafe { *et = ether_type.to_be() };
+    // One bounds check for the longest header (with a tag): every frame written here
+    // holds an IP header after it.
+    let eth = ptr_at_mut::<[u16; 9]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
+    // SAFETY: ptr_at_mut checked 18 bytes; the stores need no alignment (see
+    // `write_macs`).
+    unsafe {
+        *eth.cast::<[u32; 3]>() = nh.mac_words();
+        let rest = eth.cast::<u16>().add(6);
+        if p.vlan {
+            *rest = ETH_P_8021Q.to_be();
+            *rest.add(1) = p.vlan_tci_be;
+            *rest.add(2) = ether_type.to_be();
+        } else {
+            *rest = ether_type.to_be();
+        }
     }
     Ok(())
 }

@@ -24,8 +24,6 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HDR_LEN: usize = 4;
 const TCP_MIN_LEN: usize = 20;
-/// Offset of the TCP data offset (high nibble, in 4-byte words) in the TCP header.
-const TCP_DOFF_BYTE: usize = 12;
 const UDP_LEN: usize = 8;
 
 /// IPv6 extension headers walked before giving up (`DropIpv6Ext` for a VIP).
@@ -282,25 +280,33 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
             UDP_LEN
         };
         let ip_end = l3_off + p.ip_len;
-        match ptr_at::<[u16; 2]>(ctx, p.l4_off) {
-            Ok(ports) if p.l4_off + min <= ip_end => {
-                // SAFETY: ptr_at checked the bounds.
-                let ports = unsafe { *ports };
-                p.key.src_port_be = ports[0];
-                p.key.dst_port_be = ports[1];
-            }
-            _ => p.anomaly = ANOMALY_MALFORMED,
-        }
-        // A TCP data offset below 5 words, or past the IP packet, is a header no TCP
-        // stack accepts: forwarding it would only hand the backend garbage.
-        if p.anomaly == ANOMALY_NONE && p.key.proto == PROTO_TCP {
-            match ptr_at::<u8>(ctx, p.l4_off + TCP_DOFF_BYTE) {
-                Ok(b) => {
+        if p.l4_off + min > ip_end {
+            p.anomaly = ANOMALY_MALFORMED;
+        } else if p.key.proto == PROTO_TCP {
+            // Ports and data offset behind one bounds check.
+            match ptr_at::<[u16; 7]>(ctx, p.l4_off) {
+                Ok(tcp) => {
                     // SAFETY: ptr_at checked the bounds.
-                    let doff = usize::from(unsafe { *b } >> 4) * 4;
+                    let tcp = unsafe { *tcp };
+                    p.key.src_port_be = tcp[0];
+                    p.key.dst_port_be = tcp[1];
+                    // A TCP data offset below 5 words, or past the IP packet, is a header
+                    // no TCP stack accepts: forwarding it would only hand the backend
+                    // garbage.
+                    let doff = usize::from(u16::from_be(tcp[6]) >> 12) * 4;
                     if doff < TCP_MIN_LEN || p.l4_off + doff > ip_end {
                         p.anomaly = ANOMALY_MALFORMED;
                     }
+                }
+                Err(()) => p.anomaly = ANOMALY_MALFORMED,
+            }
+        } else {
+            match ptr_at::<[u16; 2]>(ctx, p.l4_off) {
+                Ok(ports) => {
+                    // SAFETY: ptr_at checked the bounds.
+                    let ports = unsafe { *ports };
+                    p.key.src_port_be = ports[0];
+                    p.key.dst_port_be = ports[1];
                 }
                 Err(()) => p.anomaly = ANOMALY_MALFORMED,
             }

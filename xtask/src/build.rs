@@ -43,9 +43,20 @@ pub fn ebpf() -> Result<()> {
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(target_dir())
+        // target-cpu=v3: 32-bit ALU and jumps (kernel 5.1+). Without them every 32-bit
+        // value costs a shift pair to clear its upper half before each compare; on the
+        // established path that is 589 -> 568 instructions.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["-C", "debuginfo=2", "-C", "link-arg=--btf"].join("\x1f"),
+            [
+                "-C",
+                "debuginfo=2",
+                "-C",
+                "link-arg=--btf",
+                "-C",
+                "target-cpu=v3",
+            ]
+            .join("\x1f"),
         )
         .env("PATH", path_with_cargo_bin());
     setup::sh(&mut cmd)
