@@ -5,6 +5,7 @@ use anyhow::{Context, Result, ensure};
 use aya::Ebpf;
 
 use super::{
+    insns,
     lbsetup::{self, Setup},
     packets,
     per_packet::{Floors, row},
@@ -336,6 +337,7 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
         );
         r.ratios = floors.ratios(t[i].median);
     }
+    insns::section(report, &mut ebpf, &cases[..nfloors], &cases[nfloors..nlb])?;
     Ok(floors)
 }
 
