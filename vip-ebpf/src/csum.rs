@@ -20,3 +20,18 @@ pub fn ipv4_header(words: &[u16; 10]) -> u16 {
     }
     !fold(sum)
 }
+
+/// Checksum of a 20-byte IPv4 header given as five host-order 32-bit words (checksum
+/// field zero): the one's-complement sum of the words folds to the sum of their halves.
+#[inline(always)]
+pub fn ipv4_header_words(words: &[u32; 5]) -> u16 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < 5 {
+        sum += u64::from(words[i]);
+        i += 1;
+    }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    !fold(sum as u32)
+}

@@ -90,7 +90,7 @@ pub fn tunnel(
     }
     if backend.family == FAMILY_V4 {
         write_eth(ctx, p, nh, ETH_P_IP)?;
-        let total = (p.ip_len + Ipv4Hdr::LEN) as u16;
+        let total = (p.ip_len + Ipv4Hdr::LEN) as u32;
         let low_bits = cfg.tunnel_src_v4_hash_bits.min(32);
         let low_mask = if low_bits >= 32 {
             u32::MAX
@@ -99,28 +99,24 @@ pub fn tunnel(
         };
         let src = (u32::from_be(cfg.tunnel_src_v4_be) & !low_mask) | (th & low_mask);
         let dst = u32::from_be(backend.addr[0]);
-        let mut w = [
-            0x4500 | u16::from(p.tos),
-            total,
-            0,
-            IPV4_DF,
-            (u16::from(TUNNEL_TTL) << 8) | u16::from(inner_proto),
-            0,
-            (src >> 16) as u16,
-            src as u16,
-            (dst >> 16) as u16,
-            dst as u16,
-        ];
-        w[5] = csum::ipv4_header(&w);
-        let hdr = ptr_at_mut::<[u16; 10]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
-        let mut be = [0u16; 10];
-        let mut i = 0;
-        while i < 10 {
-            be[i] = w[i].to_be();
-            i += 1;
-        }
-        // SAFETY: ptr_at_mut checked the bounds.
-        unsafe { *hdr = be };
+        // The header as five host-order words: version/IHL, TOS, total length; id 0,
+        // DF; TTL, protocol, checksum; source; destination.
+        let w0 = ((0x4500 | u32::from(p.tos)) << 16) | total;
+        let w1 = u32::from(IPV4_DF);
+        let w2 = ((u32::from(TUNNEL_TTL) << 8) | u32::from(inner_proto)) << 16;
+        let check = csum::ipv4_header_words(&[w0, w1, w2, src, dst]);
+        let hdr = ptr_at_mut::<[u32; 5]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
+        // SAFETY: ptr_at_mut checked the bounds; the stores need no alignment (see
+        // `write_macs`).
+        unsafe {
+            *hdr = [
+                w0.to_be(),
+                w1.to_be(),
+                (w2 | u32::from(check)).to_be(),
+                src.to_be(),
+                dst.to_be(),
+            ]
+        };
     } else {
         write_eth(ctx, p, nh, ETH_P_IPV6)?;
         let flow = th & 0x000f_ffff;

@@ -166,20 +166,26 @@ pub fn parse_ipv4(
     let frame_len = ctx.data_end() - ctx.data();
     let mut p = start(l2);
     let ip = ptr_at::<[u32; 5]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    // Only the first word and the destination are read before the VIP-address filter:
+    // whatever is read before its map lookup (a helper call) has to be kept on the stack
+    // across it.
     // SAFETY: ptr_at checked the bounds.
-    let ip = unsafe { *ip };
-    let h = Ipv4Words::new(&ip);
-    let ihl = h.ihl();
-    if h.version() != 4 || ihl < Ipv4Hdr::LEN {
+    let first = Ipv4Words::first(unsafe { (*ip)[0] });
+    let ihl = first.ihl();
+    if first.version() != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V4;
-    p.key.proto = h.proto();
-    p.key.src[0] = ip[3];
-    p.key.dst[0] = ip[4];
+    // SAFETY: as above.
+    p.key.dst[0] = unsafe { (*ip)[4] };
     if !wanted(&p.key.dst, FAMILY_V4) {
         return Err(Reason::PassNotVip);
     }
+    // SAFETY: as above.
+    let h = Ipv4Words::new(unsafe { &*ip });
+    p.key.proto = h.proto();
+    // SAFETY: as above.
+    p.key.src[0] = unsafe { (*ip)[3] };
     p.ttl = h.ttl();
     p.tos = h.tos();
     let frag = h.frag();
@@ -335,6 +341,15 @@ impl Ipv4Words {
                 u32::from_be(ip[1]),
                 u32::from_be(ip[2]),
             ],
+        }
+    }
+
+    /// The first word alone, as loaded from the packet: enough for [`Self::version`]
+    /// and [`Self::ihl`].
+    #[inline(always)]
+    pub fn first(w0: u32) -> Self {
+        Self {
+            w: [u32::from_be(w0), 0, 0],
         }
     }
 

@@ -16,13 +16,15 @@ pub fn count(reason: Reason) {
 /// A packet of `bytes` forwarded for VIP `vip` to backend `backend`.
 #[inline(always)]
 pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: bool) {
-    let new = u64::from(new_flow);
+    // `new_flows` is only touched for a new flow: most packets skip its load and store.
     if let Some(c) = VIP_STATS.get_ptr_mut(vip) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
-            (*c).new_flows += new;
+            if new_flow {
+                (*c).new_flows += 1;
+            }
         }
     }
     if let Some(c) = BACKEND_STATS.get_ptr_mut(backend) {
@@ -30,7 +32,9 @@ pub fn forwarded(vip: u32, backend: u32, bytes: u64, new_flow: bool) {
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
-            (*c).new_flows += new;
+            if new_flow {
+                (*c).new_flows += 1;
+            }
         }
     }
 }
