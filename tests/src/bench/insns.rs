@@ -600,43 +600,35 @@ fn offset(pc: usize, off: i32) -> Result<usize> {
     usize::try_from(pc as i64 + i64::from(off)).context("jump before the code")
 }
 
-fn alu64(code: u8, a: u64, x: u64, off: i16) -> Result<u64> {
-    Ok(match code {
-        0x00 => a.wrapping_add(x),
-        0x10 => a.wrapping_sub(x),
-        0x20 => a.wrapping_mul(x),
-        0x30 if off == 0 => a.checked_div(x).unwrap_or(0),
-        0x40 => a | x,
-        0x50 => a & x,
-        0x60 => a << (x & 63),
-        0x70 => a >> (x & 63),
-        0x80 => a.wrapping_neg(),
-        0x90 if off == 0 => a.checked_rem(x).unwrap_or(a),
-        0xa0 => a ^ x,
-        0xb0 if off == 0 => x,
-        0xc0 => ((a as i64) >> (x & 63)) as u64,
-        _ => bail!("64-bit ALU op {code:#x} (off {off})"),
-    })
+/// An ALU operation at one width (`u64` for ALU64, `u32` for ALU): wrapping arithmetic,
+/// shift amounts masked to the width, division by zero giving 0 and modulo by zero
+/// keeping the dividend, as the kernel defines them. The signed forms (`off != 0`,
+/// BPF v4) are refused.
+macro_rules! alu {
+    ($name:ident, $u:ty, $i:ty) => {
+        fn $name(code: u8, a: $u, x: $u, off: i16) -> Result<$u> {
+            let shift = x & (<$u>::BITS as $u - 1);
+            Ok(match code {
+                0x00 => a.wrapping_add(x),
+                0x10 => a.wrapping_sub(x),
+                0x20 => a.wrapping_mul(x),
+                0x30 if off == 0 => a.checked_div(x).unwrap_or(0),
+                0x40 => a | x,
+                0x50 => a & x,
+                0x60 => a << shift,
+                0x70 => a >> shift,
+                0x80 => a.wrapping_neg(),
+                0x90 if off == 0 => a.checked_rem(x).unwrap_or(a),
+                0xa0 => a ^ x,
+                0xb0 if off == 0 => x,
+                0xc0 => ((a as $i) >> shift) as $u,
+                _ => bail!("{}-bit ALU op {code:#x} (off {off})", <$u>::BITS),
+            })
+        }
+    };
 }
-
-fn alu32(code: u8, a: u32, x: u32, off: i16) -> Result<u32> {
-    Ok(match code {
-        0x00 => a.wrapping_add(x),
-        0x10 => a.wrapping_sub(x),
-        0x20 => a.wrapping_mul(x),
-        0x30 if off == 0 => a.checked_div(x).unwrap_or(0),
-        0x40 => a | x,
-        0x50 => a & x,
-        0x60 => a << (x & 31),
-        0x70 => a >> (x & 31),
-        0x80 => a.wrapping_neg(),
-        0x90 if off == 0 => a.checked_rem(x).unwrap_or(a),
-        0xa0 => a ^ x,
-        0xb0 if off == 0 => x,
-        0xc0 => ((a as i32) >> (x & 31)) as u32,
-        _ => bail!("32-bit ALU op {code:#x} (off {off})"),
-    })
-}
+alu!(alu64, u64, i64);
+alu!(alu32, u32, i32);
 
 /// `BPF_MAP_LOOKUP_ELEM` on `fd`; for a per-CPU map, the first CPU's value.
 fn kernel_lookup(fd: i32, key: &[u8], value_size: usize, per_cpu: bool) -> Result<Option<Vec<u8>>> {
