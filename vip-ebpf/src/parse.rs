@@ -211,25 +211,32 @@ pub fn parse_ipv6(
     let l3_off = l2.l3_off();
     let frame_len = ctx.data_end() - ctx.data();
     let mut p = start(l2);
-    let ip = ptr_at::<Ipv6Hdr>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
-    // SAFETY: ptr_at checked the bounds.
-    let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
+    // The fixed header as ten words: version, traffic class, flow label; payload length,
+    // next header, hop limit; source; destination. As for IPv4, only what the
+    // VIP-address filter needs is read before its map lookup.
+    let ip = ptr_at::<[u32; 10]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    // SAFETY: ptr_at checked the bounds (for this and the reads below).
+    let w0 = u32::from_be(unsafe { (*ip)[0] });
+    if w0 >> 28 != 6 {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V6;
-    p.key.src = words(&ip.src_addr);
-    p.key.dst = words(&ip.dst_addr);
+    // SAFETY: as above.
+    p.key.dst = unsafe { [(*ip)[6], (*ip)[7], (*ip)[8], (*ip)[9]] };
     if !wanted(&p.key.dst, FAMILY_V6) {
         return Err(Reason::PassNotVip);
     }
-    p.ttl = ip.hop_limit;
-    p.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
-    p.ip_len = usize::from(u16::from_be_bytes(ip.payload_len)) + Ipv6Hdr::LEN;
+    // SAFETY: as above.
+    p.key.src = unsafe { [(*ip)[2], (*ip)[3], (*ip)[4], (*ip)[5]] };
+    // SAFETY: as above.
+    let w1 = u32::from_be(unsafe { (*ip)[1] });
+    p.ttl = w1 as u8;
+    p.tos = (w0 >> 20) as u8;
+    p.ip_len = (w1 >> 16) as usize + Ipv6Hdr::LEN;
     if l3_off + p.ip_len > frame_len {
         p.anomaly = ANOMALY_MALFORMED;
     }
-    let mut next = ip.next_hdr;
+    let mut next = (w1 >> 8) as u8;
     let mut off = l3_off + Ipv6Hdr::LEN;
     let mut walked = 0;
     while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
