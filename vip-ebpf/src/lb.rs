@@ -1,10 +1,7 @@
 //! The load balancer's packet path (DESIGN.md, "Packet path"). [`process`] is the whole
 //! program; the XDP entry point only calls it, so a benchmark can wrap the same code.
 
-use aya_ebpf::{
-    bindings::{xdp_action, xdp_md},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
     Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
@@ -16,8 +13,8 @@ use crate::{
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
     parse::{
-        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, L2, Parsed,
-        parse_ipv4, parse_ipv6, parse_l2,
+        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, Parsed, parse_ipv4,
+        parse_ipv6, parse_l2,
     },
     stats,
 };
@@ -95,28 +92,14 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
         Ok(l2) => l2,
         Err(reason) => return pass(reason),
     };
-    // The rest of the path is compiled once per family, each copy a BPF function of its
-    // own (so the two copies' stack frames are never live at once): the IPv4 copy knows
+    // The rest of the path is compiled once per family, both copies inlined (a
+    // BPF-to-BPF call would cost every packet more than it saves): the IPv4 copy knows
     // that six of its key's ten words are zero and never loads, compares or spills them.
     match l2.ether_type {
-        ETH_P_IP => decide_ipv4(ctx.ctx, l2),
-        ETH_P_IPV6 => decide_ipv6(ctx.ctx, l2),
+        ETH_P_IP => after_parse(ctx, parse_ipv4(ctx, &l2, conntrack::maybe_vip)),
+        ETH_P_IPV6 => after_parse(ctx, parse_ipv6(ctx, &l2, conntrack::maybe_vip)),
         _ => pass(Reason::PassNotVip),
     }
-}
-
-/// [`decide`] for an IPv4 frame.
-#[inline(always)]
-fn decide_ipv4(raw: *mut xdp_md, l2: L2) -> Verdict {
-    let ctx = XdpContext::new(raw);
-    after_parse(&ctx, parse_ipv4(&ctx, &l2, conntrack::maybe_vip))
-}
-
-/// [`decide`] for an IPv6 frame.
-#[inline(always)]
-fn decide_ipv6(raw: *mut xdp_md, l2: L2) -> Verdict {
-    let ctx = XdpContext::new(raw);
-    after_parse(&ctx, parse_ipv6(&ctx, &l2, conntrack::maybe_vip))
 }
 
 /// [`decide`] once the frame is parsed.
