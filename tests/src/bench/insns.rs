@@ -17,13 +17,6 @@ use std::{
     os::fd::{AsFd, AsRawFd},
 };
 
-use super::{
-    VIP_BENCH,
-    report::Report,
-    stats::Trials,
-    testrun::{Case, run_once},
-};
-use crate::fixture::{action, hex};
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf,
@@ -32,6 +25,14 @@ use aya::{
 use object::{
     Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionIndex, SectionKind, SymbolKind,
 };
+
+use super::{
+    VIP_BENCH,
+    report::Report,
+    stats::Trials,
+    testrun::{Case, run_once},
+};
+use crate::fixture::{action, hex};
 
 /// Headroom in front of the packet, as `BPF_PROG_TEST_RUN` gives (`XDP_PACKET_HEADROOM`).
 const HEADROOM: usize = 256;
@@ -117,7 +118,13 @@ impl Program {
                         off: i16::from_le_bytes([c[2], c[3]]),
                         imm: i32::from_le_bytes([c[4], c[5], c[6], c[7]]),
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
+                // BPF has eleven registers; anything else is not code this can run.
+                ensure!(
+                    insns.iter().all(|i| i.dst <= 10 && i.src <= 10),
+                    "section {}: register numbers above r10",
+                    s.name().unwrap_or("?")
+                );
                 code.insert(s.index(), insns);
             } else if matches!(s.kind(), SectionKind::ReadOnlyData | SectionKind::Data) {
                 data.insert(s.index(), s.data()?.to_vec());
