@@ -40,6 +40,13 @@ fn spread_from_clients(
         }
         total.failures.extend(s.failures);
     }
+    if !total.failures.is_empty() {
+        eprintln!(
+            "{} requests to {vip} failed; TCP counters:\n{}",
+            total.failures.len(),
+            lab.tcp_reset_counters()
+        );
+    }
     total
 }
 const WEIGHTS: [u32; 5] = [1, 1, 1, 1, 2];

@@ -27,13 +27,17 @@ pub fn whoami_tcp(vip: SocketAddr) -> Result<String, String> {
         TcpStream::connect_timeout(&vip, REQUEST_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
     let _ = stream.set_nodelay(true);
+    // The client's port names the flow in a capture or in the LB's connection table.
+    let from = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     (&stream)
         .write_all(b"whoami\n")
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| format!("send: {e} (from {from})"))?;
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(|e| format!("read: {e} (from {from})"))?;
     let name = line.trim().to_string();
     if name.is_empty() {
         return Err("closed without an answer".into());

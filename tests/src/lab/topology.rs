@@ -646,6 +646,46 @@ impl Lab {
         SocketAddr::new(addr::VIP6.into(), self.spec.port)
     }
 
+    /// Each client's and backend's TCP reset and drop counters (`nstat`), one line per
+    /// host: what a test prints when a request failed, to tell which host reset it.
+    pub fn tcp_reset_counters(&self) -> String {
+        const COUNTERS: [&str; 7] = [
+            "TcpOutRsts",
+            "TcpEstabResets",
+            "TcpAttemptFails",
+            "TcpExtTCPAbortOnData",
+            "TcpExtTCPAbortOnClose",
+            "TcpExtListenDrops",
+            "TcpExtTCPReqQFullDrop",
+        ];
+        let hosts = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (format!("client{k}"), c.name()))
+            .chain(self.backends.iter().map(|b| (b.name.clone(), b.netns())));
+        let mut out = String::new();
+        for (name, ns) in hosts {
+            // -a absolute values, -s leave nstat's history file alone, -z zeros too.
+            let mut args = vec!["-asz"];
+            args.extend(COUNTERS);
+            let line = match cmd::run_in(ns, "nstat", &args) {
+                Ok(text) => text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        Some(format!("{}={}", f.next()?, f.next()?))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => format!("(nstat failed: {e})"),
+            };
+            out.push_str(&format!("{name}: {line}\n"));
+        }
+        out
+    }
+
     /// Index of the backend called `name`.
     pub fn backend_index(&self, name: &str) -> Option<usize> {
         self.backends.iter().position(|b| b.name == name)
