@@ -287,10 +287,10 @@ impl Lab {
             for (ns, ifname) in [(router.name(), rif.as_str()), (client.name(), "eth0")] {
                 cmd::ip(ns, &["link", "set", ifname, "mtu", &client_mtu, "up"])?;
                 offloads_off(ns, ifname)?;
-                steer_flows(ns, ifname)?;
             }
             address(router.name(), &rif, addr::client_gw4(k).into(), 24)?;
             address(router.name(), &rif, addr::client_gw6(k).into(), 64)?;
+            serialise_flows(client.name(), "eth0")?;
             address(client.name(), "eth0", addr::client4(k).into(), 24)?;
             address(client.name(), "eth0", addr::client6(k).into(), 64)?;
             default_routes(
@@ -346,6 +346,7 @@ impl Lab {
                 &lan_mtu,
                 false,
             )?;
+            serialise_flows(node.name(), "eth0")?;
             address(node.name(), "eth0", addr::backend4(j).into(), 24)?;
             address(node.name(), "eth0", addr::backend6(j).into(), 64)?;
             let mac = cmd::run_in(node.name(), "cat", &["/sys/class/net/eth0/address"])?
@@ -753,7 +754,6 @@ fn plug(
     )?;
     cmd::ip(node.name(), &["link", "set", ifname, "mtu", mtu, "up"])?;
     offloads_off(node.name(), ifname)?;
-    steer_flows(node.name(), ifname)?;
     offloads_off(switch.name(), port)?;
     if wake_port {
         return super::xdp_pass::attach(switch.name(), port).map(Some);
@@ -768,61 +768,18 @@ fn offloads_off(ns: &str, ifname: &str) -> Result<(), LabError> {
     cmd::ethtool(ns, &["-K", ifname, "tx", "off"]).map(|_| ())
 }
 
-/// Receive flow steering (RPS over every online CPU) on a host's interface, so all the
-/// packets of one flow are processed on one CPU, in order, as a real NIC's RSS queues
-/// deliver them. Without it a veth hands each packet to the backlog of whichever CPU
-/// forwarded it: a client's handshake ACK and its first data segment, sent back to back,
-/// can then reach a server's TCP on two CPUs at once, and the kernel may answer the
-/// second with a reset while the first turns the request socket into a connection (its
-/// lockless lookup can miss both). The likely cause of one `Connection reset by peer`
-/// in 3,000 requests once seen in a dsr-l2 lab, whose backends have no XDP program and
-/// so no NAPI on their interface; a real network never shows it.
-fn steer_flows(ns: &str, ifname: &str) -> Result<(), LabError> {
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|source| {
-        LabError::Io {
-            what: "reading /sys/devices/system/cpu/online".into(),
-            source,
-        }
-    })?;
-    let Some(mask) = cpu_mask(&online) else {
-        return Err(LabError::Io {
-            what: format!("parsing the online CPU list {:?}", online.trim()),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-        });
-    };
-    // sysfs shows the namespace's interfaces only under `ip netns exec` (it remounts /sys).
-    let path = format!("/sys/class/net/{ifname}/queues/rx-0/rps_cpus");
-    cmd::run_in(ns, "sh", &["-c", &format!("echo {mask} > {path}")]).map(|_| ())
-}
-
-/// The kernel's hex CPU mask (32-bit groups, most significant first, comma-separated)
-/// of a CPU list such as `0-3,8`; `None` when the list does not parse.
-fn cpu_mask(list: &str) -> Option<String> {
-    let mut words: Vec<u32> = Vec::new();
-    for part in list.trim().split(',') {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
-            None => {
-                let c = part.parse::<usize>().ok()?;
-                (c, c)
-            }
-        };
-        if lo > hi || hi >= 1 << 16 {
-            return None;
-        }
-        for cpu in lo..=hi {
-            if words.len() <= cpu / 32 {
-                words.resize(cpu / 32 + 1, 0);
-            }
-            words[cpu / 32] |= 1 << (cpu % 32);
-        }
-    }
-    let (top, rest) = words.split_last()?;
-    let mut mask = format!("{top:x}");
-    for w in rest.iter().rev() {
-        mask.push_str(&format!(",{w:08x}"));
-    }
-    Some(mask)
+/// Serialises each flow's packets on the interface of a host where TCP ends (a client or
+/// a backend), as a real NIC's receive queue does: GRO on a veth makes it receive through
+/// its own NAPI queue, polled by one CPU at a time. Without it a veth hands each packet
+/// to the backlog of whichever CPU forwarded it: a client's handshake ACK and its first
+/// data segment, sent back to back, can then reach a server's TCP on two CPUs at once,
+/// and the kernel may answer the second with a reset while the first turns the request
+/// socket into a connection (its lockless lookup can miss both). The likely cause of one
+/// `Connection reset by peer` in 3,000 requests once seen in a dsr-l2 lab, whose
+/// backends have no XDP program (which also gives a veth its NAPI queue); a real network
+/// never shows it. (RPS would do too, but costs the lab a third of its connection rate.)
+fn serialise_flows(ns: &str, ifname: &str) -> Result<(), LabError> {
+    cmd::ethtool(ns, &["-K", ifname, "gro", "on"]).map(|_| ())
 }
 
 fn address(ns: &str, ifname: &str, ip: IpAddr, prefix_len: u8) -> Result<(), LabError> {
@@ -865,21 +822,4 @@ pub fn wait_until(
         secs: limit.as_secs(),
         detail: String::new(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cpu_mask;
-
-    #[test]
-    fn cpu_lists_become_the_kernels_hex_masks() {
-        assert_eq!(cpu_mask("0\n").as_deref(), Some("1"));
-        assert_eq!(cpu_mask("0-1\n").as_deref(), Some("3"));
-        assert_eq!(cpu_mask("0-3,8").as_deref(), Some("10f"));
-        assert_eq!(cpu_mask("0-39").as_deref(), Some("ff,ffffffff"));
-        assert_eq!(cpu_mask("32").as_deref(), Some("1,00000000"));
-        assert_eq!(cpu_mask(""), None);
-        assert_eq!(cpu_mask("3-1"), None);
-        assert_eq!(cpu_mask("a-b"), None);
-    }
 }
