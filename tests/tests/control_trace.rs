@@ -7,10 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use vip_tests::privileged::require_root;
 use vip_user::{
+    cli::trace,
     config::{Config, Protocol},
-    datapath::flow_key,
-    maglev::{self, MaglevBackend},
-    trace,
+    control::maglev::{self, MaglevBackend},
+    datapath::keys::flow_key,
 };
 
 const CONFIG: &str = r#"

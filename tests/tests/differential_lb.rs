@@ -1,5 +1,5 @@
 //! Differential test: `vip_lb` under `BPF_PROG_TEST_RUN` and the user-space reference
-//! model (`vip_user::model`) must agree on the verdict, the reason and the backend of
+//! model (`vip_tests::model`) must agree on the verdict, the reason and the backend of
 //! every frame, over well-formed, odd and randomly mutated frames. `XDP_ABORTED` never.
 //! Frames the program passes must come out untouched.
 //!
@@ -19,6 +19,7 @@ use vip_common::{
 };
 use vip_tests::{
     fixture::{action, hex, run_xdp},
+    model::Model,
     packet::{
         IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, L4, checksum_errors, frame, icmp_error_about,
         ipv4_fragment, ipv4_no_df, with_ipv4_options, with_ipv6_ext, with_macs, with_ttl,
@@ -27,9 +28,12 @@ use vip_tests::{
     privileged::require_root,
 };
 use vip_user::{
-    datapath::{Datapath, Limits, addr_words, backend, decap::Decap, flow_key, vip_key},
-    maglev::{self, MaglevBackend},
-    model::Model,
+    control::maglev::{self, MaglevBackend},
+    datapath::{
+        Datapath, Limits,
+        decap::Decap,
+        keys::{addr_words, backend, flow_key, vip_key},
+    },
 };
 
 const M: u32 = 31;

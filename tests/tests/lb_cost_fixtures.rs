@@ -20,7 +20,10 @@ use vip_tests::{
     packet::{L4, frame, sa},
     privileged::require_root,
 };
-use vip_user::datapath::{Datapath, Limits, addr_words, backend, vip_key};
+use vip_user::datapath::{
+    Datapath, Limits,
+    keys::{addr_words, backend, vip_key},
+};
 
 const M: u32 = 65537;
 const CALLS_PER_ROUND: usize = 2_000;
@@ -89,7 +92,7 @@ fn per_packet_cost() {
     })
     .unwrap();
     let ids = add_backends(&mut dp, 0, 0);
-    let table = vip_user::maglev::build(&ids, M);
+    let table = vip_user::control::maglev::build(&ids, M);
     dp.publish_vip(&vip_key(sa("198.18.1.10:80"), PROTO_TCP), 0, 0, 0, &table)
         .unwrap();
     let v6_ids = add_backends(&mut dp, 1, 0);
@@ -98,7 +101,7 @@ fn per_packet_cost() {
         1,
         0,
         1,
-        &vip_user::maglev::build(&v6_ids, M),
+        &vip_user::control::maglev::build(&v6_ids, M),
     )
     .unwrap();
     // The fib-lookup variant: a VIP whose backend has no pinned next hop.
@@ -122,7 +125,7 @@ fn per_packet_cost() {
         3,
         vip_common::VIP_F_NO_CONNTRACK,
         3,
-        &vip_user::maglev::build(&stateless_ids, M),
+        &vip_user::control::maglev::build(&stateless_ids, M),
     )
     .unwrap();
 
@@ -293,9 +296,9 @@ fn per_packet_cost() {
     // backend's share (what a backend going down costs).
     let key = vip_key(sa("198.18.1.10:80"), PROTO_TCP);
     let other_table: Vec<u32> = table.iter().map(|id| (id + 1) % 32).collect();
-    let fewer: Vec<vip_user::maglev::MaglevBackend> =
+    let fewer: Vec<vip_user::control::maglev::MaglevBackend> =
         ids.iter().copied().filter(|b| b.id != 5).collect();
-    let fewer_table = vip_user::maglev::build(&fewer, M);
+    let fewer_table = vip_user::control::maglev::build(&fewer, M);
     for (name, t) in [
         ("publish: a wholly different table", &other_table),
         (
@@ -348,7 +351,11 @@ const BACKENDS_PER_VIP: u32 = 32;
 
 /// Writes VIP `vip`'s 32 backends (ids `vip * 32 ..`, IPv4 and IPv6 alternately, with
 /// pinned next hops) carrying `flags`; returns the Maglev input.
-fn add_backends(dp: &mut Datapath, vip: u32, flags: u32) -> Vec<vip_user::maglev::MaglevBackend> {
+fn add_backends(
+    dp: &mut Datapath,
+    vip: u32,
+    flags: u32,
+) -> Vec<vip_user::control::maglev::MaglevBackend> {
     (0..BACKENDS_PER_VIP)
         .map(|i| {
             let id = vip * BACKENDS_PER_VIP + i;
@@ -369,7 +376,7 @@ fn add_backends(dp: &mut Datapath, vip: u32, flags: u32) -> Vec<vip_user::maglev
                 },
             )
             .unwrap();
-            vip_user::maglev::MaglevBackend {
+            vip_user::control::maglev::MaglevBackend {
                 id,
                 identity: SocketAddr::new(addr, 80),
                 weight: 1,

@@ -28,8 +28,11 @@ use vip_tests::{
     privileged::require_root,
 };
 use vip_user::{
-    datapath::{Datapath, Limits, addr_words, backend, flow_key, vip_key},
-    maglev::{self, MaglevBackend},
+    control::maglev::{self, MaglevBackend},
+    datapath::{
+        Datapath, Limits,
+        keys::{addr_words, backend, flow_key, vip_key},
+    },
 };
 
 /// Table size of every VIP here (a small prime keeps the tables readable).

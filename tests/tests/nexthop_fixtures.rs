@@ -15,7 +15,10 @@ use vip_tests::{
     packet::{L4, Outer, frame, sa, tunnelled},
     privileged::require_root,
 };
-use vip_user::datapath::{Datapath, Limits, backend, flow_key, vip_key};
+use vip_user::datapath::{
+    Datapath, Limits,
+    keys::{backend, flow_key, vip_key},
+};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 const CLONE_NEWNET: i32 = 0x4000_0000;

@@ -88,6 +88,9 @@ fn unconfigured_lb_passes_everything_untouched() {
     if !require_root("unconfigured_lb_passes_everything_untouched") {
         return;
     }
-    let mut ebpf = load(vip_user::ebpf::VIP_LB, vip_user::ebpf::PROG_LB);
-    run_table(&mut ebpf, vip_user::ebpf::PROG_LB, &cases());
+    let mut ebpf = load(
+        vip_user::datapath::ebpf::VIP_LB,
+        vip_user::datapath::ebpf::PROG_LB,
+    );
+    run_table(&mut ebpf, vip_user::datapath::ebpf::PROG_LB, &cases());
 }

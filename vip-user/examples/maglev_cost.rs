@@ -7,10 +7,11 @@ use std::{net::SocketAddr, time::Instant};
 
 use vip_user::{
     config::Config,
-    datapath::Datapath,
-    datapath_ops::limits,
-    maglev::{self, MaglevBackend},
-    owner::Owner,
+    control::{
+        maglev::{self, MaglevBackend},
+        owner::Owner,
+    },
+    datapath::{Datapath, tables::limits},
 };
 
 fn backends(n: u32) -> Vec<MaglevBackend> {

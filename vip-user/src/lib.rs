@@ -1,22 +1,21 @@
-//! The control plane of vip: everything `vipd` and `vipctl` share.
+//! The user-space side of vip: everything `vipd` and `vipctl` share, grouped by role.
+//!
+//! - [`config`]: the `vipd.toml` file, parsed and validated whole.
+//! - [`protocol`]: the API's wire types, shared by vipd's server and `vipctl`.
+//! - [`datapath`]: handles on the kernel objects (programs, maps, links); the only code
+//!   that calls `bpf()`.
+//! - [`control`]: from desired state to datapath writes: the owner, reconcile, Maglev,
+//!   the state file.
+//! - [`daemon`]: vipd's process: lifecycle, the owner's event loop, the API server,
+//!   health checks, metrics, next hops.
+//! - [`cli`]: `vipctl`: command line, rendering, trace.
+//!
+//! A module uses only the roles listed above its own (`cli` and `daemon` are peers and
+//! never use each other); `cargo xtask lint` checks that there are no import cycles.
 
-pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
-pub mod datapath_ops;
-pub mod decap;
-pub mod ebpf;
-#[cfg(test)]
-mod fake;
-pub mod health;
-pub mod maglev;
-pub mod metrics;
-pub mod model;
-pub mod nexthop;
-pub mod owner;
-pub mod reconcile;
-pub mod service;
-pub mod trace;
-pub mod xdp_link;
+pub mod protocol;

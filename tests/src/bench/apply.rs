@@ -5,7 +5,11 @@
 use std::{fmt::Write as _, time::Instant};
 
 use anyhow::{Context, Result};
-use vip_user::{config::Config, datapath::Datapath, datapath_ops, owner::Owner};
+use vip_user::{
+    config::Config,
+    control::owner::Owner,
+    datapath::{Datapath, tables},
+};
 
 use super::{report::Report, stats::Trials};
 
@@ -68,7 +72,7 @@ pub fn run(report: &mut Report, trials: usize) -> Result<()> {
     let mut writes = 0;
     let mut samples = Vec::new();
     for _ in 0..trials {
-        let dp = Datapath::load(&datapath_ops::limits(&full.limits), None)
+        let dp = Datapath::load(&tables::limits(&full.limits), None)
             .context("loading vip_lb for the apply benchmark")?;
         let mut owner = Owner::start(&empty, dp, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         let start = Instant::now();
@@ -86,7 +90,7 @@ pub fn run(report: &mut Report, trials: usize) -> Result<()> {
             Trials::of(&samples),
         )
         .note = format!(
-        "vip_user::owner::Owner::set_vips into a loaded vip_lb (what vipd does for its \
+        "vip_user::control::owner::Owner::set_vips into a loaded vip_lb (what vipd does for its \
          config / vipctl apply): validation, ids, {VIPS} Maglev builds, {writes} map writes"
     );
     Ok(())

@@ -7,7 +7,7 @@
 //! it asks for M > 100·N to keep every backend's share within 1% — so N = 1000 with
 //! M = 65537 is outside its recommendation, and shows it.
 
-use vip_user::maglev::{self, MaglevBackend};
+use vip_user::control::maglev::{self, MaglevBackend};
 
 use super::{control::backends, report::Report, stats::Trials};
 

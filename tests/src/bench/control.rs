@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Instant};
 
-use vip_user::maglev::{self, MaglevBackend};
+use vip_user::control::maglev::{self, MaglevBackend};
 
 use super::{report::Report, stats::Trials};
 
@@ -41,7 +41,7 @@ pub fn build_times(report: &mut Report, trials: usize) {
             };
             report
                 .push(SECTION, format!("Maglev build M={m} N={n}"), "ms", t)
-                .note = format!("vip_user::maglev::build, equal weights{paper}");
+                .note = format!("vip_user::control::maglev::build, equal weights{paper}");
         }
     }
 }
@@ -100,10 +100,10 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
         for b in &bs {
             dp.set_backend(
                 b.id,
-                &datapath::backend(b.identity.ip(), BACKEND_UP, 1, 0, 0),
+                &datapath::keys::backend(b.identity.ip(), BACKEND_UP, 1, 0, 0),
             )?;
         }
-        let key = datapath::vip_key(SocketAddr::from(([198, 18, 100, 1], 80)), PROTO_TCP);
+        let key = datapath::keys::vip_key(SocketAddr::from(([198, 18, 100, 1], 80)), PROTO_TCP);
         let before = maglev::build(&bs, m);
         let down = (n / 2) as usize;
         let mut writes = Vec::new();
@@ -112,7 +112,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             // publishes of it.
             dp.set_backend(
                 bs[down].id,
-                &datapath::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
+                &datapath::keys::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
             )
             .expect("backend write");
             dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
@@ -120,7 +120,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             let start = Instant::now();
             dp.set_backend(
                 bs[down].id,
-                &datapath::backend(bs[down].identity.ip(), BACKEND_DOWN, 1, 0, 0),
+                &datapath::keys::backend(bs[down].identity.ip(), BACKEND_DOWN, 1, 0, 0),
             )
             .expect("backend write");
             let mut after_bs = bs.clone();

@@ -23,8 +23,8 @@ use anyhow::{Context, Result, ensure};
 use aya::programs::xdp::XdpMode;
 use vip_common::{BACKEND_UP, GlobalConfig, PROTO_TCP, VIP_F_DSR_L2};
 use vip_user::{
+    control::maglev::{self, MaglevBackend},
     datapath::{self, Datapath, Limits, decap::Decap},
-    maglev::{self, MaglevBackend},
 };
 
 use super::{report::Report, stats::Trials};
@@ -173,11 +173,17 @@ fn in_process(mode: Mode) -> Result<Side> {
         for b in &backends {
             dp.set_backend(
                 b.id,
-                &datapath::backend(b.identity.ip(), BACKEND_UP, 1, 0, flags),
+                &datapath::keys::backend(b.identity.ip(), BACKEND_UP, 1, 0, flags),
             )?;
         }
         let table = maglev::build(&backends, 65_537);
-        dp.publish_vip(&datapath::vip_key(vip, PROTO_TCP), 0, flags, 0, &table)?;
+        dp.publish_vip(
+            &datapath::keys::vip_key(vip, PROTO_TCP),
+            0,
+            flags,
+            0,
+            &table,
+        )?;
         dp.program_mut().attach(LbNode::IFACE, XdpMode::default())?;
         Ok(dp)
     })??;

@@ -29,7 +29,7 @@ use vip_common::{
     VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
     vip_slot_hash, vip_slot_index, vip_slots,
 };
-use vip_user::maglev::{self, MaglevBackend};
+use vip_user::control::maglev::{self, MaglevBackend};
 
 use super::{VIP_BENCH, packets, testrun::load_all};
 
@@ -135,7 +135,7 @@ fn load_all_with(loader: &mut EbpfLoader<'_>, progs: &[&str]) -> Result<Ebpf> {
 }
 
 /// The shared conversions, re-exported so bench code names one place for them.
-pub use vip_user::datapath::{addr_words as words, flow_key, vip_key};
+pub use vip_user::datapath::keys::{addr_words as words, flow_key, vip_key};
 
 /// Backend `i`'s address (IPv4 in 198.19.0.0/24, IPv6 in 2001:db8:1::/64).
 pub fn backend_addr(i: u32, v6: bool) -> SocketAddr {

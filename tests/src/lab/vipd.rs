@@ -330,7 +330,7 @@ impl Vipd {
     }
 
     /// vipd's whole status (`vipctl -o json stats`), typed.
-    pub fn status(&self) -> Result<vip_user::owner::Status, LabError> {
+    pub fn status(&self) -> Result<vip_user::protocol::Status, LabError> {
         let text = self.vipctl(&["-o", "json", "stats"])?;
         serde_json::from_str(&text).map_err(|e| LabError::Command {
             command: "vipctl -o json stats".into(),

@@ -8,7 +8,7 @@ use vip_user::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Trace(args) => vip_user::trace::run(args, cli.output),
+        Command::Trace(args) => cli::trace::run(args, cli.output),
         cmd => match cli::request(cmd) {
             Ok(Some(req)) => cli::run_remote(&cli, &req),
             Ok(None) => unreachable!("only trace runs without vipd"),

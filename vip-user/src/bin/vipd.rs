@@ -5,7 +5,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use vip_user::{
     config::{Config, XdpMode},
-    decap, service,
+    daemon::lifecycle as service,
+    datapath::{decap, xdp_link},
 };
 
 /// The vip load-balancer daemon.
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
                 },
                 None => {
                     let i = instance.unwrap_or_else(|| "default".into());
-                    let s = PathBuf::from(format!("/run/vip/{i}.sock"));
+                    let s = vip_user::config::default_socket(&i);
                     (i, s)
                 }
             };
@@ -176,9 +177,8 @@ fn main() -> ExitCode {
                 format!(
                     "vip_decap {} on {iface}, decapsulating for {}\n",
                     match how {
-                        vip_user::xdp_link::Attached::New => "attached",
-                        vip_user::xdp_link::Attached::Adopted =>
-                            "re-attached (adopted pinned link)",
+                        xdp_link::Attached::New => "attached",
+                        xdp_link::Attached::Adopted => "re-attached (adopted pinned link)",
                     },
                     addrs.join(", ")
                 )

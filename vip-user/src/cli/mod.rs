@@ -1,17 +1,21 @@
-//! `vipctl`'s command line and output formatting (kept in the library so tests can run
-//! the exact parser and printers the binary uses).
+//! `vipctl`: its command line (clap), the request each command sends, and running it.
+//! Kept in the library, with [`render`] and [`trace`], so tests run the exact parser and
+//! printers the binary uses.
+
+pub mod client;
+pub mod render;
+pub mod trace;
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    api::{self, ApplyResult, Request, Response},
     config::{
-        AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId, VipSpec,
+        self, AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId, VipSpec,
         parse_addr_port,
     },
-    owner::{Change, FlowAnswer, Status},
+    protocol::{Change, Request},
 };
 
 /// Change and inspect a running vipd.
@@ -389,245 +393,15 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
     }
 }
 
-/// Renders vipd's response to `cmd` for people (table) or programs (JSON).
-pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, String> {
-    if let Some(e) = &resp.error {
-        return Err(e.clone());
-    }
-    let r = &resp.result;
-    if output == Output::Json {
-        let value = match cmd {
-            Command::Vip(VipCmd::List) => {
-                let s: Status = parse(r)?;
-                serde_json::to_value(&s.vips).expect("serializes")
-            }
-            Command::Backend(BackendCmd::List { vip }) => {
-                let s: Status = parse(r)?;
-                serde_json::to_value(backend_rows(&s, vip.as_deref())?).expect("serializes")
-            }
-            _ => r.clone(),
-        };
-        return Ok(serde_json::to_string_pretty(&value).expect("serializes"));
-    }
-    match cmd {
-        Command::Vip(VipCmd::List) => {
-            let s: Status = parse(r)?;
-            let mut t = vec![row(&[
-                "VIP",
-                "MODE",
-                "HASH",
-                "CONNTRACK",
-                "M",
-                "UP",
-                "PACKETS",
-                "BYTES",
-                "NEW_FLOWS",
-                "DROPPED",
-            ])];
-            for v in &s.vips {
-                let up = v.backends.iter().filter(|b| b.state == "up").count();
-                t.push(vec![
-                    v.vip.to_string(),
-                    v.mode.clone(),
-                    v.hash.clone(),
-                    on_off(v.conntrack),
-                    v.table_size.to_string(),
-                    format!("{up}/{}", v.backends.len()),
-                    v.packets.to_string(),
-                    v.bytes.to_string(),
-                    v.new_flows.to_string(),
-                    v.dropped.to_string(),
-                ]);
-            }
-            Ok(columns(&t))
-        }
-        Command::Backend(BackendCmd::List { vip }) => {
-            let s: Status = parse(r)?;
-            let mut t = vec![row(&[
-                "VIP",
-                "BACKEND",
-                "ID",
-                "WEIGHT",
-                "ADMIN",
-                "HEALTH",
-                "STATE",
-                "SLOTS",
-                "PACKETS",
-                "BYTES",
-                "NEW_FLOWS",
-            ])];
-            for (v, b) in backend_rows(&s, vip.as_deref())? {
-                t.push(vec![
-                    v.to_string(),
-                    b.addr.to_string(),
-                    b.id.to_string(),
-                    b.weight.to_string(),
-                    b.admin.to_string(),
-                    if b.healthy { "pass" } else { "fail" }.into(),
-                    b.state.clone(),
-                    b.slots.to_string(),
-                    b.packets.to_string(),
-                    b.bytes.to_string(),
-                    b.new_flows.to_string(),
-                ]);
-            }
-            Ok(columns(&t))
-        }
-        Command::Stats => {
-            let s: Status = parse(r)?;
-            let mut out = format!(
-                "connections: {} of {} ({:.1}%)\n\n",
-                s.conns,
-                s.conn_capacity,
-                100.0 * s.conns as f64 / s.conn_capacity.max(1) as f64
-            );
-            let mut t = vec![row(&[
-                "VIP / BACKEND",
-                "PACKETS",
-                "BYTES",
-                "NEW_FLOWS",
-                "DROPPED",
-            ])];
-            for v in &s.vips {
-                t.push(vec![
-                    v.vip.to_string(),
-                    v.packets.to_string(),
-                    v.bytes.to_string(),
-                    v.new_flows.to_string(),
-                    v.dropped.to_string(),
-                ]);
-                for b in &v.backends {
-                    t.push(vec![
-                        format!("  {}", b.addr),
-                        b.packets.to_string(),
-                        b.bytes.to_string(),
-                        b.new_flows.to_string(),
-                        String::new(),
-                    ]);
-                }
-            }
-            out += &columns(&t);
-            out += "\n";
-            let mut t = vec![row(&["REASON", "PACKETS"])];
-            for (name, n) in &s.reasons {
-                t.push(vec![name.clone(), n.to_string()]);
-            }
-            out += &columns(&t);
-            Ok(out)
-        }
-        Command::Flow { .. } => {
-            let f: FlowAnswer = parse(r)?;
-            let show = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
-            let mut out = format!("vip:      {}\nhash:     {:#010x}\n", f.vip, f.hash);
-            out += &match f.slot {
-                Some(s) => format!("maglev:   slot {s} -> {}\n", show(f.maglev_backend)),
-                None => "maglev:   no table (no backend up)\n".into(),
-            };
-            out += &match &f.conntrack {
-                Some(c) => format!(
-                    "conntrack: backend id {} generation {} -> {}{}\n",
-                    c.backend_id,
-                    c.generation,
-                    show(c.backend),
-                    if c.usable {
-                        ""
-                    } else {
-                        " (not usable: the flow will re-hash)"
-                    }
-                ),
-                None => "conntrack: no entry\n".into(),
-            };
-            out += &format!("backend:  {}\n", show(f.backend));
-            Ok(out)
-        }
-        Command::Apply { .. } | Command::Diff { .. } => {
-            let a: ApplyResult = parse(r)?;
-            let mut out = if a.changes.is_empty() {
-                "no changes\n".to_string()
-            } else {
-                a.changes.join("\n") + "\n"
-            };
-            if matches!(cmd, Command::Apply { .. }) {
-                out += &format!("{} map writes\n", a.map_writes);
-            }
-            Ok(out)
-        }
-        _ => {
-            let a: ApplyResult = parse(r)?;
-            let mut out = a.changes.join("\n");
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out += &format!("ok ({} map writes)\n", a.map_writes);
-            Ok(out)
-        }
-    }
-}
-
-type BackendRow<'a> = (crate::config::VipId, &'a crate::owner::BackendStatus);
-
-fn backend_rows<'a>(s: &'a Status, vip: Option<&str>) -> Result<Vec<BackendRow<'a>>, String> {
-    let filter = vip.map(|v| v.parse::<VipId>()).transpose()?;
-    if let Some(f) = filter
-        && !s.vips.iter().any(|v| v.vip == f)
-    {
-        return Err(format!("no VIP {f}: `vipctl vip list` shows the VIPs"));
-    }
-    Ok(s.vips
-        .iter()
-        .filter(|v| filter.is_none_or(|f| v.vip == f))
-        .flat_map(|v| v.backends.iter().map(move |b| (v.vip, b)))
-        .collect())
-}
-
-fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| {
-        format!("vipd answered something this vipctl cannot read ({e}): are vipd and vipctl the same version?")
-    })
-}
-
-fn on_off(b: bool) -> String {
-    if b { "on" } else { "off" }.into()
-}
-
-fn row(cells: &[&str]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
-}
-
-/// Left-aligned columns separated by two spaces.
-pub fn columns(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        out += line.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
-}
-
 /// The socket path from the flags.
 pub fn socket_path(cli: &Cli) -> PathBuf {
     cli.socket
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("/run/vip/{}.sock", cli.instance)))
+        .unwrap_or_else(|| config::default_socket(&cli.instance))
 }
 
 /// Runs a command that talks to vipd; returns the text to print or the error.
 pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, String> {
-    let resp = api::call(&socket_path(cli), req).map_err(|e| e.to_string())?;
-    render(&cli.command, &resp, cli.output)
+    let resp = client::call(&socket_path(cli), req).map_err(|e| e.to_string())?;
+    render::render(&cli.command, &resp, cli.output)
 }

@@ -13,7 +13,7 @@ use std::{collections::HashMap, net::IpAddr, process::Command};
 use serde::Deserialize;
 use vip_common::{NEXTHOP_F_VALID, NextHop};
 
-use crate::owner::DatapathOps;
+use crate::datapath::tables::DatapathOps;
 
 /// One route as `ip -j route get ADDR` prints it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn cache_writes_only_changes_and_clears_reused_or_removed_ids() {
-        let mut maps = crate::fake::FakeMaps::default();
+        let mut maps = crate::datapath::fake::FakeMaps::default();
         let mut cache = NextHopCache::default();
         let valid = NextHop {
             dst_mac: [2, 0, 0, 0, 0, 2],

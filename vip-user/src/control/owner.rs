@@ -5,43 +5,25 @@
 //! allocated, tables built and written; if anything fails the maps are reconciled back and
 //! the running state is exactly what it was. Successful changes are persisted atomically.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use serde::{Deserialize, Serialize};
-use vip_common::{
-    BackendCounters, ConnState, FlowKey, GlobalConfig, Reason, VIP_F_HASH_SRC_ONLY, VipCounters,
-};
+use vip_common::{GlobalConfig, VIP_F_HASH_SRC_ONLY};
 
-use crate::{
-    config::{AdminState, BackendSpec, Config, LimitsSpec, Protocol, VipId, VipSpec},
+use super::{
     reconcile::{
-        Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Tables, VipKeyOrd,
+        self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, VipKeyOrd,
         backend_state, desired_tables, global_config,
     },
+    state_file::StateFile,
 };
-
-/// Reads the datapath's counters and connection table (besides writing its tables).
-pub trait DatapathOps: Tables {
-    /// Per-VIP counters summed over CPUs.
-    fn vip_counters(&self, id: u32) -> Result<VipCounters, Self::Error>;
-    /// Per-backend counters summed over CPUs.
-    fn backend_counters(&self, id: u32) -> Result<BackendCounters, Self::Error>;
-    /// Packets per reason.
-    fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, Self::Error>;
-    /// Connection-table entries.
-    fn conn_count(&self) -> Result<u64, Self::Error>;
-    /// One connection-table entry.
-    fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Self::Error>;
-    /// The Maglev table a VIP's published entry points at, read from the maps.
-    fn live_table(&self, key: &vip_common::VipKey) -> Result<Option<Vec<u32>>, Self::Error>;
-    /// Writes a backend's cached next hop (an invalid one sends it back to
-    /// `bpf_fib_lookup`).
-    fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Self::Error>;
-}
+use crate::{
+    config::{Config, LimitsSpec, Protocol, VipId, VipSpec},
+    datapath::{
+        keys::{flow_key, vip_id_key},
+        tables::{DatapathOps, limits},
+    },
+    protocol::{BackendState, BackendStatus, Change, ConnAnswer, FlowAnswer, Status, VipStatus},
+};
 
 /// Why a change was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +36,7 @@ pub enum OwnerError {
     NotFound(String),
     /// Ids ran out.
     #[error("change refused, nothing was changed: {0}")]
-    Plan(#[from] crate::reconcile::PlanError),
+    Plan(#[from] reconcile::PlanError),
     /// A map write failed; the maps were reconciled back to the previous state.
     #[error("writing the datapath maps failed ({source}); the previous state was restored{}", if *.restored { "" } else { " only partly: run `vipctl apply -f` with the config to retry" })]
     Datapath {
@@ -75,96 +57,6 @@ pub enum OwnerError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// A runtime change from the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Change {
-    /// Add a VIP (with its backends).
-    VipAdd {
-        /// The VIP.
-        spec: VipSpec,
-    },
-    /// Remove a VIP.
-    VipDel {
-        /// The VIP.
-        vip: VipId,
-    },
-    /// Add a backend to a VIP.
-    BackendAdd {
-        /// The VIP.
-        vip: VipId,
-        /// The backend.
-        backend: BackendSpec,
-    },
-    /// Remove a backend from a VIP.
-    BackendDel {
-        /// The VIP.
-        vip: VipId,
-        /// The backend's address.
-        addr: SocketAddr,
-    },
-    /// Change a backend's weight and/or admin state.
-    BackendSet {
-        /// The VIP.
-        vip: VipId,
-        /// The backend's address.
-        addr: SocketAddr,
-        /// New weight.
-        weight: Option<u32>,
-        /// New admin state.
-        state: Option<AdminState>,
-    },
-}
-
-/// What is persisted: the running VIP set, the config-file VIP set it was derived from
-/// (so an edited file wins over stale runtime changes), ids and health.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct StateFile {
-    /// VIPs as last read from the config file.
-    pub file_vips: Vec<VipSpec>,
-    /// Running VIPs (file + runtime changes).
-    pub vips: Vec<VipSpec>,
-    /// Stable ids.
-    pub alloc: Allocation,
-    /// Backends known down.
-    pub down: Vec<BackendIdentity>,
-    /// Map sizes the pinned maps were created with (a restart must use the same).
-    #[serde(default)]
-    pub limits: Option<LimitsSpec>,
-}
-
-impl StateFile {
-    /// Reads a state file; `Ok(None)` if there is none.
-    pub fn read(path: &std::path::Path) -> Result<Option<Self>, String> {
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                format!(
-                    "state file {} is corrupt ({e}): move it away to start from the config file",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading state file {}: {e}", path.display())),
-        }
-    }
-
-    /// Writes atomically: temp file, fsync, rename.
-    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        use std::io::Write;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("state serializes"))?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-    }
 }
 
 /// The owner of the maps.
@@ -316,7 +208,7 @@ impl<T: DatapathOps> Owner<T> {
     }
 
     /// The one place maps are written: reconcile to `want`, dropping cached read-backs.
-    fn write(&mut self, want: &crate::reconcile::Desired) -> Result<ApplyStats, T::Error> {
+    fn write(&mut self, want: &reconcile::Desired) -> Result<ApplyStats, T::Error> {
         self.live_tables.borrow_mut().clear();
         self.applied.reconcile(&mut self.tables, &self.global, want)
     }
@@ -518,7 +410,7 @@ impl<T: DatapathOps> Owner<T> {
                     weight: b.weight,
                     admin: b.state,
                     healthy,
-                    state: state_name(backend_state(b.state, b.weight, healthy)).into(),
+                    state: BackendState::from_datapath(backend_state(b.state, b.weight, healthy)),
                     slots: table.iter().filter(|&&x| x == id).count() as u32,
                     packets: c.packets,
                     bytes: c.bytes,
@@ -544,7 +436,7 @@ impl<T: DatapathOps> Owner<T> {
         Status {
             vips,
             conns: self.tables.conn_count().unwrap_or(0),
-            conn_capacity: crate::datapath_ops::limits(&self.limits).conn_capacity(),
+            conn_capacity: limits(&self.limits).conn_capacity(),
             reasons: self
                 .tables
                 .reason_counts()
@@ -581,7 +473,7 @@ impl<T: DatapathOps> Owner<T> {
             .find(|v| v.id == exact)
             .or_else(|| self.vips.iter().find(|v| v.id == any))
             .ok_or_else(|| OwnerError::NotFound(format!("{dst}/{proto} is not a VIP: the datapath passes such packets to the kernel untouched")))?;
-        let key = flow_key(proto, src, dst);
+        let key = flow_key(src, dst, proto.number());
         let by_id = |id: u32| {
             self.alloc
                 .backends
@@ -592,7 +484,7 @@ impl<T: DatapathOps> Owner<T> {
         // The live table (what packets use), not the owner's idea of it.
         // Read once per published version: the owner is the only writer, and clears the
         // cache whenever it writes.
-        let vkey = crate::reconcile::vip_key(&vip.id);
+        let vkey = vip_id_key(&vip.id);
         let cached = self.live_tables.borrow().get(&vkey).cloned();
         let table = match cached {
             Some(t) => t,
@@ -610,7 +502,7 @@ impl<T: DatapathOps> Owner<T> {
                 t
             }
         };
-        let src_only = crate::reconcile::vip_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
+        let src_only = reconcile::vip_flags(vip) & VIP_F_HASH_SRC_ONLY != 0;
         let hash = vip_common::flow_hash(&key, src_only);
         let slot = if table.is_empty() {
             None
@@ -669,132 +561,6 @@ fn backend_index(v: &VipSpec, addr: SocketAddr) -> Result<usize, OwnerError> {
                 v.id, v.id
             ))
         })
-}
-
-/// The connection-table key of a flow.
-pub fn flow_key(proto: Protocol, src: SocketAddr, dst: SocketAddr) -> FlowKey {
-    crate::datapath::flow_key(src, dst, proto.number())
-}
-
-/// Printable backend state.
-pub fn state_name(s: u8) -> &'static str {
-    match s {
-        vip_common::BACKEND_UP => "up",
-        vip_common::BACKEND_DRAINING => "draining",
-        vip_common::BACKEND_DOWN => "down",
-        _ => "unused",
-    }
-}
-
-/// Everything `vipctl list/stats` and the metrics show.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Status {
-    /// VIPs.
-    pub vips: Vec<VipStatus>,
-    /// Connection-table entries in use (flows seen recently).
-    pub conns: u64,
-    /// Connection-table entries (sets × ways).
-    pub conn_capacity: u64,
-    /// Packets by reason.
-    pub reasons: Vec<(String, u64)>,
-    /// Map writes of the last change.
-    pub last_change_map_writes: u64,
-}
-
-/// One VIP.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VipStatus {
-    /// Identity.
-    pub vip: VipId,
-    /// Mode.
-    pub mode: String,
-    /// Hash.
-    pub hash: String,
-    /// Conntrack on.
-    pub conntrack: bool,
-    /// M.
-    pub table_size: u32,
-    /// Health check.
-    pub health_check: crate::config::HealthCheck,
-    /// Slot / counter id.
-    pub slot: u32,
-    /// Packets forwarded.
-    pub packets: u64,
-    /// Bytes forwarded.
-    pub bytes: u64,
-    /// New flows.
-    pub new_flows: u64,
-    /// Drops.
-    pub dropped: u64,
-    /// Backends.
-    pub backends: Vec<BackendStatus>,
-}
-
-/// One backend of a VIP.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BackendStatus {
-    /// Address.
-    pub addr: SocketAddr,
-    /// Datapath id.
-    pub id: u32,
-    /// Generation of the id.
-    pub generation: u32,
-    /// Weight.
-    pub weight: u32,
-    /// Admin state.
-    pub admin: AdminState,
-    /// Health.
-    pub healthy: bool,
-    /// Datapath state (up/draining/down).
-    pub state: String,
-    /// Maglev slots owned.
-    pub slots: u32,
-    /// Packets.
-    pub packets: u64,
-    /// Bytes.
-    pub bytes: u64,
-    /// New flows.
-    pub new_flows: u64,
-    /// Health transitions.
-    pub health_transitions: u64,
-}
-
-/// `vipctl flow`'s answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FlowAnswer {
-    /// The VIP that matched (exact port or all ports).
-    pub vip: VipId,
-    /// The flow hash.
-    pub hash: u32,
-    /// Maglev slot (`hash % M`), if the VIP has a table.
-    pub slot: Option<u32>,
-    /// Backend at that slot.
-    pub maglev_backend: Option<SocketAddr>,
-    /// Connection-table entry, if any.
-    pub conntrack: Option<ConnAnswer>,
-    /// The backend the next packet of this flow goes to.
-    pub backend: Option<SocketAddr>,
-}
-
-/// A connection-table entry as `vipctl flow` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ConnAnswer {
-    /// Backend id.
-    pub backend_id: u32,
-    /// Generation recorded.
-    pub generation: u32,
-    /// The backend that id means now.
-    pub backend: Option<SocketAddr>,
-    /// False if the backend is down or the id was reused (the flow will re-hash).
-    pub usable: bool,
-}
-
-/// The IP of a socket address as the operator writes it (IPv6 in brackets).
-pub fn show_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    }
 }
 
 #[cfg(test)]

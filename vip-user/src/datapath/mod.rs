@@ -22,7 +22,7 @@
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
     io::Read,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
@@ -33,19 +33,24 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use vip_common::{
-    Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FAMILY_V4, FAMILY_V6,
-    FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS,
-    MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MaglevElem, NextHop, Reason, VIP_F_ADDR_MARKER,
-    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
-    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
-    vip_slots,
+    Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FLOW_WAYS, FlowKey, FlowSet,
+    GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS,
+    MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS,
+    MAX_BACKEND_IDS, MaglevElem, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters,
+    VipKey, VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements,
+    maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index, vip_slots,
 };
 
-use crate::ebpf;
-
 pub mod decap;
+pub mod ebpf;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod keys;
 mod mmap;
+pub mod tables;
+pub mod xdp_link;
+
+use keys::{addr_words, vip_addr_marker};
 
 /// Map capacities, fixed at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,84 +223,6 @@ fn check(what: &'static str, value: u64, limit: u64) -> Result<()> {
         return Err(DatapathError::OutOfRange { what, value, limit });
     }
     Ok(())
-}
-
-/// Address as the maps store it: network-order words and a family tag.
-pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
-    match addr {
-        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
-}
-
-/// The inverse of [`addr_words`].
-pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::from(words[0].to_ne_bytes())
-    } else {
-        let mut o = [0u8; 16];
-        for (i, w) in words.iter().enumerate() {
-            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        IpAddr::from(o)
-    }
-}
-
-/// The VIP-map key of `addr` (port 0 = all ports) for IP protocol `proto`.
-pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
-    let (words, family) = addr_words(addr.ip());
-    VipKey {
-        addr: words,
-        port_be: addr.port().to_be(),
-        proto,
-        family,
-    }
-}
-
-/// The marker key that says "this address has VIPs" (see `VIP_F_ADDR_MARKER`).
-pub fn vip_addr_marker(addr: IpAddr) -> VipKey {
-    let (words, family) = addr_words(addr);
-    VipKey {
-        addr: words,
-        port_be: 0,
-        proto: 0,
-        family,
-    }
-}
-
-/// The connection-table key of a client flow `src -> dst` (same family).
-pub fn flow_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> FlowKey {
-    let (s, family) = addr_words(src.ip());
-    let (d, _) = addr_words(dst.ip());
-    FlowKey {
-        src: s,
-        dst: d,
-        src_port_be: src.port().to_be(),
-        dst_port_be: dst.port().to_be(),
-        proto,
-        family,
-        _pad: [0; 2],
-    }
-}
-
-/// A backend-array value for `addr` with `state` (`BACKEND_*`) and `generation`, serving
-/// the VIP whose `VipMeta::id` is `vip_id` and whose `VIP_F_*` flags are `vip_flags` (a
-/// packet found in the connection table is forwarded with these).
-pub fn backend(addr: IpAddr, state: u8, generation: u32, vip_id: u32, vip_flags: u32) -> Backend {
-    let (words, family) = addr_words(addr);
-    Backend {
-        addr: words,
-        generation,
-        family,
-        state,
-        _pad: [0; 2],
-        vip_id,
-        vip_flags,
-    }
 }
 
 /// The seed of the connection table's hash when the table is adopted: the one in the
@@ -1213,18 +1140,5 @@ mod tests {
     fn a_random_seed_can_be_read() {
         // Two draws of 32 random bits are equal once in 2^32.
         assert_ne!(random_seed().unwrap(), random_seed().unwrap());
-    }
-
-    #[test]
-    fn address_words_round_trip_and_are_network_order() {
-        for s in ["198.18.1.10", "2001:db8::1", "::", "255.255.255.255"] {
-            let a: IpAddr = s.parse().unwrap();
-            let (w, f) = addr_words(a);
-            assert_eq!(words_addr(w, f), a);
-        }
-        let (w, _) = addr_words("198.18.1.10".parse().unwrap());
-        assert_eq!(w[0].to_ne_bytes(), [198, 18, 1, 10]);
-        let k = vip_key("198.18.1.10:80".parse().unwrap(), vip_common::PROTO_TCP);
-        assert_eq!(k.port_be.to_ne_bytes(), [0, 80]);
     }
 }

@@ -509,6 +509,11 @@ pub fn pin_dir(instance: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/vip").join(instance)
 }
 
+/// The API socket of an instance whose config names none: `/run/vip/<instance>.sock`.
+pub fn default_socket(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/vip/{instance}.sock"))
+}
+
 /// Validates a set of VIPs against limits (used for runtime changes too).
 pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
@@ -985,9 +990,7 @@ impl Validator<'_> {
                 .push("api.group is empty: name a group or remove the key".into());
         }
         ApiSpec {
-            socket: a
-                .socket
-                .unwrap_or_else(|| PathBuf::from(format!("/run/vip/{instance}.sock"))),
+            socket: a.socket.unwrap_or_else(|| default_socket(&instance)),
             mode,
             group: a.group,
         }

@@ -10,13 +10,17 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::{
-    api::{self, Access, ApplyResult, Request, Response, diff},
-    config::Config,
+use super::{
+    api::{self, Access},
     health::{self, Supervisor, Transition},
     metrics::{self, Metrics},
     nexthop::{self, NextHopCache, NextHopError},
-    owner::{DatapathOps, Owner, Status},
+};
+use crate::{
+    config::Config,
+    control::{diff::diff, owner::Owner},
+    datapath::tables::DatapathOps,
+    protocol::{ApplyResult, Request, Response, Status},
 };
 
 /// A message to the owner loop.

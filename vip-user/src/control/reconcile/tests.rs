@@ -1,7 +1,7 @@
 use super::*;
 use crate::{
     config::{BackendSpec, Config},
-    fake::FakeMaps as Recorder,
+    datapath::fake::FakeMaps as Recorder,
 };
 
 fn config(backends: usize) -> Vec<VipSpec> {
@@ -46,7 +46,7 @@ impl World {
             .unwrap()
     }
     fn table(&self, vip: &VipSpec) -> Vec<u32> {
-        self.maps.vips[&vip_key(&vip.id)].2.clone()
+        self.maps.vips[&vip_id_key(&vip.id)].2.clone()
     }
     fn id(&self, vip: &VipSpec, i: usize) -> u32 {
         self.alloc
@@ -185,7 +185,7 @@ fn backends_carry_their_vips_slot_and_flags() {
     let mut w = World::new();
     w.apply(&vips);
     for v in &vips {
-        let (slot, flags, _) = w.maps.vips[&vip_key(&v.id)];
+        let (slot, flags, _) = w.maps.vips[&vip_id_key(&v.id)];
         for i in 0..v.backends.len() {
             let b = w.maps.backends[&w.id(v, i)];
             assert_eq!((b.vip_id, b.vip_flags), (slot, flags & 0xff), "{}", v.id);
@@ -208,7 +208,7 @@ fn a_vip_mode_change_rewrites_its_backends_with_the_new_flags() {
     for i in 0..3 {
         assert_eq!(w.maps.backends[&w.id(&vips[0], i)].vip_flags, want);
     }
-    assert_eq!(w.maps.vips[&vip_key(&vips[0].id)].1 & 0xff, want);
+    assert_eq!(w.maps.vips[&vip_id_key(&vips[0].id)].1 & 0xff, want);
     let other = w.maps.backends[&w.id(&vips[1], 0)];
     assert_eq!(other.vip_flags, 0);
 }

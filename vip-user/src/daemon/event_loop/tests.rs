@@ -8,7 +8,7 @@ use clap::Parser;
 use super::*;
 use crate::{
     cli::{self, Cli},
-    fake::FakeMaps,
+    datapath::fake::FakeMaps,
 };
 
 const CFG: &str = r#"
@@ -287,7 +287,7 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
     // No daemon at all.
     let c =
         Cli::try_parse_from(["vipctl", "--socket", "/nonexistent/x.sock", "vip", "list"]).unwrap();
-    let e = cli::run_remote(&c, &api::Request::Status).unwrap_err();
+    let e = cli::run_remote(&c, &Request::Status).unwrap_err();
     assert!(e.contains("Is vipd running"), "{e}");
 }
 

@@ -16,10 +16,10 @@ use tokio::{
     task::JoinHandle,
 };
 
+use super::metrics::Metrics;
 use crate::{
     config::{CheckKind, HealthCheck, VipSpec},
-    metrics::Metrics,
-    reconcile::BackendIdentity,
+    control::reconcile::BackendIdentity,
 };
 
 /// One backend to check.
@@ -255,7 +255,7 @@ async fn check_loop(
         tick.tick().await;
         let start = Instant::now();
         let result = probe(&t).await;
-        metrics.observe_check(&t, start.elapsed(), result.is_ok());
+        metrics.observe_check(&t.ident, start.elapsed(), result.is_ok());
         let passed = result.is_ok();
         if h.record(passed, t.check.rise, t.check.fall) {
             let detail = result.unwrap_or_else(|e| e);

@@ -3,14 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
+use super::{api, event_loop};
 use crate::{
-    api,
     config::{Config, ConfigError},
-    daemon,
-    datapath::{Datapath, DatapathError},
-    datapath_ops::limits,
-    owner::{Owner, OwnerError, StateFile},
-    xdp_link::{self, Attached, LinkSetupError},
+    control::{
+        owner::{Owner, OwnerError},
+        state_file::StateFile,
+    },
+    datapath::{
+        Datapath, DatapathError,
+        tables::limits,
+        xdp_link::{self, Attached, LinkSetupError},
+    },
 };
 
 /// Why vipd could not start or stop.
@@ -164,7 +168,7 @@ fn serve(
     }
     // The socket appears only now, so "it answers" means "it is serving".
     let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
-    rt.block_on(daemon::run(
+    rt.block_on(event_loop::run(
         owner,
         cfg,
         config_path.to_owned(),

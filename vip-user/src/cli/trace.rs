@@ -19,12 +19,11 @@ use aya::programs::{TestRun, TestRunOptions};
 use serde::Serialize;
 use vip_common::{NEXTHOP_F_VALID, NextHop};
 
+use super::{Output, TraceArgs};
 use crate::{
-    cli::{Output, TraceArgs},
     config::{Config, Protocol},
-    datapath::Datapath,
-    datapath_ops::limits,
-    owner::Owner,
+    control::owner::Owner,
+    datapath::{Datapath, tables::limits},
 };
 
 /// Source MAC of synthetic next hops.

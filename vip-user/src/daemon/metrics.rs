@@ -25,7 +25,10 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::{health::Target, owner::Status};
+use crate::{
+    control::reconcile::BackendIdentity,
+    protocol::{BackendState, Status},
+};
 
 /// Labels of a per-VIP series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,9 +87,9 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Records one health probe.
-    pub fn observe_check(&self, t: &Target, took: Duration, passed: bool) {
-        let vip = t.ident.0.to_string();
-        let backend = t.ident.1.to_string();
+    pub fn observe_check(&self, ident: &BackendIdentity, took: Duration, passed: bool) {
+        let vip = ident.0.to_string();
+        let backend = ident.1.to_string();
         self.check_duration
             .get_or_create(&BackendLabels {
                 vip: vip.clone(),
@@ -133,8 +136,14 @@ impl Metrics {
                 be_packets.get_or_create(&l).inc_by(b.packets);
                 be_bytes.get_or_create(&l).inc_by(b.bytes);
                 be_new.get_or_create(&l).inc_by(b.new_flows);
-                be_up.get_or_create(&l).set(i64::from(b.state == "up"));
-                let effective = if b.state == "up" { b.weight } else { 0 };
+                be_up
+                    .get_or_create(&l)
+                    .set(i64::from(b.state == BackendState::Up));
+                let effective = if b.state == BackendState::Up {
+                    b.weight
+                } else {
+                    0
+                };
                 be_weight.get_or_create(&l).set(i64::from(effective));
                 be_slots.get_or_create(&l).set(i64::from(b.slots));
                 be_transitions
@@ -259,9 +268,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use crate::{
-        config::Config,
-        fake::FakeMaps,
-        owner::{Owner, flow_key},
+        config::{Config, Protocol},
+        control::owner::Owner,
+        datapath::{fake::FakeMaps, keys::flow_key},
     };
 
     #[test]
@@ -275,7 +284,7 @@ mod tests {
         let src = "198.18.0.1:1".parse().unwrap();
         let dst = "198.18.1.10:80".parse().unwrap();
         o.tables_mut().conns.insert(
-            flow_key(crate::config::Protocol::Tcp, src, dst),
+            flow_key(src, dst, Protocol::Tcp.number()),
             vip_common::ConnState::default(),
         );
         let m = Metrics::default();

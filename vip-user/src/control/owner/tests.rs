@@ -1,5 +1,10 @@
+use vip_common::ConnState;
+
 use super::*;
-use crate::fake::FakeMaps;
+use crate::{
+    config::{AdminState, BackendSpec},
+    datapath::fake::FakeMaps,
+};
 
 const CFG: &str = r#"
 [limits]
@@ -275,7 +280,7 @@ fn flow_answers_from_the_conntrack_first_then_maglev() {
     };
     let (id, generation) = o.alloc.backend(&(vip("198.18.1.10:80"), other)).unwrap();
     o.tables.conns.insert(
-        flow_key(Protocol::Tcp, src, dst),
+        flow_key(src, dst, Protocol::Tcp.number()),
         ConnState {
             backend_id: id,
             generation,

@@ -21,9 +21,13 @@ use vip_common::{
     VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey,
 };
 
+use super::maglev;
 use crate::{
     config::{AdminState, DatapathSpec, HashMode, LimitsSpec, Mode, VipId, VipSpec},
-    maglev,
+    datapath::{
+        keys::{addr_words, vip_id_key},
+        tables::Tables,
+    },
 };
 
 /// Identity of a backend id: the VIP it serves and its address. A backend shared by two
@@ -135,21 +139,6 @@ impl Allocation {
     }
 }
 
-/// Network-order address words as the datapath stores them (one definition, the
-/// datapath's).
-pub use crate::datapath::addr_words;
-
-/// The VIP map key of a VIP.
-pub fn vip_key(id: &VipId) -> VipKey {
-    let (addr, family) = addr_words(id.addr);
-    VipKey {
-        addr,
-        port_be: id.port.to_be(),
-        proto: id.proto.number(),
-        family,
-    }
-}
-
 /// The datapath's global settings from the config.
 pub fn global_config(d: &DatapathSpec) -> GlobalConfig {
     let (v4, v4len) = d.tunnel_source_v4;
@@ -214,7 +203,7 @@ pub struct VipKeyOrd(pub VipId);
 impl VipKeyOrd {
     /// The map key.
     pub fn key(&self) -> VipKey {
-        vip_key(&self.0)
+        vip_id_key(&self.0)
     }
 }
 
@@ -288,27 +277,6 @@ pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) 
         );
     }
     out
-}
-
-/// The writes the owner makes. Implemented by `Datapath`, and by a recorder in tests.
-pub trait Tables {
-    /// The writer's error.
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Writes the global settings.
-    fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), Self::Error>;
-    /// Writes one backend entry.
-    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Self::Error>;
-    /// Writes a VIP's table aside and publishes it; returns the map writes made.
-    fn publish_vip(
-        &mut self,
-        key: &VipKey,
-        id: u32,
-        flags: u32,
-        slot: u32,
-        table: &[u32],
-    ) -> Result<u64, Self::Error>;
-    /// Removes a VIP.
-    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Self::Error>;
 }
 
 /// What one reconcile did.

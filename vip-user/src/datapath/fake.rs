@@ -8,7 +8,7 @@ use vip_common::{
     VipKey,
 };
 
-use crate::{owner::DatapathOps, reconcile::Tables};
+use super::tables::{DatapathOps, Tables};
 
 /// A write failed on purpose.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,11 @@
+//! vipd's process: [`lifecycle`] (load or adopt the pinned datapath, attach, serve; take
+//! it all down), the owner's [`event_loop`] (API requests, health transitions, SIGHUP and
+//! next-hop results arrive as messages, so one task writes the maps), the API server
+//! ([`api`]), [`health`] checks, [`metrics`] and backend [`nexthop`] resolution.
+
+pub mod api;
+pub mod event_loop;
+pub mod health;
+pub mod lifecycle;
+pub mod metrics;
+pub mod nexthop;

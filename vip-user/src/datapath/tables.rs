@@ -1,0 +1,121 @@
+//! What the control plane needs of a datapath: [`Tables`] (the writes) and
+//! [`DatapathOps`] (the reads, and the next-hop cache), implemented for the real
+//! [`Datapath`] here and by an in-memory fake in tests; and the config's limits as the
+//! datapath's.
+
+use vip_common::{
+    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
+    VipKey,
+};
+
+use super::{Datapath, DatapathError, Limits};
+use crate::config::LimitsSpec;
+
+/// The writes the owner makes. Implemented by `Datapath`, and by a recorder in tests.
+pub trait Tables {
+    /// The writer's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Writes the global settings.
+    fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), Self::Error>;
+    /// Writes one backend entry.
+    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Self::Error>;
+    /// Writes a VIP's table aside and publishes it; returns the map writes made.
+    fn publish_vip(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        slot: u32,
+        table: &[u32],
+    ) -> Result<u64, Self::Error>;
+    /// Removes a VIP.
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), Self::Error>;
+}
+
+/// Reads the datapath's counters and connection table (besides writing its tables).
+pub trait DatapathOps: Tables {
+    /// Per-VIP counters summed over CPUs.
+    fn vip_counters(&self, id: u32) -> Result<VipCounters, Self::Error>;
+    /// Per-backend counters summed over CPUs.
+    fn backend_counters(&self, id: u32) -> Result<BackendCounters, Self::Error>;
+    /// Packets per reason.
+    fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, Self::Error>;
+    /// Connection-table entries.
+    fn conn_count(&self) -> Result<u64, Self::Error>;
+    /// One connection-table entry.
+    fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, Self::Error>;
+    /// The Maglev table a VIP's published entry points at, read from the maps.
+    fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, Self::Error>;
+    /// Writes a backend's cached next hop (an invalid one sends it back to
+    /// `bpf_fib_lookup`).
+    fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), Self::Error>;
+}
+
+/// The datapath's limits from the config's.
+pub fn limits(l: &LimitsSpec) -> Limits {
+    Limits {
+        max_vips: l.max_vips,
+        max_backends: l.max_backends,
+        table_size: l.table_size,
+        max_conns: l.max_conns,
+    }
+}
+
+impl Tables for Datapath {
+    type Error = DatapathError;
+
+    fn set_global(&mut self, cfg: &GlobalConfig) -> Result<(), DatapathError> {
+        Datapath::set_global(self, cfg)
+    }
+
+    fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), DatapathError> {
+        Datapath::set_backend(self, id, b)
+    }
+
+    fn publish_vip(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        slot: u32,
+        table: &[u32],
+    ) -> Result<u64, DatapathError> {
+        // Table entries written, plus the VIP entry that publishes them.
+        Datapath::publish_vip(self, key, id, flags, slot, table)
+            .map(|s| u64::from(s.table_writes) + 1)
+    }
+
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
+        Datapath::remove_vip(self, key)
+    }
+}
+
+impl DatapathOps for Datapath {
+    fn vip_counters(&self, id: u32) -> Result<VipCounters, DatapathError> {
+        Datapath::vip_counters(self, id)
+    }
+
+    fn backend_counters(&self, id: u32) -> Result<BackendCounters, DatapathError> {
+        Datapath::backend_counters(self, id)
+    }
+
+    fn reason_counts(&self) -> Result<Vec<(Reason, u64)>, DatapathError> {
+        Datapath::reason_counts(self)
+    }
+
+    fn conn_count(&self) -> Result<u64, DatapathError> {
+        Datapath::conn_count(self)
+    }
+
+    fn lookup_conn(&self, key: &FlowKey) -> Result<Option<ConnState>, DatapathError> {
+        Datapath::lookup_conn(self, key)
+    }
+
+    fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
+        Datapath::vip_table(self, key)
+    }
+
+    fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), DatapathError> {
+        Datapath::set_nexthop(self, id, nh)
+    }
+}

@@ -1,0 +1,261 @@
+//! The API's wire types: one JSON [`Request`] per line from `vipctl` (or any client) to
+//! vipd's Unix socket, one JSON [`Response`] per line back. Shared by vipd's server and
+//! `vipctl`, so neither imports the other's internals.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdminState, BackendSpec, HealthCheck, Protocol, VipId, VipSpec};
+
+/// A request from vipctl.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// A runtime change.
+    Change {
+        /// The change.
+        change: Change,
+    },
+    /// Make the VIPs of this config text the running set (`dry_run`: only show the diff).
+    Apply {
+        /// Config file text (only its `[[vip]]` sections are used).
+        text: String,
+        /// Name of the file, for error messages.
+        origin: String,
+        /// Only compute the difference.
+        dry_run: bool,
+    },
+    /// Everything: VIPs, backends, counters.
+    Status,
+    /// Which backend owns a flow.
+    Flow {
+        /// Protocol.
+        proto: Protocol,
+        /// Client address.
+        src: SocketAddr,
+        /// VIP address.
+        dst: SocketAddr,
+    },
+    /// Re-read the config file (as SIGHUP).
+    Reload,
+}
+
+/// vipd's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// What went wrong, said so the operator can fix it; `None` on success.
+    pub error: Option<String>,
+    /// The result (shape depends on the request).
+    #[serde(default)]
+    pub result: serde_json::Value,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: impl Serialize) -> Self {
+        Response {
+            error: None,
+            result: serde_json::to_value(result).expect("results serialize"),
+        }
+    }
+
+    /// A failure.
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Response {
+            error: Some(e.to_string()),
+            result: serde_json::Value::Null,
+        }
+    }
+}
+
+/// The result of `apply` / `diff`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ApplyResult {
+    /// Differences, one per line (`+` added, `-` removed, `~` changed).
+    pub changes: Vec<String>,
+    /// Map writes made (0 for a dry run or no change).
+    pub map_writes: u64,
+}
+
+/// A runtime change from the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// Add a VIP (with its backends).
+    VipAdd {
+        /// The VIP.
+        spec: VipSpec,
+    },
+    /// Remove a VIP.
+    VipDel {
+        /// The VIP.
+        vip: VipId,
+    },
+    /// Add a backend to a VIP.
+    BackendAdd {
+        /// The VIP.
+        vip: VipId,
+        /// The backend.
+        backend: BackendSpec,
+    },
+    /// Remove a backend from a VIP.
+    BackendDel {
+        /// The VIP.
+        vip: VipId,
+        /// The backend's address.
+        addr: SocketAddr,
+    },
+    /// Change a backend's weight and/or admin state.
+    BackendSet {
+        /// The VIP.
+        vip: VipId,
+        /// The backend's address.
+        addr: SocketAddr,
+        /// New weight.
+        weight: Option<u32>,
+        /// New admin state.
+        state: Option<AdminState>,
+    },
+}
+
+/// Everything `vipctl list/stats` and the metrics show.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// VIPs.
+    pub vips: Vec<VipStatus>,
+    /// Connection-table entries in use (flows seen recently).
+    pub conns: u64,
+    /// Connection-table entries (sets × ways).
+    pub conn_capacity: u64,
+    /// Packets by reason.
+    pub reasons: Vec<(String, u64)>,
+    /// Map writes of the last change.
+    pub last_change_map_writes: u64,
+}
+
+/// One VIP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VipStatus {
+    /// Identity.
+    pub vip: VipId,
+    /// Mode.
+    pub mode: String,
+    /// Hash.
+    pub hash: String,
+    /// Conntrack on.
+    pub conntrack: bool,
+    /// M.
+    pub table_size: u32,
+    /// Health check.
+    pub health_check: HealthCheck,
+    /// Slot / counter id.
+    pub slot: u32,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// New flows.
+    pub new_flows: u64,
+    /// Drops.
+    pub dropped: u64,
+    /// Backends.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend of a VIP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Address.
+    pub addr: SocketAddr,
+    /// Datapath id.
+    pub id: u32,
+    /// Generation of the id.
+    pub generation: u32,
+    /// Weight.
+    pub weight: u32,
+    /// Admin state.
+    pub admin: AdminState,
+    /// Health.
+    pub healthy: bool,
+    /// Datapath state.
+    pub state: BackendState,
+    /// Maglev slots owned.
+    pub slots: u32,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// New flows.
+    pub new_flows: u64,
+    /// Health transitions.
+    pub health_transitions: u64,
+}
+
+/// `vipctl flow`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlowAnswer {
+    /// The VIP that matched (exact port or all ports).
+    pub vip: VipId,
+    /// The flow hash.
+    pub hash: u32,
+    /// Maglev slot (`hash % M`), if the VIP has a table.
+    pub slot: Option<u32>,
+    /// Backend at that slot.
+    pub maglev_backend: Option<SocketAddr>,
+    /// Connection-table entry, if any.
+    pub conntrack: Option<ConnAnswer>,
+    /// The backend the next packet of this flow goes to.
+    pub backend: Option<SocketAddr>,
+}
+
+/// A connection-table entry as `vipctl flow` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnAnswer {
+    /// Backend id.
+    pub backend_id: u32,
+    /// Generation recorded.
+    pub generation: u32,
+    /// The backend that id means now.
+    pub backend: Option<SocketAddr>,
+    /// False if the backend is down or the id was reused (the flow will re-hash).
+    pub usable: bool,
+}
+
+/// A backend's state as the datapath sees it (admin state, weight and health combined).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Takes new flows and keeps its flows.
+    Up,
+    /// Keeps its flows, takes no new ones (admin `drain` or weight 0).
+    Draining,
+    /// Takes nothing: its flows move to other backends (unhealthy or admin `maint`).
+    Down,
+}
+
+impl BackendState {
+    /// The state of a backend-array value's `state` byte (`BACKEND_*`).
+    pub fn from_datapath(state: u8) -> Self {
+        match state {
+            vip_common::BACKEND_UP => BackendState::Up,
+            vip_common::BACKEND_DRAINING => BackendState::Draining,
+            _ => BackendState::Down,
+        }
+    }
+
+    /// The name `vipctl` prints and the API sends.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Draining => "draining",
+            BackendState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
