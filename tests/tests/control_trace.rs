@@ -198,10 +198,11 @@ fn trace_reads_pcap_files_and_passes_what_is_not_a_vip() {
     assert_eq!(t[1].reason.as_deref(), Some("pass_not_vip"));
     assert_eq!(t[1].output_summary, "unchanged");
     // Errors say what to fix.
-    let e = trace::parse_pcap(&[0u8; 30]).unwrap_err();
+    let e = trace::parse_pcap(&[0u8; 30]).unwrap_err().to_string();
     assert!(e.contains("not a pcap file"), "{e}");
     let e = trace::frame_for_flow(&["tcp".into(), "198.18.0.1".into(), "198.18.1.10:80".into()])
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("needs a port") || e.contains("port is required"),
         "{e}"

@@ -19,3 +19,47 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod protocol;
+
+/// An error and its causes as the binaries print it, `what failed: because: because`.
+/// Many messages already name their cause (`reading X: permission denied`); a cause whose
+/// text is already in the line is not repeated.
+#[derive(Debug)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !line.contains(&text) {
+                line += ": ";
+                line += &text;
+            }
+            cause = c.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading the datapath")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("creating map VIPS: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn a_report_names_every_cause_once() {
+        let e = Outer(Middle(std::io::Error::other("permission denied")));
+        assert_eq!(
+            Report(&e).to_string(),
+            "loading the datapath: creating map VIPS: permission denied"
+        );
+    }
+}

@@ -41,30 +41,33 @@ pub enum Request {
     Reload,
 }
 
-/// vipd's answer.
+/// vipd's answer: the result the request calls for, or why there is none.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Response {
-    /// What went wrong, said so the operator can fix it; `None` on success.
-    pub error: Option<String>,
-    /// The result (shape depends on the request).
-    #[serde(default)]
-    pub result: serde_json::Value,
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Every VIP and backend with its counters (for [`Request::Status`]).
+    Status(Status),
+    /// Which backend owns a flow (for [`Request::Flow`]).
+    Flow(FlowAnswer),
+    /// What a change, apply or reload did, or for a dry run would do.
+    Applied(ApplyResult),
+    /// The request was refused or failed, said so the operator can fix it.
+    Error(String),
 }
 
 impl Response {
-    /// A success.
-    pub fn ok(result: impl Serialize) -> Self {
-        Response {
-            error: None,
-            result: serde_json::to_value(result).expect("results serialize"),
-        }
+    /// A refusal or failure.
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Response::Error(e.to_string())
     }
 
-    /// A failure.
-    pub fn err(e: impl std::fmt::Display) -> Self {
-        Response {
-            error: Some(e.to_string()),
-            result: serde_json::Value::Null,
+    /// The kind of result, as messages name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Status(_) => "status",
+            Response::Flow(_) => "flow",
+            Response::Applied(_) => "applied",
+            Response::Error(_) => "error",
         }
     }
 }

@@ -3,17 +3,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vip_user::cli::{self, Cli, Command};
+use vip_user::{
+    Report,
+    cli::{self, Cli, CliError, Command},
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Trace(args) => cli::trace::run(args, cli.output),
+        Command::Trace(args) => cli::trace::run(args, cli.output).map_err(CliError::from),
         cmd => match cli::request(cmd) {
             Ok(Some(req)) => cli::run_remote(&cli, &req),
             Ok(None) => unreachable!("only trace runs without vipd"),
             Err(e) => {
-                eprintln!("vipctl: {e}");
+                eprintln!("vipctl: {}", Report(&e));
                 return ExitCode::from(2);
             }
         },
@@ -24,7 +27,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("vipctl: {e}");
+            // The one place vipctl prints an error: with every cause.
+            eprintln!("vipctl: {}", Report(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,15 @@
 //! `vipd`: loads the vip datapath, owns its maps and keeps them right.
 
+// The doc comments of the clap types are vipd's --help text, where `<instance>` is
+// literal text, not HTML.
+#![allow(rustdoc::invalid_html_tags, reason = "clap help text")]
+
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use vip_user::{
-    config::{Config, XdpMode},
+    Report,
+    config::{self, Config, ConfigError, XdpMode},
     daemon::lifecycle as service,
     datapath::{decap, xdp_link},
 };
@@ -70,7 +75,7 @@ enum DecapCmd {
         #[arg(long = "local")]
         locals: Vec<IpAddr>,
         /// native, generic or auto.
-        #[arg(long, default_value = "auto", value_parser = parse_mode)]
+        #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
         xdp_mode: XdpMode,
         /// Network namespace /run/netns/NAME of the interface.
         #[arg(long)]
@@ -96,13 +101,15 @@ fn netns_of(c: &Command) -> Option<&str> {
     }
 }
 
-fn parse_mode(s: &str) -> Result<XdpMode, String> {
-    match s {
-        "native" => Ok(XdpMode::Native),
-        "generic" => Ok(XdpMode::Generic),
-        "auto" => Ok(XdpMode::Auto),
-        _ => Err(format!("{s:?}: use native, generic or auto")),
-    }
+/// Why a vipd command failed.
+#[derive(Debug, thiserror::Error)]
+enum VipdError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+    #[error(transparent)]
+    Decap(#[from] decap::DecapError),
 }
 
 fn main() -> ExitCode {
@@ -110,7 +117,7 @@ fn main() -> ExitCode {
     if let Some(ns) = netns_of(&cli.command)
         && let Err(e) = service::enter_netns(ns)
     {
-        eprintln!("vipd: {e}");
+        eprintln!("vipd: {}", Report(&e));
         return ExitCode::FAILURE;
     }
     tracing_subscriber::fmt()
@@ -121,49 +128,58 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result: Result<String, String> = match cli.command {
-        Command::Check { config } => Config::load(&config)
-            .map(|c| {
-                let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
-                format!(
-                    "{}: OK (instance {}, {} VIPs, {backends} backends)\n",
-                    config.display(),
-                    c.instance,
-                    c.vips.len()
-                )
-            })
-            .map_err(|e| e.to_string()),
-        Command::Run { config, .. } => service::run(&config)
-            .map(|()| String::new())
-            .map_err(|e| e.to_string()),
+    match run(cli.command) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // The one place vipd prints an error: with every cause.
+            eprintln!("vipd: {}", Report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command; returns what to print.
+fn run(command: Command) -> Result<String, VipdError> {
+    Ok(match command {
+        Command::Check { config } => {
+            let c = Config::load(&config)?;
+            let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
+            format!(
+                "{}: OK (instance {}, {} VIPs, {backends} backends)\n",
+                config.display(),
+                c.instance,
+                c.vips.len()
+            )
+        }
+        Command::Run { config, .. } => {
+            service::run(&config)?;
+            String::new()
+        }
         Command::Down {
             config,
             instance,
             force,
         } => {
             let (instance, socket) = match config {
-                Some(path) => match Config::load(&path) {
-                    Ok(c) => (c.instance, c.api.socket),
-                    Err(e) => {
-                        eprintln!("vipd: {e}");
-                        return ExitCode::from(2);
-                    }
-                },
+                Some(path) => {
+                    let c = Config::load(&path)?;
+                    (c.instance, c.api.socket)
+                }
                 None => {
                     let i = instance.unwrap_or_else(|| "default".into());
-                    let s = vip_user::config::default_socket(&i);
+                    let s = config::default_socket(&i);
                     (i, s)
                 }
             };
-            service::down(&instance, &socket, force)
-                .map(|done| {
-                    if done.is_empty() {
-                        format!("nothing pinned for instance {instance}\n")
-                    } else {
-                        done.join("\n") + "\n"
-                    }
-                })
-                .map_err(|e| e.to_string())
+            let done = service::down(&instance, &socket, force)?;
+            if done.is_empty() {
+                format!("nothing pinned for instance {instance}\n")
+            } else {
+                done.join("\n") + "\n"
+            }
         }
         Command::Decap(DecapCmd::Attach {
             iface,
@@ -171,39 +187,25 @@ fn main() -> ExitCode {
             locals,
             xdp_mode,
             ..
-        }) => decap::attach(&iface, &locals, xdp_mode, &decap::pin_dir(&instance))
-            .map(|(how, addrs)| {
-                let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-                format!(
-                    "vip_decap {} on {iface}, decapsulating for {}\n",
-                    match how {
-                        xdp_link::Attached::New => "attached",
-                        xdp_link::Attached::Adopted => "re-attached (adopted pinned link)",
-                    },
-                    addrs.join(", ")
-                )
-            })
-            .map_err(|e| e.to_string()),
+        }) => {
+            let (how, addrs) =
+                decap::attach(&iface, &locals, xdp_mode, &decap::pin_dir(&instance))?;
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            format!(
+                "vip_decap {} on {iface}, decapsulating for {}\n",
+                match how {
+                    xdp_link::Attached::New => "attached",
+                    xdp_link::Attached::Adopted => "re-attached (adopted pinned link)",
+                },
+                addrs.join(", ")
+            )
+        }
         Command::Decap(DecapCmd::Detach { iface, instance }) => {
-            decap::detach(&iface, &decap::pin_dir(&instance))
-                .map(|removed| {
-                    if removed {
-                        format!("vip_decap detached from {iface}\n")
-                    } else {
-                        format!("vip_decap was not attached to {iface} (instance {instance})\n")
-                    }
-                })
-                .map_err(|e| e.to_string())
+            if decap::detach(&iface, &decap::pin_dir(&instance))? {
+                format!("vip_decap detached from {iface}\n")
+            } else {
+                format!("vip_decap was not attached to {iface} (instance {instance})\n")
+            }
         }
-    };
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("vipd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -2,6 +2,14 @@
 //! Kept in the library, with [`render`] and [`trace`], so tests run the exact parser and
 //! printers the binary uses.
 
+// The doc comments of the clap types are vipctl's --help text, where `[ADDR]:PORT` and
+// `<instance>` are literal text, not links or HTML.
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_html_tags,
+    reason = "clap help text"
+)]
+
 pub mod client;
 pub mod render;
 pub mod trace;
@@ -12,8 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     config::{
-        self, AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId, VipSpec,
-        parse_addr_port,
+        self, AddressError, AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId,
+        VipSpec, parse_addr_port,
     },
     protocol::{Change, Request},
 };
@@ -210,7 +218,7 @@ impl CheckArgs {
                         .map_or(msg.clone(), |(_, m)| m.to_string()),
                     None => msg,
                 };
-                Err(UsageError(msg))
+                Err(UsageError::HealthCheck { problem: msg })
             }
         }
     }
@@ -266,25 +274,117 @@ pub enum BackendCmd {
     },
 }
 
-/// A usage error with what to write instead.
+/// A command line vipctl cannot act on; nothing was sent to vipd. Each message says
+/// what to write instead.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub enum UsageError {
+    /// An address argument is malformed.
+    #[error("{what}: {source}")]
+    Address {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: AddressError,
+    },
+    /// An address argument needs a port.
+    #[error("{what} {text:?} needs a port")]
+    NeedsPort {
+        /// Which argument.
+        what: &'static str,
+        /// What was given.
+        text: String,
+    },
+    /// `backend set` without anything to set.
+    #[error("backend set needs --weight N and/or --state ready|drain|maint")]
+    NothingToSet,
+    /// A flow whose client and VIP are of different address families.
+    #[error("the client and VIP addresses must be of the same family")]
+    MixedFamilies,
+    /// The config file to apply could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The health-check options do not make a valid check (the config file's own rule,
+    /// with the option names in place of the file's keys).
+    #[error("{problem}")]
+    HealthCheck {
+        /// The rule that was broken and how to fix it.
+        problem: String,
+    },
+}
+
+/// Why vipctl could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line is wrong; nothing was sent.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// vipd could not be reached, or answered something unreadable.
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    /// vipd refused or failed the request; nothing was changed unless it says so.
+    #[error("{message}")]
+    Refused {
+        /// vipd's explanation.
+        message: String,
+    },
+    /// vipd answered with another kind of result than the request calls for.
+    #[error(
+        "vipd answered a {request} request with a {answer} result: are vipd and vipctl the same version?"
+    )]
+    UnexpectedAnswer {
+        /// The request.
+        request: &'static str,
+        /// What came back.
+        answer: &'static str,
+    },
+    /// The VIP named on the command line is not running.
+    #[error("no VIP {vip}: `vipctl vip list` shows the VIPs")]
+    NoSuchVip {
+        /// The VIP asked about.
+        vip: VipId,
+    },
+    /// `vipctl trace` failed (boxed: it carries the loader's errors, which are large).
+    #[error(transparent)]
+    Trace(Box<trace::TraceError>),
+}
+
+impl From<trace::TraceError> for CliError {
+    fn from(e: trace::TraceError) -> Self {
+        CliError::Trace(Box::new(e))
+    }
+}
 
 fn vip_arg(s: &str) -> Result<VipId, UsageError> {
-    s.parse().map_err(UsageError)
+    s.parse().map_err(|source| UsageError::Address {
+        what: "VIP",
+        source,
+    })
 }
 
 fn backend_arg(vip: &VipId, s: &str) -> Result<SocketAddr, UsageError> {
-    let (ip, port) = parse_addr_port(s, true).map_err(UsageError)?;
+    let (ip, port) = parse_addr_port(s, true).map_err(|source| UsageError::Address {
+        what: "backend",
+        source,
+    })?;
     Ok(SocketAddr::new(ip, port.unwrap_or(vip.port)))
 }
 
-fn sock_arg(s: &str, what: &str) -> Result<SocketAddr, UsageError> {
+/// An `ADDR:PORT` argument (a client or VIP address of a flow).
+pub fn sock_arg(s: &str, what: &'static str) -> Result<SocketAddr, UsageError> {
     match parse_addr_port(s, false) {
         Ok((ip, Some(p))) if p != 0 => Ok(SocketAddr::new(ip, p)),
-        Ok(_) => Err(UsageError(format!("{what} {s:?} needs a port"))),
-        Err(e) => Err(UsageError(format!("{what}: {e}"))),
+        Ok(_) => Err(UsageError::NeedsPort {
+            what,
+            text: s.into(),
+        }),
+        Err(source) => Err(UsageError::Address { what, source }),
     }
 }
 
@@ -344,9 +444,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             state,
         }) => {
             if weight.is_none() && state.is_none() {
-                return Err(UsageError(
-                    "backend set needs --weight N and/or --state ready|drain|maint".into(),
-                ));
+                return Err(UsageError::NothingToSet);
             }
             let vip = vip_arg(vip)?;
             change(Change::BackendSet {
@@ -369,9 +467,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             let src = sock_arg(src, "client address")?;
             let dst = sock_arg(dst, "VIP address")?;
             if src.is_ipv4() != dst.is_ipv4() {
-                return Err(UsageError(
-                    "the client and VIP addresses must be of the same family".into(),
-                ));
+                return Err(UsageError::MixedFamilies);
             }
             Ok(Some(Request::Flow {
                 proto: *proto,
@@ -380,8 +476,10 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             }))
         }
         Command::Apply { file } | Command::Diff { file } => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(file).map_err(|source| UsageError::ReadFile {
+                path: file.clone(),
+                source,
+            })?;
             Ok(Some(Request::Apply {
                 text,
                 origin: file.display().to_string(),
@@ -400,8 +498,8 @@ pub fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| config::default_socket(&cli.instance))
 }
 
-/// Runs a command that talks to vipd; returns the text to print or the error.
-pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, String> {
-    let resp = client::call(&socket_path(cli), req).map_err(|e| e.to_string())?;
-    render::render(&cli.command, &resp, cli.output)
+/// Runs a command that talks to vipd; returns the text to print.
+pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, CliError> {
+    let resp = client::call(&socket_path(cli), req)?;
+    render::render(&cli.command, resp, cli.output)
 }

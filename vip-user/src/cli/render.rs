@@ -2,35 +2,37 @@
 
 use std::net::SocketAddr;
 
-use super::{BackendCmd, Command, Output, VipCmd};
+use super::{BackendCmd, CliError, Command, Output, UsageError, VipCmd};
 use crate::{
     config::VipId,
     protocol::{ApplyResult, BackendState, BackendStatus, FlowAnswer, Response, Status},
 };
 
 /// Renders vipd's response to `cmd` for people (table) or programs (JSON).
-pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, String> {
-    if let Some(e) = &resp.error {
-        return Err(e.clone());
-    }
-    let r = &resp.result;
+pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, CliError> {
+    let r = match resp {
+        Response::Error(message) => return Err(CliError::Refused { message }),
+        r => r,
+    };
+    let r = &r;
     if output == Output::Json {
-        let value = match cmd {
-            Command::Vip(VipCmd::List) => {
-                let s: Status = parse(r)?;
+        let value = match (cmd, r) {
+            (Command::Vip(VipCmd::List), Response::Status(s)) => {
                 serde_json::to_value(&s.vips).expect("serializes")
             }
-            Command::Backend(BackendCmd::List { vip }) => {
-                let s: Status = parse(r)?;
-                serde_json::to_value(backend_rows(&s, vip.as_deref())?).expect("serializes")
+            (Command::Backend(BackendCmd::List { vip }), Response::Status(s)) => {
+                serde_json::to_value(backend_rows(s, vip.as_deref())?).expect("serializes")
             }
-            _ => r.clone(),
+            (_, Response::Status(s)) => serde_json::to_value(s).expect("serializes"),
+            (_, Response::Flow(f)) => serde_json::to_value(f).expect("serializes"),
+            (_, Response::Applied(a)) => serde_json::to_value(a).expect("serializes"),
+            (_, Response::Error(_)) => unreachable!("errors returned above"),
         };
         return Ok(serde_json::to_string_pretty(&value).expect("serializes"));
     }
     match cmd {
         Command::Vip(VipCmd::List) => {
-            let s: Status = parse(r)?;
+            let s = status(r)?;
             let mut t = vec![row(&[
                 "VIP",
                 "MODE",
@@ -65,7 +67,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
             Ok(columns(&t))
         }
         Command::Backend(BackendCmd::List { vip }) => {
-            let s: Status = parse(r)?;
+            let s = status(r)?;
             let mut t = vec![row(&[
                 "VIP",
                 "BACKEND",
@@ -79,7 +81,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
                 "BYTES",
                 "NEW_FLOWS",
             ])];
-            for (v, b) in backend_rows(&s, vip.as_deref())? {
+            for (v, b) in backend_rows(s, vip.as_deref())? {
                 t.push(vec![
                     v.to_string(),
                     b.addr.to_string(),
@@ -97,7 +99,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
             Ok(columns(&t))
         }
         Command::Stats => {
-            let s: Status = parse(r)?;
+            let s = status(r)?;
             let mut out = format!(
                 "connections: {} of {} ({:.1}%)\n\n",
                 s.conns,
@@ -139,7 +141,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
             Ok(out)
         }
         Command::Flow { .. } => {
-            let f: FlowAnswer = parse(r)?;
+            let f = flow(r)?;
             let show = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
             let mut out = format!("vip:      {}\nhash:     {:#010x}\n", f.vip, f.hash);
             out += &match f.slot {
@@ -164,7 +166,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
             Ok(out)
         }
         Command::Apply { .. } | Command::Diff { .. } => {
-            let a: ApplyResult = parse(r)?;
+            let a = applied(r)?;
             let mut out = if a.changes.is_empty() {
                 "no changes\n".to_string()
             } else {
@@ -176,7 +178,7 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
             Ok(out)
         }
         _ => {
-            let a: ApplyResult = parse(r)?;
+            let a = applied(r)?;
             let mut out = a.changes.join("\n");
             if !out.is_empty() {
                 out.push('\n');
@@ -189,12 +191,18 @@ pub fn render(cmd: &Command, resp: &Response, output: Output) -> Result<String, 
 
 type BackendRow<'a> = (VipId, &'a BackendStatus);
 
-fn backend_rows<'a>(s: &'a Status, vip: Option<&str>) -> Result<Vec<BackendRow<'a>>, String> {
-    let filter = vip.map(|v| v.parse::<VipId>()).transpose()?;
+fn backend_rows<'a>(s: &'a Status, vip: Option<&str>) -> Result<Vec<BackendRow<'a>>, CliError> {
+    let filter = vip
+        .map(|v| v.parse::<VipId>())
+        .transpose()
+        .map_err(|source| UsageError::Address {
+            what: "VIP",
+            source,
+        })?;
     if let Some(f) = filter
         && !s.vips.iter().any(|v| v.vip == f)
     {
-        return Err(format!("no VIP {f}: `vipctl vip list` shows the VIPs"));
+        return Err(CliError::NoSuchVip { vip: f });
     }
     Ok(s.vips
         .iter()
@@ -203,10 +211,35 @@ fn backend_rows<'a>(s: &'a Status, vip: Option<&str>) -> Result<Vec<BackendRow<'
         .collect())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| {
-        format!("vipd answered something this vipctl cannot read ({e}): are vipd and vipctl the same version?")
-    })
+/// The status in an answer to a status request.
+fn status(r: &Response) -> Result<&Status, CliError> {
+    match r {
+        Response::Status(s) => Ok(s),
+        other => Err(unexpected("status", other)),
+    }
+}
+
+/// The answer to a flow request.
+fn flow(r: &Response) -> Result<&FlowAnswer, CliError> {
+    match r {
+        Response::Flow(f) => Ok(f),
+        other => Err(unexpected("flow", other)),
+    }
+}
+
+/// The answer to a change, apply or reload.
+fn applied(r: &Response) -> Result<&ApplyResult, CliError> {
+    match r {
+        Response::Applied(a) => Ok(a),
+        other => Err(unexpected("change", other)),
+    }
+}
+
+fn unexpected(request: &'static str, answer: &Response) -> CliError {
+    CliError::UnexpectedAnswer {
+        request,
+        answer: answer.kind(),
+    }
 }
 
 fn on_off(b: bool) -> String {

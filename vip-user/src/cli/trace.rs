@@ -12,19 +12,111 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use aya::programs::{TestRun, TestRunOptions};
 use serde::Serialize;
 use vip_common::{NEXTHOP_F_VALID, NextHop};
 
-use super::{Output, TraceArgs};
+use super::{Output, TraceArgs, UsageError, sock_arg};
 use crate::{
-    config::{Config, Protocol},
-    control::owner::Owner,
-    datapath::{Datapath, tables::limits},
+    config::{Config, ConfigError, Protocol, UnknownName},
+    control::owner::{Owner, OwnerError},
+    datapath::{Datapath, DatapathError, tables::limits},
 };
+
+/// Why `vipctl trace` could not trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Neither or both of `--flow` and `--pcap`.
+    #[error("give either --flow PROTO SRC DST or --pcap FILE")]
+    NoInput,
+    /// `--flow` is not `PROTO SRC DST`.
+    #[error("--flow takes PROTO SRC DST, e.g. --flow tcp 198.18.0.1:40000 198.18.1.10:80")]
+    FlowArgs,
+    /// `--flow`'s protocol is unknown.
+    #[error("--flow: {0}")]
+    Protocol(#[from] UnknownName),
+    /// `--flow`'s addresses are malformed.
+    #[error("--flow: {0}")]
+    Usage(#[from] UsageError),
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The private datapath could not be loaded.
+    #[error("loading a private vip_lb failed (vipctl trace needs root): {source}")]
+    Load {
+        /// What the loader said.
+        #[source]
+        source: DatapathError,
+    },
+    /// The config could not be brought into the private datapath.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    /// Reading or writing the private datapath's maps failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The kernel refused to run the program on a packet.
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[source] aya::programs::ProgramError),
+    /// The pcap file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadPcap {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pcap file is not one trace can replay.
+    #[error("{}: {source}", path.display())]
+    Pcap {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: PcapError,
+    },
+}
+
+/// What is wrong with a pcap file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PcapError {
+    /// Shorter than the file header.
+    #[error("too short for a pcap file")]
+    TooShort,
+    /// pcapng, which this reader does not read.
+    #[error("pcapng is not supported: convert with `editcap -F pcap IN OUT`")]
+    Pcapng,
+    /// Not a pcap file.
+    #[error("not a pcap file (bad magic)")]
+    BadMagic,
+    /// Not an Ethernet capture.
+    #[error("link type {link} is not Ethernet (1): capture on an Ethernet interface")]
+    NotEthernet {
+        /// The file's link type.
+        link: u32,
+    },
+    /// The file ends inside a packet.
+    #[error("packet {packet} is cut short")]
+    CutShort {
+        /// 1-based packet number.
+        packet: usize,
+    },
+    /// A packet was captured shorter than it was on the wire.
+    #[error(
+        "packet {packet} was captured truncated ({captured} of {length} bytes): capture with a larger snap length"
+    )]
+    Truncated {
+        /// 1-based packet number.
+        packet: usize,
+        /// Bytes captured.
+        captured: usize,
+        /// Bytes on the wire.
+        length: usize,
+    },
+}
 
 /// Source MAC of synthetic next hops.
 pub const TRACE_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -57,11 +149,11 @@ pub struct Traced {
 }
 
 /// Runs `vipctl trace`.
-pub fn run(args: &TraceArgs, output: Output) -> Result<String, String> {
+pub fn run(args: &TraceArgs, output: Output) -> Result<String, TraceError> {
     let frames = match (&args.flow, &args.pcap) {
         (Some(f), None) => vec![frame_for_flow(f)?],
         (None, Some(p)) => read_pcap(p)?,
-        _ => return Err("give either --flow PROTO SRC DST or --pcap FILE".into()),
+        _ => return Err(TraceError::NoInput),
     };
     let results = trace_frames(&args.config, &frames)?;
     Ok(match output {
@@ -71,32 +163,22 @@ pub fn run(args: &TraceArgs, output: Output) -> Result<String, String> {
 }
 
 /// Loads the private datapath with `config` and runs `frames` through it in order.
-pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    let dp = Datapath::load(&limits(&cfg.limits), None).map_err(|e| {
-        let mut m = e.to_string();
-        let mut s = std::error::Error::source(&e);
-        while let Some(x) = s {
-            m += &format!(": {x}");
-            s = x.source();
-        }
-        format!("{m} (vipctl trace loads a private vip_lb: it needs root)")
-    })?;
-    let mut owner = Owner::start(&cfg, dp, None).map_err(|e| e.to_string())?;
+pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, TraceError> {
+    let cfg = Config::load(config)?;
+    let dp =
+        Datapath::load(&limits(&cfg.limits), None).map_err(|source| TraceError::Load { source })?;
+    let mut owner = Owner::start(&cfg, dp, None)?;
     let ids = owner.backend_ids();
     for (_, id) in &ids {
-        owner
-            .tables_mut()
-            .set_nexthop(
-                *id,
-                &NextHop {
-                    dst_mac: TRACE_DST_MAC,
-                    src_mac: TRACE_SRC_MAC,
-                    ifindex: 0,
-                    flags: NEXTHOP_F_VALID,
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        owner.tables_mut().set_nexthop(
+            *id,
+            &NextHop {
+                dst_mac: TRACE_DST_MAC,
+                src_mac: TRACE_SRC_MAC,
+                ifindex: 0,
+                flags: NEXTHOP_F_VALID,
+            },
+        )?;
     }
     let mut out = Vec::new();
     for (n, frame) in frames.iter().enumerate() {
@@ -112,7 +194,7 @@ pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, St
                     .unwrap_or(0)
             })
             .collect();
-        let before_r = owner.tables().reason_counts().map_err(|e| e.to_string())?;
+        let before_r = owner.tables().reason_counts()?;
         let mut data_out = vec![0u8; frame.len() + 256];
         let res = owner
             .tables_mut()
@@ -122,9 +204,9 @@ pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, St
                 data_out: Some(&mut data_out),
                 ..TestRunOptions::default()
             })
-            .map_err(|e| format!("BPF_PROG_TEST_RUN failed: {e}"))?;
+            .map_err(TraceError::TestRun)?;
         data_out.truncate(res.data_size_out as usize);
-        let after_r = owner.tables().reason_counts().map_err(|e| e.to_string())?;
+        let after_r = owner.tables().reason_counts()?;
         let reason = after_r
             .iter()
             .zip(&before_r)
@@ -208,33 +290,24 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// `PROTO SRC DST` from the command line → an Ethernet frame (TCP SYN or UDP datagram).
-pub fn frame_for_flow(f: &[String]) -> Result<Vec<u8>, String> {
+pub fn frame_for_flow(f: &[String]) -> Result<Vec<u8>, TraceError> {
     let [proto, src, dst] = f else {
-        return Err(
-            "--flow takes PROTO SRC DST, e.g. --flow tcp 198.18.0.1:40000 198.18.1.10:80".into(),
-        );
+        return Err(TraceError::FlowArgs);
     };
     let proto: Protocol = proto.parse()?;
-    let sock = |s: &str, what: &str| -> Result<SocketAddr, String> {
-        match crate::config::parse_addr_port(s, false) {
-            Ok((ip, Some(p))) if p != 0 => Ok(SocketAddr::new(ip, p)),
-            Ok(_) => Err(format!("--flow {what} {s:?} needs a port")),
-            Err(e) => Err(format!("--flow {what}: {e}")),
-        }
-    };
-    let src = sock(src, "source")?;
-    let dst = sock(dst, "destination")?;
-    build_frame(proto, src, dst, b"vip trace")
+    let src = sock_arg(src, "source")?;
+    let dst = sock_arg(dst, "destination")?;
+    Ok(build_frame(proto, src, dst, b"vip trace")?)
 }
 
 /// An Ethernet frame carrying a TCP SYN (no payload) or a UDP datagram with `payload`,
-/// with correct checksums.
+/// with correct checksums; `src` and `dst` of one family.
 pub fn build_frame(
     proto: Protocol,
     src: SocketAddr,
     dst: SocketAddr,
     payload: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, UsageError> {
     let l4 = match proto {
         Protocol::Tcp => {
             let mut t = vec![0u8; 20];
@@ -301,7 +374,7 @@ pub fn build_frame(
             ip[24..40].copy_from_slice(&d.octets());
             frame.extend_from_slice(&ip);
         }
-        _ => return Err("--flow: source and destination must be of the same family".into()),
+        _ => return Err(UsageError::MixedFamilies),
     }
     frame.extend_from_slice(&l4);
     Ok(frame)
@@ -403,24 +476,30 @@ fn summarize(f: &[u8]) -> String {
 }
 
 /// The Ethernet frames of a pcap file (classic format, either byte order, µs or ns).
-pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let b = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_pcap(&b).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, TraceError> {
+    let b = std::fs::read(path).map_err(|source| TraceError::ReadPcap {
+        path: path.into(),
+        source,
+    })?;
+    parse_pcap(&b).map_err(|source| TraceError::Pcap {
+        path: path.into(),
+        source,
+    })
 }
 
 /// See [`read_pcap`].
-pub fn parse_pcap(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub fn parse_pcap(b: &[u8]) -> Result<Vec<Vec<u8>>, PcapError> {
     if b.len() < 24 {
-        return Err("too short for a pcap file".into());
+        return Err(PcapError::TooShort);
     }
     let magic = u32::from_le_bytes(b[0..4].try_into().expect("4"));
     let le = match magic {
         0xa1b2c3d4 | 0xa1b23c4d => true,
         0xd4c3b2a1 | 0x4d3cb2a1 => false,
         0x0a0d0d0a => {
-            return Err("pcapng is not supported: convert with `editcap -F pcap IN OUT`".into());
+            return Err(PcapError::Pcapng);
         }
-        _ => return Err("not a pcap file (bad magic)".into()),
+        _ => return Err(PcapError::BadMagic),
     };
     let u32at = |o: usize| -> u32 {
         let a: [u8; 4] = b[o..o + 4].try_into().expect("4");
@@ -432,9 +511,7 @@ pub fn parse_pcap(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     };
     let link = u32at(20);
     if link != 1 {
-        return Err(format!(
-            "link type {link} is not Ethernet (1): capture on an Ethernet interface"
-        ));
+        return Err(PcapError::NotEthernet { link });
     }
     let mut out = Vec::new();
     let mut o = 24;
@@ -443,13 +520,16 @@ pub fn parse_pcap(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let orig = u32at(o + 12) as usize;
         o += 16;
         if o + incl > b.len() {
-            return Err(format!("packet {} is cut short", out.len() + 1));
+            return Err(PcapError::CutShort {
+                packet: out.len() + 1,
+            });
         }
         if incl < orig {
-            return Err(format!(
-                "packet {} was captured truncated ({incl} of {orig} bytes): capture with a larger snap length",
-                out.len() + 1
-            ));
+            return Err(PcapError::Truncated {
+                packet: out.len() + 1,
+                captured: incl,
+                length: orig,
+            });
         }
         out.push(b[o..o + incl].to_vec());
         o += incl;

@@ -10,12 +10,18 @@ use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
-    str::FromStr,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+mod address;
+mod names;
+
+pub use address::{AddressError, parse_addr_port};
+pub use names::UnknownName;
+use names::named_enum;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +53,15 @@ pub enum ConfigError {
     },
 }
 
-/// Protocol of a VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
+named_enum! {
+    /// Protocol of a VIP.
+    #[derive(Hash, PartialOrd, Ord)]
+    pub enum Protocol: "protocol" {
+        /// TCP.
+        Tcp = "tcp",
+        /// UDP.
+        Udp = "udp",
+    }
 }
 
 impl Protocol {
@@ -67,137 +74,56 @@ impl Protocol {
     }
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
+named_enum! {
+    /// How packets reach the backends of a VIP.
+    #[derive(Default)]
+    pub enum Mode: "mode" {
+        /// IPIP / IP6IP6 / 4-in-6 encapsulation (backends run `vipd decap`).
+        #[default]
+        Tunnel = "tunnel",
+        /// Rewrite the destination MAC (backends on the same L2, VIP on their loopback).
+        DsrL2 = "dsr-l2",
     }
 }
 
-impl FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            _ => Err(format!("unknown protocol {s:?}: use tcp or udp")),
-        }
+named_enum! {
+    /// What the flow hash covers.
+    #[derive(Default)]
+    pub enum HashMode: "hash" {
+        /// The 5-tuple (default).
+        #[default]
+        FiveTuple = "5tuple",
+        /// The source address only (client affinity).
+        Src = "src",
     }
 }
 
-/// How packets reach the backends of a VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// IPIP / IP6IP6 / 4-in-6 encapsulation (backends run `vipd decap`).
-    #[default]
-    Tunnel,
-    /// Rewrite the destination MAC (backends on the same L2, VIP on their loopback).
-    DsrL2,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Tunnel => "tunnel",
-            Mode::DsrL2 => "dsr-l2",
-        })
+named_enum! {
+    /// Administrative state of a backend, set by the operator and independent of health.
+    #[derive(Default)]
+    pub enum AdminState: "backend state" {
+        /// In service (if healthy).
+        #[default]
+        Ready = "ready",
+        /// No new flows; existing flows stay (weight 0).
+        Drain = "drain",
+        /// Out of service: no flows at all, existing flows re-hash.
+        Maint = "maint",
     }
 }
 
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tunnel" => Ok(Mode::Tunnel),
-            "dsr-l2" => Ok(Mode::DsrL2),
-            _ => Err(format!("unknown mode {s:?}: use tunnel or dsr-l2")),
-        }
+named_enum! {
+    /// XDP attach mode.
+    #[derive(Default)]
+    pub enum XdpMode: "XDP mode" {
+        /// Driver mode; fails if the driver has no XDP support.
+        Native = "native",
+        /// Generic (skb) mode: works everywhere, slower.
+        Generic = "generic",
+        /// Native where the driver supports it, otherwise generic.
+        #[default]
+        Auto = "auto",
     }
-}
-
-/// What the flow hash covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HashMode {
-    /// The 5-tuple (default).
-    #[default]
-    #[serde(rename = "5tuple")]
-    FiveTuple,
-    /// The source address only (client affinity).
-    Src,
-}
-
-impl fmt::Display for HashMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HashMode::FiveTuple => "5tuple",
-            HashMode::Src => "src",
-        })
-    }
-}
-
-impl FromStr for HashMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "5tuple" => Ok(HashMode::FiveTuple),
-            "src" => Ok(HashMode::Src),
-            _ => Err(format!("unknown hash {s:?}: use 5tuple or src")),
-        }
-    }
-}
-
-/// Administrative state of a backend, set by the operator and independent of health.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AdminState {
-    /// In service (if healthy).
-    #[default]
-    Ready,
-    /// No new flows; existing flows stay (weight 0).
-    Drain,
-    /// Out of service: no flows at all, existing flows re-hash.
-    Maint,
-}
-
-impl fmt::Display for AdminState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AdminState::Ready => "ready",
-            AdminState::Drain => "drain",
-            AdminState::Maint => "maint",
-        })
-    }
-}
-
-impl FromStr for AdminState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ready" => Ok(AdminState::Ready),
-            "drain" => Ok(AdminState::Drain),
-            "maint" => Ok(AdminState::Maint),
-            _ => Err(format!(
-                "unknown backend state {s:?}: use ready, drain or maint"
-            )),
-        }
-    }
-}
-
-/// XDP attach mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Driver mode; fails if the driver has no XDP support.
-    Native,
-    /// Generic (skb) mode: works everywhere, slower.
-    Generic,
-    /// Native where the driver supports it, otherwise generic.
-    #[default]
-    Auto,
 }
 
 /// Identity of a VIP: address, port (0 = all ports) and protocol.
@@ -222,80 +148,6 @@ impl fmt::Display for VipId {
             IpAddr::V4(a) => write!(f, "{a}:{port}/{}", self.proto),
             IpAddr::V6(a) => write!(f, "[{a}]:{port}/{}", self.proto),
         }
-    }
-}
-
-impl FromStr for VipId {
-    type Err = String;
-    /// `ADDR:PORT[/PROTO]`, `ADDR:*[/PROTO]`, IPv6 as `[ADDR]:PORT`; protocol defaults
-    /// to tcp.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, proto) = match s.rsplit_once('/') {
-            Some((a, p)) => (a, p.parse()?),
-            None => (s, Protocol::Tcp),
-        };
-        let (ip, port) = parse_addr_port(addr, true)?;
-        Ok(VipId {
-            addr: ip,
-            port: port.ok_or_else(|| {
-                format!("VIP {s:?} has no port: write ADDR:PORT, or ADDR:* for all ports")
-            })?,
-            proto,
-        })
-    }
-}
-
-/// Parses `1.2.3.4:80`, `[2001:db8::1]:80`, `1.2.3.4:*` (port 0) or, if `port_optional`,
-/// a bare address (port `None`). IPv6 with a port must be in brackets.
-pub fn parse_addr_port(s: &str, port_optional: bool) -> Result<(IpAddr, Option<u16>), String> {
-    let s = s.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        let (ip, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{s:?}: missing ']' after the IPv6 address"))?;
-        let ip: Ipv6Addr = ip
-            .parse()
-            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv6 address"))?;
-        return match after {
-            "" if port_optional => Ok((IpAddr::V6(ip), None)),
-            "" => Err(format!("{s:?}: a port is required, as [{ip}]:PORT")),
-            p => Ok((
-                IpAddr::V6(ip),
-                Some(parse_port(s, p.strip_prefix(':').unwrap_or(p))?),
-            )),
-        };
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return if port_optional {
-            Ok((ip, None))
-        } else {
-            Err(format!("{s:?}: a port is required, as ADDR:PORT"))
-        };
-    }
-    let (ip, port) = s.rsplit_once(':').ok_or_else(|| {
-        format!("{s:?} is not an address: write 198.18.1.10:80 or [2001:db8::1]:80")
-    })?;
-    if ip.contains(':') {
-        return Err(format!(
-            "{s:?}: put an IPv6 address with a port in brackets, as [{ip}]:{port}"
-        ));
-    }
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
-    Ok((IpAddr::V4(ip), Some(parse_port(s, port)?)))
-}
-
-fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
-    if p == "*" {
-        return Ok(0);
-    }
-    match p.parse::<u16>() {
-        Ok(0) => Err(format!(
-            "{whole:?}: port 0 is not a port; use * for all ports"
-        )),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{whole:?}: {p:?} is not a port (1-65535 or *)")),
     }
 }
 
@@ -431,7 +283,7 @@ pub struct ApiSpec {
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Instance name: pins live in /sys/fs/bpf/vip/<instance>/.
+    /// Instance name: pins live in `/sys/fs/bpf/vip/<instance>/`.
     pub instance: String,
     /// Where runtime changes are persisted.
     pub state_file: PathBuf,
@@ -990,7 +842,7 @@ impl Validator<'_> {
                 .push("api.group is empty: name a group or remove the key".into());
         }
         ApiSpec {
-            socket: a.socket.unwrap_or_else(|| default_socket(&instance)),
+            socket: a.socket.unwrap_or_else(|| default_socket(instance)),
             mode,
             group: a.group,
         }

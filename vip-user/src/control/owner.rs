@@ -14,7 +14,7 @@ use super::{
         self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, VipKeyOrd,
         backend_state, desired_tables, global_config,
     },
-    state_file::StateFile,
+    state_file::{StateFile, StateFileError},
 };
 use crate::{
     config::{Config, LimitsSpec, Protocol, VipId, VipSpec},
@@ -46,6 +46,9 @@ pub enum OwnerError {
         /// Whether the roll-back succeeded.
         restored: bool,
     },
+    /// The state file could not be read at start.
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
     /// The state file could not be written; the maps were restored.
     #[error(
         "persisting the state to {path} failed ({source}); the change was undone. Check that the directory exists and is writable"
@@ -84,7 +87,7 @@ impl<T: DatapathOps> Owner<T> {
     /// the config file's VIPs did not change since it was written).
     pub fn start(cfg: &Config, tables: T, state_file: Option<PathBuf>) -> Result<Self, OwnerError> {
         let state = match &state_file {
-            Some(p) => StateFile::read(p).map_err(|e| OwnerError::Invalid(vec![e]))?,
+            Some(p) => StateFile::read(p)?,
             None => None,
         };
         let mut owner = Owner {

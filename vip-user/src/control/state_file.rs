@@ -1,12 +1,38 @@
 //! The persisted runtime state: what vipd writes after every change so that a restart
 //! keeps runtime changes, ids and health. Written atomically (temp file, fsync, rename).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::reconcile::{Allocation, BackendIdentity};
 use crate::config::{LimitsSpec, VipSpec};
+
+/// Why the state file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// Reading it failed.
+    #[error("reading state file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not a state file vipd wrote.
+    #[error(
+        "state file {} is corrupt ({source}): move it away to start from the config file",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON reader said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// What is persisted: the running VIP set, the config-file VIP set it was derived from
 /// (so an edited file wins over stale runtime changes), ids and health.
@@ -27,16 +53,21 @@ pub struct StateFile {
 
 impl StateFile {
     /// Reads a state file; `Ok(None)` if there is none.
-    pub fn read(path: &Path) -> Result<Option<Self>, String> {
+    pub fn read(path: &Path) -> Result<Option<Self>, StateFileError> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                format!(
-                    "state file {} is corrupt ({e}): move it away to start from the config file",
-                    path.display()
-                )
-            }),
+            Ok(b) => {
+                serde_json::from_slice(&b)
+                    .map(Some)
+                    .map_err(|source| StateFileError::Corrupt {
+                        path: path.into(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading state file {}: {e}", path.display())),
+            Err(source) => Err(StateFileError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 

@@ -90,13 +90,32 @@ pub fn listen(
     Ok((l, Access { gid }))
 }
 
+/// Why a connection to the API was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The peer's credentials could not be read.
+    #[error("SO_PEERCRED failed: {0}")]
+    NoCredentials(#[source] std::io::Error),
+    /// The peer is neither root, vipd's user nor in the configured group.
+    #[error(
+        "uid {uid} (gid {gid}) is not allowed: only root{} may use the vipd API",
+        if *group_configured { " and the configured api.group" } else { "" }
+    )]
+    NotAllowed {
+        /// The peer's user id.
+        uid: u32,
+        /// The peer's primary group id.
+        gid: u32,
+        /// Whether an api.group may use the socket too.
+        group_configured: bool,
+    },
+}
+
 impl Access {
     /// Checks the peer with SO_PEERCRED: root, vipd's own user, or a member (primary or
     /// supplementary) of the configured group.
-    pub fn allows(&self, s: &UnixStream) -> Result<(), String> {
-        let cred = s
-            .peer_cred()
-            .map_err(|e| format!("SO_PEERCRED failed: {e}"))?;
+    pub fn allows(&self, s: &UnixStream) -> Result<(), Refused> {
+        let cred = s.peer_cred().map_err(Refused::NoCredentials)?;
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         if cred.uid() == 0 || cred.uid() == me {
@@ -112,16 +131,11 @@ impl Access {
                 return Ok(());
             }
         }
-        Err(format!(
-            "uid {} (gid {}) is not allowed: only root{} may use the vipd API",
-            cred.uid(),
-            cred.gid(),
-            if self.gid.is_some() {
-                " and the configured api.group"
-            } else {
-                ""
-            }
-        ))
+        Err(Refused::NotAllowed {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            group_configured: self.gid.is_some(),
+        })
     }
 }
 

@@ -119,9 +119,9 @@ pub async fn run<T: DatapathOps>(
             _ = hup.recv() => {
                 tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config file");
                 let r = handle(&mut owner, &mut cfg, &config_path, Request::Reload);
-                match r.error {
-                    Some(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
-                    None => {
+                match r {
+                    Response::Error(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
+                    _ => {
                         if let Some(t) = metrics_task.take() { t.abort(); }
                         metrics_task = start_metrics(&cfg, &metrics, &tx).await;
                     }
@@ -215,16 +215,16 @@ pub fn handle<T: DatapathOps>(
     req: Request,
 ) -> Response {
     match req {
-        Request::Status => Response::ok(owner.status()),
+        Request::Status => Response::Status(owner.status()),
         Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {
-            Ok(f) => Response::ok(f),
+            Ok(f) => Response::Flow(f),
             Err(e) => Response::err(e),
         },
         Request::Change { change } => {
             let before = owner.vips().to_vec();
             tracing::info!(?change, "API change");
             match owner.change(change) {
-                Ok(stats) => Response::ok(ApplyResult {
+                Ok(stats) => Response::Applied(ApplyResult {
                     changes: diff(&before, owner.vips()),
                     map_writes: stats.map_writes(),
                 }),
@@ -242,14 +242,14 @@ pub fn handle<T: DatapathOps>(
             };
             let changes = diff(owner.vips(), &vips);
             if dry_run {
-                return Response::ok(ApplyResult {
+                return Response::Applied(ApplyResult {
                     changes,
                     map_writes: 0,
                 });
             }
             tracing::info!(file = %origin, changes = changes.len(), "API apply");
             match owner.set_vips(vips) {
-                Ok(stats) => Response::ok(ApplyResult {
+                Ok(stats) => Response::Applied(ApplyResult {
                     changes,
                     map_writes: stats.map_writes(),
                 }),
@@ -292,7 +292,7 @@ pub fn handle<T: DatapathOps>(
                     cfg.datapath.tunnel_source_v4 = new.datapath.tunnel_source_v4;
                     cfg.datapath.tunnel_source_v6 = new.datapath.tunnel_source_v6;
                     cfg.metrics = new.metrics;
-                    Response::ok(ApplyResult {
+                    Response::Applied(ApplyResult {
                         changes,
                         map_writes: stats.map_writes(),
                     })

@@ -63,32 +63,70 @@ pub fn targets(vips: &[VipSpec]) -> Vec<Target> {
     out
 }
 
-/// Runs one probe with the check's timeout.
-pub async fn probe(t: &Target) -> Result<String, String> {
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The backend did not answer in time.
+    #[error("no answer within {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        /// The check's timeout.
+        timeout: Duration,
+    },
+    /// A socket operation failed.
+    #[error("{step}: {source}")]
+    Io {
+        /// connect, send, read, bind or recv.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer is not HTTP.
+    #[error("not an HTTP answer: {first_line:?}")]
+    NotHttp {
+        /// The answer's first line.
+        first_line: String,
+    },
+    /// The HTTP status is outside the expected range.
+    #[error("HTTP {status}, expected {lo}-{hi}")]
+    Status {
+        /// The status received.
+        status: u16,
+        /// Lowest healthy status.
+        lo: u16,
+        /// Highest healthy status.
+        hi: u16,
+    },
+}
+
+/// `map_err` for a failed socket step.
+fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> ProbeError {
+    move |source| ProbeError::Io { step, source }
+}
+
+/// Runs one probe with the check's timeout; on success, what the backend answered.
+pub async fn probe(t: &Target) -> Result<String, ProbeError> {
     match tokio::time::timeout(t.check.timeout, probe_inner(t)).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer within {}",
-            humantime::format_duration(t.check.timeout)
-        )),
+        Err(_) => Err(ProbeError::Timeout {
+            timeout: t.check.timeout,
+        }),
     }
 }
 
-async fn probe_inner(t: &Target) -> Result<String, String> {
+async fn probe_inner(t: &Target) -> Result<String, ProbeError> {
     match &t.check.kind {
         CheckKind::None => Ok("no check".into()),
         CheckKind::Tcp => TcpStream::connect(t.probe)
             .await
             .map(|_| "connected".into())
-            .map_err(|e| format!("connect: {e}")),
+            .map_err(io("connect")),
         CheckKind::Http {
             path,
             host,
             expect_status: (lo, hi),
         } => {
-            let mut s = TcpStream::connect(t.probe)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let mut s = TcpStream::connect(t.probe).await.map_err(io("connect"))?;
             let host = host.clone().unwrap_or_else(|| match t.probe {
                 SocketAddr::V4(a) => a.to_string(),
                 SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -96,16 +134,11 @@ async fn probe_inner(t: &Target) -> Result<String, String> {
             let req = format!(
                 "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vipd-health\r\nConnection: close\r\n\r\n"
             );
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
+            s.write_all(req.as_bytes()).await.map_err(io("send"))?;
             let mut buf = vec![0u8; 256];
             let mut n = 0;
             while n < buf.len() && !buf[..n].contains(&b'\n') {
-                let k = s
-                    .read(&mut buf[n..])
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
+                let k = s.read(&mut buf[n..]).await.map_err(io("read"))?;
                 if k == 0 {
                     break;
                 }
@@ -116,16 +149,17 @@ async fn probe_inner(t: &Target) -> Result<String, String> {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|c| c.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "not an HTTP answer: {:?}",
-                        line.lines().next().unwrap_or("")
-                    )
+                .ok_or_else(|| ProbeError::NotHttp {
+                    first_line: line.lines().next().unwrap_or("").into(),
                 })?;
             if (*lo..=*hi).contains(&status) {
                 Ok(format!("HTTP {status}"))
             } else {
-                Err(format!("HTTP {status}, expected {lo}-{hi}"))
+                Err(ProbeError::Status {
+                    status,
+                    lo: *lo,
+                    hi: *hi,
+                })
             }
         }
         CheckKind::Udp { payload } => {
@@ -134,20 +168,14 @@ async fn probe_inner(t: &Target) -> Result<String, String> {
             } else {
                 "[::]:0".parse().expect("literal")
             };
-            let s = UdpSocket::bind(local)
-                .await
-                .map_err(|e| format!("bind: {e}"))?;
-            s.connect(t.probe)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            s.send(payload.as_bytes())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
+            let s = UdpSocket::bind(local).await.map_err(io("bind"))?;
+            s.connect(t.probe).await.map_err(io("connect"))?;
+            s.send(payload.as_bytes()).await.map_err(io("send"))?;
             let mut buf = [0u8; 512];
             s.recv(&mut buf)
                 .await
                 .map(|n| format!("{n} bytes back"))
-                .map_err(|e| format!("recv: {e}"))
+                .map_err(io("recv"))
         }
     }
 }
@@ -258,7 +286,7 @@ async fn check_loop(
         metrics.observe_check(&t.ident, start.elapsed(), result.is_ok());
         let passed = result.is_ok();
         if h.record(passed, t.check.rise, t.check.fall) {
-            let detail = result.unwrap_or_else(|e| e);
+            let detail = result.unwrap_or_else(|e| e.to_string());
             if tx
                 .send(Transition {
                     ident: t.ident,
@@ -392,7 +420,8 @@ mod tests {
         for (name, t, want) in cases {
             let got = probe(&t).await;
             match (&got, want) {
-                (Ok(m), Ok(w)) | (Err(m), Err(w)) if m.contains(w) => {}
+                (Ok(m), Ok(w)) if m.contains(w) => {}
+                (Err(e), Err(w)) if e.to_string().contains(w) => {}
                 _ => panic!("{name}: got {got:?}, want {want:?}"),
             }
         }

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use super::{api, event_loop};
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, LimitsSpec},
     control::{
         owner::{Owner, OwnerError},
-        state_file::StateFile,
+        state_file::{StateFile, StateFileError},
     },
     datapath::{
         Datapath, DatapathError,
@@ -26,9 +26,41 @@ pub enum ServiceError {
     /// No interfaces.
     #[error("{0}: [datapath] interfaces is empty: name the interfaces vip_lb should attach to")]
     NoInterfaces(String),
-    /// The datapath could not be loaded.
-    #[error("{0}")]
-    Datapath(String),
+    /// The datapath could not be loaded or set up.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// /sys/fs/bpf is not a BPF filesystem.
+    #[error(
+        "/sys/fs/bpf is not a BPF filesystem, so nothing can be pinned there: mount it (`mount -t bpf bpf /sys/fs/bpf`). Note that `ip netns exec` remounts /sys without it: use `vipd run --netns NAME` or `nsenter --net=/run/netns/NAME vipd run ...` instead"
+    )]
+    NoBpffs,
+    /// The state file is unreadable.
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
+    /// The pinned maps have other sizes than the config asks for.
+    #[error(
+        "the maps pinned in {} were created with {pinned:?} but the config asks for {wanted:?}: map sizes cannot change under a running datapath; run `vipd down` (drops connections) to resize, or restore [limits]",
+        pin.display()
+    )]
+    LimitsChanged {
+        /// The pin directory.
+        pin: PathBuf,
+        /// The limits the pinned maps were made with.
+        pinned: LimitsSpec,
+        /// The config's.
+        wanted: LimitsSpec,
+    },
+    /// The network namespace to run in could not be entered.
+    #[error("{action} network namespace {}: {source} (`ip netns list` shows them)", path.display())]
+    Netns {
+        /// "opening" or "entering".
+        action: &'static str,
+        /// `/run/netns/NAME`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The owner refused the config.
     #[error(transparent)]
     Owner(#[from] OwnerError),
@@ -62,16 +94,6 @@ pub enum ServiceError {
     Io(#[from] std::io::Error),
 }
 
-fn datapath_error(e: DatapathError) -> ServiceError {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg += &format!(": {s}");
-        src = s.source();
-    }
-    ServiceError::Datapath(msg)
-}
-
 /// `vipd run -c FILE`.
 pub fn run(config_path: &Path) -> Result<(), ServiceError> {
     let cfg = Config::load(config_path)?;
@@ -102,20 +124,18 @@ fn serve(
 ) -> Result<(), ServiceError> {
     let pin = cfg.pin_dir();
     if !is_bpffs(Path::new("/sys/fs/bpf")) {
-        return Err(ServiceError::Datapath(
-            "/sys/fs/bpf is not a BPF filesystem, so nothing can be pinned there: mount it (`mount -t bpf bpf /sys/fs/bpf`). Note that `ip netns exec` remounts /sys without it: use `vipd run --netns NAME` or `nsenter --net=/run/netns/NAME vipd run ...` instead".into(),
-        ));
+        return Err(ServiceError::NoBpffs);
     }
     let pinned = pin.join(vip_common::MAP_MAGLEV).exists();
-    let state = StateFile::read(&cfg.state_file).map_err(ServiceError::Datapath)?;
+    let state = StateFile::read(&cfg.state_file)?;
     if pinned {
         match state.as_ref().and_then(|s| s.limits) {
             Some(l) if l != cfg.limits => {
-                return Err(ServiceError::Datapath(format!(
-                    "the maps pinned in {} were created with {l:?} but the config asks for {:?}: map sizes cannot change under a running datapath; run `vipd down` (drops connections) to resize, or restore [limits]",
-                    pin.display(),
-                    cfg.limits
-                )));
+                return Err(ServiceError::LimitsChanged {
+                    pin,
+                    pinned: l,
+                    wanted: cfg.limits,
+                });
             }
             Some(_) => {}
             None => tracing::warn!(
@@ -124,14 +144,14 @@ fn serve(
             ),
         }
     }
-    let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin)).map_err(datapath_error)?;
+    let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin))?;
     let adopted = dp.adopted();
     tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
     for iface in &cfg.datapath.interfaces {
         let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
             iface: iface.clone(),
         })?;
-        dp.add_tx_port(idx).map_err(datapath_error)?;
+        dp.add_tx_port(idx)?;
     }
     // Tables first, then the program: a fresh attachment never sees empty tables, and an
     // adopted one keeps serving from the pinned maps throughout.
@@ -194,21 +214,21 @@ pub fn is_bpffs(p: &Path) -> bool {
 /// Moves this process into the network namespace `/run/netns/NAME` (as `ip netns exec`
 /// does, but keeping the mount namespace, so /sys/fs/bpf pins are the host's). Must be
 /// called before any thread starts.
-pub fn enter_netns(name: &str) -> Result<(), String> {
+pub fn enter_netns(name: &str) -> Result<(), ServiceError> {
     use std::os::fd::AsRawFd;
     let path = Path::new("/run/netns").join(name);
-    let f = std::fs::File::open(&path).map_err(|e| {
-        format!(
-            "opening network namespace {}: {e} (`ip netns list` shows them)",
-            path.display()
-        )
+    let f = std::fs::File::open(&path).map_err(|source| ServiceError::Netns {
+        action: "opening",
+        path: path.clone(),
+        source,
     })?;
     // SAFETY: f is an open namespace file; setns only changes this thread's namespace.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "entering network namespace {name}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ServiceError::Netns {
+            action: "entering",
+            path,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

@@ -599,7 +599,7 @@ impl Datapath {
     /// made. An empty table publishes a VIP without backends (its packets are dropped).
     /// The address's bit in the VIP-address filter is set before anything else, so no
     /// packet to the new VIP is passed by the filter. The backends in `table` must carry
-    /// `id` and `flags` already (see [`backend`]): flows found in the connection table
+    /// `id` and `flags` already (see [`keys::backend`]): flows found in the connection table
     /// are forwarded with the backend's copy.
     pub fn publish_vip(
         &mut self,

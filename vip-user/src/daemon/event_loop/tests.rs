@@ -94,7 +94,8 @@ fn vipctl(d: &Daemon, args: &str) -> Result<String, String> {
     let req = cli::request(&c.command)
         .map_err(|e| e.to_string())?
         .unwrap();
-    cli::run_remote(&c, &req)
+    // As vipctl prints it.
+    cli::run_remote(&c, &req).map_err(|e| crate::Report(&e).to_string())
 }
 
 fn ok(d: &Daemon, args: &str) -> String {
@@ -288,7 +289,7 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
     let c =
         Cli::try_parse_from(["vipctl", "--socket", "/nonexistent/x.sock", "vip", "list"]).unwrap();
     let e = cli::run_remote(&c, &Request::Status).unwrap_err();
-    assert!(e.contains("Is vipd running"), "{e}");
+    assert!(e.to_string().contains("Is vipd running"), "{e}");
 }
 
 #[test]
