@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | test | demo | bench`.
+//! `cargo xtask setup | build | lint | test | demo | bench`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
 
 mod build;
+mod lint;
 mod setup;
 mod test;
 
@@ -30,6 +31,8 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Check formatting, clippy (host and eBPF), rustdoc and unused dependencies.
+    Lint,
     /// Run every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
     Test {
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
@@ -59,6 +62,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Build { release } => {
             setup::run()?;
             build::all(release)
+        }
+        Command::Lint => {
+            setup::run()?;
+            lint::run()
         }
         Command::Test { args } => {
             setup::run()?;
