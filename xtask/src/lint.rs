@@ -3,26 +3,29 @@
 //! naming every step that failed and how to fix it.
 //!
 //! 1. rustfmt: `cargo fmt --all --check` (every crate, the eBPF one included).
-//! 2. clippy on the host crates: `cargo clippy --workspace --exclude vip-ebpf
+//! 2. import cycles: no cycle between sibling modules of any crate, and vip-user's role
+//!    folders layered ([`cycles`] says how and at which granularity).
+//! 3. clippy on the host crates: `cargo clippy --workspace --exclude vip-ebpf
 //!    --all-targets --locked -- -D warnings` (after building the eBPF objects, which
 //!    vip-user and vip-tests embed).
-//! 3. clippy on the eBPF crate for `bpfel-unknown-none`, with the toolchain, environment
+//! 4. clippy on the eBPF crate for `bpfel-unknown-none`, with the toolchain, environment
 //!    and flags of its build ([`build::cargo_ebpf`]). With Debian's compiler that is
 //!    Debian's clippy (`rust-web-clippy`, installed by setup): rustup's clippy belongs to
 //!    other compilers, which cannot build Debian's `core` source.
-//! 4. rustdoc: `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --exclude vip-ebpf
+//! 5. rustdoc: `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --exclude vip-ebpf
 //!    --no-deps --locked`.
-//! 5. unused dependencies: both clippy runs also pass `--force-warn
+//! 6. unused dependencies: both clippy runs also pass `--force-warn
 //!    unused_crate_dependencies`, and [`unused_deps`] judges each dependency over all the
 //!    compilations of its package (the lint alone misfires on targets that use only some
 //!    dependencies).
 
+mod cycles;
 mod unused_deps;
 
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
 };
@@ -31,6 +34,18 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::{build, workspace_root};
+
+/// The layers of vip-user's role folders, lowest first: a module may use its own layer
+/// and those below it. See [`cycles::layering`].
+const LAYERS: &[(&str, &[&[&str]])] = &[(
+    "vip-user",
+    &[
+        &["config", "protocol"],
+        &["datapath"],
+        &["control"],
+        &["daemon", "cli"],
+    ],
+)];
 
 /// The arguments both clippy runs end with.
 /// (`--keep-going`: one crate's errors do not hide the other crates' findings.)
@@ -73,6 +88,13 @@ pub fn run() -> Result<()> {
         "rustfmt",
         "run `cargo fmt --all`",
         run_step("rustfmt", &mut fmt),
+    );
+
+    record(
+        "import cycles",
+        "make the uses between the named modules go one way: move what both need into \
+         the lower one, or into a module below both (rule: xtask/src/lint/cycles.rs)",
+        import_cycles(&members),
     );
 
     eprintln!("lint: building the eBPF objects first (vip-user and vip-tests embed them)");
@@ -321,7 +343,45 @@ fn metadata() -> Result<(Vec<Member>, Vec<unused_deps::Dep>)> {
     Ok((members, deps))
 }
 
-/// Step 5: dependencies that no compilation of their package uses.
+/// Step 2: cycles and layering in every workspace crate.
+fn import_cycles(members: &[Member]) -> Result<()> {
+    let root = workspace_root();
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    eprintln!(
+        "lint: import cycles: reading the module trees of {} (in-process: \
+         xtask/src/lint/cycles.rs)",
+        names.join(", ")
+    );
+    let mut problems = Vec::new();
+    for member in members {
+        let dir = Path::new(&member.manifest)
+            .parent()
+            .context("a manifest without a directory")?;
+        let shown = dir.strip_prefix(&root).unwrap_or(dir).join("src");
+        let files = cycles::read_crate(&dir.join("src"), &format!("{}/", shown.display()))?;
+        let graph = cycles::graph(&files);
+        for cycle in cycles::cycles(&graph) {
+            problems.push(format!("{}: {cycle}", member.name));
+        }
+        for (_, layers) in LAYERS.iter().filter(|(name, _)| *name == member.name) {
+            for problem in cycles::layering(&graph, layers) {
+                problems.push(format!("{}: {problem}", member.name));
+            }
+        }
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} import cycle(s) or layering violation(s)",
+            problems.len()
+        );
+    }
+    Ok(())
+}
+
+/// Step 6: dependencies that no compilation of their package uses.
 fn unused_dependencies(
     members: &[Member],
     deps: &[unused_deps::Dep],

@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Check formatting, clippy (host and eBPF), rustdoc and unused dependencies.
+    /// Check formatting, import cycles, clippy (host and eBPF), rustdoc and unused
+    /// dependencies.
     Lint,
     /// Run every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
     Test {
