@@ -13,7 +13,7 @@
 //!    Debian's clippy (`rust-web-clippy`, installed by setup): rustup's clippy belongs to
 //!    other compilers, which cannot build Debian's `core` source.
 //! 5. rustdoc: `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --exclude vip-ebpf
-//!    --no-deps --locked`.
+//!    --no-deps --locked`, and the same for the eBPF crate's BPF build (as in 4).
 //! 6. unused dependencies: both clippy runs also pass `--force-warn
 //!    unused_crate_dependencies`, and [`unused_deps`] judges each dependency over all the
 //!    compilations of its package (the lint alone misfires on targets that use only some
@@ -150,11 +150,19 @@ pub fn run() -> Result<()> {
         "--no-deps",
     ])
     .env("RUSTDOCFLAGS", "-D warnings");
+    let rustdoc_fix = "fix the rustdoc warnings above (broken intra-doc links, private \
+                       items linked from public docs, unescaped `[` `<`)";
     record(
-        "rustdoc",
-        "fix the rustdoc warnings above (broken intra-doc links, private items linked \
-         from public docs, unescaped `[` `<`)",
-        run_step("rustdoc", &mut doc),
+        "rustdoc (host crates)",
+        rustdoc_fix,
+        run_step("rustdoc (host crates)", &mut doc),
+    );
+    let mut ebpf_doc = build::cargo_ebpf("doc");
+    ebpf_doc.arg("--no-deps").env("RUSTDOCFLAGS", "-D warnings");
+    record(
+        "rustdoc (eBPF, bpfel-unknown-none)",
+        rustdoc_fix,
+        run_step("rustdoc (eBPF, bpfel-unknown-none)", &mut ebpf_doc),
     );
 
     record(
