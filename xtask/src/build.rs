@@ -27,6 +27,13 @@ pub fn ebpf_dir() -> PathBuf {
 
 /// Builds the eBPF crate for `bpfel-unknown-none`, release, with BTF.
 pub fn ebpf() -> Result<()> {
+    setup::sh(&mut cargo_ebpf("build"))
+}
+
+/// `cargo SUBCOMMAND` on the eBPF crate for `bpfel-unknown-none`, release, with the
+/// toolchain, environment and flags of the real build (`cargo xtask lint` runs `clippy`
+/// with exactly these, so it shares the build's `core`).
+pub fn cargo_ebpf(subcommand: &str) -> Command {
     let mut cmd = Command::new("cargo");
     for var in LEAKY_ENV {
         cmd.env_remove(var);
@@ -39,7 +46,7 @@ pub fn ebpf() -> Result<()> {
             .env("RUSTC_BOOTSTRAP", "1");
     }
     cmd.current_dir(workspace_root())
-        .args(["build", "--locked", "--release", "-p", "vip-ebpf"])
+        .args([subcommand, "--locked", "--release", "-p", "vip-ebpf"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(target_dir())
@@ -59,7 +66,7 @@ pub fn ebpf() -> Result<()> {
             .join("\x1f"),
         )
         .env("PATH", path_with_cargo_bin());
-    setup::sh(&mut cmd)
+    cmd
 }
 
 /// Builds everything: eBPF objects, then the user-space workspace.

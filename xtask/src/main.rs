@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | test | demo | bench`.
+//! `cargo xtask setup | build | lint | test | demo | bench`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
 
 mod build;
+mod lint;
 mod setup;
 mod test;
 
@@ -30,8 +31,14 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Run every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
+    /// Check formatting, import cycles, clippy (host and eBPF), rustdoc and unused
+    /// dependencies.
+    Lint,
+    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
     Test {
+        /// Skip the lint (quick local runs; CI always lints).
+        #[arg(long)]
+        no_lint: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -60,8 +67,15 @@ fn run(cli: Cli) -> Result<()> {
             setup::run()?;
             build::all(release)
         }
-        Command::Test { args } => {
+        Command::Lint => {
             setup::run()?;
+            lint::run()
+        }
+        Command::Test { no_lint, args } => {
+            setup::run()?;
+            if !no_lint {
+                lint::run()?;
+            }
             test::run(&args)
         }
         Command::Demo => {
@@ -98,4 +112,27 @@ pub fn target_dir() -> PathBuf {
 /// True when running under CI (`CI=true`): privileged tests must not skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn test_takes_no_lint_before_the_test_binaries_arguments() {
+        let cli = Cli::parse_from(["xtask", "test", "--no-lint", "lab_", "--nocapture"]);
+        let Command::Test { no_lint, args } = cli.command else {
+            panic!("not test");
+        };
+        assert!(no_lint);
+        assert_eq!(args, ["lab_", "--nocapture"]);
+        let cli = Cli::parse_from(["xtask", "test", "--nocapture"]);
+        let Command::Test { no_lint, args } = cli.command else {
+            panic!("not test");
+        };
+        assert!(!no_lint);
+        assert_eq!(args, ["--nocapture"]);
+    }
 }
