@@ -60,19 +60,17 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     // The inner header must be what the outer one announces.
     // Two bytes, not one: with a one-byte read the compiler turns the bounds check into
     // `end > ptr`, which the verifier does not accept as proof of one readable byte.
-    let Ok(first) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
+    let Some(first) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
         return pass(Reason::PassMalformed);
     };
-    // SAFETY: ptr_at checked the bounds.
-    let version = unsafe { (*first)[0] } >> 4;
+    let version = first.get(0) >> 4;
     if (inner_type == ETH_P_IP && version != 4) || (inner_type == ETH_P_IPV6 && version != 6) {
         return pass(Reason::PassMalformed);
     }
-    let Ok(macs) = ptr_at::<[u8; 12]>(ctx, 0) else {
+    let Some(macs) = ptr_at::<[u8; 12]>(ctx, 0) else {
         return pass(Reason::PassMalformed);
     };
-    // SAFETY: ptr_at checked the bounds.
-    let macs = unsafe { *macs };
+    let macs = macs.read();
     let mut nh = vip_common::NextHop::default();
     nh.dst_mac.copy_from_slice(&macs[..6]);
     nh.src_mac.copy_from_slice(&macs[6..]);

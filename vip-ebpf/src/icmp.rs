@@ -17,7 +17,7 @@ use crate::{
     csum,
     lb::{Verdict, drop, pass},
     parse::{Parsed, words},
-    ptr::{ptr_at, ptr_at_mut},
+    ptr::ptr_at,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -45,11 +45,10 @@ pub fn inner_flow(
     family: u8,
 ) -> Result<FlowKey, Verdict> {
     let not_ours = Err(pass(Reason::PassIcmpNotVip));
-    let Ok(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
+    let Some(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
         return not_ours;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let icmp_type = unsafe { (*icmp)[0] };
+    let icmp_type = icmp.get(0);
     let inner_off = l4_off + ICMP_HDR_LEN;
     let mut key = FlowKey {
         family,
@@ -59,11 +58,10 @@ pub fn inner_flow(
         if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
             return not_ours;
         }
-        let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, inner_off) else {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, inner_off) else {
             return not_ours;
         };
-        // SAFETY: ptr_at checked the bounds.
-        let ip = unsafe { &*ip };
+        let ip = ip.read();
         let ihl = usize::from(ip.vihl & 0x0f) * 4;
         if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
             return not_ours;
@@ -80,11 +78,10 @@ pub fn inner_flow(
         {
             return not_ours;
         }
-        let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, inner_off) else {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, inner_off) else {
             return not_ours;
         };
-        // SAFETY: ptr_at checked the bounds.
-        let ip = unsafe { &*ip };
+        let ip = ip.read();
         key.proto = ip.next_hdr;
         key.src = words(&ip.dst_addr);
         key.dst = words(&ip.src_addr);
@@ -93,11 +90,10 @@ pub fn inner_flow(
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
         return not_ours;
     }
-    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, inner_l4) else {
+    let Some(ports) = ptr_at::<[u16; 2]>(ctx, inner_l4) else {
         return not_ours;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let ports = unsafe { *ports };
+    let ports = ports.read();
     key.src_port_be = ports[1];
     key.dst_port_be = ports[0];
     Ok(key)
@@ -107,13 +103,11 @@ pub fn inner_flow(
 /// check (a loop of `N` checks, unrolled, keeps `N` pointers live on the stack).
 #[inline(always)]
 fn sum_fixed<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u32, Reason> {
-    let w = ptr_at::<[u16; N]>(ctx, off).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at checked the bounds.
-    let w = unsafe { &*w };
+    let w = ptr_at::<[u16; N]>(ctx, off).ok_or(Reason::DropInternal)?;
     let mut sum = 0u32;
     let mut i = 0;
     while i < N {
-        sum += u32::from(u16::from_be(w[i]));
+        sum += u32::from(u16::from_be(w.get(i)));
         i += 1;
     }
     Ok(sum)
@@ -130,9 +124,8 @@ fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, Reason> {
         if i * 2 >= len {
             break;
         }
-        let w = ptr_at::<u16>(ctx, off + i * 2).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at checked the bounds.
-        sum += u32::from(u16::from_be(unsafe { *w }));
+        let w = ptr_at::<u16>(ctx, off + i * 2).ok_or(Reason::DropInternal)?;
+        sum += u32::from(u16::from_be(w.read()));
         i += 1;
     }
     Ok(sum)
@@ -164,9 +157,9 @@ pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backe
 
 #[inline(always)]
 fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
-    let macs = ptr_at::<[u8; 12]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at checked the bounds.
-    let macs = unsafe { *macs };
+    let macs = ptr_at::<[u8; 12]>(ctx, 0)
+        .ok_or(Reason::DropInternal)?
+        .read();
     let mut back = vip_common::NextHop::default();
     back.dst_mac.copy_from_slice(&macs[6..]);
     back.src_mac.copy_from_slice(&macs[..6]);
@@ -216,13 +209,13 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             mtu as u16,
         ];
         icmp[1] = !csum::fold(quoted + icmp.iter().map(|x| u32::from(*x)).sum::<u32>());
-        let hdr = ptr_at_mut::<[u16; 14]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
+        let hdr = ptr_at::<[u16; 14]>(ctx, p.l3_off).ok_or(Reason::DropInternal)?;
+        // Written in place, word by word, to keep the stack small (it shares the
+        // verifier's 512-byte budget with the caller).
         let mut i = 0;
         while i < 14 {
             let word = if i < 10 { w[i] } else { icmp[i - 10] };
-            // SAFETY: ptr_at_mut checked the bounds; written in place to keep the stack
-            // small (it shares the verifier's 512-byte budget with the caller).
-            unsafe { (*hdr)[i] = word.to_be() };
+            hdr.set(i, word.to_be());
             i += 1;
         }
     } else {
@@ -240,22 +233,24 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
         }
         let icmp_words = (u32::from(ICMPV6_PKT_TOO_BIG) << 8) + (mtu >> 16) + (mtu & 0xffff);
         let check = !csum::fold(csum::fold(pseudo) as u32 + csum::fold(quoted) as u32 + icmp_words);
-        let hdr = ptr_at_mut::<[u32; 12]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at_mut checked the bounds; written field by field to keep the
-        // stack small.
-        unsafe {
-            (*hdr)[0] = (6u32 << 28).to_be();
-            (*hdr)[1] =
-                ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(ICMP_TTL)).to_be();
-            let mut i = 0;
-            while i < 4 {
-                (*hdr)[2 + i] = p.key.dst[i];
-                (*hdr)[6 + i] = p.key.src[i];
-                i += 1;
-            }
-            (*hdr)[10] = ((u32::from(ICMPV6_PKT_TOO_BIG) << 24) | u32::from(check)).to_be();
-            (*hdr)[11] = mtu.to_be();
+        let hdr = ptr_at::<[u32; 12]>(ctx, p.l3_off).ok_or(Reason::DropInternal)?;
+        // Written field by field to keep the stack small.
+        hdr.set(0, (6u32 << 28).to_be());
+        hdr.set(
+            1,
+            ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(ICMP_TTL)).to_be(),
+        );
+        let mut i = 0;
+        while i < 4 {
+            hdr.set(2 + i, p.key.dst[i]);
+            hdr.set(6 + i, p.key.src[i]);
+            i += 1;
         }
+        hdr.set(
+            10,
+            ((u32::from(ICMPV6_PKT_TOO_BIG) << 24) | u32::from(check)).to_be(),
+        );
+        hdr.set(11, mtu.to_be());
     }
     Ok(())
 }

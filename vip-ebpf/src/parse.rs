@@ -14,7 +14,7 @@ use network_types::{
 };
 use vip_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason};
 
-use crate::ptr::ptr_at;
+use crate::ptr::{InPacket, ptr_at};
 
 /// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
@@ -99,16 +99,15 @@ pub struct L2 {
 /// its path compiled once per family, each copy knowing its family's key layout.
 #[inline(always)]
 pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Reason> {
-    let eth = ptr_at::<EthHdr>(ctx, 0).map_err(|()| Reason::PassUnparsed)?;
-    // SAFETY: ptr_at checked the bounds.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::PassUnparsed)?;
+    let mut ether_type = u16::from_be(eth.read().ether_type);
     let l3_off = EthHdr::LEN;
     let mut vlan = false;
     let mut vlan_tci_be = 0;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let tag = ptr_at::<[u16; 2]>(ctx, l3_off).map_err(|()| Reason::PassUnparsed)?;
-        // SAFETY: ptr_at checked the bounds.
-        let tag = unsafe { *tag };
+        let tag = ptr_at::<[u16; 2]>(ctx, l3_off)
+            .ok_or(Reason::PassUnparsed)?
+            .read();
         vlan = true;
         vlan_tci_be = tag[0];
         ether_type = u16::from_be(tag[1]);
@@ -165,27 +164,23 @@ pub fn parse_ipv4(
     let l3_off = l2.l3_off();
     let frame_len = ctx.data_end() - ctx.data();
     let mut p = start(l2);
-    let ip = ptr_at::<[u32; 5]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    let ip = ptr_at::<[u32; 5]>(ctx, l3_off).ok_or(Reason::PassMalformed)?;
     // Only the first word and the destination are read before the VIP-address filter:
     // whatever is read before its map lookup (a helper call) has to be kept on the stack
     // across it.
-    // SAFETY: ptr_at checked the bounds.
-    let first = Ipv4Words::first(unsafe { (*ip)[0] });
+    let first = Ipv4Words::first(ip.get(0));
     let ihl = first.ihl();
     if first.version() != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V4;
-    // SAFETY: as above.
-    p.key.dst[0] = unsafe { (*ip)[4] };
+    p.key.dst[0] = ip.get(4);
     if !wanted(&p.key.dst, FAMILY_V4) {
         return Err(Reason::PassNotVip);
     }
-    // SAFETY: as above.
-    let h = Ipv4Words::new(unsafe { &*ip });
+    let h = Ipv4Words::new(ip);
     p.key.proto = h.proto();
-    // SAFETY: as above.
-    p.key.src[0] = unsafe { (*ip)[3] };
+    p.key.src[0] = ip.get(3);
     p.ttl = h.ttl();
     p.tos = h.tos();
     let frag = h.frag();
@@ -214,22 +209,18 @@ pub fn parse_ipv6(
     // The fixed header as ten words: version, traffic class, flow label; payload length,
     // next header, hop limit; source; destination. As for IPv4, only what the
     // VIP-address filter needs is read before its map lookup.
-    let ip = ptr_at::<[u32; 10]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
-    // SAFETY: ptr_at checked the bounds (for this and the reads below).
-    let w0 = u32::from_be(unsafe { (*ip)[0] });
+    let ip = ptr_at::<[u32; 10]>(ctx, l3_off).ok_or(Reason::PassMalformed)?;
+    let w0 = u32::from_be(ip.get(0));
     if w0 >> 28 != 6 {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V6;
-    // SAFETY: as above.
-    p.key.dst = unsafe { [(*ip)[6], (*ip)[7], (*ip)[8], (*ip)[9]] };
+    p.key.dst = [ip.get(6), ip.get(7), ip.get(8), ip.get(9)];
     if !wanted(&p.key.dst, FAMILY_V6) {
         return Err(Reason::PassNotVip);
     }
-    // SAFETY: as above.
-    p.key.src = unsafe { [(*ip)[2], (*ip)[3], (*ip)[4], (*ip)[5]] };
-    // SAFETY: as above.
-    let w1 = u32::from_be(unsafe { (*ip)[1] });
+    p.key.src = [ip.get(2), ip.get(3), ip.get(4), ip.get(5)];
+    let w1 = u32::from_be(ip.get(1));
     p.ttl = w1 as u8;
     p.tos = (w0 >> 20) as u8;
     p.ip_len = (w1 >> 16) as usize + Ipv6Hdr::LEN;
@@ -242,12 +233,11 @@ pub fn parse_ipv6(
     while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
         let len = match next {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => {
-                let Ok(h) = ptr_at::<[u8; 2]>(ctx, off) else {
+                let Some(h) = ptr_at::<[u8; 2]>(ctx, off) else {
                     p.anomaly = ANOMALY_MALFORMED;
                     break;
                 };
-                // SAFETY: ptr_at checked the bounds.
-                let h = unsafe { *h };
+                let h = h.read();
                 let len = match next {
                     IPV6_FRAGMENT => {
                         p.anomaly = ANOMALY_FRAGMENT;
@@ -298,9 +288,8 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
         } else if p.key.proto == PROTO_TCP {
             // Ports and data offset behind one bounds check.
             match ptr_at::<[u16; 7]>(ctx, p.l4_off) {
-                Ok(tcp) => {
-                    // SAFETY: ptr_at checked the bounds.
-                    let tcp = unsafe { *tcp };
+                Some(tcp) => {
+                    let tcp = tcp.read();
                     p.key.src_port_be = tcp[0];
                     p.key.dst_port_be = tcp[1];
                     // A TCP data offset below 5 words, or past the IP packet, is a header
@@ -311,17 +300,16 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
                         p.anomaly = ANOMALY_MALFORMED;
                     }
                 }
-                Err(()) => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = ANOMALY_MALFORMED,
             }
         } else {
             match ptr_at::<[u16; 2]>(ctx, p.l4_off) {
-                Ok(ports) => {
-                    // SAFETY: ptr_at checked the bounds.
-                    let ports = unsafe { *ports };
+                Some(ports) => {
+                    let ports = ports.read();
                     p.key.src_port_be = ports[0];
                     p.key.dst_port_be = ports[1];
                 }
-                Err(()) => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = ANOMALY_MALFORMED,
             }
         }
     }
@@ -341,12 +329,12 @@ pub struct Ipv4Words {
 impl Ipv4Words {
     /// The header words as loaded from the packet.
     #[inline(always)]
-    pub fn new(ip: &[u32; 5]) -> Self {
+    pub fn new(ip: InPacket<[u32; 5]>) -> Self {
         Self {
             w: [
-                u32::from_be(ip[0]),
-                u32::from_be(ip[1]),
-                u32::from_be(ip[2]),
+                u32::from_be(ip.get(0)),
+                u32::from_be(ip.get(1)),
+                u32::from_be(ip.get(2)),
             ],
         }
     }
