@@ -4,13 +4,13 @@
 //! bound to the VIP (on `lo`) answers the client directly.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use vip_common::{PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
+use vip_common::{ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
 
 use crate::{
     encap,
     lb::Verdict,
     maps::DECAP_ADDRS,
-    parse::{ANOMALY_FRAGMENT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, parse},
+    parse::{ANOMALY_FRAGMENT, ANOMALY_NONE, parse},
     ptr::ptr_at,
 };
 

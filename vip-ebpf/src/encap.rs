@@ -4,17 +4,11 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use vip_common::{
-    Backend, FAMILY_V4, GlobalConfig, NextHop, PROTO_IPIP, PROTO_IPV6, Reason, TUNNEL_TTL,
+    Backend, DEFAULT_TTL, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, GlobalConfig, IPV4_DF,
+    NextHop, PROTO_IPIP, PROTO_IPV6, Reason,
 };
 
-use crate::{
-    csum,
-    parse::{ETH_P_IP, ETH_P_IPV6, Parsed},
-    ptr::ptr_at,
-};
-
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_DF: u16 = 0x4000;
+use crate::{csum, parse::Parsed, ptr::ptr_at};
 
 /// Bytes of outer header a tunnel to `backend` adds.
 #[inline(always)]
@@ -95,7 +89,7 @@ pub fn tunnel(
         // DF; TTL, protocol, checksum; source; destination.
         let w0 = ((0x4500 | u32::from(p.tos)) << 16) | total;
         let w1 = u32::from(IPV4_DF);
-        let w2 = ((u32::from(TUNNEL_TTL) << 8) | u32::from(inner_proto)) << 16;
+        let w2 = ((u32::from(DEFAULT_TTL) << 8) | u32::from(inner_proto)) << 16;
         let check = csum::ipv4_header_words(&[w0, w1, w2, src, dst]);
         ptr_at::<[u32; 5]>(ctx, p.l3_off)
             .ok_or(Reason::DropInternal)?
@@ -112,7 +106,7 @@ pub fn tunnel(
         let tc = u32::from(p.tos);
         let first = (6u32 << 28) | (tc << 20) | flow;
         let len_next_hop =
-            ((p.ip_len as u32) << 16) | (u32::from(inner_proto) << 8) | u32::from(TUNNEL_TTL);
+            ((p.ip_len as u32) << 16) | (u32::from(inner_proto) << 8) | u32::from(DEFAULT_TTL);
         let src = [
             cfg.tunnel_src_v6[0],
             cfg.tunnel_src_v6[1],

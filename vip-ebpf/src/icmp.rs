@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use vip_common::{
-    Backend, CONFIG_F_ICMP_TOO_BIG, FAMILY_V4, FlowKey, GlobalConfig, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, Reason,
+    Backend, CONFIG_F_ICMP_TOO_BIG, DEFAULT_TTL, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FlowKey,
+    GlobalConfig, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason,
 };
 
 use crate::{
@@ -27,7 +27,6 @@ const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOO_BIG: u8 = 2;
 const ICMPV6_TIME_EXCEED: u8 = 3;
 const ICMP_HDR_LEN: usize = 8;
-const ICMP_TTL: u8 = 64;
 
 /// An ICMP/ICMPv6 frame: if it is an error about a possible VIP flow (its inner header is
 /// a TCP/UDP packet the backend sent, VIP -> client), returns that flow's key as the
@@ -186,7 +185,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
     let icmp_off = p.l3_off + ip_hdr;
     if v4 {
         let quoted = sum_words(ctx, icmp_off + ICMP_HDR_LEN, quote)?;
-        crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IP)?;
+        crate::encap::write_eth(ctx, p, &back, ETH_P_IP)?;
         let src = u32::from_be(p.key.dst[0]);
         let dst = u32::from_be(p.key.src[0]);
         let mut w = [
@@ -194,7 +193,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             (grow + quote) as u16,
             0,
             0,
-            (u16::from(ICMP_TTL) << 8) | u16::from(PROTO_ICMP),
+            (u16::from(DEFAULT_TTL) << 8) | u16::from(PROTO_ICMP),
             0,
             (src >> 16) as u16,
             src as u16,
@@ -221,7 +220,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
     } else {
         // The quote of an IPv6 packet is always its fixed header and 8 bytes.
         let quoted = sum_fixed::<{ (Ipv6Hdr::LEN + 8) / 2 }>(ctx, icmp_off + ICMP_HDR_LEN)?;
-        crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IPV6)?;
+        crate::encap::write_eth(ctx, p, &back, ETH_P_IPV6)?;
         let payload = (ICMP_HDR_LEN + quote) as u32;
         let mut pseudo = payload + u32::from(PROTO_ICMPV6);
         let mut i = 0;
@@ -238,7 +237,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
         hdr.set(0, (6u32 << 28).to_be());
         hdr.set(
             1,
-            ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(ICMP_TTL)).to_be(),
+            ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(DEFAULT_TTL)).to_be(),
         );
         let mut i = 0;
         while i < 4 {

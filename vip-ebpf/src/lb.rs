@@ -3,8 +3,8 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
+    Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, ETH_P_IP, ETH_P_IPV6, FlowKey, GlobalConfig,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
     VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
@@ -13,8 +13,7 @@ use crate::{
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
     parse::{
-        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, Parsed, parse_ipv4,
-        parse_ipv6, parse_l2,
+        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, Parsed, parse_ipv4, parse_ipv6, parse_l2,
     },
     stats,
 };

@@ -12,16 +12,13 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use vip_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason};
+use vip_common::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FlowKey, IPV4_DF,
+    IPV4_MF_OFFSET, PROTO_TCP, PROTO_UDP, Reason,
+};
 
 use crate::ptr::{InPacket, ptr_at};
 
-/// EtherType of IPv4.
-pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HDR_LEN: usize = 4;
 const TCP_MIN_LEN: usize = 20;
 const UDP_LEN: usize = 8;
@@ -184,12 +181,12 @@ pub fn parse_ipv4(
     p.ttl = h.ttl();
     p.tos = h.tos();
     let frag = h.frag();
-    p.df = frag & 0x4000 != 0;
+    p.df = frag & IPV4_DF != 0;
     p.ip_len = h.tot_len();
     p.l4_off = l3_off + ihl;
     if p.ip_len < ihl || l3_off + p.ip_len > frame_len {
         p.anomaly = ANOMALY_MALFORMED;
-    } else if frag & 0x3fff != 0 {
+    } else if frag & IPV4_MF_OFFSET != 0 {
         p.anomaly = ANOMALY_FRAGMENT;
     }
     ports(ctx, &mut p);

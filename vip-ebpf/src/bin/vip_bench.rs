@@ -33,7 +33,8 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use vip_common::{
-    ConnState, FlowKey, FlowSet, VipKey, flow_set_index, flow_table_hash, tunnel_hash,
+    ConnState, DEFAULT_TTL, ETH_P_IP, ETH_P_IPV6, FlowKey, FlowSet, IPV4_DF, PROTO_IPIP, VipKey,
+    flow_set_index, flow_table_hash, tunnel_hash,
 };
 use vip_ebpf::{conntrack, lb, maps::VIPS, parse::parse, ptr::ptr_at};
 
@@ -59,8 +60,6 @@ pub struct Saved {
 #[map(name = "BENCH_SAVED")]
 static BENCH_SAVED: PerCpuArray<Saved> = PerCpuArray::with_max_entries(1, 0);
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 const IPIP_LEN: usize = Ipv4Hdr::LEN;
 
 /// Runs `body` on the packet and puts the packet back as it was, so the next iteration
@@ -583,8 +582,8 @@ fn encap_ipip(ctx: &XdpContext) -> u32 {
         u16::from_be_bytes([0x45, 0]).to_be(),
         tot_len.to_be(),
         0,
-        0x4000u16.to_be(), // DF
-        u16::from_be_bytes([64, vip_common::PROTO_IPIP]).to_be(),
+        IPV4_DF.to_be(),
+        u16::from_be_bytes([DEFAULT_TTL, PROTO_IPIP]).to_be(),
         0,
         u16::from_ne_bytes([src[0], src[1]]),
         u16::from_ne_bytes([src[2], src[3]]),
