@@ -10,12 +10,14 @@
 //! address uses the first word and leaves the rest zero.
 #![no_std]
 
+pub mod anomaly;
 pub mod flowtable;
 pub mod hash;
 pub mod maps;
 pub mod reason;
 pub mod vipslots;
 
+pub use anomaly::Anomaly;
 pub use flowtable::{
     FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
     flow_table_hash, vip_filter_bit, vip_filter_slot,

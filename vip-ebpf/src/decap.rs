@@ -4,15 +4,9 @@
 //! bound to the VIP (on `lo`) answers the client directly.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use vip_common::{ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
+use vip_common::{Anomaly, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
 
-use crate::{
-    encap,
-    lb::Verdict,
-    maps::DECAP_ADDRS,
-    parse::{ANOMALY_FRAGMENT, ANOMALY_NONE, parse},
-    ptr::ptr_at,
-};
+use crate::{encap, lb::Verdict, maps::DECAP_ADDRS, parse::parse, ptr::ptr_at};
 
 /// Decapsulates one frame if it is a tunnel packet for this host; the action is always
 /// `XDP_PASS` (the kernel takes the inner packet, or the untouched frame).
@@ -52,9 +46,9 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
         return pass(Reason::PassNotVip);
     }
     match p.anomaly {
-        ANOMALY_NONE => {}
+        Anomaly::None => {}
         // The kernel has no tunnel device to reassemble for; it drops these itself.
-        ANOMALY_FRAGMENT => return pass(Reason::PassUnparsed),
+        Anomaly::Fragment => return pass(Reason::PassUnparsed),
         _ => return pass(Reason::PassMalformed),
     }
     // The inner header must be what the outer one announces.

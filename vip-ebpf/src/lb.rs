@@ -3,18 +3,16 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, ETH_P_IP, ETH_P_IPV6, FlowKey, GlobalConfig,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
+    Anomaly, Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, ETH_P_IP, ETH_P_IPV6, FlowKey,
+    GlobalConfig, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
 use crate::{
     conntrack, encap, icmp,
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
-    parse::{
-        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, Parsed, parse_ipv4, parse_ipv6, parse_l2,
-    },
+    parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
     stats,
 };
 
@@ -108,7 +106,7 @@ fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
-    if p.anomaly != ANOMALY_NONE {
+    if p.anomaly != Anomaly::None {
         return anomaly(&p);
     }
     // Two calls of the rest of the path, each with a key of its own: with one call and a
@@ -242,10 +240,10 @@ pub fn anomaly(p: &Parsed) -> Verdict {
     // SAFETY: the value is copied out at once; user space replaces entries whole.
     let ours = unsafe { VIPS.get(&marker) }.is_some();
     match (p.anomaly, ours) {
-        (ANOMALY_FRAGMENT, true) => drop(Reason::DropFragment),
-        (ANOMALY_FRAGMENT, false) => pass(Reason::PassNotVip),
-        (ANOMALY_IPV6_EXT, true) => drop(Reason::DropIpv6Ext),
-        (ANOMALY_IPV6_EXT, false) => pass(Reason::PassUnparsed),
+        (Anomaly::Fragment, true) => drop(Reason::DropFragment),
+        (Anomaly::Fragment, false) => pass(Reason::PassNotVip),
+        (Anomaly::Ipv6Ext, true) => drop(Reason::DropIpv6Ext),
+        (Anomaly::Ipv6Ext, false) => pass(Reason::PassUnparsed),
         (_, true) => drop(Reason::DropMalformed),
         (_, false) => pass(Reason::PassMalformed),
     }

@@ -13,8 +13,8 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use vip_common::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FlowKey, IPV4_DF,
-    IPV4_MF_OFFSET, PROTO_TCP, PROTO_UDP, Reason,
+    Anomaly, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FlowKey,
+    IPV4_DF, IPV4_MF_OFFSET, PROTO_TCP, PROTO_UDP, Reason,
 };
 
 use crate::ptr::{InPacket, ptr_at};
@@ -23,23 +23,13 @@ const VLAN_HDR_LEN: usize = 4;
 const TCP_MIN_LEN: usize = 20;
 const UDP_LEN: usize = 8;
 
-/// IPv6 extension headers walked before giving up (`DropIpv6Ext` for a VIP).
+/// IPv6 extension headers walked before giving up ([`Anomaly::Ipv6Ext`]).
 pub const MAX_IPV6_EXT: usize = 4;
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
-
-/// Nothing odd.
-pub const ANOMALY_NONE: u8 = 0;
-/// IPv4 MF/offset set, or an IPv6 fragment header: the flow's ports are not usable.
-pub const ANOMALY_FRAGMENT: u8 = 1;
-/// More IPv6 extension headers than [`MAX_IPV6_EXT`].
-pub const ANOMALY_IPV6_EXT: u8 = 2;
-/// IP length fields inconsistent with the frame, or an extension / transport header cut
-/// short.
-pub const ANOMALY_MALFORMED: u8 = 3;
 
 /// Where the headers of a parsed frame start, and its 5-tuple.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +52,8 @@ pub struct Parsed {
     pub ttl: u8,
     /// IPv4 TOS / IPv6 traffic class (copied to the tunnel's outer header).
     pub tos: u8,
-    /// `ANOMALY_*`.
-    pub anomaly: u8,
+    /// What makes the ports unusable, if anything.
+    pub anomaly: Anomaly,
 }
 
 /// Parses a frame up to the transport ports. `wanted` sees the destination address as
@@ -147,7 +137,7 @@ fn start(l2: &L2) -> Parsed {
         df: true,
         ttl: 0,
         tos: 0,
-        anomaly: ANOMALY_NONE,
+        anomaly: Anomaly::None,
     }
 }
 
@@ -185,9 +175,9 @@ pub fn parse_ipv4(
     p.ip_len = h.tot_len();
     p.l4_off = l3_off + ihl;
     if p.ip_len < ihl || l3_off + p.ip_len > frame_len {
-        p.anomaly = ANOMALY_MALFORMED;
+        p.anomaly = Anomaly::Malformed;
     } else if frag & IPV4_MF_OFFSET != 0 {
-        p.anomaly = ANOMALY_FRAGMENT;
+        p.anomaly = Anomaly::Fragment;
     }
     ports(ctx, &mut p);
     Ok(p)
@@ -222,22 +212,22 @@ pub fn parse_ipv6(
     p.tos = (w0 >> 20) as u8;
     p.ip_len = (w1 >> 16) as usize + Ipv6Hdr::LEN;
     if l3_off + p.ip_len > frame_len {
-        p.anomaly = ANOMALY_MALFORMED;
+        p.anomaly = Anomaly::Malformed;
     }
     let mut next = (w1 >> 8) as u8;
     let mut off = l3_off + Ipv6Hdr::LEN;
     let mut walked = 0;
-    while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
+    while walked < MAX_IPV6_EXT && p.anomaly == Anomaly::None {
         let len = match next {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => {
                 let Some(h) = ptr_at::<[u8; 2]>(ctx, off) else {
-                    p.anomaly = ANOMALY_MALFORMED;
+                    p.anomaly = Anomaly::Malformed;
                     break;
                 };
                 let h = h.read();
                 let len = match next {
                     IPV6_FRAGMENT => {
-                        p.anomaly = ANOMALY_FRAGMENT;
+                        p.anomaly = Anomaly::Fragment;
                         8
                     }
                     IPV6_AH => (usize::from(h[1]) + 2) * 4,
@@ -251,16 +241,16 @@ pub fn parse_ipv6(
         off += len;
         walked += 1;
     }
-    if p.anomaly == ANOMALY_NONE
+    if p.anomaly == Anomaly::None
         && matches!(
             next,
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT
         )
     {
-        p.anomaly = ANOMALY_IPV6_EXT;
+        p.anomaly = Anomaly::Ipv6Ext;
     }
-    if p.anomaly == ANOMALY_NONE && off > l3_off + p.ip_len {
-        p.anomaly = ANOMALY_MALFORMED;
+    if p.anomaly == Anomaly::None && off > l3_off + p.ip_len {
+        p.anomaly = Anomaly::Malformed;
     }
     p.key.proto = next;
     p.l4_off = off;
@@ -273,7 +263,7 @@ pub fn parse_ipv6(
 #[inline(always)]
 fn ports(ctx: &XdpContext, p: &mut Parsed) {
     let l3_off = p.l3_off;
-    if p.anomaly == ANOMALY_NONE && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
+    if p.anomaly == Anomaly::None && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
         let min = if p.key.proto == PROTO_TCP {
             TCP_MIN_LEN
         } else {
@@ -281,7 +271,7 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
         };
         let ip_end = l3_off + p.ip_len;
         if p.l4_off + min > ip_end {
-            p.anomaly = ANOMALY_MALFORMED;
+            p.anomaly = Anomaly::Malformed;
         } else if p.key.proto == PROTO_TCP {
             // Ports and data offset behind one bounds check.
             match ptr_at::<[u16; 7]>(ctx, p.l4_off) {
@@ -294,10 +284,10 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
                     // garbage.
                     let doff = usize::from(u16::from_be(tcp[6]) >> 12) * 4;
                     if doff < TCP_MIN_LEN || p.l4_off + doff > ip_end {
-                        p.anomaly = ANOMALY_MALFORMED;
+                        p.anomaly = Anomaly::Malformed;
                     }
                 }
-                None => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = Anomaly::Malformed,
             }
         } else {
             match ptr_at::<[u16; 2]>(ctx, p.l4_off) {
@@ -306,7 +296,7 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
                     p.key.src_port_be = ports[0];
                     p.key.dst_port_be = ports[1];
                 }
-                None => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = Anomaly::Malformed,
             }
         }
     }
