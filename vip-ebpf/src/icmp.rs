@@ -15,9 +15,9 @@ use vip_common::{
 
 use crate::{
     csum,
-    lb::{Verdict, drop, pass},
     parse::{Parsed, words},
     ptr::ptr_at,
+    verdict::Verdict,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -43,7 +43,7 @@ pub fn inner_flow(
     proto: u8,
     family: u8,
 ) -> Result<FlowKey, Verdict> {
-    let not_ours = Err(pass(Reason::PassIcmpNotVip));
+    let not_ours = Err(Verdict::pass(Reason::PassIcmpNotVip));
     let Some(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
         return not_ours;
     };
@@ -140,7 +140,7 @@ fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, Reason> {
 #[inline(always)]
 pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backend) -> Verdict {
     if cfg.flags & CONFIG_F_ICMP_TOO_BIG == 0 || !p.df {
-        return drop(Reason::DropTooBig);
+        return Verdict::drop(Reason::DropTooBig);
     }
     let mtu = cfg
         .mtu
@@ -150,7 +150,7 @@ pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backe
             action: xdp_action::XDP_TX,
             reason: Reason::IcmpTooBigSent,
         },
-        Err(reason) => drop(reason),
+        Err(reason) => Verdict::drop(reason),
     }
 }
 

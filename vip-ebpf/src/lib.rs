@@ -14,3 +14,5 @@ pub mod nexthop;
 pub mod parse;
 pub mod ptr;
 pub mod stats;
+pub mod verdict;
+pub mod vip;

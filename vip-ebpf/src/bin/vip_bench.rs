@@ -36,7 +36,7 @@ use vip_common::{
     ConnState, DEFAULT_TTL, ETH_P_IP, ETH_P_IPV6, FlowKey, FlowSet, IPV4_DF, PROTO_IPIP, VipKey,
     flow_set_index, flow_table_hash, tunnel_hash,
 };
-use vip_ebpf::{conntrack, lb, maps::VIPS, parse::parse, ptr::ptr_at};
+use vip_ebpf::{conntrack, lb, maps::VIPS, parse::parse, ptr::ptr_at, vip};
 
 /// Bytes saved and restored around each run. Covers every header the datapath reads or
 /// writes in the benchmark packets (the longest: Ethernet + IPv6 + ICMPv6 + the quoted
@@ -221,7 +221,7 @@ pub fn bench_stage_parse(ctx: XdpContext) -> u32 {
 /// the packet is for a VIP address; a miss stops parsing at the IP header).
 #[xdp]
 pub fn bench_stage_filter(ctx: XdpContext) -> u32 {
-    restoring(&ctx, |c| match parse(c, conntrack::maybe_vip) {
+    restoring(&ctx, |c| match parse(c, vip::maybe_vip) {
         Ok(p) if p.key.src[0] ^ p.key.dst[0] != 0 => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     })
@@ -231,7 +231,7 @@ pub fn bench_stage_filter(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
-        let Ok(p) = parse(c, conntrack::maybe_vip) else {
+        let Ok(p) = parse(c, vip::maybe_vip) else {
             return xdp_action::XDP_DROP;
         };
         let cfg = lb::config();
@@ -248,7 +248,7 @@ pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
-        let Ok(p) = parse(c, conntrack::maybe_vip) else {
+        let Ok(p) = parse(c, vip::maybe_vip) else {
             return xdp_action::XDP_DROP;
         };
         let cfg = lb::config();
@@ -277,7 +277,7 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_vip(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| match parse(c, any_address) {
-        Ok(p) if lb::lookup_vip(&p.key, lb::config()).is_some() => xdp_action::XDP_PASS,
+        Ok(p) if vip::lookup_vip(&p.key, lb::config()).is_some() => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     })
 }
