@@ -231,7 +231,8 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             i += 1;
         }
         let icmp_words = (u32::from(ICMPV6_PKT_TOO_BIG) << 8) + (mtu >> 16) + (mtu & 0xffff);
-        let check = !csum::fold(csum::fold(pseudo) as u32 + csum::fold(quoted) as u32 + icmp_words);
+        let check =
+            !csum::fold(u32::from(csum::fold(pseudo)) + u32::from(csum::fold(quoted)) + icmp_words);
         let hdr = ptr_at::<[u32; 12]>(ctx, p.l3_off).ok_or(Reason::DropInternal)?;
         // Written field by field to keep the stack small.
         hdr.set(0, (6u32 << 28).to_be());

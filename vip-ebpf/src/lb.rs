@@ -1,4 +1,4 @@
-//! The load balancer's packet path (DESIGN.md, "Packet path"). [`process`] is the whole
+//! The load balancer's packet path, step by step in [`decide`]. [`process`] is the whole
 //! program; the XDP entry point only calls it, so a benchmark can wrap the same code.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -53,7 +53,7 @@ pub struct VipRef {
     pub flags: u32,
 }
 
-/// The packet path without the reason counter (DESIGN.md, "Packet path"):
+/// The packet path without the reason counter:
 /// 1. parse, with the VIP-address filter applied to the destination as soon as it is
 ///    read: traffic for other addresses is passed after one array read, whatever follows
 ///    its IP header; ICMP errors are handled as their inner flow;

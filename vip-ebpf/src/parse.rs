@@ -99,8 +99,8 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Reason> {
         vlan_tci_be = tag[0];
         ether_type = u16::from_be(tag[1]);
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-            // One tag is all the datapath parses (see DESIGN.md); stacked tags go to
-            // the kernel.
+            // One tag is all the datapath parses, and all `encap::write_eth` writes
+            // back: stacked tags go to the kernel.
             return Err(Reason::PassUnparsed);
         }
     }
