@@ -10,12 +10,14 @@
 //! address uses the first word and leaves the rest zero.
 #![no_std]
 
+pub mod anomaly;
 pub mod flowtable;
 pub mod hash;
 pub mod maps;
 pub mod reason;
 pub mod vipslots;
 
+pub use anomaly::Anomaly;
 pub use flowtable::{
     FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
     flow_table_hash, vip_filter_bit, vip_filter_slot,
@@ -44,5 +46,21 @@ pub const PROTO_IPIP: u8 = 4;
 /// IP protocol number of IPv6-in-IP encapsulation.
 pub const PROTO_IPV6: u8 = 41;
 
-/// Outer TTL / hop limit of tunnelled packets.
-pub const TUNNEL_TTL: u8 = 64;
+/// TTL / hop limit of every IP header the datapath writes itself: a tunnel's outer
+/// header and the ICMP answers it sends (64, the usual default of hosts).
+pub const DEFAULT_TTL: u8 = 64;
+
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86DD;
+/// EtherType of an 802.1Q VLAN tag.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// EtherType of an 802.1ad (QinQ service) VLAN tag.
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// IPv4 flags/fragment-offset field: don't fragment.
+pub const IPV4_DF: u16 = 0x4000;
+/// IPv4 flags/fragment-offset field: more fragments, and the offset. Either set means
+/// the packet is a fragment.
+pub const IPV4_MF_OFFSET: u16 = 0x3fff;

@@ -148,6 +148,15 @@ pub struct Backend {
 }
 const _: () = assert!(size_of::<Backend>() == 32);
 
+impl Backend {
+    /// A backend a flow may be sent to: in use and not down (a draining one keeps its
+    /// flows, and the connection table keeps sending them to it).
+    #[inline(always)]
+    pub const fn usable(&self) -> bool {
+        self.state != BACKEND_UNUSED && self.state != BACKEND_DOWN
+    }
+}
+
 /// Key of the connection table: the 5-tuple as seen on the client side.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

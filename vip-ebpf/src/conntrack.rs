@@ -1,41 +1,12 @@
-//! The connection table (`vip_common::flowtable`), the VIP-address filter and the VIP
-//! slots (`vip_common::vipslots`), as the datapath uses them: one array access each, no
-//! kernel hash map on the common paths.
+//! The connection table (`vip_common::flowtable`) as the datapath uses it: one array
+//! access to find a flow's set, no kernel hash map.
 
 use vip_common::{
-    BACKEND_DOWN, BACKEND_UNUSED, Backend, ConnState, FlowKey, FlowSet, GlobalConfig,
-    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_set_index, flow_table_hash, vip_filter_slot,
-    vip_slot_hash, vip_slot_index,
+    Backend, ConnState, FlowKey, FlowSet, GlobalConfig, VIP_F_NO_CONNTRACK, flow_set_index,
+    flow_table_hash,
 };
 
-use crate::maps::{BACKENDS, CONNS, VIP_FILTER, VIP_SLOTS};
-
-/// False when no VIP has the address `addr` (any port, any protocol): one array read.
-/// True may still be a neighbour sharing the bit; the VIP lookup decides.
-#[inline(always)]
-pub fn maybe_vip(addr: &[u32; 4], family: u8) -> bool {
-    let (word, mask) = vip_filter_slot(addr, family);
-    match VIP_FILTER.get(word) {
-        Some(w) => *w & mask != 0,
-        None => false,
-    }
-}
-
-/// The entry of VIP `key` from its slot, or `None` when the slot holds another VIP (or
-/// none, or is being rewritten): then the VIP map decides.
-#[inline(always)]
-pub fn slotted_vip(key: &VipKey, cfg: &GlobalConfig) -> Option<VipMeta> {
-    let h = vip_slot_hash(key);
-    VIP_SLOTS
-        .get(vip_slot_index(h, cfg.vip_slots_mask))?
-        .get(key, h)
-}
-
-/// A backend a flow may be sent to: in use and not down (a draining one keeps its flows).
-#[inline(always)]
-pub fn usable(b: &Backend) -> bool {
-    b.state != BACKEND_UNUSED && b.state != BACKEND_DOWN
-}
+use crate::maps::{BACKENDS, CONNS};
 
 /// Where a flow lives in the connection table: its set (null before user space has
 /// created the table) and its hash.
@@ -74,7 +45,7 @@ pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     let set = unsafe { slot.set.as_mut() }?;
     let (way, c) = set.find(key, slot.h)?;
     let b = BACKENDS.get(c.backend_id)?;
-    if b.generation != c.generation || !usable(b) || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
+    if b.generation != c.generation || !b.usable() || b.vip_flags & VIP_F_NO_CONNTRACK != 0 {
         return None;
     }
     set.touch(way);

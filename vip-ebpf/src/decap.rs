@@ -3,16 +3,10 @@
 //! (the `DECAP_ADDRS` map), and passes the inner packet to the kernel, where the socket
 //! bound to the VIP (on `lo`) answers the client directly.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use vip_common::{PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use vip_common::{Anomaly, ETH_P_IP, ETH_P_IPV6, PROTO_IPIP, PROTO_IPV6, Reason, VipKey};
 
-use crate::{
-    encap,
-    lb::Verdict,
-    maps::DECAP_ADDRS,
-    parse::{ANOMALY_FRAGMENT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, parse},
-    ptr::ptr_at,
-};
+use crate::{encap, maps::DECAP_ADDRS, parse::parse, ptr::ptr_at, verdict::Verdict};
 
 /// Decapsulates one frame if it is a tunnel packet for this host; the action is always
 /// `XDP_PASS` (the kernel takes the inner packet, or the untouched frame).
@@ -23,23 +17,17 @@ pub fn process(ctx: &XdpContext) -> u32 {
     v.action
 }
 
-#[inline(always)]
-fn verdict(action: u32, reason: Reason) -> Verdict {
-    Verdict { action, reason }
-}
-
 /// The decapsulation path without the reason counter.
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
-    let pass = |reason| verdict(xdp_action::XDP_PASS, reason);
     let p = match parse(ctx, |_, _| true) {
         Ok(p) => p,
-        Err(reason) => return pass(reason),
+        Err(reason) => return Verdict::pass(reason),
     };
     let inner_type = match p.key.proto {
         PROTO_IPIP => ETH_P_IP,
         PROTO_IPV6 => ETH_P_IPV6,
-        _ => return pass(Reason::PassNotVip),
+        _ => return Verdict::pass(Reason::PassNotVip),
     };
     let local = VipKey {
         addr: p.key.dst,
@@ -49,42 +37,40 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: only presence is read.
     if unsafe { DECAP_ADDRS.get(&local) }.is_none() {
-        return pass(Reason::PassNotVip);
+        return Verdict::pass(Reason::PassNotVip);
     }
     match p.anomaly {
-        ANOMALY_NONE => {}
+        Anomaly::None => {}
         // The kernel has no tunnel device to reassemble for; it drops these itself.
-        ANOMALY_FRAGMENT => return pass(Reason::PassUnparsed),
-        _ => return pass(Reason::PassMalformed),
+        Anomaly::Fragment => return Verdict::pass(Reason::PassUnparsed),
+        _ => return Verdict::pass(Reason::PassMalformed),
     }
     // The inner header must be what the outer one announces.
     // Two bytes, not one: with a one-byte read the compiler turns the bounds check into
     // `end > ptr`, which the verifier does not accept as proof of one readable byte.
-    let Ok(first) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
-        return pass(Reason::PassMalformed);
+    let Some(first) = ptr_at::<[u8; 2]>(ctx, p.l4_off) else {
+        return Verdict::pass(Reason::PassMalformed);
     };
-    // SAFETY: ptr_at checked the bounds.
-    let version = unsafe { (*first)[0] } >> 4;
+    let version = first.get(0) >> 4;
     if (inner_type == ETH_P_IP && version != 4) || (inner_type == ETH_P_IPV6 && version != 6) {
-        return pass(Reason::PassMalformed);
+        return Verdict::pass(Reason::PassMalformed);
     }
-    let Ok(macs) = ptr_at::<[u8; 12]>(ctx, 0) else {
-        return pass(Reason::PassMalformed);
+    let Some(macs) = ptr_at::<[u8; 12]>(ctx, 0) else {
+        return Verdict::pass(Reason::PassMalformed);
     };
-    // SAFETY: ptr_at checked the bounds.
-    let macs = unsafe { *macs };
+    let macs = macs.read();
     let mut nh = vip_common::NextHop::default();
     nh.dst_mac.copy_from_slice(&macs[..6]);
     nh.src_mac.copy_from_slice(&macs[6..]);
     let outer = p.l4_off - p.l3_off;
     // SAFETY: ctx.ctx is the program's context; a failure leaves the frame as it was.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer as i32) } != 0 {
-        return pass(Reason::DropInternal);
+        return Verdict::pass(Reason::DropInternal);
     }
     match encap::write_eth(ctx, &p, &nh, inner_type) {
-        Ok(()) => pass(Reason::Decapsulated),
+        Ok(()) => Verdict::pass(Reason::Decapsulated),
         // Cannot happen (the frame only shrank at the front); drop rather than hand the
         // kernel a frame with a stale Ethernet header.
-        Err(reason) => verdict(xdp_action::XDP_DROP, reason),
+        Err(reason) => Verdict::drop(reason),
     }
 }

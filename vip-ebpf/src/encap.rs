@@ -4,17 +4,11 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use vip_common::{
-    Backend, FAMILY_V4, GlobalConfig, NextHop, PROTO_IPIP, PROTO_IPV6, Reason, TUNNEL_TTL,
+    Backend, DEFAULT_TTL, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, GlobalConfig, IPV4_DF,
+    NextHop, PROTO_IPIP, PROTO_IPV6, Reason,
 };
 
-use crate::{
-    csum,
-    parse::{ETH_P_IP, ETH_P_IPV6, Parsed},
-    ptr::ptr_at_mut,
-};
-
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_DF: u16 = 0x4000;
+use crate::{csum, parse::Parsed, ptr::ptr_at};
 
 /// Bytes of outer header a tunnel to `backend` adds.
 #[inline(always)]
@@ -30,12 +24,9 @@ pub fn overhead(backend: &Backend) -> usize {
 /// interface's.
 #[inline(always)]
 pub fn write_macs(ctx: &XdpContext, nh: &NextHop) -> Result<(), Reason> {
-    let macs = ptr_at_mut::<[u32; 3]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at_mut checked the bounds. The frame may start at any byte: a BPF
-    // packet store needs no alignment where the CPU needs none (the verifier enforces
-    // alignment only on the others), and LLVM's BPF target would turn an unaligned
-    // write into twelve byte stores.
-    unsafe { *macs = nh.mac_words() };
+    ptr_at::<[u32; 3]>(ctx, 0)
+        .ok_or(Reason::DropInternal)?
+        .write(nh.mac_words());
     Ok(())
 }
 
@@ -50,19 +41,14 @@ pub fn write_eth(
 ) -> Result<(), Reason> {
     // One bounds check for the longest header (with a tag): every frame written here
     // holds an IP header after it.
-    let eth = ptr_at_mut::<[u16; 9]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at_mut checked 18 bytes; the stores need no alignment (see
-    // `write_macs`).
-    unsafe {
-        *eth.cast::<[u32; 3]>() = nh.mac_words();
-        let rest = eth.cast::<u16>().add(6);
-        if p.vlan {
-            *rest = ETH_P_8021Q.to_be();
-            *rest.add(1) = p.vlan_tci_be;
-            *rest.add(2) = ether_type.to_be();
-        } else {
-            *rest = ether_type.to_be();
-        }
+    let eth = ptr_at::<[u16; 9]>(ctx, 0).ok_or(Reason::DropInternal)?;
+    eth.part::<[u32; 3], 0>().write(nh.mac_words());
+    if p.vlan {
+        eth.set(6, ETH_P_8021Q.to_be());
+        eth.set(7, p.vlan_tci_be);
+        eth.set(8, ether_type.to_be());
+    } else {
+        eth.set(6, ether_type.to_be());
     }
     Ok(())
 }
@@ -103,37 +89,33 @@ pub fn tunnel(
         // DF; TTL, protocol, checksum; source; destination.
         let w0 = ((0x4500 | u32::from(p.tos)) << 16) | total;
         let w1 = u32::from(IPV4_DF);
-        let w2 = ((u32::from(TUNNEL_TTL) << 8) | u32::from(inner_proto)) << 16;
+        let w2 = ((u32::from(DEFAULT_TTL) << 8) | u32::from(inner_proto)) << 16;
         let check = csum::ipv4_header_words(&[w0, w1, w2, src, dst]);
-        let hdr = ptr_at_mut::<[u32; 5]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at_mut checked the bounds; the stores need no alignment (see
-        // `write_macs`).
-        unsafe {
-            *hdr = [
+        ptr_at::<[u32; 5]>(ctx, p.l3_off)
+            .ok_or(Reason::DropInternal)?
+            .write([
                 w0.to_be(),
                 w1.to_be(),
                 (w2 | u32::from(check)).to_be(),
                 src.to_be(),
                 dst.to_be(),
-            ]
-        };
+            ]);
     } else {
         write_eth(ctx, p, nh, ETH_P_IPV6)?;
         let flow = th & 0x000f_ffff;
         let tc = u32::from(p.tos);
         let first = (6u32 << 28) | (tc << 20) | flow;
         let len_next_hop =
-            ((p.ip_len as u32) << 16) | (u32::from(inner_proto) << 8) | u32::from(TUNNEL_TTL);
+            ((p.ip_len as u32) << 16) | (u32::from(inner_proto) << 8) | u32::from(DEFAULT_TTL);
         let src = [
             cfg.tunnel_src_v6[0],
             cfg.tunnel_src_v6[1],
             cfg.tunnel_src_v6[2],
             th.to_be(),
         ];
-        let hdr = ptr_at_mut::<[u32; 10]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at_mut checked the bounds.
-        unsafe {
-            *hdr = [
+        ptr_at::<[u32; 10]>(ctx, p.l3_off)
+            .ok_or(Reason::DropInternal)?
+            .write([
                 first.to_be(),
                 len_next_hop.to_be(),
                 src[0],
@@ -144,8 +126,7 @@ pub fn tunnel(
                 backend.addr[1],
                 backend.addr[2],
                 backend.addr[3],
-            ]
-        };
+            ]);
     }
     Ok(())
 }

@@ -9,15 +9,15 @@ use aya_ebpf::{
 };
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use vip_common::{
-    Backend, CONFIG_F_ICMP_TOO_BIG, FAMILY_V4, FlowKey, GlobalConfig, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, Reason,
+    Backend, CONFIG_F_ICMP_TOO_BIG, DEFAULT_TTL, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FlowKey,
+    GlobalConfig, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason,
 };
 
 use crate::{
     csum,
-    lb::{Verdict, drop, pass},
     parse::{Parsed, words},
-    ptr::{ptr_at, ptr_at_mut},
+    ptr::ptr_at,
+    verdict::Verdict,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -27,7 +27,6 @@ const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOO_BIG: u8 = 2;
 const ICMPV6_TIME_EXCEED: u8 = 3;
 const ICMP_HDR_LEN: usize = 8;
-const ICMP_TTL: u8 = 64;
 
 /// An ICMP/ICMPv6 frame: if it is an error about a possible VIP flow (its inner header is
 /// a TCP/UDP packet the backend sent, VIP -> client), returns that flow's key as the
@@ -44,12 +43,11 @@ pub fn inner_flow(
     proto: u8,
     family: u8,
 ) -> Result<FlowKey, Verdict> {
-    let not_ours = Err(pass(Reason::PassIcmpNotVip));
-    let Ok(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
+    let not_ours = Err(Verdict::pass(Reason::PassIcmpNotVip));
+    let Some(icmp) = ptr_at::<[u8; 2]>(ctx, l4_off) else {
         return not_ours;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let icmp_type = unsafe { (*icmp)[0] };
+    let icmp_type = icmp.get(0);
     let inner_off = l4_off + ICMP_HDR_LEN;
     let mut key = FlowKey {
         family,
@@ -59,11 +57,10 @@ pub fn inner_flow(
         if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
             return not_ours;
         }
-        let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, inner_off) else {
+        let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, inner_off) else {
             return not_ours;
         };
-        // SAFETY: ptr_at checked the bounds.
-        let ip = unsafe { &*ip };
+        let ip = ip.read();
         let ihl = usize::from(ip.vihl & 0x0f) * 4;
         if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
             return not_ours;
@@ -80,11 +77,10 @@ pub fn inner_flow(
         {
             return not_ours;
         }
-        let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, inner_off) else {
+        let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, inner_off) else {
             return not_ours;
         };
-        // SAFETY: ptr_at checked the bounds.
-        let ip = unsafe { &*ip };
+        let ip = ip.read();
         key.proto = ip.next_hdr;
         key.src = words(&ip.dst_addr);
         key.dst = words(&ip.src_addr);
@@ -93,11 +89,10 @@ pub fn inner_flow(
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
         return not_ours;
     }
-    let Ok(ports) = ptr_at::<[u16; 2]>(ctx, inner_l4) else {
+    let Some(ports) = ptr_at::<[u16; 2]>(ctx, inner_l4) else {
         return not_ours;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let ports = unsafe { *ports };
+    let ports = ports.read();
     key.src_port_be = ports[1];
     key.dst_port_be = ports[0];
     Ok(key)
@@ -107,13 +102,11 @@ pub fn inner_flow(
 /// check (a loop of `N` checks, unrolled, keeps `N` pointers live on the stack).
 #[inline(always)]
 fn sum_fixed<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u32, Reason> {
-    let w = ptr_at::<[u16; N]>(ctx, off).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at checked the bounds.
-    let w = unsafe { &*w };
+    let w = ptr_at::<[u16; N]>(ctx, off).ok_or(Reason::DropInternal)?;
     let mut sum = 0u32;
     let mut i = 0;
     while i < N {
-        sum += u32::from(u16::from_be(w[i]));
+        sum += u32::from(u16::from_be(w.get(i)));
         i += 1;
     }
     Ok(sum)
@@ -130,9 +123,8 @@ fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, Reason> {
         if i * 2 >= len {
             break;
         }
-        let w = ptr_at::<u16>(ctx, off + i * 2).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at checked the bounds.
-        sum += u32::from(u16::from_be(unsafe { *w }));
+        let w = ptr_at::<u16>(ctx, off + i * 2).ok_or(Reason::DropInternal)?;
+        sum += u32::from(u16::from_be(w.read()));
         i += 1;
     }
     Ok(sum)
@@ -148,7 +140,7 @@ fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Result<u32, Reason> {
 #[inline(always)]
 pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backend) -> Verdict {
     if cfg.flags & CONFIG_F_ICMP_TOO_BIG == 0 || !p.df {
-        return drop(Reason::DropTooBig);
+        return Verdict::drop(Reason::DropTooBig);
     }
     let mtu = cfg
         .mtu
@@ -158,15 +150,15 @@ pub fn too_big(ctx: &XdpContext, p: &Parsed, cfg: &GlobalConfig, backend: &Backe
             action: xdp_action::XDP_TX,
             reason: Reason::IcmpTooBigSent,
         },
-        Err(reason) => drop(reason),
+        Err(reason) => Verdict::drop(reason),
     }
 }
 
 #[inline(always)]
 fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
-    let macs = ptr_at::<[u8; 12]>(ctx, 0).map_err(|()| Reason::DropInternal)?;
-    // SAFETY: ptr_at checked the bounds.
-    let macs = unsafe { *macs };
+    let macs = ptr_at::<[u8; 12]>(ctx, 0)
+        .ok_or(Reason::DropInternal)?
+        .read();
     let mut back = vip_common::NextHop::default();
     back.dst_mac.copy_from_slice(&macs[6..]);
     back.src_mac.copy_from_slice(&macs[..6]);
@@ -193,7 +185,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
     let icmp_off = p.l3_off + ip_hdr;
     if v4 {
         let quoted = sum_words(ctx, icmp_off + ICMP_HDR_LEN, quote)?;
-        crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IP)?;
+        crate::encap::write_eth(ctx, p, &back, ETH_P_IP)?;
         let src = u32::from_be(p.key.dst[0]);
         let dst = u32::from_be(p.key.src[0]);
         let mut w = [
@@ -201,7 +193,7 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             (grow + quote) as u16,
             0,
             0,
-            (u16::from(ICMP_TTL) << 8) | u16::from(PROTO_ICMP),
+            (u16::from(DEFAULT_TTL) << 8) | u16::from(PROTO_ICMP),
             0,
             (src >> 16) as u16,
             src as u16,
@@ -216,19 +208,19 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             mtu as u16,
         ];
         icmp[1] = !csum::fold(quoted + icmp.iter().map(|x| u32::from(*x)).sum::<u32>());
-        let hdr = ptr_at_mut::<[u16; 14]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
+        let hdr = ptr_at::<[u16; 14]>(ctx, p.l3_off).ok_or(Reason::DropInternal)?;
+        // Written in place, word by word, to keep the stack small (it shares the
+        // verifier's 512-byte budget with the caller).
         let mut i = 0;
         while i < 14 {
             let word = if i < 10 { w[i] } else { icmp[i - 10] };
-            // SAFETY: ptr_at_mut checked the bounds; written in place to keep the stack
-            // small (it shares the verifier's 512-byte budget with the caller).
-            unsafe { (*hdr)[i] = word.to_be() };
+            hdr.set(i, word.to_be());
             i += 1;
         }
     } else {
         // The quote of an IPv6 packet is always its fixed header and 8 bytes.
         let quoted = sum_fixed::<{ (Ipv6Hdr::LEN + 8) / 2 }>(ctx, icmp_off + ICMP_HDR_LEN)?;
-        crate::encap::write_eth(ctx, p, &back, crate::parse::ETH_P_IPV6)?;
+        crate::encap::write_eth(ctx, p, &back, ETH_P_IPV6)?;
         let payload = (ICMP_HDR_LEN + quote) as u32;
         let mut pseudo = payload + u32::from(PROTO_ICMPV6);
         let mut i = 0;
@@ -239,23 +231,26 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
             i += 1;
         }
         let icmp_words = (u32::from(ICMPV6_PKT_TOO_BIG) << 8) + (mtu >> 16) + (mtu & 0xffff);
-        let check = !csum::fold(csum::fold(pseudo) as u32 + csum::fold(quoted) as u32 + icmp_words);
-        let hdr = ptr_at_mut::<[u32; 12]>(ctx, p.l3_off).map_err(|()| Reason::DropInternal)?;
-        // SAFETY: ptr_at_mut checked the bounds; written field by field to keep the
-        // stack small.
-        unsafe {
-            (*hdr)[0] = (6u32 << 28).to_be();
-            (*hdr)[1] =
-                ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(ICMP_TTL)).to_be();
-            let mut i = 0;
-            while i < 4 {
-                (*hdr)[2 + i] = p.key.dst[i];
-                (*hdr)[6 + i] = p.key.src[i];
-                i += 1;
-            }
-            (*hdr)[10] = ((u32::from(ICMPV6_PKT_TOO_BIG) << 24) | u32::from(check)).to_be();
-            (*hdr)[11] = mtu.to_be();
+        let check =
+            !csum::fold(u32::from(csum::fold(pseudo)) + u32::from(csum::fold(quoted)) + icmp_words);
+        let hdr = ptr_at::<[u32; 12]>(ctx, p.l3_off).ok_or(Reason::DropInternal)?;
+        // Written field by field to keep the stack small.
+        hdr.set(0, (6u32 << 28).to_be());
+        hdr.set(
+            1,
+            ((payload << 16) | (u32::from(PROTO_ICMPV6) << 8) | u32::from(DEFAULT_TTL)).to_be(),
+        );
+        let mut i = 0;
+        while i < 4 {
+            hdr.set(2 + i, p.key.dst[i]);
+            hdr.set(6 + i, p.key.src[i]);
+            i += 1;
         }
+        hdr.set(
+            10,
+            ((u32::from(ICMPV6_PKT_TOO_BIG) << 24) | u32::from(check)).to_be(),
+        );
+        hdr.set(11, mtu.to_be());
     }
     Ok(())
 }

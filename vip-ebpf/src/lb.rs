@@ -1,9 +1,9 @@
-//! The load balancer's packet path (DESIGN.md, "Packet path"). [`process`] is the whole
+//! The load balancer's packet path, step by step in [`decide`]. [`process`] is the whole
 //! program; the XDP entry point only calls it, so a benchmark can wrap the same code.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    Backend, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FlowKey, GlobalConfig, PROTO_ICMP,
+    Anomaly, Backend, ConnState, ETH_P_IP, ETH_P_IPV6, FlowKey, GlobalConfig, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
     VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
@@ -12,11 +12,10 @@ use crate::{
     conntrack, encap, icmp,
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     nexthop,
-    parse::{
-        ANOMALY_FRAGMENT, ANOMALY_IPV6_EXT, ANOMALY_NONE, ETH_P_IP, ETH_P_IPV6, Parsed, parse_ipv4,
-        parse_ipv6, parse_l2,
-    },
+    parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
     stats,
+    verdict::Verdict,
+    vip,
 };
 
 /// Settings used before user space writes the CONFIG map (it always has one entry, zeroed).
@@ -30,31 +29,6 @@ static NO_CONFIG: GlobalConfig = GlobalConfig {
     flow_seed: 0,
     vip_slots_mask: 0,
 };
-
-/// A verdict and the reason it is counted under.
-#[derive(Debug, Clone, Copy)]
-pub struct Verdict {
-    /// `XDP_*` action.
-    pub action: u32,
-    /// Why.
-    pub reason: Reason,
-}
-
-#[inline(always)]
-pub(crate) fn pass(reason: Reason) -> Verdict {
-    Verdict {
-        action: xdp_action::XDP_PASS,
-        reason,
-    }
-}
-
-#[inline(always)]
-pub(crate) fn drop(reason: Reason) -> Verdict {
-    Verdict {
-        action: xdp_action::XDP_DROP,
-        reason,
-    }
-}
 
 /// Runs the packet path on one frame and counts its reason; returns the XDP action.
 #[inline(always)]
@@ -79,7 +53,7 @@ pub struct VipRef {
     pub flags: u32,
 }
 
-/// The packet path without the reason counter (DESIGN.md, "Packet path"):
+/// The packet path without the reason counter:
 /// 1. parse, with the VIP-address filter applied to the destination as soon as it is
 ///    read: traffic for other addresses is passed after one array read, whatever follows
 ///    its IP header; ICMP errors are handled as their inner flow;
@@ -90,15 +64,15 @@ pub struct VipRef {
 pub fn decide(ctx: &XdpContext) -> Verdict {
     let l2 = match parse_l2(ctx) {
         Ok(l2) => l2,
-        Err(reason) => return pass(reason),
+        Err(reason) => return Verdict::pass(reason),
     };
     // The rest of the path is compiled once per family, both copies inlined (a
     // BPF-to-BPF call would cost every packet more than it saves): the IPv4 copy knows
     // that six of its key's ten words are zero and never loads, compares or spills them.
     match l2.ether_type {
-        ETH_P_IP => after_parse(ctx, parse_ipv4(ctx, &l2, conntrack::maybe_vip)),
-        ETH_P_IPV6 => after_parse(ctx, parse_ipv6(ctx, &l2, conntrack::maybe_vip)),
-        _ => pass(Reason::PassNotVip),
+        ETH_P_IP => after_parse(ctx, parse_ipv4(ctx, &l2, vip::maybe_vip)),
+        ETH_P_IPV6 => after_parse(ctx, parse_ipv6(ctx, &l2, vip::maybe_vip)),
+        _ => Verdict::pass(Reason::PassNotVip),
     }
 }
 
@@ -107,9 +81,9 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
 fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
     let p = match parsed {
         Ok(p) => p,
-        Err(reason) => return pass(reason),
+        Err(reason) => return Verdict::pass(reason),
     };
-    if p.anomaly != ANOMALY_NONE {
+    if p.anomaly != Anomaly::None {
         return anomaly(&p);
     }
     // Two calls of the rest of the path, each with a key of its own: with one call and a
@@ -120,7 +94,7 @@ fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
         return for_flow(ctx, &p, &p.key, false);
     }
     if p.key.proto != PROTO_ICMP && p.key.proto != PROTO_ICMPV6 {
-        return pass(Reason::PassNotVip);
+        return Verdict::pass(Reason::PassNotVip);
     }
     match icmp::inner_flow(ctx, p.l4_off, p.key.proto, p.key.family) {
         Ok(inner) => for_flow(ctx, &p, &inner, true),
@@ -132,20 +106,20 @@ fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
 /// address passed the VIP-address filter in `parse`, or the one an ICMP error is about).
 #[inline(always)]
 fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Verdict {
-    let not_vip = pass(if icmp_error {
+    let not_vip = Verdict::pass(if icmp_error {
         Reason::PassIcmpNotVip
     } else {
         Reason::PassNotVip
     });
-    if icmp_error && !conntrack::maybe_vip(&key.dst, key.family) {
+    if icmp_error && !vip::maybe_vip(&key.dst, key.family) {
         return not_vip;
     }
     let cfg = config();
     if p.ttl <= 1 {
-        return match lookup_vip(key, cfg) {
+        return match vip::lookup_vip(key, cfg) {
             Some(vip) => {
                 stats::vip_dropped(vip.id);
-                drop(Reason::DropTtl)
+                Verdict::drop(Reason::DropTtl)
             }
             None => not_vip,
         };
@@ -162,14 +136,14 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
             (vip, id, backend, false)
         }
         None => {
-            let Some(meta) = lookup_vip(key, cfg) else {
+            let Some(meta) = vip::lookup_vip(key, cfg) else {
                 return not_vip;
             };
             let (id, backend) = match maglev_pick(&meta, key) {
                 Ok(picked) => picked,
                 Err(reason) => {
                     stats::vip_dropped(meta.id);
-                    return drop(reason);
+                    return Verdict::drop(reason);
                 }
             };
             // An ICMP error never creates a connection-table entry.
@@ -234,50 +208,23 @@ fn finish(
 /// address passed the VIP-address filter; another address may share the bit).
 #[inline(always)]
 pub fn anomaly(p: &Parsed) -> Verdict {
+    // The VIP map holds a marker entry (port and protocol zero) for every VIP address.
     let marker = VipKey {
         addr: p.key.dst,
         port_be: 0,
         proto: 0,
         family: p.key.family,
     };
-    // SAFETY: the value is copied out at once; user space replaces entries whole.
+    // SAFETY: only presence is read.
     let ours = unsafe { VIPS.get(&marker) }.is_some();
     match (p.anomaly, ours) {
-        (ANOMALY_FRAGMENT, true) => drop(Reason::DropFragment),
-        (ANOMALY_FRAGMENT, false) => pass(Reason::PassNotVip),
-        (ANOMALY_IPV6_EXT, true) => drop(Reason::DropIpv6Ext),
-        (ANOMALY_IPV6_EXT, false) => pass(Reason::PassUnparsed),
-        (_, true) => drop(Reason::DropMalformed),
-        (_, false) => pass(Reason::PassMalformed),
+        (Anomaly::Fragment, true) => Verdict::drop(Reason::DropFragment),
+        (Anomaly::Fragment, false) => Verdict::pass(Reason::PassNotVip),
+        (Anomaly::Ipv6Ext, true) => Verdict::drop(Reason::DropIpv6Ext),
+        (Anomaly::Ipv6Ext, false) => Verdict::pass(Reason::PassUnparsed),
+        (_, true) => Verdict::drop(Reason::DropMalformed),
+        (_, false) => Verdict::pass(Reason::PassMalformed),
     }
-}
-
-/// The VIP of a flow: exact (address, port, protocol), else the all-ports VIP. Each is
-/// looked for in its slot first, then in the VIP map.
-#[inline(always)]
-pub fn lookup_vip(key: &FlowKey, cfg: &GlobalConfig) -> Option<VipMeta> {
-    let mut vk = VipKey {
-        addr: key.dst,
-        port_be: key.dst_port_be,
-        proto: key.proto,
-        family: key.family,
-    };
-    if let Some(m) = conntrack::slotted_vip(&vk, cfg) {
-        return Some(m);
-    }
-    // SAFETY: values are copied out at once; user space replaces entries whole.
-    if let Some(m) = unsafe { VIPS.get(&vk) } {
-        return Some(*m);
-    }
-    if cfg.flags & CONFIG_F_HAS_ALL_PORTS_VIPS == 0 {
-        return None;
-    }
-    vk.port_be = 0;
-    if let Some(m) = conntrack::slotted_vip(&vk, cfg) {
-        return Some(m);
-    }
-    // SAFETY: as above.
-    unsafe { VIPS.get(&vk) }.copied()
 }
 
 /// The backend the VIP's Maglev table gives a flow (id, backend).
@@ -291,7 +238,7 @@ pub fn maglev_pick(vip: &VipMeta, key: &FlowKey) -> Result<(u32, &'static Backen
     let (elem, lane) = maglev_lane(slot);
     let id = u32::from(MAGLEV.get(elem).ok_or(Reason::DropNoBackend)?[lane]);
     let b = BACKENDS.get(id).ok_or(Reason::DropNoBackend)?;
-    if !conntrack::usable(b) {
+    if !b.usable() {
         return Err(Reason::DropNoBackend);
     }
     Ok((id, b))
@@ -315,20 +262,20 @@ pub fn forward(
     backend: &Backend,
     answer_too_big: bool,
 ) -> Result<Verdict, Verdict> {
-    let nh = nexthop::resolve(ctx, id, backend).map_err(drop)?;
+    let nh = nexthop::resolve(ctx, id, backend).map_err(Verdict::drop)?;
     if vip_flags & VIP_F_DSR_L2 != 0 {
-        encap::write_macs(ctx, &nh).map_err(drop)?;
+        encap::write_macs(ctx, &nh).map_err(Verdict::drop)?;
     } else {
         if cfg.mtu != 0 && p.ip_len + encap::overhead(backend) > cfg.mtu as usize {
             return Err(if answer_too_big {
                 icmp::too_big(ctx, p, cfg, backend)
             } else {
-                drop(Reason::DropTooBig)
+                Verdict::drop(Reason::DropTooBig)
             });
         }
-        encap::tunnel(ctx, p, backend, &nh, cfg, th).map_err(drop)?;
+        encap::tunnel(ctx, p, backend, &nh, cfg, th).map_err(Verdict::drop)?;
     }
-    let action = nexthop::transmit(ctx, &nh).map_err(drop)?;
+    let action = nexthop::transmit(ctx, &nh).map_err(Verdict::drop)?;
     Ok(Verdict {
         action,
         reason: Reason::Forwarded,

@@ -12,37 +12,24 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use vip_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, Reason};
+use vip_common::{
+    Anomaly, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, FAMILY_V4, FAMILY_V6, FlowKey,
+    IPV4_DF, IPV4_MF_OFFSET, PROTO_TCP, PROTO_UDP, Reason,
+};
 
-use crate::ptr::ptr_at;
+use crate::ptr::{InPacket, ptr_at};
 
-/// EtherType of IPv4.
-pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HDR_LEN: usize = 4;
 const TCP_MIN_LEN: usize = 20;
 const UDP_LEN: usize = 8;
 
-/// IPv6 extension headers walked before giving up (`DropIpv6Ext` for a VIP).
+/// IPv6 extension headers walked before giving up ([`Anomaly::Ipv6Ext`]).
 pub const MAX_IPV6_EXT: usize = 4;
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
 const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
-
-/// Nothing odd.
-pub const ANOMALY_NONE: u8 = 0;
-/// IPv4 MF/offset set, or an IPv6 fragment header: the flow's ports are not usable.
-pub const ANOMALY_FRAGMENT: u8 = 1;
-/// More IPv6 extension headers than [`MAX_IPV6_EXT`].
-pub const ANOMALY_IPV6_EXT: u8 = 2;
-/// IP length fields inconsistent with the frame, or an extension / transport header cut
-/// short.
-pub const ANOMALY_MALFORMED: u8 = 3;
 
 /// Where the headers of a parsed frame start, and its 5-tuple.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +52,8 @@ pub struct Parsed {
     pub ttl: u8,
     /// IPv4 TOS / IPv6 traffic class (copied to the tunnel's outer header).
     pub tos: u8,
-    /// `ANOMALY_*`.
-    pub anomaly: u8,
+    /// What makes the ports unusable, if anything.
+    pub anomaly: Anomaly,
 }
 
 /// Parses a frame up to the transport ports. `wanted` sees the destination address as
@@ -99,22 +86,21 @@ pub struct L2 {
 /// its path compiled once per family, each copy knowing its family's key layout.
 #[inline(always)]
 pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Reason> {
-    let eth = ptr_at::<EthHdr>(ctx, 0).map_err(|()| Reason::PassUnparsed)?;
-    // SAFETY: ptr_at checked the bounds.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Reason::PassUnparsed)?;
+    let mut ether_type = u16::from_be(eth.read().ether_type);
     let l3_off = EthHdr::LEN;
     let mut vlan = false;
     let mut vlan_tci_be = 0;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let tag = ptr_at::<[u16; 2]>(ctx, l3_off).map_err(|()| Reason::PassUnparsed)?;
-        // SAFETY: ptr_at checked the bounds.
-        let tag = unsafe { *tag };
+        let tag = ptr_at::<[u16; 2]>(ctx, l3_off)
+            .ok_or(Reason::PassUnparsed)?
+            .read();
         vlan = true;
         vlan_tci_be = tag[0];
         ether_type = u16::from_be(tag[1]);
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-            // One tag is all the datapath parses (see DESIGN.md); stacked tags go to
-            // the kernel.
+            // One tag is all the datapath parses, and all `encap::write_eth` writes
+            // back: stacked tags go to the kernel.
             return Err(Reason::PassUnparsed);
         }
     }
@@ -151,7 +137,7 @@ fn start(l2: &L2) -> Parsed {
         df: true,
         ttl: 0,
         tos: 0,
-        anomaly: ANOMALY_NONE,
+        anomaly: Anomaly::None,
     }
 }
 
@@ -165,37 +151,33 @@ pub fn parse_ipv4(
     let l3_off = l2.l3_off();
     let frame_len = ctx.data_end() - ctx.data();
     let mut p = start(l2);
-    let ip = ptr_at::<[u32; 5]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
+    let ip = ptr_at::<[u32; 5]>(ctx, l3_off).ok_or(Reason::PassMalformed)?;
     // Only the first word and the destination are read before the VIP-address filter:
     // whatever is read before its map lookup (a helper call) has to be kept on the stack
     // across it.
-    // SAFETY: ptr_at checked the bounds.
-    let first = Ipv4Words::first(unsafe { (*ip)[0] });
+    let first = Ipv4Words::first(ip.get(0));
     let ihl = first.ihl();
     if first.version() != 4 || ihl < Ipv4Hdr::LEN {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V4;
-    // SAFETY: as above.
-    p.key.dst[0] = unsafe { (*ip)[4] };
+    p.key.dst[0] = ip.get(4);
     if !wanted(&p.key.dst, FAMILY_V4) {
         return Err(Reason::PassNotVip);
     }
-    // SAFETY: as above.
-    let h = Ipv4Words::new(unsafe { &*ip });
+    let h = Ipv4Words::new(ip);
     p.key.proto = h.proto();
-    // SAFETY: as above.
-    p.key.src[0] = unsafe { (*ip)[3] };
+    p.key.src[0] = ip.get(3);
     p.ttl = h.ttl();
     p.tos = h.tos();
     let frag = h.frag();
-    p.df = frag & 0x4000 != 0;
+    p.df = frag & IPV4_DF != 0;
     p.ip_len = h.tot_len();
     p.l4_off = l3_off + ihl;
     if p.ip_len < ihl || l3_off + p.ip_len > frame_len {
-        p.anomaly = ANOMALY_MALFORMED;
-    } else if frag & 0x3fff != 0 {
-        p.anomaly = ANOMALY_FRAGMENT;
+        p.anomaly = Anomaly::Malformed;
+    } else if frag & IPV4_MF_OFFSET != 0 {
+        p.anomaly = Anomaly::Fragment;
     }
     ports(ctx, &mut p);
     Ok(p)
@@ -214,43 +196,38 @@ pub fn parse_ipv6(
     // The fixed header as ten words: version, traffic class, flow label; payload length,
     // next header, hop limit; source; destination. As for IPv4, only what the
     // VIP-address filter needs is read before its map lookup.
-    let ip = ptr_at::<[u32; 10]>(ctx, l3_off).map_err(|()| Reason::PassMalformed)?;
-    // SAFETY: ptr_at checked the bounds (for this and the reads below).
-    let w0 = u32::from_be(unsafe { (*ip)[0] });
+    let ip = ptr_at::<[u32; 10]>(ctx, l3_off).ok_or(Reason::PassMalformed)?;
+    let w0 = u32::from_be(ip.get(0));
     if w0 >> 28 != 6 {
         return Err(Reason::PassMalformed);
     }
     p.key.family = FAMILY_V6;
-    // SAFETY: as above.
-    p.key.dst = unsafe { [(*ip)[6], (*ip)[7], (*ip)[8], (*ip)[9]] };
+    p.key.dst = [ip.get(6), ip.get(7), ip.get(8), ip.get(9)];
     if !wanted(&p.key.dst, FAMILY_V6) {
         return Err(Reason::PassNotVip);
     }
-    // SAFETY: as above.
-    p.key.src = unsafe { [(*ip)[2], (*ip)[3], (*ip)[4], (*ip)[5]] };
-    // SAFETY: as above.
-    let w1 = u32::from_be(unsafe { (*ip)[1] });
+    p.key.src = [ip.get(2), ip.get(3), ip.get(4), ip.get(5)];
+    let w1 = u32::from_be(ip.get(1));
     p.ttl = w1 as u8;
     p.tos = (w0 >> 20) as u8;
     p.ip_len = (w1 >> 16) as usize + Ipv6Hdr::LEN;
     if l3_off + p.ip_len > frame_len {
-        p.anomaly = ANOMALY_MALFORMED;
+        p.anomaly = Anomaly::Malformed;
     }
     let mut next = (w1 >> 8) as u8;
     let mut off = l3_off + Ipv6Hdr::LEN;
     let mut walked = 0;
-    while walked < MAX_IPV6_EXT && p.anomaly == ANOMALY_NONE {
+    while walked < MAX_IPV6_EXT && p.anomaly == Anomaly::None {
         let len = match next {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT => {
-                let Ok(h) = ptr_at::<[u8; 2]>(ctx, off) else {
-                    p.anomaly = ANOMALY_MALFORMED;
+                let Some(h) = ptr_at::<[u8; 2]>(ctx, off) else {
+                    p.anomaly = Anomaly::Malformed;
                     break;
                 };
-                // SAFETY: ptr_at checked the bounds.
-                let h = unsafe { *h };
+                let h = h.read();
                 let len = match next {
                     IPV6_FRAGMENT => {
-                        p.anomaly = ANOMALY_FRAGMENT;
+                        p.anomaly = Anomaly::Fragment;
                         8
                     }
                     IPV6_AH => (usize::from(h[1]) + 2) * 4,
@@ -264,16 +241,16 @@ pub fn parse_ipv6(
         off += len;
         walked += 1;
     }
-    if p.anomaly == ANOMALY_NONE
+    if p.anomaly == Anomaly::None
         && matches!(
             next,
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH | IPV6_FRAGMENT
         )
     {
-        p.anomaly = ANOMALY_IPV6_EXT;
+        p.anomaly = Anomaly::Ipv6Ext;
     }
-    if p.anomaly == ANOMALY_NONE && off > l3_off + p.ip_len {
-        p.anomaly = ANOMALY_MALFORMED;
+    if p.anomaly == Anomaly::None && off > l3_off + p.ip_len {
+        p.anomaly = Anomaly::Malformed;
     }
     p.key.proto = next;
     p.l4_off = off;
@@ -286,7 +263,7 @@ pub fn parse_ipv6(
 #[inline(always)]
 fn ports(ctx: &XdpContext, p: &mut Parsed) {
     let l3_off = p.l3_off;
-    if p.anomaly == ANOMALY_NONE && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
+    if p.anomaly == Anomaly::None && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
         let min = if p.key.proto == PROTO_TCP {
             TCP_MIN_LEN
         } else {
@@ -294,13 +271,12 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
         };
         let ip_end = l3_off + p.ip_len;
         if p.l4_off + min > ip_end {
-            p.anomaly = ANOMALY_MALFORMED;
+            p.anomaly = Anomaly::Malformed;
         } else if p.key.proto == PROTO_TCP {
             // Ports and data offset behind one bounds check.
             match ptr_at::<[u16; 7]>(ctx, p.l4_off) {
-                Ok(tcp) => {
-                    // SAFETY: ptr_at checked the bounds.
-                    let tcp = unsafe { *tcp };
+                Some(tcp) => {
+                    let tcp = tcp.read();
                     p.key.src_port_be = tcp[0];
                     p.key.dst_port_be = tcp[1];
                     // A TCP data offset below 5 words, or past the IP packet, is a header
@@ -308,20 +284,19 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
                     // garbage.
                     let doff = usize::from(u16::from_be(tcp[6]) >> 12) * 4;
                     if doff < TCP_MIN_LEN || p.l4_off + doff > ip_end {
-                        p.anomaly = ANOMALY_MALFORMED;
+                        p.anomaly = Anomaly::Malformed;
                     }
                 }
-                Err(()) => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = Anomaly::Malformed,
             }
         } else {
             match ptr_at::<[u16; 2]>(ctx, p.l4_off) {
-                Ok(ports) => {
-                    // SAFETY: ptr_at checked the bounds.
-                    let ports = unsafe { *ports };
+                Some(ports) => {
+                    let ports = ports.read();
                     p.key.src_port_be = ports[0];
                     p.key.dst_port_be = ports[1];
                 }
-                Err(()) => p.anomaly = ANOMALY_MALFORMED,
+                None => p.anomaly = Anomaly::Malformed,
             }
         }
     }
@@ -341,12 +316,12 @@ pub struct Ipv4Words {
 impl Ipv4Words {
     /// The header words as loaded from the packet.
     #[inline(always)]
-    pub fn new(ip: &[u32; 5]) -> Self {
+    pub fn new(ip: InPacket<[u32; 5]>) -> Self {
         Self {
             w: [
-                u32::from_be(ip[0]),
-                u32::from_be(ip[1]),
-                u32::from_be(ip[2]),
+                u32::from_be(ip.get(0)),
+                u32::from_be(ip.get(1)),
+                u32::from_be(ip.get(2)),
             ],
         }
     }

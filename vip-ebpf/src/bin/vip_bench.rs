@@ -20,6 +20,11 @@
 //! change, and `bench_lb_once` is the unwrapped datapath for checking outputs.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys by reference, as in the datapath (see its lib.rs): a key passed by value \
+              is copied once more on the BPF stack, which would change what is measured"
+)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -33,14 +38,10 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use vip_common::{
-    ConnState, FlowKey, FlowSet, VipKey, flow_set_index, flow_table_hash, tunnel_hash,
+    ConnState, DEFAULT_TTL, ETH_P_IP, ETH_P_IPV6, FlowKey, FlowSet, IPV4_DF, PROTO_IPIP, VipKey,
+    flow_set_index, flow_table_hash, tunnel_hash,
 };
-use vip_ebpf::{
-    conntrack, lb,
-    maps::VIPS,
-    parse::parse,
-    ptr::{ptr_at, ptr_at_mut},
-};
+use vip_ebpf::{conntrack, lb, maps::VIPS, parse::parse, ptr::ptr_at, vip};
 
 /// Bytes saved and restored around each run. Covers every header the datapath reads or
 /// writes in the benchmark packets (the longest: Ethernet + IPv6 + ICMPv6 + the quoted
@@ -64,8 +65,6 @@ pub struct Saved {
 #[map(name = "BENCH_SAVED")]
 static BENCH_SAVED: PerCpuArray<Saved> = PerCpuArray::with_max_entries(1, 0);
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 const IPIP_LEN: usize = Ipv4Hdr::LEN;
 
 /// Runs `body` on the packet and puts the packet back as it was, so the next iteration
@@ -98,14 +97,12 @@ fn save(ctx: &XdpContext) -> Result<(), ()> {
     // live in a per-CPU map value that is looked up again afterwards (an inlined array
     // lookup: a few instructions).
     let saved = BENCH_SAVED.get_ptr_mut(0).ok_or(())?;
-    let head = ptr_at::<[u64; WORDS]>(ctx, 0)?.cast::<u64>();
-    // SAFETY: ptr_at checked SAVE_LEN bytes of packet; `saved` is a map value.
-    // XDP data starts XDP_PACKET_HEADROOM (256) bytes into its page, so it is 8-byte
-    // aligned; `read_unaligned` would compile to eight byte loads per word.
+    let head = ptr_at::<[u64; WORDS]>(ctx, 0).ok_or(())?;
+    // SAFETY: `saved` is a map value.
     unsafe {
         (*saved).len = (ctx.data_end() - ctx.data()) as u64;
         for i in 0..WORDS {
-            (*saved).words[i] = head.add(i).read();
+            (*saved).words[i] = head.get(i);
         }
     }
     Ok(())
@@ -133,13 +130,12 @@ fn restore(ctx: &XdpContext, verdict: u32) -> u32 {
     if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) } != 0 {
         return xdp_action::XDP_ABORTED;
     }
-    let Ok(head) = ptr_at_mut::<[u64; WORDS]>(ctx, 0) else {
+    let Some(head) = ptr_at::<[u64; WORDS]>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
-    let head = head.cast::<u64>();
     for i in 0..WORDS {
-        // SAFETY: as above, after the head adjustment was undone.
-        unsafe { head.add(i).write((*saved).words[i]) };
+        // SAFETY: a map value.
+        head.set(i, unsafe { (*saved).words[i] });
     }
     verdict
 }
@@ -230,7 +226,7 @@ pub fn bench_stage_parse(ctx: XdpContext) -> u32 {
 /// the packet is for a VIP address; a miss stops parsing at the IP header).
 #[xdp]
 pub fn bench_stage_filter(ctx: XdpContext) -> u32 {
-    restoring(&ctx, |c| match parse(c, conntrack::maybe_vip) {
+    restoring(&ctx, |c| match parse(c, vip::maybe_vip) {
         Ok(p) if p.key.src[0] ^ p.key.dst[0] != 0 => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     })
@@ -240,7 +236,7 @@ pub fn bench_stage_filter(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
-        let Ok(p) = parse(c, conntrack::maybe_vip) else {
+        let Ok(p) = parse(c, vip::maybe_vip) else {
             return xdp_action::XDP_DROP;
         };
         let cfg = lb::config();
@@ -257,7 +253,7 @@ pub fn bench_stage_backend(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| {
-        let Ok(p) = parse(c, conntrack::maybe_vip) else {
+        let Ok(p) = parse(c, vip::maybe_vip) else {
             return xdp_action::XDP_DROP;
         };
         let cfg = lb::config();
@@ -286,7 +282,7 @@ pub fn bench_stage_forward(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_stage_vip(ctx: XdpContext) -> u32 {
     restoring(&ctx, |c| match parse(c, any_address) {
-        Ok(p) if lb::lookup_vip(&p.key, lb::config()).is_some() => xdp_action::XDP_PASS,
+        Ok(p) if vip::lookup_vip(&p.key, lb::config()).is_some() => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     })
 }
@@ -525,56 +521,52 @@ fn vary_flow(ctx: &XdpContext) {
         *n += 1;
         *n
     };
-    if let (Ok(addr), Ok(port)) = (
-        ptr_at_mut::<[u8; 2]>(ctx, SRC_ADDR_LOW_OFF),
-        ptr_at_mut::<[u8; 2]>(ctx, SRC_PORT_OFF),
+    if let (Some(addr), Some(port)) = (
+        ptr_at::<[u8; 2]>(ctx, SRC_ADDR_LOW_OFF),
+        ptr_at::<[u8; 2]>(ctx, SRC_PORT_OFF),
     ) {
-        // SAFETY: ptr_at checked the bounds.
-        unsafe {
-            *port = (n as u16).to_be_bytes();
-            *addr = ((n >> 16) as u16).to_be_bytes();
-        }
+        port.write((n as u16).to_be_bytes());
+        addr.write(((n >> 16) as u16).to_be_bytes());
     }
 }
 
 #[inline(always)]
 fn swap_macs(ctx: &XdpContext) -> u32 {
-    let Ok(eth) = ptr_at_mut::<EthHdr>(ctx, 0) else {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let eth = unsafe { &mut *eth };
-    let ok = match u16::from_be(eth.ether_type) {
-        ETH_P_IP => {
-            ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).is_ok_and(|ip| unsafe { (*ip).vihl } >> 4 == 4)
-        }
+    let ok = match u16::from_be(eth.read().ether_type) {
+        ETH_P_IP => ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).is_some_and(|ip| ip.read().vihl >> 4 == 4),
         ETH_P_IPV6 => {
-            ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).is_ok_and(|ip| unsafe { (*ip).vcf[0] } >> 4 == 6)
+            ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).is_some_and(|ip| ip.read().vcf[0] >> 4 == 6)
         }
         _ => false,
     };
     if !ok {
         return xdp_action::XDP_PASS;
     }
-    core::mem::swap(&mut eth.dst_addr, &mut eth.src_addr);
+    let macs = eth.part::<[u8; 12], 0>();
+    for i in 0..6 {
+        let dst = macs.get(i);
+        macs.set(i, macs.get(6 + i));
+        macs.set(6 + i, dst);
+    }
     xdp_action::XDP_TX
 }
 
 #[inline(always)]
 fn encap_ipip(ctx: &XdpContext) -> u32 {
-    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let eth = unsafe { *eth };
+    let eth = eth.read();
     if u16::from_be(eth.ether_type) != ETH_P_IP {
         return xdp_action::XDP_PASS;
     }
-    let Ok(inner) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+    let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let inner = unsafe { *inner };
+    let inner = inner.read();
     if inner.vihl >> 4 != 4 {
         return xdp_action::XDP_PASS;
     }
@@ -582,9 +574,9 @@ fn encap_ipip(ctx: &XdpContext) -> u32 {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPIP_LEN as i32)) } != 0 {
         return xdp_action::XDP_ABORTED;
     }
-    let (Ok(new_eth), Ok(outer)) = (
-        ptr_at_mut::<EthHdr>(ctx, 0),
-        ptr_at_mut::<[u16; 10]>(ctx, EthHdr::LEN),
+    let (Some(new_eth), Some(outer)) = (
+        ptr_at::<EthHdr>(ctx, 0),
+        ptr_at::<[u16; 10]>(ctx, EthHdr::LEN),
     ) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -595,8 +587,8 @@ fn encap_ipip(ctx: &XdpContext) -> u32 {
         u16::from_be_bytes([0x45, 0]).to_be(),
         tot_len.to_be(),
         0,
-        0x4000u16.to_be(), // DF
-        u16::from_be_bytes([64, vip_common::PROTO_IPIP]).to_be(),
+        IPV4_DF.to_be(),
+        u16::from_be_bytes([DEFAULT_TTL, PROTO_IPIP]).to_be(),
         0,
         u16::from_ne_bytes([src[0], src[1]]),
         u16::from_ne_bytes([src[2], src[3]]),
@@ -604,13 +596,10 @@ fn encap_ipip(ctx: &XdpContext) -> u32 {
         u16::from_ne_bytes([dst[2], dst[3]]),
     ];
     hdr[5] = ipv4_checksum(&hdr);
-    // SAFETY: ptr_at checked the bounds after the head adjustment.
-    unsafe {
-        (*new_eth).dst_addr = eth.src_addr;
-        (*new_eth).src_addr = eth.dst_addr;
-        (*new_eth).ether_type = eth.ether_type;
-        *outer = hdr;
-    }
+    new_eth.part::<[u8; 6], 0>().write(eth.src_addr);
+    new_eth.part::<[u8; 6], 6>().write(eth.dst_addr);
+    new_eth.part::<u16, 12>().write(eth.ether_type);
+    outer.write(hdr);
     xdp_action::XDP_TX
 }
 
