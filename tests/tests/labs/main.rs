@@ -9,6 +9,7 @@
 //! the process id and a per-process counter (`lab::netns::unique_prefix`).
 
 mod bad_traffic;
+mod decap_attach;
 mod drain;
 mod health;
 mod nftables;
@@ -16,3 +17,4 @@ mod restart;
 mod scaleout;
 mod spread;
 mod stickiness;
+mod vipd_lifecycle;
