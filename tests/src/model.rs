@@ -1,9 +1,10 @@
 //! A user-space reference model of `vip_lb`: for one frame, the verdict, the reason and
 //! the backend, computed from the same configuration with the same flow hash
 //! (`vip_common::flow_hash`) and the same Maglev tables, but parsed and decided by
-//! independent, straightforward code. The differential test runs random and mutated
-//! frames through both and requires them to agree; `vipctl trace` can use it to explain
-//! a flow without loading anything.
+//! independent, straightforward code. The differential test (`differential` in the
+//! fixtures test binary, its only user) runs random and mutated frames through both and
+//! requires them to agree. It is test code, not part of vipd: `vipctl flow` and
+//! `vipctl trace` answer from the control plane's own state.
 //!
 //! The model assumes every backend it forwards to has a next hop set with
 //! [`Model::set_nexthop`] (`bpf_fib_lookup` is the kernel's, not modelled: a backend
@@ -24,22 +25,12 @@ use vip_common::{
     flow_set_index, flow_table_hash, vip_filter_bit,
 };
 
-/// XDP actions, as the kernel numbers them.
-pub mod action {
-    /// `XDP_DROP`.
-    pub const DROP: u32 = 1;
-    /// `XDP_PASS`.
-    pub const PASS: u32 = 2;
-    /// `XDP_TX`.
-    pub const TX: u32 = 3;
-    /// `XDP_REDIRECT`.
-    pub const REDIRECT: u32 = 4;
-}
+use crate::fixture::action;
 
 /// What the model predicts for one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prediction {
-    /// XDP action.
+    /// XDP action (see [`action`]).
     pub action: u32,
     /// The reason counted.
     pub reason: Reason,

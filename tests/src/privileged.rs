@@ -11,7 +11,7 @@ pub const SKIP_MARKER: &str = "vip-test-skipped:";
 /// returns false; under `CI=true` without root it panics.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
@@ -25,9 +25,4 @@ pub fn require_root(test: &str) -> bool {
         "{SKIP_MARKER} {test}: needs root (CAP_BPF, CAP_NET_ADMIN); run `sudo cargo xtask test`"
     );
     false
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

@@ -1,9 +1,10 @@
 //! Section 1c: what the next-hop choice costs. The datapath either reads the backend's
 //! next hop from a cache that user space fills (NEXTHOPS) or asks the kernel with
-//! `bpf_fib_lookup` for every packet (DESIGN.md, packet path step 6: "decide by
-//! measurement"). `bpf_fib_lookup` needs a real ingress interface with routes and
-//! neighbours, so this section runs in a network namespace of its own: one veth pair,
-//! the backends' prefixes on it, permanent neighbour entries, forwarding on.
+//! `bpf_fib_lookup` for every packet; this section's figure is why the datapath reads the
+//! cache first and keeps the lookup as its fallback. `bpf_fib_lookup` needs a real
+//! ingress interface with routes and neighbours, so this section runs in a network
+//! namespace of its own: one veth pair, the backends' prefixes on it, permanent
+//! neighbour entries, forwarding on.
 
 use std::{fs::File, os::fd::AsRawFd, process::Command, sync::atomic::Ordering};
 

@@ -232,9 +232,8 @@ fn short(section: &str) -> &str {
 
 /// A figure with sensible precision.
 pub fn num(v: f64) -> String {
-    if v == v.trunc() && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    // Whole numbers, and anything from 100 up, without decimals.
+    if (v == v.trunc() && v.abs() < 1e15) || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")

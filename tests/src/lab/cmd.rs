@@ -37,6 +37,18 @@ pub fn ip(netns: &str, args: &[&str]) -> Result<String, LabError> {
     run("ip", &full)
 }
 
+/// A veth pair: `ifname` in namespace `ns`, its peer `peer` in `peer_ns` (which may be
+/// `ns` itself). Both ends start down.
+pub fn veth(ns: &str, ifname: &str, peer_ns: &str, peer: &str) -> Result<(), LabError> {
+    ip(
+        ns,
+        &[
+            "link", "add", ifname, "type", "veth", "peer", "name", peer, "netns", peer_ns,
+        ],
+    )
+    .map(|_| ())
+}
+
 /// Sets a sysctl inside a namespace (`net.*` sysctls are per namespace).
 pub fn sysctl(netns: &str, key: &str, value: &str) -> Result<(), LabError> {
     run_in(netns, "sysctl", &["-qw", &format!("{key}={value}")]).map(|_| ())

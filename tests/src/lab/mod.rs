@@ -16,7 +16,7 @@
 //! and on Ctrl-C.
 
 pub mod client;
-mod cmd;
+pub mod cmd;
 pub mod inject;
 pub mod netns;
 pub mod process;

@@ -153,7 +153,8 @@ pub fn enter(name: &str) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Runs `f` on a fresh thread inside namespace `name` and returns its result.
+/// Runs `f` on a fresh thread inside namespace `name` and returns its result. A panic in
+/// `f` goes on in the caller, with its own message (a test's assertion).
 pub fn within<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -164,5 +165,5 @@ pub fn within<T: Send + 'static>(
         Ok(f())
     })
     .join()
-    .expect("a thread inside a lab namespace panicked")
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -3,12 +3,13 @@
 use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
 };
 
 use super::LabError;
 
-/// A process started with `ip netns exec`, its output in a log file. SIGKILLed on drop,
+/// A process started with `ip netns exec`, its output appended to a log file (a
+/// restarted process keeps its predecessor's lines above its own). SIGKILLed on drop,
 /// and by the kernel if this process dies first (`PR_SET_PDEATHSIG`).
 #[derive(Debug)]
 pub struct LabProcess {
@@ -19,7 +20,7 @@ pub struct LabProcess {
 
 impl LabProcess {
     /// Starts `program args...` inside `netns` (with `ip netns exec`; an empty `netns` runs
-    /// it directly); stdout and stderr go to `log`.
+    /// it directly); stdout and stderr are appended to `log`.
     pub fn spawn(
         what: &str,
         netns: &str,
@@ -27,10 +28,14 @@ impl LabProcess {
         args: &[String],
         log: &Path,
     ) -> Result<Self, LabError> {
-        let out = std::fs::File::create(log).map_err(|source| LabError::Io {
-            what: format!("creating log file {}", log.display()),
-            source,
-        })?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| LabError::Io {
+                what: format!("creating log file {}", log.display()),
+                source,
+            })?;
         let err = out.try_clone().map_err(|source| LabError::Io {
             what: format!("creating log file {}", log.display()),
             source,
@@ -80,13 +85,21 @@ impl LabProcess {
         }
     }
 
-    /// Sends `signal` (e.g. `libc::SIGKILL`) and reaps the process.
-    pub fn kill_with(&mut self, signal: i32) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill on our own child's pid.
+    /// Sends `signal` (e.g. `libc::SIGHUP`) and lets the process go on.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill on our own child's pid, not yet reaped (so not reused).
             unsafe { libc::kill(child.id() as i32, signal) };
-            let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) and reaps the process; returns how it ended
+    /// (`None` if it was not running).
+    pub fn kill_with(&mut self, signal: i32) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill on our own child's pid, not yet reaped (so not reused).
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait().ok()
     }
 
     /// What it is (for messages).

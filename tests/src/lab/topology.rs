@@ -269,21 +269,7 @@ impl Lab {
         for k in 0..spec.clients {
             let client = host(&format!("{prefix}c{k}"))?;
             let rif = format!("c{k}");
-            cmd::ip(
-                router.name(),
-                &[
-                    "link",
-                    "add",
-                    &rif,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    client.name(),
-                ],
-            )?;
+            cmd::veth(router.name(), &rif, client.name(), "eth0")?;
             for (ns, ifname) in [(router.name(), rif.as_str()), (client.name(), "eth0")] {
                 cmd::ip(ns, &["link", "set", ifname, "mtu", &client_mtu, "up"])?;
                 offloads_off(ns, ifname)?;
@@ -733,21 +719,7 @@ fn plug(
     mtu: &str,
     wake_port: bool,
 ) -> Result<Option<OwnedFd>, LabError> {
-    cmd::ip(
-        switch.name(),
-        &[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifname,
-            "netns",
-            node.name(),
-        ],
-    )?;
+    cmd::veth(switch.name(), port, node.name(), ifname)?;
     cmd::ip(
         switch.name(),
         &["link", "set", port, "mtu", mtu, "master", "br0", "up"],

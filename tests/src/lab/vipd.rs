@@ -4,7 +4,8 @@
 use std::{
     fmt::Write as _,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
@@ -31,6 +32,8 @@ pub struct BackendConfig {
 pub struct HealthConfig {
     /// `none`, `tcp`, `http` or `udp`.
     pub kind: &'static str,
+    /// The port checked, when not the backend's service port.
+    pub port: Option<u16>,
     /// Milliseconds between checks.
     pub interval_ms: u64,
     /// Milliseconds a check may take.
@@ -46,6 +49,7 @@ impl HealthConfig {
     pub fn fast_http() -> Self {
         HealthConfig {
             kind: "http",
+            port: None,
             interval_ms: 200,
             timeout_ms: 150,
             rise: 2,
@@ -56,6 +60,7 @@ impl HealthConfig {
     pub fn none() -> Self {
         HealthConfig {
             kind: "none",
+            port: None,
             interval_ms: 1000,
             timeout_ms: 500,
             rise: 1,
@@ -81,6 +86,32 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
 }
 
+/// The `[limits]` of a config: the sizes of the pinned maps, which a restart that
+/// adopts them cannot change.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsConfig {
+    /// VIPs.
+    pub max_vips: u32,
+    /// Backends over all VIPs.
+    pub max_backends: u32,
+    /// Largest Maglev table (prime).
+    pub table_size: u32,
+    /// Connection-table entries.
+    pub max_conns: u32,
+}
+
+impl Default for LimitsConfig {
+    /// Room for every lab: 16 VIPs, 256 backends, M = 65537, 65536 connections.
+    fn default() -> Self {
+        LimitsConfig {
+            max_vips: 16,
+            max_backends: 256,
+            table_size: 65537,
+            max_conns: 65536,
+        }
+    }
+}
+
 /// A whole vipd config for one LB node of a lab.
 #[derive(Debug, Clone)]
 pub struct VipdConfig {
@@ -88,12 +119,16 @@ pub struct VipdConfig {
     pub instance: String,
     /// Interface vip_lb attaches to.
     pub interface: String,
+    /// `native`, `generic` or `auto`; `None` leaves vipd's default.
+    pub xdp_mode: Option<&'static str>,
     /// The API socket.
     pub socket: PathBuf,
     /// Where runtime changes are persisted.
     pub state_file: PathBuf,
     /// Largest IP packet after encapsulation (the shared segment's MTU).
     pub mtu: u32,
+    /// Map sizes.
+    pub limits: LimitsConfig,
     /// The VIPs.
     pub vips: Vec<VipConfig>,
 }
@@ -105,10 +140,15 @@ impl VipdConfig {
         let _ = writeln!(s, "instance = \"{}\"", self.instance);
         let _ = writeln!(s, "state_file = \"{}\"\n", self.state_file.display());
         let _ = writeln!(s, "[datapath]\ninterfaces = [\"{}\"]", self.interface);
+        if let Some(mode) = self.xdp_mode {
+            let _ = writeln!(s, "xdp_mode = \"{mode}\"");
+        }
         let _ = writeln!(s, "mtu = {}\n", self.mtu);
+        let l = &self.limits;
         let _ = writeln!(
             s,
-            "[limits]\nmax_vips = 16\nmax_backends = 256\ntable_size = 65537\nmax_conns = 65536\n"
+            "[limits]\nmax_vips = {}\nmax_backends = {}\ntable_size = {}\nmax_conns = {}\n",
+            l.max_vips, l.max_backends, l.table_size, l.max_conns
         );
         let _ = writeln!(s, "[api]\nsocket = \"{}\"\n", self.socket.display());
         for v in &self.vips {
@@ -125,6 +165,9 @@ impl VipdConfig {
             );
             let h = &v.health;
             let _ = writeln!(s, "[vip.health]\ntype = \"{}\"", h.kind);
+            if let Some(port) = h.port {
+                let _ = writeln!(s, "port = {port}");
+            }
             if h.kind == "http" {
                 let _ = writeln!(s, "path = \"/healthz\"\nexpect_status = \"200-299\"");
             }
@@ -194,9 +237,11 @@ impl Lab {
         VipdConfig {
             instance: format!("{}lb{i}", self.prefix),
             interface: LbNode::IFACE.to_string(),
+            xdp_mode: None,
             socket: self.dir.join(format!("vipd-lb{i}.sock")),
             state_file: self.dir.join(format!("vipd-lb{i}-state.json")),
             mtu: self.spec.client_mtu + 100,
+            limits: LimitsConfig::default(),
             vips,
         }
     }
@@ -244,21 +289,50 @@ impl Vipd {
     /// Writes `config` and starts `vipd run -c FILE` inside LB node `i`; waits until its
     /// API answers.
     pub fn start(lab: &Lab, i: usize, config: VipdConfig) -> Result<Vipd, LabError> {
-        let config_path = lab.dir.join(format!("vipd-lb{i}.toml"));
-        std::fs::write(&config_path, config.to_toml()).map_err(|source| LabError::Io {
-            what: format!("writing {}", config_path.display()),
-            source,
-        })?;
+        let netns = lab.lb_nodes[i].netns();
+        Vipd::start_in(netns, &lab.dir, &format!("vipd-lb{i}"), config)
+    }
+
+    /// Like [`Vipd::start`], in namespace `netns` of a lab of another shape than
+    /// [`Lab`]: the config is written to `DIR/NAME.toml`, the log to `DIR/NAME.log`.
+    pub fn start_in(
+        netns: &str,
+        dir: &Path,
+        name: &str,
+        config: VipdConfig,
+    ) -> Result<Vipd, LabError> {
         netns::register_pin_dir(&format!("/sys/fs/bpf/vip/{}", config.instance));
         let mut vipd = Vipd {
             process: None,
             config,
-            config_path,
-            netns: lab.lb_nodes[i].netns().to_string(),
-            log: lab.dir.join(format!("vipd-lb{i}.log")),
+            config_path: dir.join(format!("{name}.toml")),
+            netns: netns.to_string(),
+            log: dir.join(format!("{name}.log")),
         };
+        vipd.write_config(vipd.config.clone())?;
         vipd.restart()?;
         Ok(vipd)
+    }
+
+    /// Replaces the config file with `config`; the daemon reads it on SIGHUP, a restart
+    /// or `vipctl apply -f`.
+    pub fn write_config(&mut self, config: VipdConfig) -> Result<(), LabError> {
+        std::fs::write(&self.config_path, config.to_toml()).map_err(|source| LabError::Io {
+            what: format!("writing {}", self.config_path.display()),
+            source,
+        })?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The config file (`vipd run -c` reads it).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The namespace it runs in.
+    pub fn netns(&self) -> &str {
+        &self.netns
     }
 
     /// (Re)starts the daemon with the same config (it adopts what is pinned).
@@ -294,8 +368,19 @@ impl Vipd {
 
     /// SIGKILLs the daemon (traffic must keep flowing: the program and maps are pinned).
     pub fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill_with(libc::SIGKILL);
+        self.stop(libc::SIGKILL);
+    }
+
+    /// Sends `signal` and waits for the daemon to exit; returns how it ended (`None` if it
+    /// was not running).
+    pub fn stop(&mut self, signal: i32) -> Option<ExitStatus> {
+        self.process.take()?.kill_with(signal)
+    }
+
+    /// Sends `signal` (`SIGHUP`: reload the config file) and lets the daemon go on.
+    pub fn signal(&self, signal: i32) {
+        if let Some(p) = &self.process {
+            p.signal(signal);
         }
     }
 
@@ -310,9 +395,14 @@ impl Vipd {
 
     /// The end of vipd's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// vipd's whole log, over every (re)start.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -331,9 +421,22 @@ impl Vipd {
 
     /// vipd's whole status (`vipctl -o json stats`), typed.
     pub fn status(&self) -> Result<vip_user::protocol::Status, LabError> {
-        let text = self.vipctl(&["-o", "json", "stats"])?;
-        serde_json::from_str(&text).map_err(|e| LabError::Command {
+        let value = self.vipctl_json(&["stats"])?;
+        serde_json::from_value(value).map_err(|e| LabError::Command {
             command: "vipctl -o json stats".into(),
+            status: "output not a status".into(),
+            stderr: e.to_string(),
+        })
+    }
+
+    /// Runs `vipctl -o json args...` and parses its output, for the parts of an answer a
+    /// test reads one field at a time.
+    pub fn vipctl_json(&self, args: &[&str]) -> Result<serde_json::Value, LabError> {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        let text = self.vipctl(&full)?;
+        serde_json::from_str(&text).map_err(|e| LabError::Command {
+            command: format!("vipctl {}", full.join(" ")),
             status: "unreadable output".into(),
             stderr: format!("{e}: {text}"),
         })

@@ -74,8 +74,9 @@ fn kinds(vip4: SocketAddr, vip6: SocketAddr) -> Vec<Kind> {
     ]
 }
 
-/// IP or transport headers that are malformed: DESIGN says every packet gets a reason
-/// (`pass_malformed` / `drop_malformed`); see `lab_bad_traffic_malformed_headers_counted`.
+/// IP or transport headers that are malformed: every packet is counted under exactly one
+/// reason, these under `pass_malformed` or `drop_malformed`; see
+/// `lab_bad_traffic_malformed_headers_counted`.
 fn malformed(vip4: SocketAddr, vip6: SocketAddr) -> Vec<Kind> {
     let client: SocketAddr = "198.18.10.2:40000".parse().expect("literal");
     let client6: SocketAddr = "[2001:db8:10::2]:40000".parse().expect("literal");
