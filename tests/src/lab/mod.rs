@@ -108,8 +108,8 @@ pub fn install_cleanup_handlers() {
 }
 
 /// Finds a binary of this workspace: `VIP_BIN_DIR`, else next to the running executable
-/// (the demo lives in target/<profile>/), else one directory up (tests live in
-/// target/<profile>/deps/).
+/// (the demo lives in `target/<profile>/`), else one directory up (tests live in
+/// `target/<profile>/deps/`).
 pub fn workspace_binary(name: &str, package: &str) -> Result<std::path::PathBuf, LabError> {
     let mut dirs = Vec::new();
     if let Some(dir) = std::env::var_os("VIP_BIN_DIR") {

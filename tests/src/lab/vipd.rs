@@ -115,7 +115,7 @@ impl Default for LimitsConfig {
 /// A whole vipd config for one LB node of a lab.
 #[derive(Debug, Clone)]
 pub struct VipdConfig {
-    /// Unique instance name (pins under /sys/fs/bpf/vip/<instance>).
+    /// Unique instance name (pins under `/sys/fs/bpf/vip/<instance>`).
     pub instance: String,
     /// Interface vip_lb attaches to.
     pub interface: String,
