@@ -9,3 +9,6 @@ pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nexthop;
+
+#[cfg(test)]
+mod dashboard_tests;
