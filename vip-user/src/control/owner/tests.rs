@@ -2,7 +2,7 @@ use vip_common::ConnState;
 
 use super::*;
 use crate::{
-    config::{AdminState, BackendSpec},
+    config::{AdminState, BackendSpec, CheckKind, HealthCheck},
     datapath::fake::FakeMaps,
 };
 
@@ -148,6 +148,67 @@ fn every_refused_change_says_why_and_changes_nothing() {
                 },
             },
             "table_size 250 is not prime",
+        ),
+        // Issue #16 finding 10: the API is held to the config file's rules.
+        (
+            "an http check whose path carries a second request",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    health: HealthCheck {
+                        kind: CheckKind::Http {
+                            path: "/ HTTP/1.1\r\nHost: x\r\n\r\nDELETE /admin".into(),
+                            host: None,
+                            expect_status: (200, 399),
+                        },
+                        ..HealthCheck::none()
+                    },
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "health.path",
+        ),
+        (
+            "a check every nanosecond",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    health: HealthCheck {
+                        kind: CheckKind::Tcp,
+                        interval: std::time::Duration::from_nanos(1),
+                        timeout: std::time::Duration::from_nanos(1),
+                        ..HealthCheck::none()
+                    },
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "below the minimum of 10ms",
+        ),
+        (
+            "a loopback backend",
+            Change::BackendAdd {
+                vip: web,
+                backend: backend("127.0.0.1:80", 1),
+            },
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "a backend that is the VIP",
+            Change::BackendAdd {
+                vip: web,
+                backend: backend("198.18.1.10:80", 1),
+            },
+            "is the VIP's own address",
+        ),
+        (
+            "a multicast VIP",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("224.0.0.9:80"),
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "is a multicast address",
         ),
     ];
     let mut o = owner();
