@@ -108,17 +108,16 @@ impl<T: DatapathOps> Owner<T> {
         if let Some(s) = state {
             owner.alloc = s.alloc;
             owner.health = s.down.into_iter().map(|i| (i, false)).collect();
-            if s.file_vips == cfg.vips {
-                tracing::info!(
-                    vips = s.vips.len(),
-                    "restoring runtime state from the state file"
-                );
-                vips = s.vips;
-            } else {
+            if s.file_vips != cfg.vips {
                 tracing::warn!(
-                    "the config file's VIPs changed since the state file was written: the file wins, runtime changes are dropped"
+                    "the config file's VIPs changed since the state file was written: VIPs it changed take its definition, the others keep their runtime changes (as a reload does)"
                 );
             }
+            vips = reloaded_vips(&s.file_vips, &s.vips, &cfg.vips);
+            tracing::info!(
+                vips = vips.len(),
+                "runtime state restored from the state file"
+            );
         }
         owner.set_vips(vips)?;
         Ok(owner)
@@ -194,17 +193,19 @@ impl<T: DatapathOps> Owner<T> {
         }
     }
 
-    /// The config file was (re)read: its VIPs become the running set.
+    /// The config file was (re)read: the VIPs it changed since it was last read take its
+    /// definition, the others keep their running state (see [`reloaded_vips`]).
     pub fn reload(&mut self, cfg: &Config) -> Result<ApplyStats, OwnerError> {
         if cfg.limits != self.limits {
             return Err(OwnerError::Invalid(vec![
                 "[limits] changed: map sizes are fixed while the datapath is loaded; run `vipd down` and start vipd again to resize".into(),
             ]));
         }
+        let vips = reloaded_vips(&self.file_vips, &self.vips, &cfg.vips);
         let old_global = self.global;
         let old_file = std::mem::replace(&mut self.file_vips, cfg.vips.clone());
         self.global = global_config(&cfg.datapath);
-        self.set_vips(cfg.vips.clone()).inspect_err(|_| {
+        self.set_vips(vips).inspect_err(|_| {
             self.file_vips = old_file;
             self.global = old_global;
         })
@@ -552,6 +553,39 @@ impl<T: DatapathOps> Owner<T> {
             backend,
         })
     }
+}
+
+/// The running VIP set after the config file's VIPs went from `old_file` to `new_file`
+/// (a reload, or a start with a state file), per VIP, matched by identity:
+///
+/// - a VIP whose `[[vip]]` section is the same in both (or in neither) keeps its running
+///   state: runtime changes to it (drain, maint, weights, backends added or removed), a
+///   runtime addition and a runtime deletion all survive;
+/// - a VIP whose section changed, was added or was removed takes the file's definition:
+///   it is replaced whole (its runtime changes are dropped), added, or removed.
+///
+/// So an unchanged file changes nothing. Running VIPs keep their order; VIPs the file
+/// adds come after them, in file order.
+pub fn reloaded_vips(
+    old_file: &[VipSpec],
+    running: &[VipSpec],
+    new_file: &[VipSpec],
+) -> Vec<VipSpec> {
+    let find = |set: &[VipSpec], id: VipId| set.iter().find(|v| v.id == id).cloned();
+    let mut out: Vec<VipSpec> = running
+        .iter()
+        .filter_map(|v| {
+            let (old, new) = (find(old_file, v.id), find(new_file, v.id));
+            if old == new { Some(v.clone()) } else { new }
+        })
+        .collect();
+    for n in new_file {
+        let changed = find(old_file, n.id).as_ref() != Some(n);
+        if changed && !running.iter().any(|v| v.id == n.id) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 fn backend_index(v: &VipSpec, addr: SocketAddr) -> Result<usize, OwnerError> {

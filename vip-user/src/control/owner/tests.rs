@@ -284,7 +284,7 @@ fn a_persist_failure_undoes_the_change() {
 }
 
 #[test]
-fn runtime_changes_and_ids_survive_a_restart_until_the_file_changes() {
+fn runtime_changes_and_ids_survive_a_restart_and_an_edit_of_other_vips() {
     let dir = std::env::temp_dir().join(format!("vip-owner-restart-{}", std::process::id()));
     let state = dir.join("state.json");
     let mut o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
@@ -310,11 +310,12 @@ fn runtime_changes_and_ids_survive_a_restart_until_the_file_changes() {
     assert_eq!(o.vips, vips);
     assert_eq!(o.alloc, alloc);
     assert_eq!(o.tables.vips, table, "same ids, same health, same tables");
-    // An edited config file wins over the runtime changes (ids stay stable).
+    // An edited config file: the VIP it removed goes, the VIP it left alone keeps its
+    // runtime changes (as a reload does; ids stay stable).
     let mut edited = cfg();
     edited.vips.pop();
     let o = Owner::start(&edited, FakeMaps::default(), Some(state)).unwrap();
-    assert_eq!(o.vips, edited.vips);
+    assert_eq!(o.vips, vips[..1]);
     assert_eq!(
         o.alloc
             .backend(&(vip("198.18.1.10:80"), "198.18.2.2:80".parse().unwrap())),
@@ -391,4 +392,92 @@ fn a_reused_backend_id_starts_its_counters_from_zero() {
         .find(|b| b.addr == "198.18.9.9:80".parse().unwrap())
         .unwrap();
     assert_eq!(b.packets, 7);
+}
+
+fn drain(o: &mut Owner<FakeMaps>, vip_: &str, addr: &str, state: AdminState) {
+    o.change(Change::BackendSet {
+        vip: vip(vip_),
+        addr: addr.parse().unwrap(),
+        weight: None,
+        state: Some(state),
+    })
+    .unwrap();
+}
+
+/// Issue #16 finding 5: a reload of an unchanged file changes nothing: runtime drain,
+/// maint and added VIPs survive, and no map is written.
+#[test]
+fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
+    let mut o = owner();
+    drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
+    drain(&mut o, "198.18.1.10:80", "198.18.2.2:80", AdminState::Maint);
+    o.change(Change::VipAdd {
+        spec: VipSpec {
+            id: vip("198.18.1.11:53/udp"),
+            ..cfg().vips[0].clone()
+        },
+    })
+    .unwrap();
+    let before = snapshot(&o);
+    let stats = o.reload(&cfg()).unwrap();
+    assert_eq!(snapshot(&o), before);
+    assert_eq!(stats.map_writes(), 0, "{stats:?}");
+}
+
+/// Issue #16 finding 5: with a changed file, a VIP whose `[[vip]]` section changed (or
+/// was added or removed) takes the file's definition, runtime changes included; every
+/// other VIP keeps its running state.
+#[test]
+fn a_reload_of_a_changed_file_replaces_only_the_vips_the_file_changed() {
+    let mut o = owner();
+    let web = vip("198.18.1.10:80");
+    let v6 = vip("[2001:db8::10]:443");
+    drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
+    o.change(Change::BackendAdd {
+        vip: v6,
+        backend: backend("[2001:db8::2:2]:443", 1),
+    })
+    .unwrap();
+    let added = VipSpec {
+        id: vip("198.18.1.11:53/udp"),
+        ..cfg().vips[0].clone()
+    };
+    o.change(Change::VipAdd {
+        spec: added.clone(),
+    })
+    .unwrap();
+    // The file changes the IPv6 VIP (a weight) and adds a VIP.
+    let text = CFG.replace(
+        "address = \"[2001:db8::2:1]:443\"",
+        "address = \"[2001:db8::2:1]:443\"\nweight = 7",
+    ) + "[[vip]]\naddress = \"198.18.1.12:80\"\n[[vip.backend]]\naddress = \"198.18.2.9\"\n";
+    let edited = Config::parse(&text, "t").unwrap();
+    o.reload(&edited).unwrap();
+    let running = |o: &Owner<FakeMaps>, id: VipId| o.vips.iter().find(|v| v.id == id).cloned();
+    let web_now = running(&o, web).unwrap();
+    assert_eq!(
+        web_now.backends[0].state,
+        AdminState::Drain,
+        "an unchanged VIP keeps its runtime drain"
+    );
+    assert_eq!(
+        running(&o, added.id),
+        Some(added.clone()),
+        "a runtime VIP stays"
+    );
+    assert_eq!(
+        running(&o, v6),
+        Some(edited.vips[1].clone()),
+        "a changed VIP takes the file's definition (the runtime backend goes)"
+    );
+    assert_eq!(
+        running(&o, vip("198.18.1.12:80")),
+        Some(edited.vips[2].clone())
+    );
+    // The file drops the web VIP: it goes, runtime drain and all.
+    let mut dropped = edited.clone();
+    dropped.vips.remove(0);
+    o.reload(&dropped).unwrap();
+    assert_eq!(running(&o, web), None);
+    assert_eq!(running(&o, added.id), Some(added), "still there");
 }
