@@ -79,6 +79,10 @@ pub struct ApplyResult {
     pub changes: Vec<String>,
     /// Map writes made (0 for a dry run or no change).
     pub map_writes: u64,
+    /// What was done as asked but deserves a second look (a VIP left without backends,
+    /// no VIP left at all); `vipctl` prints each as `warning: ...`.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A runtime change from the API.

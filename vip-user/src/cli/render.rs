@@ -175,7 +175,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             if matches!(cmd, Command::Apply { .. }) {
                 out += &format!("{} map writes\n", a.map_writes);
             }
-            Ok(out)
+            Ok(out + &warning_lines(a))
         }
         _ => {
             let a = applied(r)?;
@@ -184,9 +184,17 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                 out.push('\n');
             }
             out += &format!("ok ({} map writes)\n", a.map_writes);
-            Ok(out)
+            Ok(out + &warning_lines(a))
         }
     }
+}
+
+/// `warning: ...` lines, one per warning in the answer.
+fn warning_lines(a: &ApplyResult) -> String {
+    a.warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect()
 }
 
 type BackendRow<'a> = (VipId, &'a BackendStatus);

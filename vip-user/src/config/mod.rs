@@ -354,6 +354,29 @@ impl Config {
     pub fn pin_dir(&self) -> PathBuf {
         pin_dir(&self.instance)
     }
+
+    /// The settings that differ between `self` (running) and `new` and that only a
+    /// restart can apply: which pins, interfaces, socket and state file vipd uses.
+    /// `[limits]` is not among them: it needs `vipd down` (see `Owner::reload`).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        [
+            ("instance", self.instance == new.instance),
+            ("state_file", self.state_file == new.state_file),
+            (
+                "[datapath] interfaces",
+                self.datapath.interfaces == new.datapath.interfaces,
+            ),
+            (
+                "[datapath] xdp_mode",
+                self.datapath.xdp_mode == new.datapath.xdp_mode,
+            ),
+            ("[api]", self.api == new.api),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(what, _)| what)
+        .collect()
+    }
 }
 
 /// `/sys/fs/bpf/vip/<instance>`.
