@@ -64,7 +64,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                     v.dropped.to_string(),
                 ]);
             }
-            Ok(columns(&t))
+            Ok(columns(&t) + &unmanaged_lines(s))
         }
         Command::Backend(BackendCmd::List { vip }) => {
             let s = status(r)?;
@@ -187,6 +187,34 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             Ok(out + &warning_lines(a))
         }
     }
+}
+
+/// The unmanaged VIPs under `vip list`, each with its backends, and what to do.
+fn unmanaged_lines(s: &Status) -> String {
+    if s.unmanaged.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nunmanaged (in the pinned maps, but in no config or state file; still forwarding as found):\n",
+    );
+    for u in &s.unmanaged {
+        let backends: Vec<String> = u
+            .backends
+            .iter()
+            .map(|b| format!("{} (id {}, {})", b.addr, b.id, b.state))
+            .collect();
+        out += &format!(
+            "  {}  slot {}  backends: {}\n",
+            u.vip,
+            u.slot,
+            if backends.is_empty() {
+                "none".to_string()
+            } else {
+                backends.join(", ")
+            }
+        );
+    }
+    out + "`vipctl vip del VIP` removes one; `vipctl apply -f FILE` makes FILE's VIPs the running set and removes them all\n"
 }
 
 /// `warning: ...` lines, one per warning in the answer.

@@ -1,12 +1,15 @@
 //! The persisted runtime state: what vipd writes after every change so that a restart
 //! keeps runtime changes, ids and health. Written atomically (temp file, fsync, rename).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
 use super::reconcile::{Allocation, BackendIdentity};
-use crate::config::{LimitsSpec, VipSpec};
+use crate::config::{LimitsSpec, VipId, VipSpec, validate_vips};
 
 /// Why the state file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +25,7 @@ pub enum StateFileError {
     },
     /// It is not a state file vipd wrote.
     #[error(
-        "state file {} is corrupt ({source}): move it away to start from the config file",
+        "state file {} is corrupt ({source}), so vipd changed nothing. {MOVE_AWAY}",
         path.display()
     )]
     Corrupt {
@@ -32,7 +35,23 @@ pub enum StateFileError {
         #[source]
         source: serde_json::Error,
     },
+    /// It reads, but cannot describe the maps of this config: an id out of range, an id
+    /// given twice, running VIPs that are invalid or do not fit.
+    #[error(
+        "state file {} cannot be used, so vipd changed nothing:\n{}\n{MOVE_AWAY}",
+        path.display(),
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
 }
+
+/// What to do with a state file vipd cannot use.
+const MOVE_AWAY: &str = "Fix it or move it away: without it vipd starts from the config file, adopts what the pinned maps hold for the config's VIPs, and keeps every other VIP it finds there forwarding, listed as unmanaged by `vipctl vip list`, until you delete it (`vipctl vip del`) or `vipctl apply -f` a file";
 
 /// Where [`StateFile::write`] writes before renaming: next to the state file, named by
 /// this process.
@@ -55,6 +74,10 @@ pub struct StateFile {
     /// Map sizes the pinned maps were created with (a restart must use the same).
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// VIPs found in the pinned maps that nothing else names, kept as found until an
+    /// operator deletes them (see `Owner`): a restart keeps them too.
+    #[serde(default)]
+    pub unmanaged: Vec<VipId>,
 }
 
 impl StateFile {
@@ -74,6 +97,60 @@ impl StateFile {
                 path: path.into(),
                 source,
             }),
+        }
+    }
+
+    /// Refuses a state file that cannot describe the maps of `limits`, before anything
+    /// is written: an id or slot given twice, running VIPs that are invalid or do not
+    /// fit, and (when it was written for these limits, so its ids are kept) an id or
+    /// slot out of range.
+    pub fn check(&self, path: &Path, limits: &LimitsSpec) -> Result<(), StateFileError> {
+        let mut problems = Vec::new();
+        let ids_kept = self.limits.is_none_or(|l| l == *limits);
+        let mut slots: BTreeMap<u32, VipId> = BTreeMap::new();
+        for (vip, &slot) in &self.alloc.vips {
+            if let Some(other) = slots.insert(slot, *vip) {
+                problems.push(format!(
+                    "VIP slot {slot} is given to both {other} and {vip}"
+                ));
+            }
+            if ids_kept && slot >= limits.max_vips {
+                problems.push(format!(
+                    "VIP {vip} has slot {slot}, but [limits] max_vips = {} allows slots up to {}",
+                    limits.max_vips,
+                    limits.max_vips - 1
+                ));
+            }
+        }
+        let mut ids: BTreeMap<u32, BackendIdentity> = BTreeMap::new();
+        let mut identities = BTreeSet::new();
+        for &((vip, addr), id, _) in &self.alloc.backends {
+            if let Some((ov, oa)) = ids.insert(id, (vip, addr)) {
+                problems.push(format!(
+                    "backend id {id} is given to both {oa} of {ov} and {addr} of {vip}"
+                ));
+            }
+            if !identities.insert((vip, addr)) {
+                problems.push(format!("backend {addr} of {vip} has two ids"));
+            }
+            if ids_kept && id >= limits.max_backends {
+                problems.push(format!(
+                    "backend {addr} of {vip} has backend id {id}, but [limits] max_backends = {} allows ids up to {}",
+                    limits.max_backends,
+                    limits.max_backends - 1
+                ));
+            }
+        }
+        if let Err(p) = validate_vips(&self.vips, limits) {
+            problems.extend(p.into_iter().map(|p| format!("running VIPs: {p}")));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StateFileError::Inconsistent {
+                path: path.into(),
+                problems,
+            })
         }
     }
 

@@ -244,7 +244,14 @@ pub fn handle<T: DatapathOps>(
                 Ok(v) => v,
                 Err(e) => return Response::err(format!("{e}\nnothing was changed")),
             };
-            let changes = diff(owner.vips(), &vips);
+            let mut changes = diff(owner.vips(), &vips);
+            // `apply` says what runs: unmanaged VIPs go (or are replaced, if defined).
+            changes.extend(
+                owner
+                    .unmanaged()
+                    .iter()
+                    .map(|u| format!("- unmanaged vip {}", u.vip)),
+            );
             let warnings = warnings(owner.vips(), &vips);
             if dry_run {
                 return Response::Applied(ApplyResult {
@@ -254,7 +261,7 @@ pub fn handle<T: DatapathOps>(
                 });
             }
             tracing::info!(file = %origin, changes = changes.len(), "API apply");
-            match owner.set_vips(vips) {
+            match owner.apply(vips) {
                 Ok(stats) => Response::Applied(ApplyResult {
                     changes,
                     map_writes: stats.map_writes(),

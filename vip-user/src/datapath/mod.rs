@@ -874,6 +874,34 @@ impl Datapath {
         }
     }
 
+    /// Every published VIP entry, address markers left out.
+    pub fn published_vips(&self) -> Result<Vec<(VipKey, VipMeta)>, DatapathError> {
+        let mut out = Vec::new();
+        for entry in self.vips.iter() {
+            let (k, meta) = entry.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+            if !is_marker(&k) {
+                out.push((k, meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every backend entry that was ever written, by id (the array starts all zero; a
+    /// cleared entry keeps its address and generation).
+    pub fn written_backends(&self) -> Result<std::collections::BTreeMap<u32, Backend>> {
+        let mut out = std::collections::BTreeMap::new();
+        for id in 0..self.backends.len() {
+            let b = self
+                .backends
+                .get(&id, 0)
+                .map_err(map_err(MAP_BACKENDS, format!("reading backend {id}")))?;
+            if b != Backend::default() {
+                out.insert(id, b);
+            }
+        }
+        Ok(out)
+    }
+
     /// The active Maglev table of a published VIP, read from the map.
     pub fn vip_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, DatapathError> {
         // Read through the syscall path on purpose: this is what the kernel sees.
