@@ -384,6 +384,13 @@ pub fn pin_dir(instance: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/vip").join(instance)
 }
 
+/// The lock file that makes one `vipd` the owner of an instance:
+/// `/run/vip/<instance>.lock`. It follows the instance (which names the pins), not the
+/// socket or state file, so two configs of one instance cannot both run.
+pub fn lock_path(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/vip/{instance}.lock"))
+}
+
 /// The API socket of an instance whose config names none: `/run/vip/<instance>.sock`.
 pub fn default_socket(instance: &str) -> PathBuf {
     PathBuf::from(format!("/run/vip/{instance}.sock"))

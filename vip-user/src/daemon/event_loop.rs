@@ -176,7 +176,8 @@ pub async fn run<T: DatapathOps>(
     tracing::info!(
         "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"
     );
-    let _ = std::fs::remove_file(&cfg.api.socket);
+    // The socket is removed by whoever bound it (`lifecycle`), and only if it is still
+    // the one it bound.
     Ok(Exit::Signal)
 }
 
