@@ -337,7 +337,7 @@ const ALL_MAPS: [&str; 12] = [
 ];
 
 /// The layout of the pinned maps: what their entries mean to user space and the
-/// datapath, beyond the sizes [`expected_geometry`] checks. Bumped when a map keeps its
+/// datapath, beyond the sizes `expected_geometry` checks. Bumped when a map keeps its
 /// sizes but changes its meaning; a `vipd` refuses to adopt maps of another layout. Maps
 /// pinned before the marker existed have layout 1 (this one).
 pub const PIN_LAYOUT: u32 = 1;
