@@ -354,11 +354,41 @@ impl Config {
     pub fn pin_dir(&self) -> PathBuf {
         pin_dir(&self.instance)
     }
+
+    /// The settings that differ between `self` (running) and `new` and that only a
+    /// restart can apply: which pins, interfaces, socket and state file vipd uses.
+    /// `[limits]` is not among them: it needs `vipd down` (see `Owner::reload`).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        [
+            ("instance", self.instance == new.instance),
+            ("state_file", self.state_file == new.state_file),
+            (
+                "[datapath] interfaces",
+                self.datapath.interfaces == new.datapath.interfaces,
+            ),
+            (
+                "[datapath] xdp_mode",
+                self.datapath.xdp_mode == new.datapath.xdp_mode,
+            ),
+            ("[api]", self.api == new.api),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(what, _)| what)
+        .collect()
+    }
 }
 
 /// `/sys/fs/bpf/vip/<instance>`.
 pub fn pin_dir(instance: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/vip").join(instance)
+}
+
+/// The lock file that makes one `vipd` the owner of an instance:
+/// `/run/vip/<instance>.lock`. It follows the instance (which names the pins), not the
+/// socket or state file, so two configs of one instance cannot both run.
+pub fn lock_path(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/vip/{instance}.lock"))
 }
 
 /// The API socket of an instance whose config names none: `/run/vip/<instance>.sock`.
@@ -400,7 +430,41 @@ pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<St
     }
 }
 
+/// Why `ip` cannot be a VIP's or a backend's address, if it cannot: none of these is one
+/// host that clients or the LB can reach as a unicast peer.
+fn unusable_address(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// Why a health check's HTTP path or Host cannot go into a request line or header as it
+/// is: a CR or LF would end the line and let the text write a request of its own (vipd
+/// runs as root and connects to the backends), and a space or other control character
+/// breaks the request line.
+fn unsafe_in_http(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// The shortest health-check interval and timeout: below it, checks are a flood rather
+/// than a measurement (and 1 ns was accepted once).
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
 fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String)) {
+    if let Some(why) = unusable_address(vip.id.addr) {
+        report(format!(
+            "VIP address {} is {why}: write the unicast address clients send to",
+            vip.id.addr
+        ));
+    }
     if !is_prime(vip.table_size) {
         report(format!(
             "table_size {} is not prime: use a prime such as {}",
@@ -432,6 +496,18 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
                 b.addr
             ));
         }
+        if let Some(why) = unusable_address(b.addr.ip()) {
+            report(format!(
+                "backend {}: {} is {why}: write the backend's own address",
+                b.addr,
+                b.addr.ip()
+            ));
+        } else if b.addr.ip() == vip.id.addr {
+            report(format!(
+                "backend {} is the VIP's own address: the LB would send the VIP's packets back to itself, which would loop; write the backend's own address",
+                b.addr
+            ));
+        }
         if b.weight > MAX_WEIGHT {
             report(format!(
                 "backend {} weight {} is above {MAX_WEIGHT}: scale the weights down",
@@ -452,10 +528,16 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
     }
     let h = &vip.health;
     if !matches!(h.kind, CheckKind::None) {
-        if h.interval.is_zero() {
-            report("health.interval is 0: use a duration such as \"2s\"".into());
+        for (what, d) in [("interval", h.interval), ("timeout", h.timeout)] {
+            if d < MIN_CHECK_INTERVAL {
+                report(format!(
+                    "health.{what} {} is below the minimum of {}: write a duration such as \"100ms\" or \"2s\"",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MIN_CHECK_INTERVAL)
+                ));
+            }
         }
-        if h.timeout.is_zero() || h.timeout > h.interval {
+        if h.timeout >= MIN_CHECK_INTERVAL && h.timeout > h.interval {
             report(format!(
                 "health.timeout {} must be above 0 and at most health.interval {}",
                 humantime::format_duration(h.timeout),
@@ -479,6 +561,20 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
     {
         if !path.starts_with('/') {
             report(format!("health.path {path:?} must start with '/'"));
+        }
+        if unsafe_in_http(path) {
+            report(format!(
+                "health.path {path:?} contains a control character or space: write a URL path such as \"/healthz\", percent-encoded (e.g. %20 for a space)"
+            ));
+        }
+        if let CheckKind::Http {
+            host: Some(host), ..
+        } = &h.kind
+            && unsafe_in_http(host)
+        {
+            report(format!(
+                "health.host {host:?} contains a control character or space: write a host name such as \"www.example.com\" (with \":PORT\" if needed)"
+            ));
         }
         if !(100..=599).contains(lo) || !(100..=599).contains(hi) || lo > hi {
             report(format!(

@@ -18,7 +18,10 @@ use super::{
 };
 use crate::{
     config::Config,
-    control::{diff::diff, owner::Owner},
+    control::{
+        diff::{diff, warnings},
+        owner::Owner,
+    },
     datapath::tables::DatapathOps,
     protocol::{ApplyResult, Request, Response, Status},
 };
@@ -173,7 +176,8 @@ pub async fn run<T: DatapathOps>(
     tracing::info!(
         "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"
     );
-    let _ = std::fs::remove_file(&cfg.api.socket);
+    // The socket is removed by whoever bound it (`lifecycle`), and only if it is still
+    // the one it bound.
     Ok(Exit::Signal)
 }
 
@@ -227,6 +231,7 @@ pub fn handle<T: DatapathOps>(
                 Ok(stats) => Response::Applied(ApplyResult {
                     changes: diff(&before, owner.vips()),
                     map_writes: stats.map_writes(),
+                    warnings: warnings(&before, owner.vips()),
                 }),
                 Err(e) => Response::err(e),
             }
@@ -240,18 +245,28 @@ pub fn handle<T: DatapathOps>(
                 Ok(v) => v,
                 Err(e) => return Response::err(format!("{e}\nnothing was changed")),
             };
-            let changes = diff(owner.vips(), &vips);
+            let mut changes = diff(owner.vips(), &vips);
+            // `apply` says what runs: unmanaged VIPs go (or are replaced, if defined).
+            changes.extend(
+                owner
+                    .unmanaged()
+                    .iter()
+                    .map(|u| format!("- unmanaged vip {}", u.vip)),
+            );
+            let warnings = warnings(owner.vips(), &vips);
             if dry_run {
                 return Response::Applied(ApplyResult {
                     changes,
                     map_writes: 0,
+                    warnings,
                 });
             }
             tracing::info!(file = %origin, changes = changes.len(), "API apply");
-            match owner.set_vips(vips) {
+            match owner.apply(vips) {
                 Ok(stats) => Response::Applied(ApplyResult {
                     changes,
                     map_writes: stats.map_writes(),
+                    warnings,
                 }),
                 Err(e) => Response::err(e),
             }
@@ -261,21 +276,13 @@ pub fn handle<T: DatapathOps>(
                 Ok(c) => c,
                 Err(e) => return Response::err(format!("{e}\nnothing was changed")),
             };
-            for (what, same) in [
-                ("instance", new.instance == cfg.instance),
-                (
-                    "[datapath] interfaces / xdp_mode",
-                    new.datapath.interfaces == cfg.datapath.interfaces
-                        && new.datapath.xdp_mode == cfg.datapath.xdp_mode,
-                ),
-                ("[api]", new.api == cfg.api),
-                ("state_file", new.state_file == cfg.state_file),
-            ] {
-                if !same {
-                    tracing::warn!(
-                        "{what} changed in the config file: it takes effect when vipd restarts"
-                    );
-                }
+            let restart_only = cfg.restart_only_changes(&new);
+            if !restart_only.is_empty() {
+                return Response::err(format!(
+                    "{} changed in {}, and vipd applies that only when it starts: nothing was changed. Restore the running value and reload, or restart vipd (SIGTERM, then `vipd run`) to apply the whole file",
+                    restart_only.join(", "),
+                    config_path.display()
+                ));
             }
             let before = owner.vips().to_vec();
             match owner.reload(&new) {
@@ -293,6 +300,7 @@ pub fn handle<T: DatapathOps>(
                     cfg.datapath.tunnel_source_v6 = new.datapath.tunnel_source_v6;
                     cfg.metrics = new.metrics;
                     Response::Applied(ApplyResult {
+                        warnings: warnings(&before, owner.vips()),
                         changes,
                         map_writes: stats.map_writes(),
                     })
