@@ -56,7 +56,10 @@ pub enum ClientError {
 
 /// Connects to the Unix socket `path` without blocking past `deadline`: a listener whose
 /// backlog is full (a stuck vipd) makes a blocking `connect` wait for ever.
-fn connect(path: &Path, deadline: Instant) -> Result<std::os::unix::net::UnixStream, std::io::Error> {
+fn connect(
+    path: &Path,
+    deadline: Instant,
+) -> Result<std::os::unix::net::UnixStream, std::io::Error> {
     // SAFETY: a zeroed sockaddr_un is valid; the path is copied in below, bounds-checked.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
