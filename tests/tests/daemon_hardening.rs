@@ -436,8 +436,7 @@ fn nexthops_of_10000_backends_resolve_and_follow_a_mac_change() {
         "10,000 backend ids: vipd serving after {serving:?}, all 10,000 NEXTHOPS valid after {all_valid:?} (from start); vipd's own figure: {}",
         vipd.log_text()
             .lines()
-            .filter(|l| l.contains("next hops resolved"))
-            .next_back()
+            .rfind(|l| l.contains("next hops resolved"))
             .unwrap_or("none logged")
     );
 

@@ -259,7 +259,7 @@ impl Metrics {
 pub type Exposition = watch::Receiver<Option<Arc<String>>>;
 
 /// The shortest time between two snapshots, however often they are asked for.
-const MIN_REFRESH: Duration = Duration::from_millis(100);
+pub const MIN_REFRESH: Duration = Duration::from_millis(100);
 
 /// Keeps the exposition fresh: every `every`, or sooner when `poke`d (after a change, at
 /// most every [`MIN_REFRESH`]), asks `status` for a snapshot, renders it off the async
