@@ -278,6 +278,27 @@ pub struct ApiSpec {
     pub mode: u32,
     /// Group that owns the socket (and may use it), besides root.
     pub group: Option<String>,
+    /// Connections served at once, all users together; more are answered with an
+    /// error and closed, so idle clients cannot use up vipd's open files.
+    pub max_connections: u32,
+    /// Connections one user (peer uid) may hold at once, root excepted, so one user's
+    /// idle connections cannot lock the others out.
+    pub max_connections_per_user: u32,
+    /// How long a client has to send its whole request.
+    pub request_timeout: Duration,
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: u32,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsSpec {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Scrapes served at once; more are answered 503 and closed.
+    pub max_connections: u32,
+    /// How often the snapshot scrapes are served from is refreshed.
+    pub refresh: Duration,
 }
 
 /// A validated configuration.
@@ -293,8 +314,8 @@ pub struct Config {
     pub limits: LimitsSpec,
     /// Control socket.
     pub api: ApiSpec,
-    /// Prometheus listen address (`None` = no metrics endpoint).
-    pub metrics: Option<SocketAddr>,
+    /// The Prometheus endpoint (`None` = none).
+    pub metrics: Option<MetricsSpec>,
     /// VIPs in file order.
     pub vips: Vec<VipSpec>,
 }
@@ -663,12 +684,18 @@ mod raw {
         pub socket: Option<PathBuf>,
         pub mode: Option<Spanned<String>>,
         pub group: Option<String>,
+        pub max_connections: Option<Spanned<u32>>,
+        pub max_connections_per_user: Option<Spanned<u32>>,
+        pub request_timeout: Option<Spanned<String>>,
+        pub max_request_bytes: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Metrics {
         pub listen: Spanned<String>,
+        pub max_connections: Option<Spanned<u32>>,
+        pub refresh: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -772,7 +799,16 @@ impl Validator<'_> {
         let datapath = self.datapath(f.datapath);
         let api = self.api(f.api, &instance);
         let metrics = f.metrics.and_then(|m| match m.listen.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
+            Ok(listen) => Some(MetricsSpec {
+                listen,
+                max_connections: self.count(&m.max_connections, 64, "metrics.max_connections", 1, 4096),
+                refresh: self.duration(
+                    &m.refresh,
+                    Duration::from_secs(2),
+                    "metrics.refresh",
+                    (Duration::from_millis(100), Duration::from_secs(60)),
+                ),
+            }),
             Err(_) => {
                 self.at(
                     &m.listen,
@@ -937,10 +973,87 @@ impl Validator<'_> {
             self.problems
                 .push("api.group is empty: name a group or remove the key".into());
         }
+        let max_connections = self.count(&a.max_connections, 64, "api.max_connections", 1, 65_536);
+        let max_connections_per_user = self.count(
+            &a.max_connections_per_user,
+            16.min(max_connections),
+            "api.max_connections_per_user",
+            1,
+            max_connections,
+        );
         ApiSpec {
             socket: a.socket.unwrap_or_else(|| default_socket(instance)),
             mode,
             group: a.group,
+            max_connections,
+            max_connections_per_user,
+            request_timeout: self.duration(
+                &a.request_timeout,
+                Duration::from_secs(5),
+                "api.request_timeout",
+                (Duration::from_millis(100), Duration::from_secs(300)),
+            ),
+            max_request_bytes: self.count(
+                &a.max_request_bytes,
+                1 << 20,
+                "api.max_request_bytes",
+                4096,
+                1 << 28,
+            ),
+        }
+    }
+
+    /// A count with a default and a range.
+    fn count(&mut self, v: &Option<Spanned<u32>>, def: u32, name: &str, min: u32, max: u32) -> u32 {
+        match v {
+            Some(s) if !(min..=max).contains(s.get_ref()) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} = {} is out of range: use {min}..={max}",
+                        s.get_ref()
+                    ),
+                );
+                def
+            }
+            Some(s) => *s.get_ref(),
+            None => def,
+        }
+    }
+
+    /// A duration (humantime text) with a default and a range.
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        def: Duration,
+        name: &str,
+        (min, max): (Duration, Duration),
+    ) -> Duration {
+        let Some(s) = v else { return def };
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if (min..=max).contains(&d) => d,
+            Ok(_) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} {:?} is out of range: use {}..={}",
+                        s.get_ref(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                def
+            }
+            Err(e) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} {:?}: {e}; write e.g. \"5s\" or \"500ms\"",
+                        s.get_ref()
+                    ),
+                );
+                def
+            }
         }
     }
 

@@ -69,7 +69,19 @@ fn a_full_config_parses_with_every_field() {
     assert!(c.datapath.icmp_too_big);
     assert_eq!(c.api.mode, 0o660);
     assert_eq!(c.limits.max_conns, 65536);
-    assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
+    let m = c.metrics.expect("[metrics] given");
+    assert_eq!(m.listen, "127.0.0.1:9641".parse().unwrap());
+    // Defaults of the listener bounds.
+    assert_eq!((m.max_connections, m.refresh), (64, Duration::from_secs(2)));
+    assert_eq!(
+        (
+            c.api.max_connections,
+            c.api.max_connections_per_user,
+            c.api.request_timeout,
+            c.api.max_request_bytes
+        ),
+        (64, 16, Duration::from_secs(5), 1 << 20)
+    );
     let web = &c.vips[0];
     assert_eq!(web.id.to_string(), "198.18.1.10:80/tcp");
     assert_eq!(web.table_size, 251);
@@ -258,6 +270,32 @@ fn every_error_names_its_place_and_the_fix() {
             "bad metrics address",
             "[metrics]\nlisten = \"localhost\"\n",
             &["line 2", "127.0.0.1:9641"],
+        ),
+        (
+            "no API connection at all",
+            "[api]\nmax_connections = 0\n",
+            &[
+                "line 2",
+                "api.max_connections = 0 is out of range: use 1..=65536",
+            ],
+        ),
+        (
+            "per-user cap above the total",
+            "[api]\nmax_connections = 8\nmax_connections_per_user = 9\n",
+            &["line 3", "use 1..=8"],
+        ),
+        (
+            "request timeout of an hour",
+            "[api]\nrequest_timeout = \"1h\"\n",
+            &[
+                "line 2",
+                "api.request_timeout \"1h\" is out of range: use 100ms..=5m",
+            ],
+        ),
+        (
+            "metrics refresh not a duration",
+            "[metrics]\nlisten = \"127.0.0.1:9641\"\nrefresh = \"often\"\n",
+            &["line 3", "metrics.refresh \"often\"", "\"500ms\""],
         ),
         (
             "bad instance",

@@ -346,14 +346,21 @@ impl<T: DatapathOps> Owner<T> {
     /// Counters of ids and slots newly handed out, so a reused id starts from zero in
     /// `vipctl stats` and the metrics.
     fn record_baselines(&self, alloc: &mut Allocation) {
-        alloc
-            .backend_base
-            .retain(|id, _| alloc.backends.iter().any(|&(_, i, _)| i == *id));
+        // Sets and maps built once: linear searches per backend took seconds at 10,000.
+        let ids: std::collections::HashSet<u32> =
+            alloc.backends.iter().map(|&(_, i, _)| i).collect();
+        alloc.backend_base.retain(|id, _| ids.contains(id));
+        let before: std::collections::HashMap<BackendIdentity, (u32, u32)> = self
+            .alloc
+            .backends
+            .iter()
+            .map(|&(i, id, g)| (i, (id, g)))
+            .collect();
         alloc
             .vip_base
             .retain(|slot, _| alloc.vips.values().any(|s| s == slot));
         for &(ident, id, generation) in &alloc.backends {
-            if self.alloc.backend(&ident) != Some((id, generation)) {
+            if before.get(&ident) != Some(&(id, generation)) {
                 let mut c = self.tables.backend_counters(id).unwrap_or_default();
                 if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
                     c.packets = c.packets.saturating_sub(*p);
@@ -565,24 +572,46 @@ impl<T: DatapathOps> Owner<T> {
         ident: BackendIdentity,
         up: bool,
     ) -> Result<ApplyStats, OwnerError> {
-        let was = self.health.get(&ident).copied().unwrap_or(true);
-        if was == up {
+        self.set_healths(&[(ident, up)])
+    }
+
+    /// Health results that arrived together, in order: applied in one reconcile and
+    /// persisted with one state-file write (1,500 backends failing at once cost one
+    /// write, not 1,500).
+    pub fn set_healths(
+        &mut self,
+        results: &[(BackendIdentity, bool)],
+    ) -> Result<ApplyStats, OwnerError> {
+        let old = self.health.clone();
+        let mut flipped = Vec::new();
+        for &(ident, up) in results {
+            let was = self.health.get(&ident).copied().unwrap_or(true);
+            if was == up
+                || !self
+                    .vips
+                    .iter()
+                    .any(|v| v.id == ident.0 && v.backends.iter().any(|b| b.addr == ident.1))
+            {
+                continue; // no change, or a result for a backend removed meanwhile
+            }
+            self.health.insert(ident, up);
+            flipped.push((ident, up));
+        }
+        if flipped.is_empty() {
             return Ok(ApplyStats::default());
         }
-        if !self
-            .vips
-            .iter()
-            .any(|v| v.id == ident.0 && v.backends.iter().any(|b| b.addr == ident.1))
-        {
-            return Ok(ApplyStats::default()); // a result for a backend removed meanwhile
-        }
-        let old = self.health.clone();
-        self.health.insert(ident, up);
-        *self.transitions.entry(ident).or_default() += 1;
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
         match self.write(&want) {
             Ok(stats) => {
-                tracing::info!(vip = %ident.0, backend = %ident.1, up, map_writes = stats.map_writes(), "backend health changed");
+                for &(ident, up) in &flipped {
+                    *self.transitions.entry(ident).or_default() += 1;
+                    tracing::info!(vip = %ident.0, backend = %ident.1, up, "backend health changed");
+                }
+                tracing::info!(
+                    transitions = flipped.len(),
+                    map_writes = stats.map_writes(),
+                    "health changes applied"
+                );
                 if let Err(e) = self.persist() {
                     tracing::warn!(error = %e, "could not persist health state");
                 }
@@ -650,6 +679,13 @@ impl<T: DatapathOps> Owner<T> {
     /// A view of everything: VIPs, backends with ids, state, health, counters.
     pub fn status(&self) -> Status {
         let mut vips = Vec::new();
+        let mut slots = vec![0u32; self.limits.max_backends as usize];
+        let ids: std::collections::HashMap<BackendIdentity, (u32, u32)> = self
+            .alloc
+            .backends
+            .iter()
+            .map(|&(i, id, g)| (i, (id, g)))
+            .collect();
         for v in &self.vips {
             let slot = self.alloc.vips[&v.id];
             let mut counters = self.tables.vip_counters(slot).unwrap_or_default();
@@ -660,15 +696,18 @@ impl<T: DatapathOps> Owner<T> {
                 counters.dropped = counters.dropped.saturating_sub(*d);
             }
             let mut backends = Vec::new();
-            let table = self
-                .applied
-                .vips
-                .get(&VipKeyOrd(v.id))
-                .map(|(_, t)| t.clone())
-                .unwrap_or_default();
+            // Slots per backend id, counted in one pass over the table (not one pass per
+            // backend: 0.3 s per status at 8,192 backends), into `slots`, which is
+            // zeroed again below for the next VIP.
+            let table = self.applied.vips.get(&VipKeyOrd(v.id)).map(|(_, t)| t);
+            for &x in table.into_iter().flatten() {
+                if let Some(n) = slots.get_mut(x as usize) {
+                    *n += 1;
+                }
+            }
             for b in &v.backends {
                 let ident = (v.id, b.addr);
-                let (id, generation) = self.alloc.backend(&ident).unwrap_or((u32::MAX, 0));
+                let (id, generation) = ids.get(&ident).copied().unwrap_or((u32::MAX, 0));
                 let healthy = self.health.get(&ident).copied().unwrap_or(true);
                 let mut c = self.tables.backend_counters(id).unwrap_or_default();
                 if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
@@ -684,12 +723,17 @@ impl<T: DatapathOps> Owner<T> {
                     admin: b.state,
                     healthy,
                     state: BackendState::from_datapath(backend_state(b.state, b.weight, healthy)),
-                    slots: table.iter().filter(|&&x| x == id).count() as u32,
+                    slots: slots.get(id as usize).copied().unwrap_or(0),
                     packets: c.packets,
                     bytes: c.bytes,
                     new_flows: c.new_flows,
                     health_transitions: self.transitions.get(&ident).copied().unwrap_or(0),
                 });
+            }
+            for &x in table.into_iter().flatten() {
+                if let Some(n) = slots.get_mut(x as usize) {
+                    *n = 0;
+                }
             }
             vips.push(VipStatus {
                 vip: v.id,

@@ -209,6 +209,14 @@ impl Allocation {
             .flat_map(|v| v.backends.iter().map(move |b| (v.id, b.addr)))
             .collect();
         self.backends.retain(|(i, _, _)| wanted_b.contains(i));
+        // Built once, not per new backend: 10,000 new backends took minutes otherwise.
+        let mut known: BTreeSet<BackendIdentity> =
+            self.backends.iter().map(|&(i, _, _)| i).collect();
+        let mut used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
+        used.extend(&reserved.backend_ids);
+        // Ids are only taken below, never freed, so the lowest free id only grows: each
+        // search goes on from where the last one stopped.
+        let (mut fresh_from, mut any_from) = (0, 0);
         for v in vips {
             if !self.vips.contains_key(&v.id) {
                 let mut used: BTreeSet<u32> = self.vips.values().copied().collect();
@@ -224,14 +232,20 @@ impl Allocation {
             }
             for b in &v.backends {
                 let ident = (v.id, b.addr);
-                if self.backend(&ident).is_some() {
+                if !known.insert(ident) {
                     continue;
                 }
-                let mut used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
-                used.extend(&reserved.backend_ids);
-                let id = (0..limits.max_backends)
-                    .find(|s| !used.contains(s) && !freed_backends.contains(s))
-                    .or_else(|| (0..limits.max_backends).find(|s| !used.contains(s)))
+                let fresh = (fresh_from..limits.max_backends)
+                    .find(|s| !used.contains(s) && !freed_backends.contains(s));
+                fresh_from = fresh.unwrap_or(limits.max_backends);
+                let id = fresh
+                    .or_else(|| {
+                        let any = (any_from..limits.max_backends).find(|s| !used.contains(s));
+                        if let Some(a) = any {
+                            any_from = a;
+                        }
+                        any
+                    })
                     .ok_or(PlanError::NoBackendId {
                         vip: v.id,
                         backend: b.addr,
@@ -245,6 +259,7 @@ impl Allocation {
                     .max();
                 let generation = last.map_or(1, |g| g.wrapping_add(1));
                 self.generations.insert(id, generation);
+                used.insert(id);
                 self.backends.push((ident, id, generation));
             }
         }

@@ -482,3 +482,62 @@ fn the_api_refuses_other_users_even_through_an_open_socket() {
     // Root still gets in.
     ok(&d, "vip list");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    text.starts_with("HTTP/1.1 200")
+        .then_some(text)
+        .ok_or_else(|| "not 200".to_string())
+}
+
+fn scrape_within(port: u16, limit: std::time::Duration) -> Result<String, String> {
+    let start = std::time::Instant::now();
+    loop {
+        match scrape(port) {
+            Ok(t) => return Ok(t),
+            Err(e) if start.elapsed() > limit => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Finding 9: `vipctl reload` applies a `[metrics]` change (it used to answer ok and
+/// keep serving the old address).
+#[test]
+fn vipctl_reload_moves_the_metrics_endpoint() {
+    let (p1, p2) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("vipd-test-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_port = |p: u16| format!("[metrics]\nlisten = \"127.0.0.1:{p}\"\n{CFG}");
+    write_config(&dir, &with_port(p1));
+    let d = spawn(&dir);
+    let first = scrape_within(p1, std::time::Duration::from_secs(2)).expect("metrics on start");
+    assert!(first.contains("vip_backend_up"), "{first}");
+    write_config(&dir, &with_port(p2));
+    ok(&d, "reload");
+    scrape_within(p2, std::time::Duration::from_secs(2))
+        .expect("metrics on the new address after vipctl reload");
+    assert!(scrape(p1).is_err(), "the old address still serves");
+    // Reloading the same file again and again keeps it up.
+    for i in 0..20 {
+        ok(&d, "reload");
+        scrape_within(p2, std::time::Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("reload {i}: metrics down: {e}"));
+    }
+}
