@@ -1,7 +1,9 @@
-//! Issue #16, state correctness, against the real kernel: vipd started, killed and
+//! State correctness against the real kernel: vipd started, killed and
 //! started again on one instance whose maps are pinned in bpffs, in a network namespace
-//! of its own (a veth pair to attach to; no traffic is needed). Each test says which
-//! finding it guards.
+//! of its own (a veth pair to attach to; no traffic is needed): one owner per instance,
+//! ghost VIPs removed on restart, a failed start that changes nothing, pinned maps of
+//! other limits refused, an unknown interface that pins nothing, a reload that keeps
+//! runtime changes.
 
 use std::{
     collections::BTreeMap,
@@ -13,6 +15,7 @@ use std::{
 
 use vip_tests::{
     lab::{
+        cmd,
         netns::{self, Netns},
         process::LabProcess,
         workspace_binary,
@@ -41,12 +44,7 @@ address = "198.18.2.2"
 "#;
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cmd::run(args[0], &args[1..]).unwrap_or_else(|e| panic!("{e}"));
 }
 
 impl Instance {
@@ -300,6 +298,7 @@ fn state_hardening_one_vipd_per_instance_and_the_socket_is_removed_by_its_owner(
     {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     inst.start();
     let pid = inst.vipd.as_ref().unwrap().pid().unwrap();
@@ -342,6 +341,7 @@ fn state_hardening_a_restart_removes_ghost_vips_and_keeps_unknown_ones_as_unmana
     ) {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     inst.start();
     let persisted = std::fs::read(inst.state_path()).unwrap();
@@ -402,6 +402,7 @@ fn state_hardening_a_failed_start_leaves_the_datapath_as_it_found_it() {
     if !require_root("state_hardening_a_failed_start_leaves_the_datapath_as_it_found_it") {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     inst.start();
     inst.ok(&["backend", "drain", "198.18.1.10:80", "198.18.2.1"]);
@@ -471,6 +472,7 @@ fn state_hardening_pinned_maps_of_other_limits_or_layout_are_refused_without_a_s
     ) {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     inst.start();
     inst.signal(libc::SIGKILL);
@@ -524,6 +526,7 @@ fn state_hardening_an_unknown_interface_leaves_nothing_pinned() {
     if !require_root("state_hardening_an_unknown_interface_leaves_nothing_pinned") {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     let typo = inst.config("").replace(&inst.iface, "nosuch0");
     inst.write_config(&typo);
@@ -546,6 +549,7 @@ fn state_hardening_sighup_with_an_unchanged_file_keeps_runtime_changes() {
     if !require_root("state_hardening_sighup_with_an_unchanged_file_keeps_runtime_changes") {
         return;
     }
+    let _serial = vip_tests::lab::serial();
     let mut inst = Instance::new();
     inst.start();
     inst.ok(&[

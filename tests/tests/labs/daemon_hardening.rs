@@ -1,4 +1,4 @@
-//! vipd under load (issue #16, findings 1, 3, 8 and 9): next hops of 10,000 backend ids
+//! vipd under load: next hops of 10,000 backend ids
 //! and a MAC change reaching NEXTHOPS, a flood of idle connections from an unprivileged
 //! user, 1,500 health checks failing at once, and SIGHUP × 50 with the metrics endpoint.
 //!
@@ -26,6 +26,7 @@ use std::{
 use vip_common::{MAP_NEXTHOPS, NEXTHOP_F_VALID, NextHop};
 use vip_tests::{
     lab::{
+        cmd,
         netns::{self, Netns},
         serial, workspace_binary,
     },
@@ -35,17 +36,7 @@ use vip_user::protocol::{BackendState, Status};
 
 /// Runs `ip -n NS args...`, panicking with its stderr.
 fn ip(ns: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip -n {ns} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cmd::ip(ns, args).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Runs `ip -n NS -batch FILE` with `lines`.
