@@ -9,6 +9,7 @@
 //! - [`daemon`]: vipd's process: lifecycle, the owner's event loop, the API server,
 //!   health checks, metrics, next hops.
 //! - [`cli`]: `vipctl`: command line, rendering, trace.
+//! - [`manual`]: shell completions and man pages from the clap definitions.
 //!
 //! A module uses only the roles listed above its own (`cli` and `daemon` are peers and
 //! never use each other); `cargo xtask lint` checks that there are no import cycles.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod manual;
 pub mod protocol;
 
 /// An error and its causes as the binaries print it, `what failed: because: because`.

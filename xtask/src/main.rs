@@ -1,9 +1,10 @@
-//! `cargo xtask setup | build | lint | test | demo | bench`.
+//! `cargo xtask setup | build | lint | test | demo | install | bench`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
 
 mod build;
+mod install;
 mod lint;
 mod setup;
 mod test;
@@ -45,6 +46,16 @@ enum Command {
     },
     /// Start a lab in network namespaces with vipd and send real traffic through a VIP.
     Demo,
+    /// Build vipd and vipctl (release) and install them with shell completions, man
+    /// pages, the systemd unit and the example config.
+    Install {
+        /// Installation prefix.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this root instead of / (for packaging).
+        #[arg(long, default_value = "")]
+        destdir: PathBuf,
+    },
     /// Run the benchmarks and write target/bench/.
     Bench {
         /// Passed to the benchmark binary (e.g. a section name).
@@ -77,6 +88,10 @@ fn run(cli: Cli) -> Result<()> {
                 lint::run()?;
             }
             test::run(&args)
+        }
+        Command::Install { prefix, destdir } => {
+            setup::run()?;
+            install::run(&prefix, &destdir)
         }
         Command::Demo => {
             setup::run()?;

@@ -109,7 +109,9 @@ impl LabProcess {
 
     /// The last lines of its log (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // Lossy: a verifier log quoted in an error may hold bytes that are not UTF-8.
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }

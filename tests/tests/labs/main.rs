@@ -21,4 +21,5 @@ mod scaleout;
 mod spread;
 mod state_hardening;
 mod stickiness;
+mod systemd_unit;
 mod vipd_lifecycle;

@@ -6,17 +6,19 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vip_user::{
     Report,
     config::{self, Config, ConfigError, XdpMode},
     daemon::lifecycle as service,
     datapath::{decap, xdp_link},
+    manual,
 };
 
 /// The vip load-balancer daemon.
 #[derive(Debug, Parser)]
 #[command(
+    name = "vipd",
     version,
     about = "The vip load-balancer daemon: loads and pins the XDP datapath, owns its maps, checks backends, serves the API and metrics."
 )]
@@ -59,6 +61,16 @@ enum Command {
     /// The backend role: vip_decap removes vip's tunnel headers.
     #[command(subcommand)]
     Decap(DecapCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: manual::Shell,
+    },
+    /// Write vipd's man pages (one per command and subcommand) into a directory.
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +122,8 @@ enum VipdError {
     Service(#[from] service::ServiceError),
     #[error(transparent)]
     Decap(#[from] decap::DecapError),
+    #[error(transparent)]
+    Man(#[from] manual::ManError),
 }
 
 fn main() -> ExitCode {
@@ -130,7 +144,8 @@ fn main() -> ExitCode {
         .init();
     match run(cli.command) {
         Ok(text) => {
-            print!("{text}");
+            // A closed pipe (`vipctl ... | head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -237,6 +252,11 @@ fn run(command: Command) -> Result<String, VipdError> {
                 },
                 addrs.join(", ")
             )
+        }
+        Command::Completions { shell } => manual::completions(Cli::command(), shell),
+        Command::Man { dir } => {
+            let pages = manual::man_pages(Cli::command(), &dir)?;
+            format!("wrote {} man pages into {}\n", pages.len(), dir.display())
         }
         Command::Decap(DecapCmd::Detach { iface, instance }) => {
             if decap::detach(&iface, &decap::pin_dir(&instance))? {

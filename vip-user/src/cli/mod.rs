@@ -97,6 +97,17 @@ pub enum Command {
     /// Run packets through a private copy of vip_lb loaded with a config (needs root; does
     /// not touch a running vipd).
     Trace(TraceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `source <(vipctl completions bash)`.
+    Completions {
+        /// The shell.
+        shell: crate::manual::Shell,
+    },
+    /// Write vipctl's man pages (one per command and subcommand) into a directory.
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 /// `vipctl trace` arguments.
@@ -353,9 +364,18 @@ pub enum CliError {
         /// The VIP asked about.
         vip: VipId,
     },
+    /// The man pages could not be written.
+    #[error(transparent)]
+    Man(Box<crate::manual::ManError>),
     /// `vipctl trace` failed (boxed: it carries the loader's errors, which are large).
     #[error(transparent)]
     Trace(Box<trace::TraceError>),
+}
+
+impl From<crate::manual::ManError> for CliError {
+    fn from(e: crate::manual::ManError) -> Self {
+        CliError::Man(Box::new(e))
+    }
 }
 
 impl From<trace::TraceError> for CliError {
@@ -490,7 +510,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             }))
         }
         Command::Reload => Ok(Some(Request::Reload)),
-        Command::Trace(_) => Ok(None),
+        Command::Trace(_) | Command::Completions { .. } | Command::Man { .. } => Ok(None),
     }
 }
 

@@ -207,6 +207,11 @@ pub async fn run<T: DatapathOps>(
         api_max_connections = limits.max_connections,
         "vipd serving"
     );
+    // systemd (Type=notify): the API answers and the datapath is attached. Outside
+    // systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd that vipd is ready");
+    }
     loop {
         // Whether this turn may have changed the VIPs, backends or health.
         let mut changed = true;
@@ -309,6 +314,7 @@ pub async fn run<T: DatapathOps>(
     tracing::info!(
         "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"
     );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     resolver.abort();
     api_server.abort();
     endpoint.stop().await;
