@@ -486,9 +486,10 @@ pub struct BackendSpec {
     /// Operator state.
     pub state: AdminState,
     /// Health-check keys of this backend's own, merged over the VIP's check (see
-    /// [`VipSpec::check_of`]).
+    /// [`VipSpec::check_of`]). Boxed: most backends have none, and a spec travels in
+    /// every API message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<CheckOverride>,
+    pub health: Option<Box<CheckOverride>>,
 }
 
 /// A VIP with its options and backends.
@@ -1434,7 +1435,7 @@ impl Validator<'_> {
                     addr: SocketAddr::new(ip, p.unwrap_or(port)),
                     weight: b.weight,
                     state: b.state,
-                    health: own,
+                    health: own.map(Box::new),
                 }),
                 Err(e) => self.at(&b.address, format!("backend address of VIP {id}: {e}")),
             }
