@@ -259,13 +259,35 @@ impl CheckArgs {
 
 /// A config problem about generated text, said in terms of the options given.
 fn option_problem(e: &config::ConfigError) -> UsageError {
-    let msg = e
+    let mut msg = e
         .to_string()
         .replace("options: 1 problem(s):\n  - ", "")
         .replace("VIP 192.0.2.1:1/tcp: ", "")
         .replace("backend: ", "")
         .replace("health.type", "--check")
-        .replace("health.", "--");
+        .replace("health.port", "--check-port");
+    // Each key as its option is spelled.
+    for key in [
+        "expect_status",
+        "tls_server_name",
+        "tls_verify",
+        "tls_ca",
+        "path",
+        "host",
+        "payload",
+        "interval",
+        "timeout",
+        "rise",
+        "fall",
+    ] {
+        msg = msg.replace(
+            &format!("health.{key}"),
+            &format!("--{}", key.replace('_', "-")),
+        );
+    }
+    for t in config::CheckType::NAMES {
+        msg = msg.replace(&format!("type = \"{t}\""), &format!("--check {t}"));
+    }
     // The line numbers are of the generated text, not of anything the user wrote.
     let msg = match msg.strip_prefix("line ") {
         Some(rest) => rest

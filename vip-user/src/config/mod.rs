@@ -350,11 +350,6 @@ impl CheckOverride {
         .map(|(k, _)| k)
         .collect()
     }
-
-    /// True if no key is given.
-    pub fn is_empty(&self) -> bool {
-        *self == CheckOverride::default()
-    }
 }
 
 /// The keys of a check type besides the common ones (type, port, interval, timeout, rise,

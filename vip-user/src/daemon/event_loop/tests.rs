@@ -250,6 +250,10 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
             "backend 198.18.2.5:80: health.tls_ca \"ca.pem\" is not an absolute path",
         ),
         (
+            "vip add 198.18.1.12:443 --check http --tls-verify false".into(),
+            "--tls-verify does not apply to --check http: remove it or change the type (to --check https)",
+        ),
+        (
             "backend add 198.18.1.10:80 198.18.2.5 --interval soon".into(),
             "--interval \"soon\"",
         ),
