@@ -217,6 +217,8 @@ pub struct BackendStatus {
     pub admin: AdminState,
     /// Health.
     pub healthy: bool,
+    /// The check it gets: the VIP's, with the backend's own keys merged over it.
+    pub health_check: HealthCheck,
     /// Datapath state.
     pub state: BackendState,
     /// Maglev slots owned.

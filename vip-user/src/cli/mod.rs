@@ -20,8 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     config::{
-        self, AddressError, AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId,
-        VipSpec, parse_addr_port,
+        self, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck, Mode,
+        Protocol, VipId, VipSpec, parse_addr_port,
     },
     protocol::{Change, Request},
 };
@@ -126,6 +126,10 @@ pub struct TraceArgs {
 
 /// `vipctl vip ...`.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per vipctl run; boxing would only obscure clap's derive"
+)]
 pub enum VipCmd {
     /// List VIPs.
     List,
@@ -156,90 +160,161 @@ pub enum VipCmd {
     },
 }
 
-/// Health-check options of `vipctl vip add` (the same keys as `[vip.health]`).
+/// Health-check options of `vipctl vip add` and `vipctl backend add` (the same keys as
+/// `[vip.health]`). For a VIP, an option not given takes the default shown; for a
+/// backend, it takes the VIP's value (a backend given none has exactly the VIP's check).
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// none, tcp, http or udp.
-    #[arg(long, default_value = "none")]
-    pub check: String,
-    /// Port to probe (default: each backend's port).
+    /// none, tcp, http, https or udp [VIP default: none].
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Port to probe [VIP default: each backend's port].
     #[arg(long)]
     pub check_port: Option<u16>,
-    /// HTTP path.
+    /// HTTP(S) path [VIP default: /].
     #[arg(long)]
     pub path: Option<String>,
-    /// HTTP Host header.
+    /// HTTP(S) Host header [VIP default: the backend address].
     #[arg(long)]
     pub host: Option<String>,
-    /// HTTP status (range) that counts as healthy, e.g. 200-399.
+    /// HTTP(S) status (range) that counts as healthy, e.g. 200-399 [VIP default: 200-399].
     #[arg(long)]
     pub expect_status: Option<String>,
     /// UDP payload to send.
     #[arg(long)]
     pub payload: Option<String>,
-    /// Time between checks, e.g. 2s.
-    #[arg(long, default_value = "2s")]
-    pub interval: String,
-    /// Time a check may take, e.g. 1s.
-    #[arg(long, default_value = "1s")]
-    pub timeout: String,
-    /// Passes that bring a backend up.
-    #[arg(long, default_value_t = 2)]
-    pub rise: u32,
-    /// Failures that take a backend down.
-    #[arg(long, default_value_t = 3)]
-    pub fall: u32,
+    /// HTTPS: SNI and the name the certificate must hold [VIP default: the host without
+    /// its port, else the backend's IP].
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// HTTPS: verify the certificate (false accepts any, e.g. self-signed) [VIP default: true].
+    #[arg(long)]
+    pub tls_verify: Option<bool>,
+    /// HTTPS: a CA (PEM file, absolute path on vipd's host) trusted besides the system store.
+    #[arg(long)]
+    pub tls_ca: Option<String>,
+    /// Time between checks, e.g. 2s [VIP default: 2s].
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Time a check may take, e.g. 1s [VIP default: 1s].
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Passes that bring a backend up [VIP default: 2].
+    #[arg(long)]
+    pub rise: Option<u32>,
+    /// Failures that take a backend down [VIP default: 3].
+    #[arg(long)]
+    pub fall: Option<u32>,
 }
 
 impl CheckArgs {
-    /// The health check, parsed by the config file's own rules (so errors read alike).
-    pub fn health(&self) -> Result<HealthCheck, UsageError> {
+    /// The options given, as the keys of a `[vip.health]` table.
+    fn toml_keys(&self) -> String {
         let q = |s: &str| format!("{s:?}");
-        let mut toml = format!(
-            "[[vip]]\naddress = \"192.0.2.1:1\"\n[vip.health]\ntype = {}\ninterval = {}\ntimeout = {}\nrise = {}\nfall = {}\n",
-            q(&self.check),
-            q(&self.interval),
-            q(&self.timeout),
-            self.rise,
-            self.fall
-        );
+        let mut toml = String::new();
         for (k, v) in [
+            ("type", &self.check),
             ("path", &self.path),
             ("host", &self.host),
             ("expect_status", &self.expect_status),
             ("payload", &self.payload),
+            ("tls_server_name", &self.tls_server_name),
+            ("tls_ca", &self.tls_ca),
+            ("interval", &self.interval),
+            ("timeout", &self.timeout),
         ] {
             if let Some(v) = v {
                 toml += &format!("{k} = {}\n", q(v));
             }
         }
-        if let Some(p) = self.check_port {
-            toml += &format!("port = {p}\n");
-        }
-        match crate::config::Config::parse(&toml, "options") {
-            Ok(c) => Ok(c.vips[0].health.clone()),
-            Err(e) => {
-                let msg = e
-                    .to_string()
-                    .replace("options: 1 problem(s):\n  - ", "")
-                    .replace("VIP 192.0.2.1:1/tcp: ", "")
-                    .replace("health.", "--")
-                    .replace("--type", "--check");
-                // The line numbers are of the generated text, not of anything the user wrote.
-                let msg = match msg.strip_prefix("line ") {
-                    Some(rest) => rest
-                        .split_once(": ")
-                        .map_or(msg.clone(), |(_, m)| m.to_string()),
-                    None => msg,
-                };
-                Err(UsageError::HealthCheck { problem: msg })
+        for (k, v) in [
+            ("port", self.check_port.map(u32::from)),
+            ("rise", self.rise),
+            ("fall", self.fall),
+        ] {
+            if let Some(v) = v {
+                toml += &format!("{k} = {v}\n");
             }
         }
+        if let Some(v) = self.tls_verify {
+            toml += &format!("tls_verify = {v}\n");
+        }
+        toml
     }
+
+    /// A VIP's health check, parsed by the config file's own rules (so errors read alike).
+    pub fn health(&self) -> Result<HealthCheck, UsageError> {
+        let mut keys = self.toml_keys();
+        if self.check.is_none() {
+            keys.insert_str(0, "type = \"none\"\n");
+        }
+        let toml = format!("[[vip]]\naddress = \"192.0.2.1:1\"\n[vip.health]\n{keys}");
+        match crate::config::Config::parse(&toml, "options") {
+            Ok(c) => Ok(c.vips[0].health.clone()),
+            Err(e) => Err(option_problem(&e)),
+        }
+    }
+
+    /// A backend's own check keys (`None` if no option is given). Only each value is
+    /// checked here: vipd checks them merged over the VIP's check.
+    pub fn backend_keys(&self) -> Result<Option<CheckOverride>, UsageError> {
+        let keys = self.toml_keys();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        crate::config::Config::parse_check_keys(&keys, "options")
+            .map(Some)
+            .map_err(|e| option_problem(&e))
+    }
+}
+
+/// A config problem about generated text, said in terms of the options given.
+fn option_problem(e: &config::ConfigError) -> UsageError {
+    let mut msg = e
+        .to_string()
+        .replace("options: 1 problem(s):\n  - ", "")
+        .replace("VIP 192.0.2.1:1/tcp: ", "")
+        .replace("backend: ", "")
+        .replace("health.type", "--check")
+        .replace("health.port", "--check-port");
+    // Each key as its option is spelled.
+    for key in [
+        "expect_status",
+        "tls_server_name",
+        "tls_verify",
+        "tls_ca",
+        "path",
+        "host",
+        "payload",
+        "interval",
+        "timeout",
+        "rise",
+        "fall",
+    ] {
+        msg = msg.replace(
+            &format!("health.{key}"),
+            &format!("--{}", key.replace('_', "-")),
+        );
+    }
+    for t in config::CheckType::NAMES {
+        msg = msg.replace(&format!("type = \"{t}\""), &format!("--check {t}"));
+    }
+    // The line numbers are of the generated text, not of anything the user wrote.
+    let msg = match msg.strip_prefix("line ") {
+        Some(rest) => rest
+            .split_once(": ")
+            .map_or(msg.clone(), |(_, m)| m.to_string()),
+        None => msg,
+    };
+    UsageError::HealthCheck { problem: msg }
 }
 
 /// `vipctl backend ...`.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per vipctl run; boxing would only obscure clap's derive"
+)]
 pub enum BackendCmd {
     /// List backends (of one VIP, or all).
     List {
@@ -258,6 +333,9 @@ pub enum BackendCmd {
         /// ready, drain or maint.
         #[arg(long, default_value = "ready")]
         state: AdminState,
+        /// This backend's own health-check keys, each in place of the VIP's.
+        #[command(flatten)]
+        check: CheckArgs,
     },
     /// Remove a backend (its flows re-hash).
     Del {
@@ -442,6 +520,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             backend,
             weight,
             state,
+            check,
         }) => {
             let vip = vip_arg(vip)?;
             change(Change::BackendAdd {
@@ -450,6 +529,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                     addr: backend_arg(&vip, backend)?,
                     weight: *weight,
                     state: *state,
+                    health: check.backend_keys()?.map(Box::new),
                 },
             })
         }

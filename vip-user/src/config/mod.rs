@@ -151,6 +151,22 @@ impl fmt::Display for VipId {
     }
 }
 
+named_enum! {
+    /// What a health check probes (the `type` key of `[vip.health]`).
+    pub enum CheckType: "health-check type" {
+        /// No check: always healthy.
+        None = "none",
+        /// TCP connect.
+        Tcp = "tcp",
+        /// HTTP GET.
+        Http = "http",
+        /// HTTP GET over TLS.
+        Https = "https",
+        /// A UDP datagram gets an answer.
+        Udp = "udp",
+    }
+}
+
 /// Health check of a VIP's backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
@@ -187,6 +203,22 @@ pub enum CheckKind {
         /// Inclusive status range that counts as healthy.
         expect_status: (u16, u16),
     },
+    /// HTTP GET over TLS (rustls), answered with a status in `expect_status`.
+    Https {
+        /// Request path.
+        path: String,
+        /// Host header (default: the backend address).
+        host: Option<String>,
+        /// Inclusive status range that counts as healthy.
+        expect_status: (u16, u16),
+        /// SNI and the name the certificate must hold (default: `host` without its port
+        /// if set, else the backend's IP address).
+        tls_server_name: Option<String>,
+        /// Verify the certificate chain and name; false accepts any certificate.
+        tls_verify: bool,
+        /// A CA (PEM file) trusted besides the system store.
+        tls_ca: Option<PathBuf>,
+    },
     /// A UDP datagram gets any answer (an ICMP port-unreachable fails it).
     Udp {
         /// Payload to send.
@@ -194,7 +226,238 @@ pub enum CheckKind {
     },
 }
 
+impl CheckKind {
+    /// The `type` word of this kind.
+    pub fn check_type(&self) -> CheckType {
+        match self {
+            CheckKind::None => CheckType::None,
+            CheckKind::Tcp => CheckType::Tcp,
+            CheckKind::Http { .. } => CheckType::Http,
+            CheckKind::Https { .. } => CheckType::Https,
+            CheckKind::Udp { .. } => CheckType::Udp,
+        }
+    }
+}
+
+/// Health-check keys given for one backend (`[vip.backend.health]`, `vipctl backend add
+/// --check...`), each replacing the VIP's own; a key not given is the VIP's. Also the
+/// parsed form of `[vip.health]`, merged over the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckOverride {
+    /// `type`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CheckType>,
+    /// `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `interval`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_text"
+    )]
+    pub interval: Option<Duration>,
+    /// `timeout`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_text"
+    )]
+    pub timeout: Option<Duration>,
+    /// `rise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    /// `fall`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    /// `path` (http, https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `host` (http, https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `expect_status` (http, https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<(u16, u16)>,
+    /// `payload` (udp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// `tls_server_name` (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// `tls_verify` (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// `tls_ca` (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl CheckOverride {
+    /// Every key of `check`, as if all were written out.
+    fn of(check: &HealthCheck) -> Self {
+        let mut o = CheckOverride {
+            kind: Some(check.kind.check_type()),
+            port: check.port,
+            interval: Some(check.interval),
+            timeout: Some(check.timeout),
+            rise: Some(check.rise),
+            fall: Some(check.fall),
+            ..CheckOverride::default()
+        };
+        match &check.kind {
+            CheckKind::None | CheckKind::Tcp => {}
+            CheckKind::Http {
+                path,
+                host,
+                expect_status,
+            } => {
+                (o.path, o.host, o.expect_status) =
+                    (Some(path.clone()), host.clone(), Some(*expect_status));
+            }
+            CheckKind::Https {
+                path,
+                host,
+                expect_status,
+                tls_server_name,
+                tls_verify,
+                tls_ca,
+            } => {
+                (o.path, o.host, o.expect_status) =
+                    (Some(path.clone()), host.clone(), Some(*expect_status));
+                (o.tls_server_name, o.tls_verify, o.tls_ca) =
+                    (tls_server_name.clone(), Some(*tls_verify), tls_ca.clone());
+            }
+            CheckKind::Udp { payload } => o.payload = Some(payload.clone()),
+        }
+        o
+    }
+
+    /// The keys given, by name (for messages).
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("path", self.path.is_some()),
+            ("host", self.host.is_some()),
+            ("expect_status", self.expect_status.is_some()),
+            ("payload", self.payload.is_some()),
+            ("tls_server_name", self.tls_server_name.is_some()),
+            ("tls_verify", self.tls_verify.is_some()),
+            ("tls_ca", self.tls_ca.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(k, _)| k)
+        .collect()
+    }
+}
+
+/// The keys of a check type besides the common ones (type, port, interval, timeout, rise,
+/// fall).
+fn keys_of(t: CheckType) -> &'static [&'static str] {
+    const HTTP: &[&str] = &["path", "host", "expect_status"];
+    const HTTPS: &[&str] = &[
+        "path",
+        "host",
+        "expect_status",
+        "tls_server_name",
+        "tls_verify",
+        "tls_ca",
+    ];
+    match t {
+        CheckType::None | CheckType::Tcp => &[],
+        CheckType::Http => HTTP,
+        CheckType::Https => HTTPS,
+        CheckType::Udp => &["payload"],
+    }
+}
+
 impl HealthCheck {
+    /// This check with the keys `o` gives in place of its own. A key of the old type that
+    /// the new type has too (http and https share path, host and expect_status) is kept;
+    /// a key `o` gives that its type does not have is a problem, named as in the file.
+    pub fn merged(&self, o: &CheckOverride) -> Result<HealthCheck, Vec<String>> {
+        let mut problems = Vec::new();
+        let kind = o.kind.unwrap_or(self.kind.check_type());
+        let misplaced: Vec<_> = o
+            .given()
+            .into_iter()
+            .filter(|k| !keys_of(kind).contains(k))
+            .collect();
+        if !misplaced.is_empty() {
+            let with: Vec<_> = [CheckType::Http, CheckType::Https, CheckType::Udp]
+                .into_iter()
+                .filter(|t| misplaced.iter().all(|k| keys_of(*t).contains(k)))
+                .map(|t| format!("type = \"{t}\""))
+                .collect();
+            let names: Vec<_> = misplaced.iter().map(|k| format!("health.{k}")).collect();
+            problems.push(format!(
+                "{} {} not apply to type = \"{kind}\": remove {} or change the type{}",
+                names.join(", "),
+                if misplaced.len() == 1 { "does" } else { "do" },
+                if misplaced.len() == 1 { "it" } else { "them" },
+                if with.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (to {})", with.join(" or "))
+                }
+            ));
+        }
+        let mut all = CheckOverride::of(self);
+        if kind != self.kind.check_type() {
+            // The old type's own keys do not carry over, except those the new type has.
+            let old = std::mem::take(&mut all);
+            all = CheckOverride {
+                port: old.port,
+                interval: old.interval,
+                timeout: old.timeout,
+                rise: old.rise,
+                fall: old.fall,
+                ..CheckOverride::default()
+            };
+            if keys_of(kind).contains(&"path") {
+                (all.path, all.host, all.expect_status) = (old.path, old.host, old.expect_status);
+            }
+        }
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        let path = pick(&o.path, &all.path).unwrap_or_else(|| "/".into());
+        let host = pick(&o.host, &all.host);
+        let expect_status = o.expect_status.or(all.expect_status).unwrap_or((200, 399));
+        let kind = match kind {
+            CheckType::None => CheckKind::None,
+            CheckType::Tcp => CheckKind::Tcp,
+            CheckType::Http => CheckKind::Http {
+                path,
+                host,
+                expect_status,
+            },
+            CheckType::Https => CheckKind::Https {
+                path,
+                host,
+                expect_status,
+                tls_server_name: pick(&o.tls_server_name, &all.tls_server_name),
+                tls_verify: o.tls_verify.or(all.tls_verify).unwrap_or(true),
+                tls_ca: o.tls_ca.clone().or_else(|| all.tls_ca.clone()),
+            },
+            CheckType::Udp => CheckKind::Udp {
+                payload: pick(&o.payload, &all.payload).unwrap_or_default(),
+            },
+        };
+        let check = HealthCheck {
+            kind,
+            port: o.port.or(all.port),
+            interval: o.interval.unwrap_or(self.interval),
+            timeout: o.timeout.unwrap_or(self.timeout),
+            rise: o.rise.unwrap_or(self.rise),
+            fall: o.fall.unwrap_or(self.fall),
+        };
+        if problems.is_empty() {
+            Ok(check)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// A check that always passes.
     pub fn none() -> Self {
         HealthCheck {
@@ -217,6 +480,11 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Operator state.
     pub state: AdminState,
+    /// Health-check keys of this backend's own, merged over the VIP's check (see
+    /// [`VipSpec::check_of`]). Boxed: most backends have none, and a spec travels in
+    /// every API message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Box<CheckOverride>>,
 }
 
 /// A VIP with its options and backends.
@@ -236,6 +504,20 @@ pub struct VipSpec {
     pub health: HealthCheck,
     /// Backends, in file order (order does not matter to Maglev).
     pub backends: Vec<BackendSpec>,
+}
+
+impl VipSpec {
+    /// The check `backend` gets: the VIP's, with the backend's own keys merged over it.
+    /// (A validated spec always merges; if it did not, the VIP's check is used.)
+    pub fn check_of(&self, backend: &BackendSpec) -> HealthCheck {
+        match &backend.health {
+            Some(o) => self
+                .health
+                .merged(o)
+                .unwrap_or_else(|_| self.health.clone()),
+            None => self.health.clone(),
+        }
+    }
 }
 
 /// Map capacities, fixed when the datapath is loaded.
@@ -368,6 +650,28 @@ impl Config {
                 path: origin.to_string(),
                 problems: v.problems,
             })
+        }
+    }
+
+    /// Parses the keys of one health-check table (as `[vip.backend.health]` holds them)
+    /// without merging them over anything: `vipctl backend add --check...` sends them so,
+    /// and vipd checks the merge against the VIP's own check.
+    pub fn parse_check_keys(text: &str, origin: &str) -> Result<CheckOverride, ConfigError> {
+        let raw: raw::Health = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut v = Validator {
+            text,
+            problems: Vec::new(),
+            limits_override: None,
+        };
+        match v.check_keys(raw, "backend") {
+            Some(keys) if v.problems.is_empty() => Ok(keys),
+            _ => Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems: v.problems,
+            }),
         }
     }
 
@@ -547,7 +851,19 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
             _ => {}
         }
     }
-    let h = &vip.health;
+    check_health(&vip.health, vip.id.port == 0, report);
+    for b in &vip.backends {
+        let Some(o) = &b.health else { continue };
+        let mut report = |p: String| report(format!("backend {}: {p}", b.addr));
+        match vip.health.merged(o) {
+            Ok(h) => check_health(&h, vip.id.port == 0, &mut report),
+            Err(problems) => problems.into_iter().for_each(&mut report),
+        }
+    }
+}
+
+/// The rules of one check (a VIP's, or a backend's merged over it).
+fn check_health(h: &HealthCheck, all_ports: bool, report: &mut dyn FnMut(String)) {
     if !matches!(h.kind, CheckKind::None) {
         for (what, d) in [("interval", h.interval), ("timeout", h.timeout)] {
             if d < MIN_CHECK_INTERVAL {
@@ -568,7 +884,7 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
         if h.rise == 0 || h.fall == 0 {
             report("health.rise and health.fall must be at least 1".into());
         }
-        if vip.id.port == 0 && h.port.is_none() {
+        if all_ports && h.port.is_none() {
             report(
                 "the VIP takes all ports, so its health check needs a port: set health.port".into(),
             );
@@ -576,6 +892,12 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
     }
     if let CheckKind::Http {
         path,
+        host,
+        expect_status: (lo, hi),
+    }
+    | CheckKind::Https {
+        path,
+        host,
         expect_status: (lo, hi),
         ..
     } = &h.kind
@@ -588,9 +910,7 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
                 "health.path {path:?} contains a control character or space: write a URL path such as \"/healthz\", percent-encoded (e.g. %20 for a space)"
             ));
         }
-        if let CheckKind::Http {
-            host: Some(host), ..
-        } = &h.kind
+        if let Some(host) = host
             && unsafe_in_http(host)
         {
             report(format!(
@@ -600,6 +920,28 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
         if !(100..=599).contains(lo) || !(100..=599).contains(hi) || lo > hi {
             report(format!(
                 "health.expect_status {lo}-{hi} is not a range of HTTP statuses: use e.g. \"200-399\""
+            ));
+        }
+    }
+    if let CheckKind::Https {
+        tls_server_name,
+        tls_ca,
+        ..
+    } = &h.kind
+    {
+        if let Some(name) = tls_server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            report(format!(
+                "health.tls_server_name {name:?} is neither a DNS name nor an IP address: write the name the backend's certificate holds, e.g. \"api.example.com\""
+            ));
+        }
+        if let Some(ca) = tls_ca
+            && !ca.is_absolute()
+        {
+            report(format!(
+                "health.tls_ca {:?} is not an absolute path: write the full path of a PEM file, e.g. \"/etc/vip/backend-ca.pem\"",
+                ca.display()
             ));
         }
     }
@@ -720,7 +1062,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Health {
         #[serde(rename = "type")]
-        pub kind: Spanned<String>,
+        pub kind: Option<Spanned<String>>,
         pub port: Option<u16>,
         pub interval: Option<Spanned<String>>,
         pub timeout: Option<Spanned<String>>,
@@ -730,6 +1072,9 @@ mod raw {
         pub host: Option<String>,
         pub expect_status: Option<Spanned<String>>,
         pub payload: Option<String>,
+        pub tls_server_name: Option<String>,
+        pub tls_verify: Option<bool>,
+        pub tls_ca: Option<PathBuf>,
     }
 
     #[derive(Deserialize)]
@@ -740,6 +1085,7 @@ mod raw {
         pub weight: u32,
         #[serde(default)]
         pub state: AdminState,
+        pub health: Option<Health>,
     }
 
     fn tcp() -> Protocol {
@@ -1072,16 +1418,19 @@ impl Validator<'_> {
             proto: v.protocol,
         };
         let health = match v.health {
-            Some(h) => self.health(h, id).unwrap_or_else(HealthCheck::none),
+            Some(h) => self.vip_health(h, id).unwrap_or_else(HealthCheck::none),
             None => HealthCheck::none(),
         };
         let mut backends = Vec::new();
         for b in v.backend {
+            let what = format!("VIP {id}: backend {}", b.address.get_ref());
+            let own = b.health.and_then(|h| self.check_keys(h, &what));
             match parse_addr_port(b.address.get_ref(), true) {
                 Ok((ip, p)) => backends.push(BackendSpec {
                     addr: SocketAddr::new(ip, p.unwrap_or(port)),
                     weight: b.weight,
                     state: b.state,
+                    health: own.map(Box::new),
                 }),
                 Err(e) => self.at(&b.address, format!("backend address of VIP {id}: {e}")),
             }
@@ -1102,69 +1451,81 @@ impl Validator<'_> {
         Some(spec)
     }
 
-    fn health(&mut self, h: raw::Health, vip: VipId) -> Option<HealthCheck> {
-        let dur = |me: &mut Self, s: &Option<Spanned<String>>, def: u64, what: &str| match s {
-            None => Some(Duration::from_secs(def)),
-            Some(s) => {
-                match humantime::parse_duration(s.get_ref()) {
+    /// A VIP's `[vip.health]`: its keys over the defaults; `type` is required.
+    fn vip_health(&mut self, h: raw::Health, vip: VipId) -> Option<HealthCheck> {
+        let Some(kind) = &h.kind else {
+            self.problems.push(format!(
+                "VIP {vip}: [vip.health] has no type: write type = \"{}\"",
+                CheckType::NAMES.join("\" or \"")
+            ));
+            return None;
+        };
+        let line = self.line(kind.span());
+        let keys = self.check_keys(h, &format!("VIP {vip}"))?;
+        match HealthCheck::none().merged(&keys) {
+            Ok(c) => Some(c),
+            Err(problems) => {
+                for p in problems {
+                    self.problems.push(format!("line {line}: VIP {vip}: {p}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// The keys of a `[vip.health]` or `[vip.backend.health]` table, each parsed; `what`
+    /// names the VIP or backend in messages; `None` if a value is malformed (reported).
+    fn check_keys(&mut self, h: raw::Health, what: &str) -> Option<CheckOverride> {
+        let before = self.problems.len();
+        let dur = |me: &mut Self, s: &Option<Spanned<String>>, key: &str| {
+            s.as_ref()
+                .and_then(|s| match humantime::parse_duration(s.get_ref()) {
                     Ok(d) => Some(d),
                     Err(e) => {
-                        me.at(s, format!("VIP {vip}: health.{what} {:?}: {e}; write e.g. \"2s\" or \"500ms\"", s.get_ref()));
+                        me.at(
+                            s,
+                            format!(
+                                "{what}: health.{key} {:?}: {e}; write e.g. \"2s\" or \"500ms\"",
+                                s.get_ref()
+                            ),
+                        );
                         None
                     }
-                }
-            }
+                })
         };
-        let interval = dur(self, &h.interval, 2, "interval");
-        let timeout = dur(self, &h.timeout, 1, "timeout");
-        let kind = match h.kind.get_ref().as_str() {
-            "none" => CheckKind::None,
-            "tcp" => CheckKind::Tcp,
-            "http" => {
-                let expect_status = match &h.expect_status {
-                    None => (200, 399),
-                    Some(s) => match parse_status_range(s.get_ref()) {
-                        Some(r) => r,
-                        None => {
-                            self.at(s, format!("VIP {vip}: health.expect_status {:?}: write one status (\"200\") or a range (\"200-399\")", s.get_ref()));
-                            (200, 399)
-                        }
-                    },
-                };
-                CheckKind::Http {
-                    path: h.path.clone().unwrap_or_else(|| "/".into()),
-                    host: h.host.clone(),
-                    expect_status,
+        let interval = dur(self, &h.interval, "interval");
+        let timeout = dur(self, &h.timeout, "timeout");
+        let kind = h
+            .kind
+            .as_ref()
+            .and_then(|k| match k.get_ref().parse::<CheckType>() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.at(k, format!("{what}: health.type: {e}"));
+                    None
                 }
+            });
+        let expect_status = h.expect_status.as_ref().and_then(|s| match parse_status_range(s.get_ref()) {
+            Some(r) => Some(r),
+            None => {
+                self.at(s, format!("{what}: health.expect_status {:?}: write one status (\"200\") or a range (\"200-399\")", s.get_ref()));
+                None
             }
-            "udp" => CheckKind::Udp {
-                payload: h.payload.clone().unwrap_or_default(),
-            },
-            other => {
-                self.at(
-                    &h.kind,
-                    format!("VIP {vip}: health.type {other:?}: use none, tcp, http or udp"),
-                );
-                return None;
-            }
-        };
-        let not_http = !matches!(kind, CheckKind::Http { .. });
-        if not_http && (h.path.is_some() || h.host.is_some() || h.expect_status.is_some()) {
-            self.at(&h.kind, format!("VIP {vip}: health.path/host/expect_status only apply to type = \"http\": remove them or change the type"));
-        }
-        if !matches!(kind, CheckKind::Udp { .. }) && h.payload.is_some() {
-            self.at(
-                &h.kind,
-                format!("VIP {vip}: health.payload only applies to type = \"udp\""),
-            );
-        }
-        Some(HealthCheck {
+        });
+        (self.problems.len() == before).then_some(CheckOverride {
             kind,
             port: h.port,
-            interval: interval?,
-            timeout: timeout?,
-            rise: h.rise.unwrap_or(2),
-            fall: h.fall.unwrap_or(3),
+            interval,
+            timeout,
+            rise: h.rise,
+            fall: h.fall,
+            path: h.path,
+            host: h.host,
+            expect_status,
+            payload: h.payload,
+            tls_server_name: h.tls_server_name,
+            tls_verify: h.tls_verify,
+            tls_ca: h.tls_ca,
         })
     }
 }
@@ -1193,6 +1554,26 @@ fn parse_status_range(s: &str) -> Option<(u16, u16)> {
             let v = s.trim().parse().ok()?;
             Some((v, v))
         }
+    }
+}
+
+/// Serde for optional durations as humantime text.
+mod opt_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_text::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

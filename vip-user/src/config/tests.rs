@@ -219,12 +219,18 @@ fn every_error_names_its_place_and_the_fix() {
         (
             "bad check type",
             "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"icmp\"\n",
-            &["line 4", "use none, tcp, http or udp"],
+            &[
+                "line 4",
+                "unknown health-check type \"icmp\": use none, tcp, http, https or udp",
+            ],
         ),
         (
             "http options on a tcp check",
             "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"tcp\"\npath = \"/\"\n",
-            &["only apply to type = \"http\""],
+            &[
+                "health.path does not apply to type = \"tcp\"",
+                "(to type = \"http\" or type = \"https\")",
+            ],
         ),
         (
             "bad status range",
@@ -401,6 +407,83 @@ fn every_error_names_its_place_and_the_fix() {
                 "would loop",
             ],
         ),
+        (
+            "[vip.health] without a type",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\nport = 81\n",
+            &[
+                "VIP 198.18.1.10:80/tcp: [vip.health] has no type",
+                "\"https\"",
+            ],
+        ),
+        (
+            "TLS keys on an http check",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"http\"\ntls_verify = false\ntls_ca = \"/ca.pem\"\n",
+            &[
+                "line 4",
+                "health.tls_verify, health.tls_ca do not apply to type = \"http\": remove them",
+                "(to type = \"https\")",
+            ],
+        ),
+        (
+            "an https check's server name that is no name",
+            "[[vip]]\naddress = \"198.18.1.10:443\"\n[vip.health]\ntype = \"https\"\ntls_server_name = \"a b\"\n",
+            &["health.tls_server_name \"a b\" is neither a DNS name nor an IP address"],
+        ),
+        (
+            "an https check's CA by a relative path",
+            "[[vip]]\naddress = \"198.18.1.10:443\"\n[vip.health]\ntype = \"https\"\ntls_ca = \"ca.pem\"\n",
+            &["health.tls_ca \"ca.pem\" is not an absolute path"],
+        ),
+        (
+            "CR/LF in an https check's path",
+            "[[vip]]\naddress = \"198.18.1.10:443\"\n[vip.health]\ntype = \"https\"\npath = \"/\\r\\nX: y\"\n",
+            &["health.path", "control character or space"],
+        ),
+        // Per-backend checks: each problem names the backend.
+        (
+            "a backend's path on a VIP's tcp check",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"tcp\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\npath = \"/x\"\n",
+            &[
+                "line 2: VIP 198.18.1.10:80/tcp: backend 198.18.2.1:80: health.path does not apply to type = \"tcp\"",
+            ],
+        ),
+        (
+            "a backend's timeout above the VIP's interval",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"tcp\"\ninterval = \"1s\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\ntimeout = \"3s\"\n",
+            &[
+                "backend 198.18.2.1:80: health.timeout 3s must be above 0 and at most health.interval 1s",
+            ],
+        ),
+        (
+            "a backend's unknown check type",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\ntype = \"icmp\"\n",
+            &[
+                "line 6: VIP 198.18.1.10:80/tcp: backend 198.18.2.1: health.type: unknown health-check type \"icmp\"",
+            ],
+        ),
+        (
+            "a backend's bad interval",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\ninterval = \"soon\"\n",
+            &["line 6", "backend 198.18.2.1: health.interval \"soon\""],
+        ),
+        (
+            "LF in a backend's host",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"http\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\nhost = \"a\\nX: 1\"\n",
+            &[
+                "backend 198.18.2.1:80: health.host",
+                "control character or space",
+            ],
+        ),
+        (
+            "a backend's check of an all-ports VIP without a port",
+            "[[vip]]\naddress = \"198.18.1.10:*\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\ntype = \"tcp\"\n",
+            &["backend 198.18.2.1:0: the VIP takes all ports, so its health check needs a port"],
+        ),
+        (
+            "an unknown key in a backend's check",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\nretries = 3\n",
+            &["line 6", "unknown field `retries`"],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, wants) in cases {
@@ -440,4 +523,142 @@ fn primes() {
     assert!(is_prime(65537) && is_prime(655373) && is_prime(251) && is_prime(2));
     assert!(!is_prime(65536) && !is_prime(1) && !is_prime(9));
     assert_eq!(next_prime(100), 101);
+}
+
+/// A backend's check: the VIP's, with the keys the backend gives in place of the VIP's.
+#[test]
+fn a_backend_check_is_the_vips_with_its_own_keys_over_it() {
+    let secs = Duration::from_secs;
+    let http = |path: &str, host: Option<&str>, expect_status| CheckKind::Http {
+        path: path.into(),
+        host: host.map(Into::into),
+        expect_status,
+    };
+    let check = |kind, port, interval, rise| HealthCheck {
+        kind,
+        port,
+        interval,
+        timeout: secs(1),
+        rise,
+        fall: 3,
+    };
+    // (case, the VIP's [vip.health] keys, the backend's, the backend's check)
+    let cases = [
+        (
+            "no keys: the VIP's check",
+            "type = \"tcp\"",
+            "",
+            check(CheckKind::Tcp, None, secs(2), 2),
+        ),
+        (
+            "port, interval and rise only",
+            "type = \"http\"\npath = \"/healthz\"\nexpect_status = \"200-299\"",
+            "port = 8080\ninterval = \"5s\"\nrise = 4",
+            check(http("/healthz", None, (200, 299)), Some(8080), secs(5), 4),
+        ),
+        (
+            "http to https keeps path, host and status",
+            "type = \"http\"\npath = \"/healthz\"\nhost = \"api.example.com\"\nexpect_status = \"204\"",
+            "type = \"https\"\ntls_verify = false",
+            check(
+                CheckKind::Https {
+                    path: "/healthz".into(),
+                    host: Some("api.example.com".into()),
+                    expect_status: (204, 204),
+                    tls_server_name: None,
+                    tls_verify: false,
+                    tls_ca: None,
+                },
+                None,
+                secs(2),
+                2,
+            ),
+        ),
+        (
+            "https keys of the VIP's, one of them replaced",
+            "type = \"https\"\ntls_ca = \"/etc/vip/ca.pem\"\ntls_server_name = \"a.example\"",
+            "tls_server_name = \"b.example\"",
+            check(
+                CheckKind::Https {
+                    path: "/".into(),
+                    host: None,
+                    expect_status: (200, 399),
+                    tls_server_name: Some("b.example".into()),
+                    tls_verify: true,
+                    tls_ca: Some("/etc/vip/ca.pem".into()),
+                },
+                None,
+                secs(2),
+                2,
+            ),
+        ),
+        (
+            "https to tcp leaves the http and TLS keys behind",
+            "type = \"https\"\npath = \"/x\"\ntls_ca = \"/etc/vip/ca.pem\"\nport = 8443",
+            "type = \"tcp\"",
+            check(CheckKind::Tcp, Some(8443), secs(2), 2),
+        ),
+        (
+            "a check for one backend of an unchecked VIP",
+            "type = \"none\"",
+            "type = \"http\"\npath = \"/b\"",
+            check(http("/b", None, (200, 399)), None, secs(2), 2),
+        ),
+        (
+            "udp payload replaced",
+            "type = \"udp\"\npayload = \"ping\"",
+            "payload = \"pong\"",
+            check(
+                CheckKind::Udp {
+                    payload: "pong".into(),
+                },
+                None,
+                secs(2),
+                2,
+            ),
+        ),
+    ];
+    for (name, vip, backend, want) in cases {
+        let text = format!(
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\n{vip}\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\n{backend}\n[[vip.backend]]\naddress = \"198.18.2.2\"\n"
+        );
+        let c = Config::parse(&text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = &c.vips[0];
+        assert_eq!(v.check_of(&v.backends[0]), want, "{name}");
+        assert_eq!(
+            v.check_of(&v.backends[1]),
+            v.health,
+            "{name}: the other backend"
+        );
+        // What the state file and the API carry round-trips.
+        let json = serde_json::to_string(v).unwrap();
+        assert_eq!(
+            &serde_json::from_str::<VipSpec>(&json).unwrap(),
+            v,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_annotated_example_is_a_valid_config() {
+    let text = include_str!("../../examples/vipd.toml");
+    let c = Config::parse(text, "examples/vipd.toml").unwrap_or_else(|e| panic!("{e}"));
+    let https = c
+        .vips
+        .iter()
+        .find(|v| v.id.port == 443)
+        .expect("the https example");
+    let own = https.check_of(&https.backends[1]);
+    assert_eq!(own.port, Some(8443));
+    assert!(
+        matches!(
+            own.kind,
+            CheckKind::Https {
+                tls_verify: false,
+                ..
+            }
+        ),
+        "{own:?}"
+    );
 }

@@ -71,6 +71,12 @@ pub fn diff(old: &[VipSpec], new: &[VipSpec]) -> Vec<String> {
                             n.id, nb.addr, ob.weight, nb.weight
                         ));
                     }
+                    if ob.health != nb.health {
+                        out.push(format!(
+                            "~ backend {} {} health: {:?} -> {:?}",
+                            n.id, nb.addr, ob.health, nb.health
+                        ));
+                    }
                     if ob.state != nb.state {
                         out.push(format!(
                             "~ backend {} {} state: {} -> {}",

@@ -722,6 +722,7 @@ impl<T: DatapathOps> Owner<T> {
                     weight: b.weight,
                     admin: b.state,
                     healthy,
+                    health_check: v.check_of(b),
                     state: BackendState::from_datapath(backend_state(b.state, b.weight, healthy)),
                     slots: slots.get(id as usize).copied().unwrap_or(0),
                     packets: c.packets,

@@ -38,8 +38,9 @@ use crate::{
 /// A message to the owner loop.
 #[derive(Debug)]
 pub enum Msg {
-    /// An API request and where to send the answer.
-    Api(Request, oneshot::Sender<Response>),
+    /// An API request and where to send the answer. Boxed: a request carries whole VIP
+    /// specs (with https checks, over 200 bytes) and the channel's slots are sized for it.
+    Api(Box<Request>, oneshot::Sender<Response>),
     /// The metrics refresher wants a snapshot.
     Status(oneshot::Sender<Status>),
 }
@@ -187,7 +188,7 @@ pub async fn run<T: DatapathOps>(
         let tx = api_tx.clone();
         async move {
             let (rtx, rrx) = oneshot::channel();
-            if tx.send(Msg::Api(req, rtx)).await.is_err() {
+            if tx.send(Msg::Api(Box::new(req), rtx)).await.is_err() {
                 return Response::err("vipd is shutting down");
             }
             rrx.await
@@ -218,6 +219,7 @@ pub async fn run<T: DatapathOps>(
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
                 Msg::Api(req, reply) => {
+                    let req = *req;
                     let reload = matches!(req, Request::Reload);
                     changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
                     let resp = handle(&mut owner, &mut cfg, &config_path, req);

@@ -52,6 +52,7 @@ fn backend(addr: &str, weight: u32) -> BackendSpec {
         addr: addr.parse().unwrap(),
         weight,
         state: AdminState::Ready,
+        health: None,
     }
 }
 

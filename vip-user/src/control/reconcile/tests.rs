@@ -140,6 +140,7 @@ fn ids_are_stable_by_identity_and_reuse_bumps_the_generation() {
             addr: format!("198.18.3.{i}:80").parse().unwrap(),
             weight: 1,
             state: AdminState::Ready,
+            health: None,
         });
     }
     w.apply(&vips);

@@ -218,7 +218,7 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
         ),
         (
             "vip add 198.18.1.12:80 --check icmp".into(),
-            "--check \"icmp\": use none, tcp, http or udp",
+            "--check: unknown health-check type \"icmp\": use none, tcp, http, https or udp",
         ),
         (
             "vip add 198.18.1.12:80 --check tcp --interval 1s --timeout 5s".into(),
@@ -239,6 +239,23 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
         (
             "backend add 198.18.1.10:80 not-an-ip".into(),
             "is not an address",
+        ),
+        (
+            // The VIP has no check (type none): a path alone cannot make one.
+            "backend add 198.18.1.10:80 198.18.2.5 --path /x".into(),
+            "backend 198.18.2.5:80: health.path does not apply to type = \"none\"",
+        ),
+        (
+            "backend add 198.18.1.10:80 198.18.2.5 --check https --tls-ca ca.pem".into(),
+            "backend 198.18.2.5:80: health.tls_ca \"ca.pem\" is not an absolute path",
+        ),
+        (
+            "vip add 198.18.1.12:443 --check http --tls-verify false".into(),
+            "--tls-verify does not apply to --check http: remove it or change the type (to --check https)",
+        ),
+        (
+            "backend add 198.18.1.10:80 198.18.2.5 --interval soon".into(),
+            "--interval \"soon\"",
         ),
         (
             "backend del 198.18.1.10:80 198.18.2.7".into(),
@@ -300,6 +317,58 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
         Cli::try_parse_from(["vipctl", "--socket", "/nonexistent/x.sock", "vip", "list"]).unwrap();
     let e = cli::run_remote(&c, &Request::Status).unwrap_err();
     assert!(e.to_string().contains("Is vipd running"), "{e}");
+}
+
+#[test]
+fn a_backend_added_with_its_own_check_shows_the_merged_check() {
+    let d = start("backend-check");
+    ok(
+        &d,
+        "vip add 198.18.1.20:443 --check https --path /healthz --tls-server-name api.example.com --interval 5s",
+    );
+    ok(&d, "backend add 198.18.1.20:443 198.18.2.1");
+    ok(
+        &d,
+        "backend add 198.18.1.20:443 198.18.2.2 --check http --check-port 8080 --interval 3s",
+    );
+    ok(
+        &d,
+        "backend add 198.18.1.20:443 198.18.2.3 --tls-verify false --tls-server-name other.example.com",
+    );
+    let json = ok(&d, "-o json backend list 198.18.1.20:443");
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let check = |i: usize| rows[i][1]["health_check"].clone();
+    // The VIP's check, as it is.
+    assert_eq!(check(0)["kind"]["type"], "https", "{json}");
+    assert_eq!(check(0)["kind"]["tls_server_name"], "api.example.com");
+    assert_eq!(check(0)["kind"]["tls_verify"], true);
+    assert_eq!(check(0)["interval"], "5s");
+    // Another type: the shared http keys stay, the TLS ones go.
+    assert_eq!(check(1)["kind"]["type"], "http", "{json}");
+    assert_eq!(check(1)["kind"]["path"], "/healthz");
+    assert!(check(1)["kind"].get("tls_server_name").is_none(), "{json}");
+    assert_eq!(
+        (check(1)["port"].clone(), check(1)["interval"].clone()),
+        (8080.into(), "3s".into())
+    );
+    // Two keys replaced, the rest the VIP's.
+    assert_eq!(check(2)["kind"]["tls_verify"], false, "{json}");
+    assert_eq!(check(2)["kind"]["tls_server_name"], "other.example.com");
+    assert_eq!(
+        (
+            check(2)["kind"]["path"].clone(),
+            check(2)["interval"].clone()
+        ),
+        ("/healthz".into(), "5s".into())
+    );
+    // The backend keeps its own keys across a restart (they are in the state file).
+    let before: Vec<_> = (0..3).map(check).collect();
+    let dir = d.stop();
+    let d = spawn(&dir);
+    let json = ok(&d, "-o json backend list 198.18.1.20:443");
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let after: Vec<_> = (0..3).map(|i| rows[i][1]["health_check"].clone()).collect();
+    assert_eq!(after, before);
 }
 
 #[test]
