@@ -46,7 +46,8 @@ enum Command {
     },
     /// Detach vip_lb and unpin its maps (connections and counters are lost).
     Down {
-        /// Config file (for the instance name and socket).
+        /// Config file (for the instance name, socket and `[announce]` table; without it
+        /// the default table 100 and protocol 200 are cleared of vipd's routes).
         #[arg(short, long, conflicts_with = "instance")]
         config: Option<PathBuf>,
         /// Instance name (default "default").
@@ -163,18 +164,18 @@ fn run(command: Command) -> Result<String, VipdError> {
             instance,
             force,
         } => {
-            let (instance, socket) = match config {
+            let (instance, socket, announce) = match config {
                 Some(path) => {
                     let c = Config::load(&path)?;
-                    (c.instance, c.api.socket)
+                    (c.instance, c.api.socket, c.announce)
                 }
                 None => {
                     let i = instance.unwrap_or_else(|| "default".into());
                     let s = config::default_socket(&i);
-                    (i, s)
+                    (i, s, config::AnnounceSpec::default())
                 }
             };
-            let done = service::down(&instance, &socket, force)?;
+            let done = service::down(&instance, &socket, force, &announce)?;
             if done.is_empty() {
                 format!("nothing pinned for instance {instance}\n")
             } else {

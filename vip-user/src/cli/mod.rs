@@ -411,6 +411,8 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 table_size: table_size.unwrap_or(0),
                 health: check.health()?,
                 backends: Vec::new(),
+                announce: None,
+                min_healthy: 1,
             },
         }),
         Command::Vip(VipCmd::Del { vip }) => change(Change::VipDel { vip: vip_arg(vip)? }),

@@ -343,7 +343,14 @@ impl<T: DatapathOps> Owner<T> {
         }
     }
 
-    /// The owner's belief about a backend's health (unknown = healthy).
+    /// Whether a backend of a running VIP.
+    pub fn is_configured(&self, ident: &BackendIdentity) -> bool {
+        self.vips
+            .iter()
+            .any(|v| v.id == ident.0 && v.backends.iter().any(|b| b.addr == ident.1))
+    }
+
+    /// What the owner believes of a backend's health (up unless a check said otherwise).
     pub fn is_up(&self, ident: &BackendIdentity) -> bool {
         self.health.get(ident).copied().unwrap_or(true)
     }

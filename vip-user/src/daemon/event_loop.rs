@@ -2,7 +2,13 @@
 //! transitions, SIGHUP, scrapes and next-hop resolutions as messages, so it is the only
 //! writer of the maps.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     net::UnixListener,
@@ -11,14 +17,20 @@ use tokio::{
 };
 
 use super::{
+    announce::{Announcer, RouteChange, RouteTable},
     api::{self, Access},
     health::{self, Supervisor, Transition},
     metrics::{self, Metrics},
     nexthop::{self, NextHopCache, NextHopError},
 };
 use crate::{
-    config::Config,
-    control::{diff::diff, owner::Owner},
+    config::{AnnounceSpec, Config},
+    control::{
+        announce::{self, NodeState, Plan},
+        diff::diff,
+        owner::Owner,
+        reconcile::BackendIdentity,
+    },
     datapath::tables::DatapathOps,
     protocol::{ApplyResult, Request, Response, Status},
 };
@@ -71,6 +83,8 @@ pub async fn run<T: DatapathOps>(
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut resolving = false;
     let mut resolve_failing = false;
+    let mut settled: HashSet<BackendIdentity> = HashSet::new();
+    let mut routes = RouteKeeper::default();
     let mut checks = Supervisor::default();
     checks.update(
         health::targets(owner.vips()),
@@ -111,9 +125,12 @@ pub async fn run<T: DatapathOps>(
                 }
             },
             Some(t) = hrx.recv() => {
-                tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
-                if let Err(e) = owner.set_health(t.ident, t.up) {
-                    tracing::error!(error = %e, "applying a health change failed");
+                settled.insert(t.ident);
+                if !t.first || t.up != owner.is_up(&t.ident) {
+                    tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
+                    if let Err(e) = owner.set_health(t.ident, t.up) {
+                        tracing::error!(error = %e, "applying a health change failed");
+                    }
                 }
             }
             _ = hup.recv() => {
@@ -165,6 +182,19 @@ pub async fn run<T: DatapathOps>(
             &htx,
             &metrics,
         );
+        settled.retain(|i| owner.is_configured(i));
+        let node = NodeState {
+            drained: false,
+            attached: true,
+        };
+        let plan = announce::plan(
+            owner.vips(),
+            &cfg.announce,
+            node,
+            |i| owner.is_up(i),
+            |i| settled.contains(i),
+        );
+        routes.keep(cfg.announce, plan).await;
         let backends = backend_addrs(&owner);
         if let Err(e) = nexthops.forget_changed(owner.tables_mut(), &backends) {
             tracing::error!(error = %e, "clearing the next hops of removed backends failed");
@@ -175,6 +205,57 @@ pub async fn run<T: DatapathOps>(
     );
     let _ = std::fs::remove_file(&cfg.api.socket);
     Ok(Exit::Signal)
+}
+
+/// Keeps the routing table equal to the announcement plan. Nothing is touched until some
+/// VIP announces (an operator who never turns announcing on has no netlink traffic).
+#[derive(Debug, Default)]
+struct RouteKeeper {
+    announcer: Option<Announcer>,
+    /// The last failure was logged; quiet until it succeeds again.
+    failing: bool,
+}
+
+impl RouteKeeper {
+    async fn keep(&mut self, spec: AnnounceSpec, plan: Plan) {
+        if self.announcer.is_none() {
+            if plan.routes.is_empty() {
+                return;
+            }
+            let opened = match RouteTable::open(spec.table, spec.protocol) {
+                Ok(t) => Announcer::adopt(t).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(a) => self.announcer = Some(a),
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::error!(error = %crate::Report(&e), "cannot manage VIP routes; no VIP is announced by this node until it works");
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(a) = self.announcer.as_mut() else {
+            return;
+        };
+        let (changes, err) = a.apply(&plan).await;
+        for c in changes {
+            match c {
+                RouteChange::Added(addr) => tracing::info!(%addr, "VIP route announced"),
+                RouteChange::Removed(addr, cause) => {
+                    tracing::info!(%addr, cause = cause.label(), "VIP route withdrawn")
+                }
+            }
+        }
+        match err {
+            Some(e) if !std::mem::replace(&mut self.failing, true) => {
+                tracing::error!(error = %crate::Report(&e), "changing VIP routes failed; retrying after the next event");
+            }
+            Some(_) => {}
+            None => self.failing = false,
+        }
+    }
 }
 
 async fn start_metrics(
@@ -270,6 +351,11 @@ pub fn handle<T: DatapathOps>(
                 ),
                 ("[api]", new.api == cfg.api),
                 ("state_file", new.state_file == cfg.state_file),
+                (
+                    "[announce] table / protocol",
+                    new.announce.table == cfg.announce.table
+                        && new.announce.protocol == cfg.announce.protocol,
+                ),
             ] {
                 if !same {
                     tracing::warn!(
@@ -292,6 +378,7 @@ pub fn handle<T: DatapathOps>(
                     cfg.datapath.tunnel_source_v4 = new.datapath.tunnel_source_v4;
                     cfg.datapath.tunnel_source_v6 = new.datapath.tunnel_source_v6;
                     cfg.metrics = new.metrics;
+                    cfg.announce.enabled = new.announce.enabled;
                     Response::Applied(ApplyResult {
                         changes,
                         map_writes: stats.map_writes(),

@@ -42,6 +42,9 @@ pub struct Transition {
     pub up: bool,
     /// The last probe's outcome, for the log.
     pub detail: String,
+    /// The checker's first verdict, sent even when health did not change: until every
+    /// backend of a VIP has one, its route is left as it is.
+    pub first: bool,
 }
 
 /// The targets for a VIP set (backends of VIPs with a check other than `none`).
@@ -277,6 +280,7 @@ async fn check_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut h = Hysteresis::new(up);
+    let mut first = true;
     let mut tick = tokio::time::interval(t.check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -285,13 +289,14 @@ async fn check_loop(
         let result = probe(&t).await;
         metrics.observe_check(&t.ident, start.elapsed(), result.is_ok());
         let passed = result.is_ok();
-        if h.record(passed, t.check.rise, t.check.fall) {
+        if h.record(passed, t.check.rise, t.check.fall) || first {
             let detail = result.unwrap_or_else(|e| e.to_string());
             if tx
                 .send(Transition {
                     ident: t.ident,
                     up: h.up,
                     detail,
+                    first: std::mem::take(&mut first),
                 })
                 .is_err()
             {

@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{api, event_loop};
+use super::{
+    announce::{AnnounceError, RouteTable},
+    api, event_loop,
+};
 use crate::{
-    config::{Config, ConfigError, LimitsSpec},
+    config::{AnnounceSpec, Config, ConfigError, LimitsSpec},
     control::{
         owner::{Owner, OwnerError},
         state_file::{StateFile, StateFileError},
@@ -89,6 +92,9 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// The VIP routes could not be withdrawn.
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
     /// Runtime / signal setup failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -244,9 +250,15 @@ fn pinned_links(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `vipd down`: detaches vip_lb everywhere (removing the pinned links) and unpins the
-/// maps (connection table and counters are gone afterwards).
-pub fn down(instance: &str, socket: &Path, force: bool) -> Result<Vec<String>, ServiceError> {
+/// `vipd down`: withdraws vipd's VIP routes from `announce`'s table (first, so routers
+/// stop sending before the datapath goes), detaches vip_lb everywhere (removing the pinned
+/// links) and unpins the maps (connection table and counters are gone afterwards).
+pub fn down(
+    instance: &str,
+    socket: &Path,
+    force: bool,
+    announce: &AnnounceSpec,
+) -> Result<Vec<String>, ServiceError> {
     if !force && std::os::unix::net::UnixStream::connect(socket).is_ok() {
         return Err(ServiceError::StillRunning {
             instance: instance.to_string(),
@@ -255,6 +267,20 @@ pub fn down(instance: &str, socket: &Path, force: bool) -> Result<Vec<String>, S
     }
     let dir = crate::config::pin_dir(instance);
     let mut done = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let withdrawn = rt.block_on(async {
+        RouteTable::open(announce.table, announce.protocol)?
+            .remove_all()
+            .await
+    })?;
+    for a in withdrawn {
+        done.push(format!(
+            "withdrew the route of {a} from table {}",
+            announce.table
+        ));
+    }
     for link in pinned_links(&dir) {
         xdp_link::detach_pinned(&link)?;
         done.push(format!("detached {}", link.display()));
