@@ -283,6 +283,8 @@ pub struct Vipd {
     config_path: PathBuf,
     netns: String,
     log: PathBuf,
+    /// TOML appended to the written config (sections [`VipdConfig`] does not model).
+    extra: String,
 }
 
 impl Vipd {
@@ -301,6 +303,18 @@ impl Vipd {
         name: &str,
         config: VipdConfig,
     ) -> Result<Vipd, LabError> {
+        Vipd::start_in_with(netns, dir, name, config, "")
+    }
+
+    /// Like [`Vipd::start_in`], with `extra` appended to the config file every time it is
+    /// written: sections [`VipdConfig`] does not model (e.g. `[announce]`).
+    pub fn start_in_with(
+        netns: &str,
+        dir: &Path,
+        name: &str,
+        config: VipdConfig,
+        extra: &str,
+    ) -> Result<Vipd, LabError> {
         netns::register_pin_dir(&format!("/sys/fs/bpf/vip/{}", config.instance));
         let mut vipd = Vipd {
             process: None,
@@ -308,6 +322,7 @@ impl Vipd {
             config_path: dir.join(format!("{name}.toml")),
             netns: netns.to_string(),
             log: dir.join(format!("{name}.log")),
+            extra: extra.to_string(),
         };
         vipd.write_config(vipd.config.clone())?;
         vipd.restart()?;
@@ -317,9 +332,11 @@ impl Vipd {
     /// Replaces the config file with `config`; the daemon reads it on SIGHUP, a restart
     /// or `vipctl apply -f`.
     pub fn write_config(&mut self, config: VipdConfig) -> Result<(), LabError> {
-        std::fs::write(&self.config_path, config.to_toml()).map_err(|source| LabError::Io {
-            what: format!("writing {}", self.config_path.display()),
-            source,
+        std::fs::write(&self.config_path, config.to_toml() + &self.extra).map_err(|source| {
+            LabError::Io {
+                what: format!("writing {}", self.config_path.display()),
+                source,
+            }
         })?;
         self.config = config;
         Ok(())

@@ -56,6 +56,9 @@ enum Command {
         /// Even if a vipd still answers on the socket.
         #[arg(long)]
         force: bool,
+        /// The network namespace /run/netns/NAME vipd ran in (where its VIP routes are).
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// The backend role: vip_decap removes vip's tunnel headers.
     #[command(subcommand)]
@@ -95,9 +98,9 @@ enum DecapCmd {
 
 fn netns_of(c: &Command) -> Option<&str> {
     match c {
-        Command::Run { netns, .. } | Command::Decap(DecapCmd::Attach { netns, .. }) => {
-            netns.as_deref()
-        }
+        Command::Run { netns, .. }
+        | Command::Down { netns, .. }
+        | Command::Decap(DecapCmd::Attach { netns, .. }) => netns.as_deref(),
         _ => None,
     }
 }
@@ -163,6 +166,7 @@ fn run(command: Command) -> Result<String, VipdError> {
             config,
             instance,
             force,
+            ..
         } => {
             let (instance, socket, announce) = match config {
                 Some(path) => {

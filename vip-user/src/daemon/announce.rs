@@ -43,6 +43,16 @@ pub enum AnnounceError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Another program's route holds the VIP's place in the table.
+    #[error(
+        "table {table} already has a route for {addr} that vipd did not add (another protocol id): remove it, or give vipd a table of its own in [announce] table"
+    )]
+    Occupied {
+        /// The VIP address.
+        addr: IpAddr,
+        /// The table.
+        table: u32,
+    },
     /// Adding or removing a route failed.
     #[error(
         "{} the route {addr}/{} in table {table} failed; check that vipd has CAP_NET_ADMIN and that nothing else manages that table",
@@ -152,20 +162,26 @@ impl RouteTable {
         (r.header.destination_prefix_length == host).then_some(addr)
     }
 
-    /// Adds (or replaces) the host route of `addr`.
+    /// Adds the host route of `addr`. It is never a replace: a route of another program
+    /// in the same place (the kernel keys routes by table and prefix, not protocol) is
+    /// left alone and reported.
     pub async fn add(&self, addr: IpAddr) -> Result<(), AnnounceError> {
-        self.handle
-            .route()
-            .add(self.message(addr))
-            .replace()
-            .execute()
-            .await
-            .map_err(|source| AnnounceError::Change {
+        match self.handle.route().add(self.message(addr)).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.is_some_and(|c| c.get() == -libc::EEXIST) =>
+            {
+                Err(AnnounceError::Occupied {
+                    addr,
+                    table: self.table,
+                })
+            }
+            r => r.map_err(|source| AnnounceError::Change {
                 add: true,
                 addr,
                 table: self.table,
                 source,
-            })
+            }),
+        }
     }
 
     /// Removes the host route of `addr` (vipd's only: the protocol id is matched).
