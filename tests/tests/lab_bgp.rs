@@ -37,7 +37,19 @@ const ROUTER_AS: u32 = 65000;
 const LB_AS: u32 = 65001;
 
 /// What every LB node's vipd.toml adds: announcing on, table 100, protocol 200.
-const ANNOUNCE: &str = "\n[announce]\nenabled = true\ntable = 100\nprotocol = 200\n";
+fn announce(text: String) -> String {
+    text + "\n[announce]\nenabled = true\ntable = 100\nprotocol = 200\n"
+}
+
+/// [`announce`], and every VIP needs all of its 4 backends: a node withdraws at the first
+/// backend it loses, before its datapath re-hashes any flow (a node with fewer backends
+/// than the others would send some flows elsewhere than they do).
+fn announce_all_backends(text: String) -> String {
+    announce(text.replace(
+        "mode = \"dsr-l2\"\n",
+        "mode = \"dsr-l2\"\nmin_healthy = 4\n",
+    ))
+}
 
 fn must<T>(what: &str, r: Result<T, LabError>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -149,7 +161,7 @@ fn lab_bgp_routes_follow_vipd() {
     let config = lab.vipd_config(0, vips);
     let mut vipd = must(
         "starting vipd",
-        Vipd::start_in_with(&ns, &lab.dir, "vipd-lb0", config, ANNOUNCE),
+        Vipd::start_in_edited(&ns, &lab.dir, "vipd-lb0", config, announce),
     );
     wait("both VIP routes announced", Duration::from_secs(5), || {
         has_route(&ns, v4) && has_route(&ns, v6)
@@ -442,7 +454,13 @@ impl BgpLab {
             let config = lab.vipd_config(i, vips);
             vipds.push(must(
                 "starting vipd",
-                Vipd::start_in_with(&ns, &dir, &format!("vipd-lb{i}"), config, ANNOUNCE),
+                Vipd::start_in_edited(
+                    &ns,
+                    &dir,
+                    &format!("vipd-lb{i}"),
+                    config,
+                    announce_all_backends,
+                ),
             ));
         }
         BgpLab { birds, vipds, lab }
@@ -531,9 +549,12 @@ fn lab_bgp_two_nodes() {
     let before = rx(1);
     std::thread::sleep(Duration::from_secs(1));
     let after = rx(1) - before;
+    // What still arrives is the node's own control traffic: BFD (10 packets/s per
+    // session, one session per family) and BGP keepalives; the client's traffic would be
+    // thousands.
     assert!(
-        after < 20,
-        "node 1 withdrew: it must get no traffic ({after} packets)"
+        after < 100,
+        "node 1 withdrew: it must get no client traffic ({after} packets)"
     );
     block_checks(lab.lb_nodes[1].netns(), false);
     until_paths(&router, v4, 2, Duration::from_secs(10));

@@ -283,8 +283,9 @@ pub struct Vipd {
     config_path: PathBuf,
     netns: String,
     log: PathBuf,
-    /// TOML appended to the written config (sections [`VipdConfig`] does not model).
-    extra: String,
+    /// Applied to the config text every time it is written (for what [`VipdConfig`] does
+    /// not model, e.g. `[announce]`).
+    edit: fn(String) -> String,
 }
 
 impl Vipd {
@@ -303,17 +304,17 @@ impl Vipd {
         name: &str,
         config: VipdConfig,
     ) -> Result<Vipd, LabError> {
-        Vipd::start_in_with(netns, dir, name, config, "")
+        Vipd::start_in_edited(netns, dir, name, config, |text| text)
     }
 
-    /// Like [`Vipd::start_in`], with `extra` appended to the config file every time it is
-    /// written: sections [`VipdConfig`] does not model (e.g. `[announce]`).
-    pub fn start_in_with(
+    /// Like [`Vipd::start_in`], with the config text passed through `edit` every time it
+    /// is written: for what [`VipdConfig`] does not model (e.g. `[announce]`).
+    pub fn start_in_edited(
         netns: &str,
         dir: &Path,
         name: &str,
         config: VipdConfig,
-        extra: &str,
+        edit: fn(String) -> String,
     ) -> Result<Vipd, LabError> {
         netns::register_pin_dir(&format!("/sys/fs/bpf/vip/{}", config.instance));
         let mut vipd = Vipd {
@@ -322,7 +323,7 @@ impl Vipd {
             config_path: dir.join(format!("{name}.toml")),
             netns: netns.to_string(),
             log: dir.join(format!("{name}.log")),
-            extra: extra.to_string(),
+            edit,
         };
         vipd.write_config(vipd.config.clone())?;
         vipd.restart()?;
@@ -332,7 +333,7 @@ impl Vipd {
     /// Replaces the config file with `config`; the daemon reads it on SIGHUP, a restart
     /// or `vipctl apply -f`.
     pub fn write_config(&mut self, config: VipdConfig) -> Result<(), LabError> {
-        std::fs::write(&self.config_path, config.to_toml() + &self.extra).map_err(|source| {
+        std::fs::write(&self.config_path, (self.edit)(config.to_toml())).map_err(|source| {
             LabError::Io {
                 what: format!("writing {}", self.config_path.display()),
                 source,

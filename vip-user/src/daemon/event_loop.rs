@@ -26,7 +26,7 @@ use super::{
 use crate::{
     config::{AnnounceSpec, Config},
     control::{
-        announce::{self, NodeState, Plan},
+        announce::{self, NodeState, Plan, Want},
         diff::diff,
         owner::Owner,
         reconcile::BackendIdentity,
@@ -50,6 +50,11 @@ pub enum Exit {
     /// SIGTERM or SIGINT: the datapath stays attached and keeps serving.
     Signal,
 }
+
+/// How long a down verdict that withdraws a VIP's route waits before it changes the
+/// datapath: a withdrawal reaches the routers in 5-40 ms (BIRD, measured), and until
+/// then flows still arriving here keep the backends every other node gives them.
+const WITHDRAW_FIRST: Duration = Duration::from_millis(250);
 
 /// How often backends' next hops are re-resolved from the kernel (routes and neighbours
 /// change; a stale or failed neighbour must stop being used within about this long).
@@ -84,6 +89,10 @@ pub async fn run<T: DatapathOps>(
     let mut resolving = false;
     let mut resolve_failing = false;
     let mut settled: HashSet<BackendIdentity> = HashSet::new();
+    // Down verdicts whose datapath change waits for the withdrawal to reach the routers.
+    let (dtx, mut drx) = mpsc::unbounded_channel::<(Transition, u64)>();
+    let mut deferred: HashMap<BackendIdentity, u64> = HashMap::new();
+    let mut deferrals = 0u64;
     let mut routes = RouteKeeper::default();
     let mut checks = Supervisor::default();
     checks.update(
@@ -126,8 +135,35 @@ pub async fn run<T: DatapathOps>(
             },
             Some(t) = hrx.recv() => {
                 settled.insert(t.ident);
-                if !t.first || t.up != owner.is_up(&t.ident) {
+                let pending = deferred.remove(&t.ident).is_some();
+                if !t.first || t.up != owner.is_up(&t.ident) || pending {
                     tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
+                    let down_is_news = !t.up && owner.is_up(&t.ident);
+                    let up_after = |i: &BackendIdentity| {
+                        owner.is_up(i) && !deferred.contains_key(i) && *i != t.ident
+                    };
+                    if down_is_news
+                        && routes.withdraws(&cfg, owner.vips(), up_after, |i| settled.contains(i))
+                    {
+                        // Withdraw first: routers stop sending here within milliseconds,
+                        // and until then this node keeps the backends every other node
+                        // uses, so no flow crossing it is re-hashed.
+                        deferrals += 1;
+                        deferred.insert(t.ident, deferrals);
+                        let dtx = dtx.clone();
+                        let seq = deferrals;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(WITHDRAW_FIRST).await;
+                            let _ = dtx.send((t, seq));
+                        });
+                    } else if let Err(e) = owner.set_health(t.ident, t.up) {
+                        tracing::error!(error = %e, "applying a health change failed");
+                    }
+                }
+            }
+            Some((t, seq)) = drx.recv() => {
+                if deferred.get(&t.ident) == Some(&seq) {
+                    deferred.remove(&t.ident);
                     if let Err(e) = owner.set_health(t.ident, t.up) {
                         tracing::error!(error = %e, "applying a health change failed");
                     }
@@ -191,7 +227,7 @@ pub async fn run<T: DatapathOps>(
             owner.vips(),
             &cfg.announce,
             node,
-            |i| owner.is_up(i),
+            |i| owner.is_up(i) && !deferred.contains_key(i),
             |i| settled.contains(i),
         );
         routes.keep(cfg.announce, plan).await;
@@ -217,6 +253,28 @@ struct RouteKeeper {
 }
 
 impl RouteKeeper {
+    /// Whether the health `up_after` describes withdraws a route that is announced now.
+    fn withdraws(
+        &self,
+        cfg: &Config,
+        vips: &[crate::config::VipSpec],
+        up_after: impl Fn(&BackendIdentity) -> bool,
+        settled: impl Fn(&BackendIdentity) -> bool,
+    ) -> bool {
+        let Some(a) = &self.announcer else {
+            return false;
+        };
+        let node = NodeState {
+            drained: false,
+            attached: true,
+        };
+        let after = announce::plan(vips, &cfg.announce, node, up_after, settled);
+        after
+            .routes
+            .iter()
+            .any(|(addr, w)| matches!(w, Want::Absent(_)) && a.is_installed(*addr))
+    }
+
     async fn keep(&mut self, spec: AnnounceSpec, plan: Plan) {
         if self.announcer.is_none() {
             if plan.routes.is_empty() {
