@@ -2,7 +2,7 @@
 //! vipd's Unix socket, one JSON [`Response`] per line back. Shared by vipd's server and
 //! `vipctl`, so neither imports the other's internals.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,10 @@ pub struct ApplyResult {
     pub changes: Vec<String>,
     /// Map writes made (0 for a dry run or no change).
     pub map_writes: u64,
+    /// What was done as asked but deserves a second look (a VIP left without backends,
+    /// no VIP left at all); `vipctl` prints each as `warning: ...`.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A runtime change from the API.
@@ -135,6 +139,38 @@ pub struct Status {
     pub reasons: Vec<(String, u64)>,
     /// Map writes of the last change.
     pub last_change_map_writes: u64,
+    /// VIPs found in the pinned maps that neither the config file nor the state file
+    /// names, kept forwarding as they were found until an operator deletes them.
+    #[serde(default)]
+    pub unmanaged: Vec<UnmanagedStatus>,
+}
+
+/// A VIP vipd found in the pinned maps without knowing it: the state file was lost or
+/// moved away after it was added at runtime. vipd keeps it forwarding exactly as it
+/// found it (no health checks, no changes), never hands out its slot or backend ids,
+/// and removes it on `vipctl vip del` or `vipctl apply -f`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmanagedStatus {
+    /// Identity, read from its VIP-map key.
+    pub vip: VipId,
+    /// Its slot (Maglev region and counter id).
+    pub slot: u32,
+    /// Its backends, from the backend array.
+    pub backends: Vec<UnmanagedBackend>,
+}
+
+/// A backend of an unmanaged VIP, as the backend array holds it (the array keeps no
+/// port, weight or admin state).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmanagedBackend {
+    /// Datapath id.
+    pub id: u32,
+    /// Address.
+    pub addr: IpAddr,
+    /// Generation of the id.
+    pub generation: u32,
+    /// State in the datapath.
+    pub state: BackendState,
 }
 
 /// One VIP.

@@ -55,7 +55,7 @@ impl VipLab {
 }
 
 /// Standard deviations of a binomial count that [`assert_spread`] allows at least.
-const SIGMAS: f64 = 6.0;
+pub const SIGMAS: f64 = 6.0;
 
 /// Checks that `spread` gives each backend its weighted share within `tolerance` (0.15 =
 /// ±15 %) or [`SIGMAS`] standard deviations of a binomial count, whichever is wider, that

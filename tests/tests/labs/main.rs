@@ -1,7 +1,7 @@
 //! Namespace labs: real traffic through vip in network namespaces built with
 //! `vip_tests::lab`, one module per scenario: the full topology (clients, a router, LB
 //! nodes running `vipd`, backends), or fewer namespaces where that is all a test needs
-//! (`vipd_lifecycle`, `decap_attach`).
+//! (`vipd_lifecycle`, `decap_attach`, `state_hardening`, `daemon_hardening`).
 //!
 //! Each lab takes [`vip_tests::lab::serial`] first: a lab is heavy on a small machine
 //! and its timings (health checks, drains, connection rates) hold only when it runs
@@ -11,6 +11,7 @@
 //! and interface names only have to be unique inside those namespaces.
 
 mod bad_traffic;
+mod daemon_hardening;
 mod decap_attach;
 mod drain;
 mod health;
@@ -18,5 +19,6 @@ mod nftables;
 mod restart;
 mod scaleout;
 mod spread;
+mod state_hardening;
 mod stickiness;
 mod vipd_lifecycle;

@@ -145,6 +145,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft open-files limit to the hard one (systemd's default soft limit, 1024,
+/// is what an idle-connection flood exhausted) and logs what vipd runs with. The
+/// listeners' connection caps are fitted below it (`vip_user::daemon::listener`).
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-files limit");
+        return;
+    }
+    let before = l.rlim_cur;
+    if l.rlim_cur < l.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: l.rlim_max,
+            rlim_max: l.rlim_max,
+        };
+        // SAFETY: setrlimit reads a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(soft = before, hard = l.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open-files limit; vipd keeps the soft limit");
+            return;
+        }
+        tracing::info!(
+            from = before,
+            to = l.rlim_max,
+            "open-files limit raised to the hard limit"
+        );
+    } else {
+        tracing::info!(
+            limit = before,
+            "open-files limit (already the hard limit; raise LimitNOFILE to allow more)"
+        );
+    }
+}
+
 /// Runs a command; returns what to print.
 fn run(command: Command) -> Result<String, VipdError> {
     Ok(match command {
@@ -159,6 +196,7 @@ fn run(command: Command) -> Result<String, VipdError> {
             )
         }
         Command::Run { config, .. } => {
+            raise_open_files_limit();
             service::run(&config)?;
             String::new()
         }

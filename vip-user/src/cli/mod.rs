@@ -43,6 +43,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// How long to wait for vipd to accept and answer ("30s", "2m").
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -502,6 +505,6 @@ pub fn socket_path(cli: &Cli) -> PathBuf {
 
 /// Runs a command that talks to vipd; returns the text to print.
 pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, CliError> {
-    let resp = client::call(&socket_path(cli), req)?;
+    let resp = client::call(&socket_path(cli), req, cli.wait)?;
     render::render(&cli.command, resp, cli.output)
 }

@@ -64,7 +64,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                     v.dropped.to_string(),
                 ]);
             }
-            Ok(columns(&t))
+            Ok(columns(&t) + &unmanaged_lines(s))
         }
         Command::Backend(BackendCmd::List { vip }) => {
             let s = status(r)?;
@@ -175,7 +175,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             if matches!(cmd, Command::Apply { .. }) {
                 out += &format!("{} map writes\n", a.map_writes);
             }
-            Ok(out)
+            Ok(out + &warning_lines(a))
         }
         _ => {
             let a = applied(r)?;
@@ -184,9 +184,45 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                 out.push('\n');
             }
             out += &format!("ok ({} map writes)\n", a.map_writes);
-            Ok(out)
+            Ok(out + &warning_lines(a))
         }
     }
+}
+
+/// The unmanaged VIPs under `vip list`, each with its backends, and what to do.
+fn unmanaged_lines(s: &Status) -> String {
+    if s.unmanaged.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nunmanaged (in the pinned maps, but in no config or state file; still forwarding as found):\n",
+    );
+    for u in &s.unmanaged {
+        let backends: Vec<String> = u
+            .backends
+            .iter()
+            .map(|b| format!("{} (id {}, {})", b.addr, b.id, b.state))
+            .collect();
+        out += &format!(
+            "  {}  slot {}  backends: {}\n",
+            u.vip,
+            u.slot,
+            if backends.is_empty() {
+                "none".to_string()
+            } else {
+                backends.join(", ")
+            }
+        );
+    }
+    out + "`vipctl vip del VIP` removes one; `vipctl apply -f FILE` makes FILE's VIPs the running set and removes them all\n"
+}
+
+/// `warning: ...` lines, one per warning in the answer.
+fn warning_lines(a: &ApplyResult) -> String {
+    a.warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect()
 }
 
 type BackendRow<'a> = (VipId, &'a BackendStatus);

@@ -318,6 +318,27 @@ pub struct ApiSpec {
     pub mode: u32,
     /// Group that owns the socket (and may use it), besides root.
     pub group: Option<String>,
+    /// Connections served at once, all users together; more are answered with an
+    /// error and closed, so idle clients cannot use up vipd's open files.
+    pub max_connections: u32,
+    /// Connections one user (peer uid) may hold at once, root excepted, so one user's
+    /// idle connections cannot lock the others out.
+    pub max_connections_per_user: u32,
+    /// How long a client has to send its whole request.
+    pub request_timeout: Duration,
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: u32,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsSpec {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Scrapes served at once; more are answered 503 and closed.
+    pub max_connections: u32,
+    /// How often the snapshot scrapes are served from is refreshed.
+    pub refresh: Duration,
 }
 
 /// A validated configuration.
@@ -333,8 +354,8 @@ pub struct Config {
     pub limits: LimitsSpec,
     /// Control socket.
     pub api: ApiSpec,
-    /// Prometheus listen address (`None` = no metrics endpoint).
-    pub metrics: Option<SocketAddr>,
+    /// The Prometheus endpoint (`None` = none).
+    pub metrics: Option<MetricsSpec>,
     /// VIPs in file order.
     pub vips: Vec<VipSpec>,
     /// Route announcement.
@@ -396,11 +417,49 @@ impl Config {
     pub fn pin_dir(&self) -> PathBuf {
         pin_dir(&self.instance)
     }
+
+    /// The settings that differ between `self` (running) and `new` and that only a
+    /// restart can apply: which pins, interfaces, socket and state file vipd uses.
+    /// `[limits]` is not among them: it needs `vipd down` (see `Owner::reload`).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        [
+            ("instance", self.instance == new.instance),
+            ("state_file", self.state_file == new.state_file),
+            (
+                "[datapath] interfaces",
+                self.datapath.interfaces == new.datapath.interfaces,
+            ),
+            (
+                "[datapath] xdp_mode",
+                self.datapath.xdp_mode == new.datapath.xdp_mode,
+            ),
+            ("[api]", self.api == new.api),
+            (
+                "[announce] table",
+                self.announce.table == new.announce.table,
+            ),
+            (
+                "[announce] protocol",
+                self.announce.protocol == new.announce.protocol,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(what, _)| what)
+        .collect()
+    }
 }
 
 /// `/sys/fs/bpf/vip/<instance>`.
 pub fn pin_dir(instance: &str) -> PathBuf {
     PathBuf::from("/sys/fs/bpf/vip").join(instance)
+}
+
+/// The lock file that makes one `vipd` the owner of an instance:
+/// `/run/vip/<instance>.lock`. It follows the instance (which names the pins), not the
+/// socket or state file, so two configs of one instance cannot both run.
+pub fn lock_path(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/vip/{instance}.lock"))
 }
 
 /// The API socket of an instance whose config names none: `/run/vip/<instance>.sock`.
@@ -442,7 +501,41 @@ pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<St
     }
 }
 
+/// Why `ip` cannot be a VIP's or a backend's address, if it cannot: none of these is one
+/// host that clients or the LB can reach as a unicast peer.
+fn unusable_address(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// Why a health check's HTTP path or Host cannot go into a request line or header as it
+/// is: a CR or LF would end the line and let the text write a request of its own (vipd
+/// runs as root and connects to the backends), and a space or other control character
+/// breaks the request line.
+fn unsafe_in_http(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// The shortest health-check interval and timeout: below it, checks are a flood rather
+/// than a measurement (and 1 ns was accepted once).
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
 fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String)) {
+    if let Some(why) = unusable_address(vip.id.addr) {
+        report(format!(
+            "VIP address {} is {why}: write the unicast address clients send to",
+            vip.id.addr
+        ));
+    }
     if !is_prime(vip.table_size) {
         report(format!(
             "table_size {} is not prime: use a prime such as {}",
@@ -474,6 +567,18 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
                 b.addr
             ));
         }
+        if let Some(why) = unusable_address(b.addr.ip()) {
+            report(format!(
+                "backend {}: {} is {why}: write the backend's own address",
+                b.addr,
+                b.addr.ip()
+            ));
+        } else if b.addr.ip() == vip.id.addr {
+            report(format!(
+                "backend {} is the VIP's own address: the LB would send the VIP's packets back to itself, which would loop; write the backend's own address",
+                b.addr
+            ));
+        }
         if b.weight > MAX_WEIGHT {
             report(format!(
                 "backend {} weight {} is above {MAX_WEIGHT}: scale the weights down",
@@ -494,10 +599,16 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
     }
     let h = &vip.health;
     if !matches!(h.kind, CheckKind::None) {
-        if h.interval.is_zero() {
-            report("health.interval is 0: use a duration such as \"2s\"".into());
+        for (what, d) in [("interval", h.interval), ("timeout", h.timeout)] {
+            if d < MIN_CHECK_INTERVAL {
+                report(format!(
+                    "health.{what} {} is below the minimum of {}: write a duration such as \"100ms\" or \"2s\"",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MIN_CHECK_INTERVAL)
+                ));
+            }
         }
-        if h.timeout.is_zero() || h.timeout > h.interval {
+        if h.timeout >= MIN_CHECK_INTERVAL && h.timeout > h.interval {
             report(format!(
                 "health.timeout {} must be above 0 and at most health.interval {}",
                 humantime::format_duration(h.timeout),
@@ -521,6 +632,20 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
     {
         if !path.starts_with('/') {
             report(format!("health.path {path:?} must start with '/'"));
+        }
+        if unsafe_in_http(path) {
+            report(format!(
+                "health.path {path:?} contains a control character or space: write a URL path such as \"/healthz\", percent-encoded (e.g. %20 for a space)"
+            ));
+        }
+        if let CheckKind::Http {
+            host: Some(host), ..
+        } = &h.kind
+            && unsafe_in_http(host)
+        {
+            report(format!(
+                "health.host {host:?} contains a control character or space: write a host name such as \"www.example.com\" (with \":PORT\" if needed)"
+            ));
         }
         if !(100..=599).contains(lo) || !(100..=599).contains(hi) || lo > hi {
             report(format!(
@@ -620,12 +745,18 @@ mod raw {
         pub socket: Option<PathBuf>,
         pub mode: Option<Spanned<String>>,
         pub group: Option<String>,
+        pub max_connections: Option<Spanned<u32>>,
+        pub max_connections_per_user: Option<Spanned<u32>>,
+        pub request_timeout: Option<Spanned<String>>,
+        pub max_request_bytes: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Metrics {
         pub listen: Spanned<String>,
+        pub max_connections: Option<Spanned<u32>>,
+        pub refresh: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -731,7 +862,16 @@ impl Validator<'_> {
         let datapath = self.datapath(f.datapath);
         let api = self.api(f.api, &instance);
         let metrics = f.metrics.and_then(|m| match m.listen.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
+            Ok(listen) => Some(MetricsSpec {
+                listen,
+                max_connections: self.count(&m.max_connections, 64, "metrics.max_connections", 1, 4096),
+                refresh: self.duration(
+                    &m.refresh,
+                    Duration::from_secs(2),
+                    "metrics.refresh",
+                    (Duration::from_millis(100), Duration::from_secs(60)),
+                ),
+            }),
             Err(_) => {
                 self.at(
                     &m.listen,
@@ -926,10 +1066,87 @@ impl Validator<'_> {
             self.problems
                 .push("api.group is empty: name a group or remove the key".into());
         }
+        let max_connections = self.count(&a.max_connections, 64, "api.max_connections", 1, 65_536);
+        let max_connections_per_user = self.count(
+            &a.max_connections_per_user,
+            16.min(max_connections),
+            "api.max_connections_per_user",
+            1,
+            max_connections,
+        );
         ApiSpec {
             socket: a.socket.unwrap_or_else(|| default_socket(instance)),
             mode,
             group: a.group,
+            max_connections,
+            max_connections_per_user,
+            request_timeout: self.duration(
+                &a.request_timeout,
+                Duration::from_secs(5),
+                "api.request_timeout",
+                (Duration::from_millis(100), Duration::from_secs(300)),
+            ),
+            max_request_bytes: self.count(
+                &a.max_request_bytes,
+                1 << 20,
+                "api.max_request_bytes",
+                4096,
+                1 << 28,
+            ),
+        }
+    }
+
+    /// A count with a default and a range.
+    fn count(&mut self, v: &Option<Spanned<u32>>, def: u32, name: &str, min: u32, max: u32) -> u32 {
+        match v {
+            Some(s) if !(min..=max).contains(s.get_ref()) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} = {} is out of range: use {min}..={max}",
+                        s.get_ref()
+                    ),
+                );
+                def
+            }
+            Some(s) => *s.get_ref(),
+            None => def,
+        }
+    }
+
+    /// A duration (humantime text) with a default and a range.
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        def: Duration,
+        name: &str,
+        (min, max): (Duration, Duration),
+    ) -> Duration {
+        let Some(s) = v else { return def };
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if (min..=max).contains(&d) => d,
+            Ok(_) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} {:?} is out of range: use {}..={}",
+                        s.get_ref(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                );
+                def
+            }
+            Err(e) => {
+                self.at(
+                    s,
+                    format!(
+                        "{name} {:?}: {e}; write e.g. \"5s\" or \"500ms\"",
+                        s.get_ref()
+                    ),
+                );
+                def
+            }
         }
     }
 

@@ -69,7 +69,19 @@ fn a_full_config_parses_with_every_field() {
     assert!(c.datapath.icmp_too_big);
     assert_eq!(c.api.mode, 0o660);
     assert_eq!(c.limits.max_conns, 65536);
-    assert_eq!(c.metrics, Some("127.0.0.1:9641".parse().unwrap()));
+    let m = c.metrics.expect("[metrics] given");
+    assert_eq!(m.listen, "127.0.0.1:9641".parse().unwrap());
+    // Defaults of the listener bounds.
+    assert_eq!((m.max_connections, m.refresh), (64, Duration::from_secs(2)));
+    assert_eq!(
+        (
+            c.api.max_connections,
+            c.api.max_connections_per_user,
+            c.api.request_timeout,
+            c.api.max_request_bytes
+        ),
+        (64, 16, Duration::from_secs(5), 1 << 20)
+    );
     let web = &c.vips[0];
     assert_eq!(web.id.to_string(), "198.18.1.10:80/tcp");
     assert_eq!(web.table_size, 251);
@@ -260,6 +272,32 @@ fn every_error_names_its_place_and_the_fix() {
             &["line 2", "127.0.0.1:9641"],
         ),
         (
+            "no API connection at all",
+            "[api]\nmax_connections = 0\n",
+            &[
+                "line 2",
+                "api.max_connections = 0 is out of range: use 1..=65536",
+            ],
+        ),
+        (
+            "per-user cap above the total",
+            "[api]\nmax_connections = 8\nmax_connections_per_user = 9\n",
+            &["line 3", "use 1..=8"],
+        ),
+        (
+            "request timeout of an hour",
+            "[api]\nrequest_timeout = \"1h\"\n",
+            &[
+                "line 2",
+                "api.request_timeout \"1h\" is out of range: use 100ms..=5m",
+            ],
+        ),
+        (
+            "metrics refresh not a duration",
+            "[metrics]\nlisten = \"127.0.0.1:9641\"\nrefresh = \"often\"\n",
+            &["line 3", "metrics.refresh \"often\"", "\"500ms\""],
+        ),
+        (
             "bad instance",
             "instance = \"a/b\"\n",
             &["line 1", "letters, digits"],
@@ -273,6 +311,95 @@ fn every_error_names_its_place_and_the_fix() {
             "zero port",
             "[[vip]]\naddress = \"198.18.1.10:0\"\n",
             &["use * for all ports"],
+        ),
+        // Issue #16 finding 10: what a health check sends and how often, and addresses
+        // that cannot be a VIP or a backend.
+        (
+            "CR/LF in an http check's path",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"http\"\npath = \"/x HTTP/1.1\\r\\nHost: a\\r\\n\\r\\nGET /admin\"\n",
+            &["health.path", "control character or space", "\"/healthz\""],
+        ),
+        (
+            "LF in an http check's host",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"http\"\nhost = \"a\\nX-Evil: 1\"\n",
+            &[
+                "health.host",
+                "control character or space",
+                "\"www.example.com\"",
+            ],
+        ),
+        (
+            "a space in an http check's path",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"http\"\npath = \"/a b\"\n",
+            &["health.path", "%20"],
+        ),
+        (
+            "an interval of 1 ns",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[vip.health]\ntype = \"tcp\"\ninterval = \"1ns\"\ntimeout = \"1ns\"\n",
+            &[
+                "health.interval 1ns is below the minimum of 10ms",
+                "health.timeout 1ns is below the minimum of 10ms",
+            ],
+        ),
+        (
+            "the unspecified address as a VIP",
+            "[[vip]]\naddress = \"0.0.0.0:80\"\n",
+            &[
+                "line 2",
+                "VIP address 0.0.0.0 is the unspecified address",
+                "write the unicast address clients send to",
+            ],
+        ),
+        (
+            "the unspecified IPv6 address as a VIP",
+            "[[vip]]\naddress = \"[::]:80\"\n",
+            &["VIP address :: is the unspecified address"],
+        ),
+        (
+            "broadcast as a VIP",
+            "[[vip]]\naddress = \"255.255.255.255:80\"\n",
+            &["VIP address 255.255.255.255 is the broadcast address"],
+        ),
+        (
+            "multicast as a VIP",
+            "[[vip]]\naddress = \"224.0.0.1:80\"\n",
+            &["VIP address 224.0.0.1 is a multicast address"],
+        ),
+        (
+            "IPv6 multicast as a VIP",
+            "[[vip]]\naddress = \"[ff02::1]:80\"\n",
+            &["VIP address ff02::1 is a multicast address"],
+        ),
+        (
+            "loopback as a VIP",
+            "[[vip]]\naddress = \"127.0.0.1:80\"\n",
+            &["VIP address 127.0.0.1 is a loopback address"],
+        ),
+        (
+            "loopback backends",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"127.0.0.2\"\n[[vip]]\naddress = \"[2001:db8::10]:80\"\n[[vip.backend]]\naddress = \"::1\"\n",
+            &[
+                "backend 127.0.0.2:80: 127.0.0.2 is a loopback address",
+                "backend [::1]:80: ::1 is a loopback address",
+                "write the backend's own address",
+            ],
+        ),
+        (
+            "unspecified, broadcast and multicast backends",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"0.0.0.0\"\n[[vip.backend]]\naddress = \"255.255.255.255\"\n[[vip.backend]]\naddress = \"239.1.1.1\"\n",
+            &[
+                "0.0.0.0 is the unspecified address",
+                "255.255.255.255 is the broadcast address",
+                "239.1.1.1 is a multicast address",
+            ],
+        ),
+        (
+            "a backend that is its own VIP",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.1.10:8080\"\n",
+            &[
+                "backend 198.18.1.10:8080 is the VIP's own address",
+                "would loop",
+            ],
         ),
     ];
     let mut failures = Vec::new();

@@ -84,6 +84,27 @@ pub fn diff(old: &[VipSpec], new: &[VipSpec]) -> Vec<String> {
     out
 }
 
+/// What an operator should know about going from `old` to `new` although it was done as
+/// asked: a VIP left without backends (its packets are dropped), or no VIP left at all.
+pub fn warnings(old: &[VipSpec], new: &[VipSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    if new.is_empty() && !old.is_empty() {
+        out.push(format!(
+            "no VIPs are left ({} removed): vipd forwards nothing and packets to the former VIP addresses go to this host's own stack; `vipctl apply -f` a file with VIPs to bring them back",
+            old.len()
+        ));
+    }
+    for n in new {
+        if n.backends.is_empty() && old.iter().any(|o| o.id == n.id && !o.backends.is_empty()) {
+            out.push(format!(
+                "VIP {} has no backends left: its packets are dropped (counted as drop_no_backend) until one is added with `vipctl backend add {} ADDR`",
+                n.id, n.id
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

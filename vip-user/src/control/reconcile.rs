@@ -11,14 +11,14 @@
 //! without a VIP lookup. A VIP whose flags change therefore rewrites its backends too.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
 use serde::{Deserialize, Serialize};
 use vip_common::{
     BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UNUSED, BACKEND_UP, Backend, GlobalConfig,
-    VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey,
+    VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta,
 };
 
 use super::maglev;
@@ -26,7 +26,7 @@ use crate::{
     config::{AdminState, DatapathSpec, HashMode, LimitsSpec, Mode, VipId, VipSpec},
     datapath::{
         keys::{addr_words, vip_id_key},
-        tables::Tables,
+        tables::{DatapathOps, Tables},
     },
 };
 
@@ -51,9 +51,66 @@ pub struct Allocation {
     /// flows, dropped].
     #[serde(default, with = "pairs")]
     pub vip_base: BTreeMap<u32, [u64; 4]>,
-    /// Last generation handed out per backend id, so reuse bumps it.
+    /// Generation of each allocated backend id. Only live ids are kept: the last
+    /// generation of a freed id is in the backend array (a cleared entry keeps it), and
+    /// the owner passes it back in [`Reserved::generations`] when the id is reused.
     #[serde(with = "pairs")]
     pub generations: BTreeMap<u32, u32>,
+}
+
+/// What an [`Allocation::update`] must respect besides its own ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// VIP slots of VIPs vipd keeps without managing them (found in the pinned maps,
+    /// named nowhere): never handed out.
+    pub vip_slots: BTreeSet<u32>,
+    /// Backend ids of those VIPs' backends: never handed out.
+    pub backend_ids: BTreeSet<u32>,
+    /// The newest generation each backend id has had in the maps: a connection-table
+    /// entry may still carry it, so an id handed out again gets a newer one.
+    pub generations: BTreeMap<u32, u32>,
+}
+
+/// What the pinned maps hold, read once when vipd starts, before anything is written.
+#[derive(Clone, Debug, Default)]
+pub struct Pinned {
+    /// Every published VIP entry (address markers left out).
+    pub vips: Vec<(VipKey, VipMeta)>,
+    /// Every backend entry that was ever written (a cleared one keeps its generation).
+    pub backends: BTreeMap<u32, Backend>,
+}
+
+impl Pinned {
+    /// Reads the VIP map and the backend array.
+    pub fn read<T: DatapathOps>(tables: &T) -> Result<Self, T::Error> {
+        Ok(Pinned {
+            vips: tables.pinned_vips()?,
+            backends: tables.pinned_backends()?,
+        })
+    }
+
+    /// The generation of every backend id the maps have seen.
+    pub fn generations(&self) -> BTreeMap<u32, u32> {
+        self.backends
+            .iter()
+            .map(|(&id, b)| (id, b.generation))
+            .collect()
+    }
+
+    /// The backends in use by the VIP whose slot is `slot` (each carries its VIP's
+    /// slot, see [`Backend::vip_id`]).
+    pub fn backends_of(&self, slot: u32) -> impl Iterator<Item = (u32, &Backend)> {
+        self.backends
+            .iter()
+            .filter(move |(_, b)| b.vip_id == slot && b.state != BACKEND_UNUSED)
+            .map(|(&id, b)| (id, b))
+    }
+
+    /// The pinned entry of a VIP, if it is published.
+    pub fn vip(&self, id: &VipId) -> Option<&VipMeta> {
+        let key = vip_id_key(id);
+        self.vips.iter().find(|(k, _)| *k == key).map(|(_, m)| m)
+    }
 }
 
 /// Why an allocation or plan failed.
@@ -90,9 +147,57 @@ impl Allocation {
             .map(|&(_, id, g)| (id, g))
     }
 
+    /// The ids the pinned maps give `vips` (a start without a usable state file): a VIP
+    /// keeps the slot its entry names, and each of its backends the id of the entry
+    /// that serves that VIP at that address, with its generation, so established flows
+    /// keep their backend. Ids out of `limits`, taken twice or `reserved` are left for
+    /// [`Allocation::update`] to hand out afresh.
+    pub fn adopt(
+        vips: &[VipSpec],
+        pinned: &Pinned,
+        limits: &LimitsSpec,
+        reserved: &Reserved,
+    ) -> Self {
+        let mut a = Allocation::default();
+        for v in vips {
+            let Some(meta) = pinned.vip(&v.id) else {
+                continue;
+            };
+            let slot = meta.id;
+            if slot >= limits.max_vips
+                || reserved.vip_slots.contains(&slot)
+                || a.vips.values().any(|s| *s == slot)
+            {
+                continue;
+            }
+            a.vips.insert(v.id, slot);
+            for b in &v.backends {
+                let (words, family) = addr_words(b.addr.ip());
+                let found = pinned.backends_of(slot).find(|(id, p)| {
+                    p.addr == words
+                        && p.family == family
+                        && *id < limits.max_backends
+                        && !reserved.backend_ids.contains(id)
+                        && !a.backends.iter().any(|(_, i, _)| i == id)
+                });
+                if let Some((id, p)) = found {
+                    a.backends.push(((v.id, b.addr), id, p.generation));
+                    a.generations.insert(id, p.generation);
+                }
+            }
+        }
+        a
+    }
+
     /// Reassigns ids for exactly `vips`: existing identities keep their ids, removed ones
-    /// free theirs, new ones take the lowest free id (bumping its generation).
-    pub fn update(&mut self, vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), PlanError> {
+    /// free theirs, new ones take the lowest free id that is not `reserved` (with a
+    /// generation newer than any it had).
+    pub fn update(
+        &mut self,
+        vips: &[VipSpec],
+        limits: &LimitsSpec,
+        reserved: &Reserved,
+    ) -> Result<(), PlanError> {
         // Ids freed by this update are handed out only when nothing else is free, so a
         // table still being replaced never sees its old id suddenly mean another backend.
         let freed_vips: BTreeSet<u32> = self.vips.values().copied().collect();
@@ -104,9 +209,18 @@ impl Allocation {
             .flat_map(|v| v.backends.iter().map(move |b| (v.id, b.addr)))
             .collect();
         self.backends.retain(|(i, _, _)| wanted_b.contains(i));
+        // Built once, not per new backend: 10,000 new backends took minutes otherwise.
+        let mut known: BTreeSet<BackendIdentity> =
+            self.backends.iter().map(|&(i, _, _)| i).collect();
+        let mut used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
+        used.extend(&reserved.backend_ids);
+        // Ids are only taken below, never freed, so the lowest free id only grows: each
+        // search goes on from where the last one stopped.
+        let (mut fresh_from, mut any_from) = (0, 0);
         for v in vips {
             if !self.vips.contains_key(&v.id) {
-                let used: BTreeSet<u32> = self.vips.values().copied().collect();
+                let mut used: BTreeSet<u32> = self.vips.values().copied().collect();
+                used.extend(&reserved.vip_slots);
                 let slot = (0..limits.max_vips)
                     .find(|s| !used.contains(s) && !freed_vips.contains(s))
                     .or_else(|| (0..limits.max_vips).find(|s| !used.contains(s)))
@@ -118,23 +232,39 @@ impl Allocation {
             }
             for b in &v.backends {
                 let ident = (v.id, b.addr);
-                if self.backend(&ident).is_some() {
+                if !known.insert(ident) {
                     continue;
                 }
-                let used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
-                let id = (0..limits.max_backends)
-                    .find(|s| !used.contains(s) && !freed_backends.contains(s))
-                    .or_else(|| (0..limits.max_backends).find(|s| !used.contains(s)))
+                let fresh = (fresh_from..limits.max_backends)
+                    .find(|s| !used.contains(s) && !freed_backends.contains(s));
+                fresh_from = fresh.unwrap_or(limits.max_backends);
+                let id = fresh
+                    .or_else(|| {
+                        let any = (any_from..limits.max_backends).find(|s| !used.contains(s));
+                        if let Some(a) = any {
+                            any_from = a;
+                        }
+                        any
+                    })
                     .ok_or(PlanError::NoBackendId {
                         vip: v.id,
                         backend: b.addr,
                         max: limits.max_backends,
                     })?;
-                let generation = self.generations.get(&id).map_or(1, |g| g.wrapping_add(1));
+                let last = self
+                    .generations
+                    .get(&id)
+                    .into_iter()
+                    .chain(reserved.generations.get(&id))
+                    .max();
+                let generation = last.map_or(1, |g| g.wrapping_add(1));
                 self.generations.insert(id, generation);
+                used.insert(id);
                 self.backends.push((ident, id, generation));
             }
         }
+        let live: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
+        self.generations.retain(|id, _| live.contains(id));
         Ok(())
     }
 }
@@ -311,9 +441,36 @@ pub struct Applied {
     pub vips: BTreeMap<VipKeyOrd, (VipPlan, Vec<u32>)>,
     /// Global settings written.
     pub global: Option<GlobalConfig>,
+    /// VIP entries found in the pinned maps that this shadow has no plan for: removed
+    /// first unless wanted (then published over), see [`Applied::adopted`].
+    pub stray: Vec<VipKey>,
 }
 
 impl Applied {
+    /// The shadow of maps found pinned at start: every backend entry in use as it is
+    /// (so an unchanged one is not written again, and one nothing wants is cleared),
+    /// and every VIP entry as stray (a VIP nothing wants is removed before anything
+    /// else is written). `keep` are VIPs left alone, entries and backends: those vipd
+    /// keeps without managing them.
+    pub fn adopted(pinned: &Pinned, keep_vips: &[VipKey], keep_backends: &BTreeSet<u32>) -> Self {
+        Applied {
+            backends: pinned
+                .backends
+                .iter()
+                .filter(|(id, b)| b.state != BACKEND_UNUSED && !keep_backends.contains(id))
+                .map(|(&id, b)| (id, *b))
+                .collect(),
+            vips: BTreeMap::new(),
+            global: None,
+            stray: pinned
+                .vips
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| !keep_vips.contains(k))
+                .collect(),
+        }
+    }
+
     /// Writes what differs between `self` and `want`, updating `self` after each write so
     /// it always matches the maps (a failed reconcile can be undone by reconciling back).
     pub fn reconcile<T: Tables>(
@@ -323,6 +480,20 @@ impl Applied {
         want: &Desired,
     ) -> Result<ApplyStats, T::Error> {
         let mut stats = ApplyStats::default();
+        // 0. Pinned VIPs nothing wants (a vipd killed during a change left them) go
+        //    before anything else is written: their tables may point at ids this change
+        //    gives to other backends.
+        if !self.stray.is_empty() {
+            let wanted: HashSet<VipKey> = want.vips.keys().map(VipKeyOrd::key).collect();
+            while let Some(&key) = self.stray.last() {
+                if !wanted.contains(&key) {
+                    tables.remove_vip(&key)?;
+                    stats.vips_removed += 1;
+                }
+                // A wanted one is published over in 2.
+                self.stray.pop();
+            }
+        }
         if self.global.as_ref() != Some(global) {
             tables.set_global(global)?;
             self.global = Some(*global);

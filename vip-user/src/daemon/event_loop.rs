@@ -1,9 +1,11 @@
 //! vipd's event loop: the owner sits in one loop that takes API requests, health
-//! transitions, SIGHUP, scrapes and next-hop resolutions as messages, so it is the only
-//! writer of the maps.
+//! transitions, SIGHUP, metrics snapshots and next-hop changes as messages, so it is the
+//! only writer of the maps. Everything that waits on the outside world runs on tasks of
+//! its own: the API and metrics listeners (capped, [`super::listener`]), the health
+//! checks, the next-hop resolver (netlink events) and the metrics refresher.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
@@ -13,21 +15,23 @@ use std::{
 use tokio::{
     net::UnixListener,
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, oneshot},
+    sync::{Notify, mpsc, oneshot, watch},
+    task::JoinHandle,
 };
 
 use super::{
     announce::{Announcer, RouteChange, RouteTable},
-    api::{self, Access},
+    api::{self, Access, ApiLimits},
     health::{self, Supervisor, Transition},
+    listener,
     metrics::{self, Metrics},
-    nexthop::{self, NextHopCache, NextHopError},
+    nexthop::{self, NextHopCache},
 };
 use crate::{
-    config::{AnnounceSpec, Config},
+    config::{AnnounceSpec, Config, MetricsSpec},
     control::{
         announce::{self, NodeState, Plan, Want},
-        diff::diff,
+        diff::{diff, warnings},
         owner::Owner,
         reconcile::BackendIdentity,
     },
@@ -40,7 +44,7 @@ use crate::{
 pub enum Msg {
     /// An API request and where to send the answer.
     Api(Request, oneshot::Sender<Response>),
-    /// A metrics scrape wants a snapshot.
+    /// The metrics refresher wants a snapshot.
     Status(oneshot::Sender<Status>),
 }
 
@@ -56,18 +60,107 @@ pub enum Exit {
 /// then flows still arriving here keep the backends every other node gives them.
 const WITHDRAW_FIRST: Duration = Duration::from_millis(250);
 
-/// How often backends' next hops are re-resolved from the kernel (routes and neighbours
-/// change; a stale or failed neighbour must stop being used within about this long).
-const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
-
 /// Every allocated backend id with its address (the next hop is towards it in every
 /// forwarding mode: the rewritten destination or the tunnel's outer destination).
 fn backend_addrs<T: DatapathOps>(owner: &Owner<T>) -> Vec<(u32, IpAddr)> {
-    owner
+    let mut v: Vec<(u32, IpAddr)> = owner
         .backend_ids()
         .into_iter()
         .map(|((_, addr), id)| (id, addr.ip()))
-        .collect()
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The distinct addresses of `backends`, for the resolver.
+fn address_set(backends: &[(u32, IpAddr)]) -> Arc<Vec<IpAddr>> {
+    let set: BTreeSet<IpAddr> = backends.iter().map(|&(_, a)| a).collect();
+    Arc::new(set.into_iter().collect())
+}
+
+/// A connection cap that fits the open-files limit: the listeners together may hold at
+/// most half of it, so health checks, state-file writes and netlink always find a
+/// descriptor however hard the listeners are flooded.
+fn fit(what: &str, cap: usize, share: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else { return cap };
+    let most = ((limit as usize) / 2 / share).max(1);
+    if cap > most {
+        tracing::warn!(
+            listener = what,
+            configured = cap,
+            used = most,
+            open_files = limit,
+            "connection cap lowered to fit the open-files limit; raise LimitNOFILE to use the configured cap"
+        );
+    }
+    cap.min(most)
+}
+
+/// The metrics endpoint: its listener task and its refresher, restarted only when
+/// `[metrics]` changes (or its listener could not be bound last time).
+#[derive(Debug, Default)]
+struct MetricsEndpoint {
+    running: Option<(MetricsSpec, JoinHandle<()>, JoinHandle<()>)>,
+}
+
+impl MetricsEndpoint {
+    /// Stops both tasks and waits until they are gone, so the port is free again.
+    async fn stop(&mut self) {
+        if let Some((_, server, refresher)) = self.running.take() {
+            server.abort();
+            refresher.abort();
+            let _ = server.await;
+            let _ = refresher.await;
+        }
+    }
+
+    /// Makes the endpoint serve `want`.
+    async fn sync(
+        &mut self,
+        want: Option<MetricsSpec>,
+        metrics: &Arc<Metrics>,
+        tx: &mpsc::Sender<Msg>,
+        poke: &Arc<Notify>,
+    ) {
+        if self.running.as_ref().map(|r| r.0) == want && want.is_some() {
+            return;
+        }
+        self.stop().await;
+        let Some(spec) = want else { return };
+        let addr = spec.listen;
+        let l = match metrics::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve metrics: fix [metrics] listen and send SIGHUP");
+                return;
+            }
+        };
+        let cap = fit(
+            "metrics",
+            spec.max_connections as usize,
+            4,
+            listener::open_files_limit(),
+        );
+        tracing::info!(%addr, max_connections = cap, refresh = %humantime::format_duration(spec.refresh), "serving Prometheus metrics");
+        let (text_tx, text_rx) = watch::channel(None);
+        let server = tokio::spawn(metrics::serve(l, text_rx, cap));
+        let tx = tx.clone();
+        let refresher = tokio::spawn(metrics::refresh(
+            metrics.clone(),
+            move || {
+                let tx = tx.clone();
+                async move {
+                    let (rtx, rrx) = oneshot::channel();
+                    tx.send(Msg::Status(rtx)).await.ok()?;
+                    rrx.await.ok()
+                }
+            },
+            spec.refresh,
+            poke.clone(),
+            text_tx,
+        ));
+        self.running = Some((spec, server, refresher));
+    }
 }
 
 /// Runs the owner loop until SIGTERM/SIGINT.
@@ -81,13 +174,6 @@ pub async fn run<T: DatapathOps>(
     let metrics = Arc::new(Metrics::default());
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let (htx, mut hrx) = mpsc::unbounded_channel::<Transition>();
-    let (ntx, mut nrx) =
-        mpsc::unbounded_channel::<Result<HashMap<IpAddr, vip_common::NextHop>, NextHopError>>();
-    let mut nexthops = NextHopCache::default();
-    let mut refresh = tokio::time::interval(NEXTHOP_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut resolving = false;
-    let mut resolve_failing = false;
     let mut settled: HashSet<BackendIdentity> = HashSet::new();
     // Down verdicts whose datapath change waits for the withdrawal to reach the routers.
     let (dtx, mut drx) = mpsc::unbounded_channel::<(Transition, u64)>();
@@ -101,7 +187,31 @@ pub async fn run<T: DatapathOps>(
         &htx,
         &metrics,
     );
-    let mut metrics_task = start_metrics(&cfg, &metrics, &tx).await;
+    let mut backends = backend_addrs(&owner);
+    let (addrs_tx, addrs_rx) = watch::channel(address_set(&backends));
+    let (ntx, mut nrx) = mpsc::unbounded_channel::<nexthop::Update>();
+    let resolver = tokio::spawn(nexthop::run(addrs_rx, ntx));
+    let mut nexthops = NextHopCache::default();
+    let mut resolve_failing = false;
+    let open_files = listener::open_files_limit();
+    let mut limits = ApiLimits::of(&cfg.api);
+    limits.max_connections = fit("api", limits.max_connections, 2, open_files);
+    limits.max_connections_per_user = limits.max_connections_per_user.min(limits.max_connections);
+    let api_tx = tx.clone();
+    let api_server = tokio::spawn(api::serve(listener, access, limits, move |req| {
+        let tx = api_tx.clone();
+        async move {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Msg::Api(req, rtx)).await.is_err() {
+                return Response::err("vipd is shutting down");
+            }
+            rrx.await
+                .unwrap_or_else(|_| Response::err("vipd is shutting down"))
+        }
+    }));
+    let poke = Arc::new(Notify::new());
+    let mut endpoint = MetricsEndpoint::default();
+    endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -109,38 +219,51 @@ pub async fn run<T: DatapathOps>(
         socket = %cfg.api.socket.display(),
         vips = owner.vips().len(),
         checks = checks.len(),
+        api_max_connections = limits.max_connections,
         "vipd serving"
     );
     loop {
+        // Whether this turn may have changed the VIPs, backends or health.
+        let mut changed = true;
         tokio::select! {
-            conn = listener.accept() => {
-                let Ok((s, _)) = conn else { continue };
-                let tx = tx.clone();
-                tokio::spawn(api::serve_connection(s, access, move |req| async move {
-                    let (rtx, rrx) = oneshot::channel();
-                    if tx.send(Msg::Api(req, rtx)).await.is_err() {
-                        return Response::err("vipd is shutting down");
-                    }
-                    rrx.await.unwrap_or_else(|_| Response::err("vipd is shutting down"))
-                }));
-            }
             Some(msg) = rx.recv() => match msg {
                 Msg::Api(req, reply) => {
+                    let reload = matches!(req, Request::Reload);
+                    changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
                     let resp = handle(&mut owner, &mut cfg, &config_path, req);
+                    if reload && !matches!(resp, Response::Error(_)) {
+                        // Before answering: when `vipctl reload` returns, the endpoint
+                        // serves what the file says.
+                        endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await;
+                    }
                     let _ = reply.send(resp);
                 }
                 Msg::Status(reply) => {
+                    changed = false;
                     let _ = reply.send(owner.status());
                 }
             },
             Some(t) = hrx.recv() => {
-                settled.insert(t.ident);
-                let pending = deferred.remove(&t.ident).is_some();
-                if !t.first || t.up != owner.is_up(&t.ident) || pending {
+                // Transitions that arrived together are applied together: one
+                // reconcile, one state-file write.
+                let mut batch = vec![t];
+                while let Ok(t) = hrx.try_recv() {
+                    batch.push(t);
+                }
+                let mut results: Vec<(BackendIdentity, bool)> = Vec::new();
+                for t in batch {
+                    settled.insert(t.ident);
+                    let pending = deferred.remove(&t.ident).is_some();
+                    if t.first && t.up == owner.is_up(&t.ident) && !pending {
+                        continue; // a first verdict that changes nothing
+                    }
                     tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
                     let down_is_news = !t.up && owner.is_up(&t.ident);
                     let up_after = |i: &BackendIdentity| {
-                        owner.is_up(i) && !deferred.contains_key(i) && *i != t.ident
+                        owner.is_up(i)
+                            && !deferred.contains_key(i)
+                            && *i != t.ident
+                            && !results.iter().any(|(r, up)| r == i && !up)
                     };
                     if down_is_news
                         && routes.withdraws(&cfg, owner.vips(), up_after, |i| settled.contains(i))
@@ -156,61 +279,61 @@ pub async fn run<T: DatapathOps>(
                             tokio::time::sleep(WITHDRAW_FIRST).await;
                             let _ = dtx.send((t, seq));
                         });
-                    } else if let Err(e) = owner.set_health(t.ident, t.up) {
-                        tracing::error!(error = %e, "applying a health change failed");
+                    } else {
+                        results.push((t.ident, t.up));
                     }
+                }
+                if !results.is_empty()
+                    && let Err(e) = owner.set_healths(&results)
+                {
+                    tracing::error!(error = %e, transitions = results.len(), "applying health changes failed");
                 }
             }
             Some((t, seq)) = drx.recv() => {
                 if deferred.get(&t.ident) == Some(&seq) {
                     deferred.remove(&t.ident);
-                    if let Err(e) = owner.set_health(t.ident, t.up) {
+                    if let Err(e) = owner.set_healths(&[(t.ident, t.up)]) {
                         tracing::error!(error = %e, "applying a health change failed");
                     }
                 }
             }
             _ = hup.recv() => {
                 tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config file");
-                let r = handle(&mut owner, &mut cfg, &config_path, Request::Reload);
-                match r {
+                match handle(&mut owner, &mut cfg, &config_path, Request::Reload) {
                     Response::Error(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
-                    _ => {
-                        if let Some(t) = metrics_task.take() { t.abort(); }
-                        metrics_task = start_metrics(&cfg, &metrics, &tx).await;
-                    }
+                    _ => endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await,
                 }
             }
-            _ = refresh.tick(), if !resolving => {
-                // `ip` runs off the loop; the answer comes back as a message so only this
-                // loop writes the maps.
-                resolving = true;
-                let addrs: Vec<IpAddr> = backend_addrs(&owner).into_iter().map(|(_, a)| a).collect();
-                let ntx = ntx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = ntx.send(nexthop::resolve_all(&addrs));
-                });
-            }
-            Some(r) = nrx.recv() => {
-                resolving = false;
-                match r {
-                    Ok(resolved) => {
-                        resolve_failing = false;
-                        let backends = backend_addrs(&owner);
-                        match nexthops.apply(owner.tables_mut(), &backends, &resolved) {
-                            Ok(0) => {}
-                            Ok(n) => tracing::debug!(map_writes = n, "next hops updated"),
-                            Err(e) => tracing::error!(error = %e, "writing next hops failed; the datapath uses bpf_fib_lookup for those backends"),
-                        }
+            Some(update) = nrx.recv() => {
+                changed = false;
+                // Everything the resolver has sent so far, in one pass over the ids.
+                let mut merged = HashMap::new();
+                let mut failure = None;
+                for u in std::iter::once(update).chain(std::iter::from_fn(|| nrx.try_recv().ok())) {
+                    match u {
+                        Ok(m) => merged.extend(m),
+                        Err(e) => failure = Some(e),
                     }
-                    Err(e) if !resolve_failing => {
+                }
+                match failure {
+                    Some(e) if !resolve_failing => {
                         resolve_failing = true;
                         tracing::warn!(error = %e, "cannot resolve backends' next hops; the datapath keeps using bpf_fib_lookup");
                     }
-                    Err(_) => {}
+                    Some(_) => {}
+                    None => resolve_failing = false,
+                }
+                match nexthops.apply(owner.tables_mut(), &backends, merged) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(map_writes = n, "next hops updated"),
+                    Err(e) => tracing::error!(error = %e, "writing next hops failed; the datapath uses bpf_fib_lookup for those backends"),
                 }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+        }
+        if !changed {
+            continue;
         }
         checks.update(
             health::targets(owner.vips()),
@@ -231,15 +354,33 @@ pub async fn run<T: DatapathOps>(
             |i| settled.contains(i),
         );
         routes.keep(cfg.announce, plan).await;
-        let backends = backend_addrs(&owner);
-        if let Err(e) = nexthops.forget_changed(owner.tables_mut(), &backends) {
-            tracing::error!(error = %e, "clearing the next hops of removed backends failed");
+        let now = backend_addrs(&owner);
+        if now != backends {
+            backends = now;
+            // Ids that were removed or now mean another address are cleared at once; new
+            // ids of addresses the resolver knows are written at once.
+            if let Err(e) = nexthops.apply(owner.tables_mut(), &backends, HashMap::new()) {
+                tracing::error!(error = %e, "updating the next hops of changed backends failed");
+            }
+            let set = address_set(&backends);
+            addrs_tx.send_if_modified(|old| {
+                let differs = *old != set;
+                if differs {
+                    *old = set;
+                }
+                differs
+            });
         }
+        poke.notify_one();
     }
     tracing::info!(
         "stopping; the datapath stays attached and keeps forwarding (`vipd down` detaches it)"
     );
-    let _ = std::fs::remove_file(&cfg.api.socket);
+    resolver.abort();
+    api_server.abort();
+    endpoint.stop().await;
+    // The socket is removed by whoever bound it (`lifecycle`), and only if it is still
+    // the one it bound.
     Ok(Exit::Signal)
 }
 
@@ -316,36 +457,6 @@ impl RouteKeeper {
     }
 }
 
-async fn start_metrics(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
-    tx: &mpsc::Sender<Msg>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let addr = cfg.metrics?;
-    match metrics::bind(addr).await {
-        Ok(l) => {
-            tracing::info!(%addr, "serving Prometheus metrics");
-            let tx = tx.clone();
-            Some(tokio::spawn(metrics::serve(
-                l,
-                metrics.clone(),
-                move || {
-                    let tx = tx.clone();
-                    async move {
-                        let (rtx, rrx) = oneshot::channel();
-                        tx.send(Msg::Status(rtx)).await.ok()?;
-                        rrx.await.ok()
-                    }
-                },
-            )))
-        }
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot serve metrics: fix [metrics] listen and send SIGHUP");
-            None
-        }
-    }
-}
-
 /// Answers one API request (also used for SIGHUP).
 pub fn handle<T: DatapathOps>(
     owner: &mut Owner<T>,
@@ -366,6 +477,7 @@ pub fn handle<T: DatapathOps>(
                 Ok(stats) => Response::Applied(ApplyResult {
                     changes: diff(&before, owner.vips()),
                     map_writes: stats.map_writes(),
+                    warnings: warnings(&before, owner.vips()),
                 }),
                 Err(e) => Response::err(e),
             }
@@ -379,18 +491,28 @@ pub fn handle<T: DatapathOps>(
                 Ok(v) => v,
                 Err(e) => return Response::err(format!("{e}\nnothing was changed")),
             };
-            let changes = diff(owner.vips(), &vips);
+            let mut changes = diff(owner.vips(), &vips);
+            // `apply` says what runs: unmanaged VIPs go (or are replaced, if defined).
+            changes.extend(
+                owner
+                    .unmanaged()
+                    .iter()
+                    .map(|u| format!("- unmanaged vip {}", u.vip)),
+            );
+            let warnings = warnings(owner.vips(), &vips);
             if dry_run {
                 return Response::Applied(ApplyResult {
                     changes,
                     map_writes: 0,
+                    warnings,
                 });
             }
             tracing::info!(file = %origin, changes = changes.len(), "API apply");
-            match owner.set_vips(vips) {
+            match owner.apply(vips) {
                 Ok(stats) => Response::Applied(ApplyResult {
                     changes,
                     map_writes: stats.map_writes(),
+                    warnings,
                 }),
                 Err(e) => Response::err(e),
             }
@@ -400,26 +522,13 @@ pub fn handle<T: DatapathOps>(
                 Ok(c) => c,
                 Err(e) => return Response::err(format!("{e}\nnothing was changed")),
             };
-            for (what, same) in [
-                ("instance", new.instance == cfg.instance),
-                (
-                    "[datapath] interfaces / xdp_mode",
-                    new.datapath.interfaces == cfg.datapath.interfaces
-                        && new.datapath.xdp_mode == cfg.datapath.xdp_mode,
-                ),
-                ("[api]", new.api == cfg.api),
-                ("state_file", new.state_file == cfg.state_file),
-                (
-                    "[announce] table / protocol",
-                    new.announce.table == cfg.announce.table
-                        && new.announce.protocol == cfg.announce.protocol,
-                ),
-            ] {
-                if !same {
-                    tracing::warn!(
-                        "{what} changed in the config file: it takes effect when vipd restarts"
-                    );
-                }
+            let restart_only = cfg.restart_only_changes(&new);
+            if !restart_only.is_empty() {
+                return Response::err(format!(
+                    "{} changed in {}, and vipd applies that only when it starts: nothing was changed. Restore the running value and reload, or restart vipd (SIGTERM, then `vipd run`) to apply the whole file",
+                    restart_only.join(", "),
+                    config_path.display()
+                ));
             }
             let before = owner.vips().to_vec();
             match owner.reload(&new) {
@@ -438,6 +547,7 @@ pub fn handle<T: DatapathOps>(
                     cfg.metrics = new.metrics;
                     cfg.announce.enabled = new.announce.enabled;
                     Response::Applied(ApplyResult {
+                        warnings: warnings(&before, owner.vips()),
                         changes,
                         map_writes: stats.map_writes(),
                     })

@@ -205,6 +205,10 @@ impl Supervisor {
             let keep = wanted.get(ident) == Some(t);
             if !keep {
                 h.abort();
+                if !wanted.contains_key(ident) {
+                    // The backend is gone (not just its check changed): so are its series.
+                    metrics.forget(ident);
+                }
             }
             keep
         });

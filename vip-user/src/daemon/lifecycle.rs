@@ -95,9 +95,135 @@ pub enum ServiceError {
     /// The VIP routes could not be withdrawn.
     #[error(transparent)]
     Announce(#[from] AnnounceError),
+    /// Another vipd owns the instance.
+    #[error(
+        "vipd for instance {instance} is running ({}holding the lock {}): stop it first (SIGTERM{}), {otherwise}",
+        pid.map_or(String::new(), |p| format!("pid {p}, ")),
+        path.display(),
+        pid.map_or(String::new(), |p| format!(": `kill {p}`"))
+    )]
+    Locked {
+        /// The instance.
+        instance: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's PID, as it wrote it into the lock file.
+        pid: Option<u32>,
+        /// The other way out, for the command that was refused.
+        otherwise: &'static str,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("locking instance {instance} with {}: {source}", path.display())]
+    Lock {
+        /// The instance.
+        instance: String,
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Runtime / signal setup failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The lock that makes one `vipd` the owner of an instance: `flock` on
+/// [`crate::config::lock_path`], held for as long as this value lives (the kernel drops
+/// it when the process exits, even on SIGKILL, so a lock is never stale). The file
+/// holds the owner's PID, for the message a second `vipd` prints; it is never removed
+/// (a lock file unlinked while another process waits on it would let two in).
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    /// Takes the lock of `instance`, or says who holds it.
+    /// `otherwise` ends the message when it is held ("or ...").
+    pub fn acquire(instance: &str, otherwise: &'static str) -> Result<Self, ServiceError> {
+        Self::acquire_at(&crate::config::lock_path(instance), instance, otherwise)
+    }
+
+    fn acquire_at(
+        path: &Path,
+        instance: &str,
+        otherwise: &'static str,
+    ) -> Result<Self, ServiceError> {
+        use std::{
+            io::{Read, Seek, Write},
+            os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
+        };
+        let path = path.to_path_buf();
+        let io = |source| ServiceError::Lock {
+            instance: instance.to_string(),
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(ServiceError::Locked {
+                instance: instance.to_string(),
+                path,
+                pid: text.trim().parse().ok(),
+                otherwise,
+            });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(InstanceLock { _file: file })
+    }
+}
+
+/// The API socket this vipd bound, removed when dropped only if the path still names
+/// that socket: another vipd may have replaced it (this one then leaves it alone).
+#[derive(Debug)]
+struct OwnSocket {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+impl OwnSocket {
+    fn new(path: &Path) -> Self {
+        OwnSocket {
+            path: path.to_owned(),
+            identity: file_identity(path),
+        }
+    }
+}
+
+impl Drop for OwnSocket {
+    fn drop(&mut self) {
+        if self.identity.is_some() && file_identity(&self.path) == self.identity {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// (device, inode) of the file at `path`, not following a symlink.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// `vipd run -c FILE`.
@@ -108,19 +234,18 @@ pub fn run(config_path: &Path) -> Result<(), ServiceError> {
             config_path.display().to_string(),
         ));
     }
+    // A second vipd for the same instance must fail before touching anything.
+    let _lock = InstanceLock::acquire(&cfg.instance, "or give this config another instance name")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let _guard = rt.enter();
-    // A second vipd for the same instance must fail before touching maps.
+    // Another instance configured with this socket.
     if std::os::unix::net::UnixStream::connect(&cfg.api.socket).is_ok() {
         return Err(api::ListenError::InUse(cfg.api.socket.clone()).into());
     }
-    let socket = cfg.api.socket.clone();
-    let result = serve(cfg, config_path, &rt);
-    let _ = std::fs::remove_file(&socket);
-    result
+    serve(cfg, config_path, &rt)
 }
 
 fn serve(
@@ -132,8 +257,25 @@ fn serve(
     if !is_bpffs(Path::new("/sys/fs/bpf")) {
         return Err(ServiceError::NoBpffs);
     }
-    let pinned = pin.join(vip_common::MAP_MAGLEV).exists();
+    // Everything that can be checked without the maps is checked before they are
+    // created or adopted: a start refused here leaves no pin behind and writes nothing.
+    let mut ifindexes = Vec::new();
+    for iface in &cfg.datapath.interfaces {
+        let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
+            iface: iface.clone(),
+        })?;
+        ifindexes.push(idx);
+    }
+    if let Some(g) = cfg.api.group.as_deref()
+        && api::group_id(g).is_none()
+    {
+        return Err(api::ListenError::NoGroup(g.to_string()).into());
+    }
     let state = StateFile::read(&cfg.state_file)?;
+    if let Some(s) = &state {
+        s.check(&cfg.state_file, &cfg.limits)?;
+    }
+    let pinned = pin.join(vip_common::MAP_MAGLEV).exists();
     if pinned {
         match state.as_ref().and_then(|s| s.limits) {
             Some(l) if l != cfg.limits => {
@@ -146,33 +288,71 @@ fn serve(
             Some(_) => {}
             None => tracing::warn!(
                 state = %cfg.state_file.display(),
-                "adopting pinned maps without a state file: backend ids are assigned afresh, so established flows may re-hash once"
+                "adopting pinned maps without a state file: the config's VIPs keep the ids the maps give them, other VIPs found there are kept as unmanaged"
             ),
         }
     }
-    let mut dp = Datapath::load(&limits(&cfg.limits), Some(&pin))?;
+    // Created by this start: removed again if it fails before serving, so a failed
+    // start leaves the instance as it found it (nothing pinned).
+    let fresh = !pinned_anything(&pin);
+    let started = start(&cfg, &pin, &ifindexes);
+    let (owner, listener, access, socket) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            if fresh {
+                match unpin_all(&pin) {
+                    Ok(_) => {
+                        tracing::info!(pin = %pin.display(), "start failed: removed the pins it created")
+                    }
+                    Err(u) => {
+                        tracing::warn!(pin = %pin.display(), error = %u, "start failed, and removing the pins it created failed too")
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
+    rt.block_on(event_loop::run(
+        owner,
+        cfg,
+        config_path.to_owned(),
+        listener,
+        access,
+    ))?;
+    drop(socket);
+    Ok(())
+}
+
+type Started = (
+    Owner<Datapath>,
+    tokio::net::UnixListener,
+    api::Access,
+    OwnSocket,
+);
+
+/// Loads or adopts the datapath, brings it to the config, attaches it and opens the API
+/// socket: everything up to serving.
+fn start(cfg: &Config, pin: &Path, ifindexes: &[u32]) -> Result<Started, ServiceError> {
+    let dp = Datapath::load(&limits(&cfg.limits), Some(pin))?;
     let adopted = dp.adopted();
     tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
-    for iface in &cfg.datapath.interfaces {
-        let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
-            iface: iface.clone(),
-        })?;
-        dp.add_tx_port(idx)?;
-    }
     // Tables first, then the program: a fresh attachment never sees empty tables, and an
     // adopted one keeps serving from the pinned maps throughout.
-    let mut owner = Owner::start(&cfg, dp, Some(cfg.state_file.clone()))?;
+    let mut owner = Owner::start(cfg, dp, Some(cfg.state_file.clone()))?;
     tracing::info!(
         vips = owner.vips().len(),
         map_writes = owner.last_stats.map_writes(),
         "config applied"
     );
+    for &idx in ifindexes {
+        owner.tables_mut().add_tx_port(idx)?;
+    }
     for iface in &cfg.datapath.interfaces {
         let how = xdp_link::attach_pinned(
             owner.tables_mut().program_mut(),
             iface,
             cfg.datapath.xdp_mode,
-            &xdp_link::link_pin(&pin, iface),
+            &xdp_link::link_pin(pin, iface),
         )?;
         match how {
             Attached::New => tracing::info!(%iface, "vip_lb attached (link pinned)"),
@@ -181,12 +361,12 @@ fn serve(
             }
         }
     }
-    for stale in pinned_links(&pin) {
+    for stale in pinned_links(pin) {
         if !cfg
             .datapath
             .interfaces
             .iter()
-            .any(|i| xdp_link::link_pin(&pin, i) == stale)
+            .any(|i| xdp_link::link_pin(pin, i) == stale)
         {
             tracing::info!(pin = %stale.display(), "interface no longer configured: detaching");
             xdp_link::detach_pinned(&stale)?;
@@ -194,14 +374,13 @@ fn serve(
     }
     // The socket appears only now, so "it answers" means "it is serving".
     let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
-    rt.block_on(event_loop::run(
-        owner,
-        cfg,
-        config_path.to_owned(),
-        listener,
-        access,
-    ))?;
-    Ok(())
+    let socket = OwnSocket::new(&cfg.api.socket);
+    Ok((owner, listener, access, socket))
+}
+
+/// True if anything (a map, a link, the layout marker) is pinned in `dir`.
+fn pinned_anything(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// True if `p` is a mounted bpffs.
@@ -253,20 +432,25 @@ fn pinned_links(dir: &Path) -> Vec<PathBuf> {
 /// `vipd down`: withdraws vipd's VIP routes from `announce`'s table (first, so routers
 /// stop sending before the datapath goes), detaches vip_lb everywhere (removing the pinned
 /// links) and unpins the maps (connection table and counters are gone afterwards).
+/// Refused while a vipd owns the instance (its lock) or answers on `socket`, unless
+/// `force`; holds the lock meanwhile, so no vipd starts half way through.
 pub fn down(
     instance: &str,
     socket: &Path,
     force: bool,
     announce: &AnnounceSpec,
 ) -> Result<Vec<String>, ServiceError> {
+    let _lock = match InstanceLock::acquire(instance, "or pass --force to `vipd down`") {
+        Ok(l) => Some(l),
+        Err(e @ ServiceError::Locked { .. }) if !force => return Err(e),
+        Err(_) => None,
+    };
     if !force && std::os::unix::net::UnixStream::connect(socket).is_ok() {
         return Err(ServiceError::StillRunning {
             instance: instance.to_string(),
             socket: socket.to_owned(),
         });
     }
-    let dir = crate::config::pin_dir(instance);
-    let mut done = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -275,12 +459,19 @@ pub fn down(
             .remove_all()
             .await
     })?;
-    for a in withdrawn {
-        done.push(format!(
-            "withdrew the route of {a} from table {}",
-            announce.table
-        ));
-    }
+    let mut done: Vec<String> = withdrawn
+        .into_iter()
+        .map(|a| format!("withdrew the route of {a} from table {}", announce.table))
+        .collect();
+    done.extend(unpin_all(&crate::config::pin_dir(instance))?);
+    Ok(done)
+}
+
+/// Detaches every pinned link in `dir`, unpins everything else and removes the
+/// directory; says what it did.
+fn unpin_all(dir: &Path) -> Result<Vec<String>, ServiceError> {
+    let dir = dir.to_path_buf();
+    let mut done = Vec::new();
     for link in pinned_links(&dir) {
         xdp_link::detach_pinned(&link)?;
         done.push(format!("detached {}", link.display()));
@@ -301,4 +492,57 @@ pub fn down(
         done.push(format!("removed {}", dir.display()));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vip-lifecycle-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Issue #16 finding 4: one owner per instance; the second is told who holds it.
+    #[test]
+    fn a_second_owner_of_an_instance_is_refused_with_the_holders_pid() {
+        let dir = temp_dir("lock");
+        let path = dir.join("lb1.lock");
+        let first = InstanceLock::acquire_at(&path, "lb1", "or else").unwrap();
+        let err = InstanceLock::acquire_at(&path, "lb1", "or else").unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            matches!(err, ServiceError::Locked { pid: Some(p), .. } if p == pid),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid {pid}")) && msg.contains(&format!("`kill {pid}`")),
+            "{msg}"
+        );
+        drop(first);
+        InstanceLock::acquire_at(&path, "lb1", "or else").expect("free once the owner is gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue #16 finding 4: the socket is removed on exit only by the vipd that bound it.
+    #[test]
+    fn the_socket_is_removed_only_by_the_vipd_that_bound_it() {
+        let dir = temp_dir("socket");
+        let path = dir.join("api.sock");
+        let first = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mine = OwnSocket::new(&path);
+        // Another vipd replaced it meanwhile.
+        std::fs::remove_file(&path).unwrap();
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(mine);
+        assert!(path.exists(), "removed another vipd's socket");
+        drop(first);
+        let theirs = OwnSocket::new(&path);
+        drop(theirs);
+        assert!(!path.exists(), "its owner removes it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,8 +1,13 @@
 //! Prometheus metrics (OpenMetrics text) on the configured TCP address.
 //!
-//! Datapath counters live in BPF maps, so each scrape asks the owner for a [`Status`]
-//! and renders it; health-check metrics are kept here as they happen. Labels are VIP,
-//! backend and reason only: never per flow.
+//! Datapath counters live in BPF maps and only the owner reads them, so scrapes are not
+//! answered from the maps: a [`refresh`] task asks the owner for a [`Status`] every
+//! `[metrics] refresh` (and soon after a change), renders it off the async workers, and
+//! every scrape is served that text. A scrape never waits for the owner, and forty of
+//! them cost the owner nothing more than one. Health-check metrics are kept here as they
+//! happen, and dropped with their backend. The listener caps its connections and backs
+//! off when out of file descriptors ([`super::listener`]). Labels are VIP, backend and
+//! reason only: never per flow.
 
 use std::{
     net::SocketAddr,
@@ -22,9 +27,11 @@ use prometheus_client::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
+    sync::{Notify, watch},
 };
 
+use super::listener::{self, Slots};
 use crate::{
     control::reconcile::BackendIdentity,
     protocol::{BackendState, Status},
@@ -103,6 +110,23 @@ impl Metrics {
                 result: if passed { "pass" } else { "fail" }.into(),
             })
             .inc();
+    }
+
+    /// Drops the health-check series of a backend that is no longer checked, so removed
+    /// backends leave no stale series behind.
+    pub fn forget(&self, ident: &BackendIdentity) {
+        let (vip, backend) = (ident.0.to_string(), ident.1.to_string());
+        self.check_duration.remove(&BackendLabels {
+            vip: vip.clone(),
+            backend: backend.clone(),
+        });
+        for result in ["pass", "fail"] {
+            self.checks.remove(&CheckLabels {
+                vip: vip.clone(),
+                backend: backend.clone(),
+                result: result.into(),
+            });
+        }
     }
 
     /// The OpenMetrics text for a status snapshot.
@@ -231,32 +255,93 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (any path, in fact) on `addr`; `status` fetches a snapshot.
-pub async fn serve<F, Fut>(listener: TcpListener, metrics: Arc<Metrics>, status: F)
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Option<Status>> + Send,
+/// The text scrapes are served: `None` until the first snapshot is rendered.
+pub type Exposition = watch::Receiver<Option<Arc<String>>>;
+
+/// The shortest time between two snapshots, however often they are asked for.
+pub const MIN_REFRESH: Duration = Duration::from_millis(100);
+
+/// Keeps the exposition fresh: every `every`, or sooner when `poke`d (after a change, at
+/// most every [`MIN_REFRESH`]), asks `status` for a snapshot, renders it off the async
+/// workers and publishes the text on `out`. Scrapes read the last text: none waits for
+/// the owner, and however many there are, the owner makes one snapshot per refresh.
+/// Returns when `status` answers `None` (vipd is stopping).
+pub async fn refresh<F, Fut>(
+    metrics: Arc<Metrics>,
+    status: F,
+    every: Duration,
+    poke: Arc<Notify>,
+    out: watch::Sender<Option<Arc<String>>>,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Status>>,
 {
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
+        let Some(st) = status().await else { return };
+        let m = metrics.clone();
+        let Ok(text) = tokio::task::spawn_blocking(move || m.render(&st)).await else {
+            return;
+        };
+        out.send_replace(Some(Arc::new(text)));
+        tokio::time::sleep(MIN_REFRESH).await;
+        let _ = tokio::time::timeout(every.saturating_sub(MIN_REFRESH), poke.notified()).await;
+    }
+}
+
+/// How long a scraper has to send its request, and vipd to write the answer.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` (any path, in fact) on `listener` from `exposition`, at most
+/// `max_connections` at once (more are answered 503 at once and closed), backing off when
+/// out of file descriptors.
+pub async fn serve(listener: TcpListener, exposition: Exposition, max_connections: usize) {
+    let slots = Slots::new(max_connections);
+    loop {
+        let (s, _) = listener::accept("metrics", || listener.accept()).await;
+        let Some(slot) = slots.take() else {
+            let _ = s.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
             continue;
         };
-        let metrics = metrics.clone();
-        let status = status.clone();
+        let exposition = exposition.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-            let (code, body) = match status().await {
-                Some(st) => ("200 OK", metrics.render(&st)),
-                None => ("503 Service Unavailable", "vipd is shutting down\n".into()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
+            let _slot = slot;
+            answer(s, exposition).await;
         });
     }
+}
+
+/// Reads a scrape's request head (bounded in size and time) and writes the exposition.
+async fn answer(mut s: TcpStream, exposition: Exposition) {
+    let mut head = Vec::with_capacity(512);
+    let read = tokio::time::timeout(SCRAPE_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() || head.is_empty() {
+        return;
+    }
+    let text = exposition.borrow().clone();
+    let (code, body) = match &text {
+        Some(t) => ("200 OK", t.as_str()),
+        None => ("503 Service Unavailable", "vipd is starting\n"),
+    };
+    let head = format!(
+        "HTTP/1.1 {code}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(SCRAPE_TIMEOUT, async {
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await
+    })
+    .await;
 }
 
 /// Binds the metrics listener.

@@ -1,217 +1,556 @@
 //! Resolves each backend's next hop from the kernel (route, neighbour, egress link) so
 //! the datapath can use its NEXTHOPS cache instead of paying `bpf_fib_lookup` per packet.
 //!
-//! The kernel is asked through `ip -j` (iproute2's JSON output): `route get` per backend
-//! address, one `neigh show` and one `link show` per refresh. This runs in vipd's current
-//! network namespace (the LB node's, joined by `vipd run --netns`). Anything unresolved
-//! (no route, local or non-unicast route, neighbour missing, incomplete, stale or failed,
-//! interface without a MAC) yields an invalid entry: the datapath then falls back to
-//! `bpf_fib_lookup`, and the health checks' kernel traffic resolves ARP/ND meanwhile.
+//! The kernel is asked through rtnetlink, in vipd's current network namespace (the LB
+//! node's, joined by `vipd run --netns`): `RTM_GETROUTE` for each backend address (what
+//! `ip route get` asks, at most [`ROUTE_QUERIES_IN_FLIGHT`] at a time), and one dump each
+//! of the neighbour table and the links. A second socket subscribes to the kernel's
+//! neighbour, link and IPv4/IPv6 route events, and the resolver follows them:
+//!
+//! - a neighbour or link event updates the resolver's copy of that table and re-derives
+//!   the next hops it affects, with no round trip to the kernel: a MAC change reaches
+//!   the owner within milliseconds;
+//! - a route event can move any backend, so every backend's route is asked again, once
+//!   the events have been quiet for [`ROUTE_SETTLE`] (a burst of route changes costs one
+//!   pass);
+//! - a lost event (the event socket overran) and a slow safety refresh
+//!   ([`SAFETY_REFRESH`]) read everything again.
+//!
+//! Only changed next hops are sent, as messages to the owner loop: it alone writes
+//! NEXTHOPS. Anything unresolved (no route, a local or non-unicast route, a neighbour
+//! missing, incomplete, stale or failed, an interface that is not Ethernet) yields an
+//! invalid entry: the datapath then falls back to `bpf_fib_lookup`, and the health
+//! checks' kernel traffic resolves ARP/ND meanwhile.
 
-use std::{collections::HashMap, net::IpAddr, process::Command};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use serde::Deserialize;
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use rtnetlink::{
+    Handle, MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        link::{LinkAttribute, LinkLayerType, LinkMessage},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
+    },
+};
+use tokio::sync::{mpsc, watch};
 use vip_common::{NEXTHOP_F_VALID, NextHop};
 
 use crate::datapath::tables::DatapathOps;
 
-/// One route as `ip -j route get ADDR` prints it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub use rtnetlink::packet_route::neighbour::NeighbourState;
+
+/// The route the kernel chose towards one backend address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    /// Route type; absent means unicast.
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    /// Next-hop router, absent when the destination is directly connected.
-    #[serde(default)]
+    /// A unicast route (not local, broadcast, blackhole, ...).
+    pub unicast: bool,
+    /// Next-hop router, `None` when the destination is directly connected.
     pub gateway: Option<IpAddr>,
-    /// Egress interface name.
-    pub dev: String,
+    /// Egress interface index (0 if the kernel named none).
+    pub oif: u32,
 }
 
-/// One neighbour-table entry as `ip -j neigh show` prints it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// One neighbour-table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbour {
-    /// The neighbour's address.
-    pub dst: IpAddr,
-    /// The interface it was learnt on.
-    pub dev: String,
-    /// Its link-layer address (absent while incomplete or failed).
-    #[serde(default)]
-    pub lladdr: Option<String>,
-    /// NUD states, e.g. `["REACHABLE"]`.
-    #[serde(default)]
-    pub state: Vec<String>,
+    /// Its link-layer address, if it has one of 6 bytes (absent while incomplete or
+    /// failed).
+    pub lladdr: Option<[u8; 6]>,
+    /// Its NUD state.
+    pub state: NeighbourState,
 }
 
-/// One interface as `ip -j link show` prints it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// The neighbour table: (interface index, address) → entry.
+pub type Neighbours = HashMap<(u32, IpAddr), Neighbour>;
+
+/// One interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
-    /// Interface index.
-    pub ifindex: u32,
-    /// Interface name.
-    pub ifname: String,
-    /// Its MAC (absent or not 6 bytes on non-Ethernet links).
-    #[serde(default)]
-    pub address: Option<String>,
+    /// Its MAC, `None` unless it is an Ethernet interface.
+    pub mac: Option<[u8; 6]>,
 }
+
+/// The interfaces by index.
+pub type Links = HashMap<u32, Link>;
 
 /// Why the kernel could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum NextHopError {
-    /// `ip` could not be run.
+    /// No netlink socket.
     #[error(
-        "running `ip {args}` failed ({source}); install iproute2 so vipd can resolve next hops"
+        "opening a netlink socket to read routes and neighbours failed: {source}; next hops stay unknown and the datapath uses bpf_fib_lookup (check that no seccomp filter or sandbox denies AF_NETLINK to vipd)"
     )]
-    Spawn {
-        /// The arguments.
-        args: String,
+    Socket {
         /// The OS error.
         #[source]
         source: std::io::Error,
     },
-    /// `ip` printed something that is not the expected JSON.
+    /// A dump or query failed.
     #[error(
-        "`ip {args}` printed unexpected output ({source}); iproute2 with JSON output (-j) is needed"
+        "{what} through netlink failed: {source}; the datapath uses bpf_fib_lookup for backends whose next hop is unknown, and vipd asks again at the next refresh"
     )]
-    Parse {
-        /// The arguments.
-        args: String,
-        /// The JSON error.
+    Query {
+        /// What was being asked.
+        what: &'static str,
+        /// The netlink error.
         #[source]
-        source: serde_json::Error,
+        source: rtnetlink::Error,
+    },
+    /// The kernel did not answer in time.
+    #[error(
+        "{what} through netlink got no answer within {}; the datapath uses bpf_fib_lookup for backends whose next hop is unknown, and vipd asks again at the next refresh",
+        humantime::format_duration(*.timeout)
+    )]
+    Timeout {
+        /// What was being asked.
+        what: &'static str,
+        /// How long vipd waited.
+        timeout: Duration,
     },
 }
 
 /// NUD states in which the neighbour's MAC is trusted. STALE (unconfirmed for a while),
 /// INCOMPLETE and FAILED are not: the fib fallback is used until the kernel confirms it.
-const TRUSTED_STATES: &[&str] = &["REACHABLE", "PERMANENT", "DELAY", "PROBE"];
+fn trusted(state: NeighbourState) -> bool {
+    matches!(
+        state,
+        NeighbourState::Reachable
+            | NeighbourState::Permanent
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+    )
+}
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+/// A 6-byte hardware address, or `None`.
+fn mac6(bytes: &[u8]) -> Option<[u8; 6]> {
+    bytes.try_into().ok()
 }
 
 /// The next hop towards `dst` given its route, the neighbour table and the interfaces:
 /// valid only when the route is unicast out of an Ethernet interface and the neighbour
 /// (gateway, or `dst` itself when directly connected) has a trusted MAC on that interface.
-pub fn next_hop(dst: IpAddr, route: &Route, neighbours: &[Neighbour], links: &[Link]) -> NextHop {
+pub fn next_hop(dst: IpAddr, route: &Route, neighbours: &Neighbours, links: &Links) -> NextHop {
     let invalid = NextHop::default();
-    if route.kind.as_deref().is_some_and(|k| k != "unicast") {
+    if !route.unicast || route.oif == 0 {
         return invalid;
     }
-    let Some(link) = links.iter().find(|l| l.ifname == route.dev) else {
-        return invalid;
-    };
-    let Some(src_mac) = link.address.as_deref().and_then(parse_mac) else {
+    let Some(src_mac) = links.get(&route.oif).and_then(|l| l.mac) else {
         return invalid;
     };
     let hop = route.gateway.unwrap_or(dst);
     let Some(dst_mac) = neighbours
-        .iter()
-        .find(|n| n.dst == hop && n.dev == route.dev)
-        .filter(|n| n.state.iter().any(|s| TRUSTED_STATES.contains(&s.as_str())))
-        .and_then(|n| n.lladdr.as_deref())
-        .and_then(parse_mac)
+        .get(&(route.oif, hop))
+        .filter(|n| trusted(n.state))
+        .and_then(|n| n.lladdr)
     else {
         return invalid;
     };
-    if dst_mac == [0; 6] || link.ifindex == 0 {
+    if dst_mac == [0; 6] {
         return invalid;
     }
     NextHop {
         dst_mac,
         src_mac,
-        ifindex: link.ifindex,
+        ifindex: route.oif,
         flags: NEXTHOP_F_VALID,
     }
 }
 
-fn run_ip(args: &[&str], stdin: Option<String>) -> Result<String, NextHopError> {
-    use std::{io::Write, process::Stdio};
-    let spawn_err = |source| NextHopError::Spawn {
-        args: args.join(" "),
-        source,
+/// The route in a `RTM_NEWROUTE` answer to `RTM_GETROUTE`.
+pub fn route_of(msg: &RouteMessage) -> Route {
+    let mut r = Route {
+        unicast: msg.header.kind == RouteType::Unicast,
+        gateway: None,
+        oif: 0,
     };
-    let mut child = Command::new("ip")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Oif(i) => r.oif = *i,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some((*g).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some((*g).into()),
+            // An IPv4 route through an IPv6 router (RFC 5549).
+            RouteAttribute::Via(RouteVia::Inet(g)) => r.gateway = Some((*g).into()),
+            RouteAttribute::Via(RouteVia::Inet6(g)) => r.gateway = Some((*g).into()),
+            _ => {}
+        }
+    }
+    r
+}
+
+/// The key and entry of a neighbour message (`None` for entries without an IP address,
+/// such as bridge FDB entries).
+pub fn neighbour_of(msg: &NeighbourMessage) -> Option<((u32, IpAddr), Neighbour)> {
+    let mut dst = None;
+    let mut lladdr = None;
+    for a in &msg.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some((*d).into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => dst = Some((*d).into()),
+            NeighbourAttribute::LinkLayerAddress(m) => lladdr = mac6(m),
+            _ => {}
+        }
+    }
+    Some((
+        (msg.header.ifindex, dst?),
+        Neighbour {
+            lladdr,
+            state: msg.header.state,
+        },
+    ))
+}
+
+/// The index and entry of a link message.
+pub fn link_of(msg: &LinkMessage) -> (u32, Link) {
+    let mac = if msg.header.link_layer_type == LinkLayerType::Ether {
+        msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(m) => mac6(m),
+            _ => None,
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).map_err(spawn_err)?;
-    }
-    let out = child.wait_with_output().map_err(spawn_err)?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Parses the concatenated JSON arrays `ip -j` prints (one per command in batch mode).
-fn parse_arrays<T: for<'de> Deserialize<'de>>(
-    args: &[&str],
-    text: &str,
-) -> Result<Vec<T>, NextHopError> {
-    let mut all = Vec::new();
-    for doc in serde_json::Deserializer::from_str(text).into_iter::<Vec<T>>() {
-        all.extend(doc.map_err(|source| NextHopError::Parse {
-            args: args.join(" "),
-            source,
-        })?);
-    }
-    Ok(all)
-}
-
-/// A route with the destination it answers for (`route get` prints it as `dst`).
-#[derive(Deserialize)]
-struct RouteFor {
-    dst: IpAddr,
-    #[serde(flatten)]
-    route: Route,
-}
-
-/// Resolves the next hop of every address in the current network namespace (blocking:
-/// runs `ip` three times, routes in one batch; call it off the async loop).
-pub fn resolve_all(addrs: &[IpAddr]) -> Result<HashMap<IpAddr, NextHop>, NextHopError> {
-    let neigh_args = ["-j", "neigh", "show"];
-    let neighbours: Vec<Neighbour> = parse_arrays(&neigh_args, &run_ip(&neigh_args, None)?)?;
-    let link_args = ["-j", "link", "show"];
-    let links: Vec<Link> = parse_arrays(&link_args, &run_ip(&link_args, None)?)?;
-    // `-force` keeps going past addresses without a route; those print nothing, so
-    // answers are matched by their `dst`, not by position.
-    let route_args = ["-j", "-force", "-batch", "-"];
-    let batch: String = addrs.iter().map(|a| format!("route get {a}\n")).collect();
-    let routes: Vec<RouteFor> = if addrs.is_empty() {
-        Vec::new()
     } else {
-        parse_arrays(&route_args, &run_ip(&route_args, Some(batch))?)?
+        None
     };
-    Ok(addrs
-        .iter()
-        .map(|&addr| {
-            let nh = routes
-                .iter()
-                .find(|r| r.dst == addr)
-                .map_or_else(NextHop::default, |r| {
-                    next_hop(addr, &r.route, &neighbours, &links)
-                });
-            (addr, nh)
-        })
-        .collect())
+    (msg.header.index, Link { mac })
+}
+
+/// Route queries in flight at once. The kernel answers each `RTM_GETROUTE` into the
+/// socket's receive buffer as the request is sent and drops answers that do not fit, so
+/// the number outstanding stays well below what the buffer holds (about 200 answers).
+pub const ROUTE_QUERIES_IN_FLIGHT: usize = 64;
+/// How long route events must be quiet before every route is asked again.
+pub const ROUTE_SETTLE: Duration = Duration::from_millis(20);
+/// Everything is read again this often, whatever the events said.
+pub const SAFETY_REFRESH: Duration = Duration::from_secs(30);
+/// How long one query or dump may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failure, how long before the resolver starts over.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Next hops the owner should write (only those that changed), or why the kernel could
+/// not be asked.
+pub type Update = Result<HashMap<IpAddr, NextHop>, NextHopError>;
+
+/// Opens a netlink route socket, its connection driven by a task of its own (which ends
+/// when the handle and the stream are dropped); the stream carries the events of the
+/// subscribed `groups`.
+fn connect(
+    groups: &[MulticastGroup],
+) -> Result<
+    (
+        Handle,
+        impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin + use<>,
+    ),
+    NextHopError,
+> {
+    let (conn, handle, events) = if groups.is_empty() {
+        rtnetlink::new_connection()
+    } else {
+        rtnetlink::new_multicast_connection(groups)
+    }
+    .map_err(|source| NextHopError::Socket { source })?;
+    tokio::spawn(conn);
+    Ok((handle, events.map(|(msg, _)| msg)))
+}
+
+async fn bounded<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = Result<T, rtnetlink::Error>>,
+) -> Result<T, NextHopError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|source| NextHopError::Query { what, source }),
+        Err(_) => Err(NextHopError::Timeout {
+            what,
+            timeout: QUERY_TIMEOUT,
+        }),
+    }
+}
+
+/// The kernel's route towards `addr`; `None` if it has none (unreachable, prohibited).
+async fn query_route(handle: &Handle, addr: IpAddr) -> Result<Option<Route>, NextHopError> {
+    let mut msg = RouteMessage::default();
+    let (family, len, dst) = match addr {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = len;
+    msg.attributes.push(RouteAttribute::Destination(dst));
+    let answer = bounded("asking for a backend's route", async {
+        let mut answers = handle.route().get(msg).execute();
+        answers.try_next().await
+    })
+    .await;
+    match answer {
+        Ok(r) => Ok(r.as_ref().map(route_of)),
+        // The kernel's "no route" (ENETUNREACH, EHOSTUNREACH, EACCES for prohibit...).
+        Err(NextHopError::Query {
+            source: rtnetlink::Error::NetlinkError(_),
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What the resolver knows of the kernel, and what it last sent.
+#[derive(Debug, Default)]
+struct View {
+    routes: HashMap<IpAddr, Option<Route>>,
+    neighbours: Neighbours,
+    links: Links,
+    sent: HashMap<IpAddr, NextHop>,
+}
+
+impl View {
+    /// The next hops of `addrs` that differ from what was last sent.
+    fn changes(&mut self, addrs: impl IntoIterator<Item = IpAddr>) -> HashMap<IpAddr, NextHop> {
+        let mut out = HashMap::new();
+        for a in addrs {
+            let nh = match self.routes.get(&a) {
+                Some(Some(r)) => next_hop(a, r, &self.neighbours, &self.links),
+                _ => NextHop::default(),
+            };
+            if self.sent.get(&a) != Some(&nh) {
+                self.sent.insert(a, nh);
+                out.insert(a, nh);
+            }
+        }
+        out
+    }
+
+    /// The backend addresses whose next hop goes through neighbour `key`.
+    fn using(&self, key: (u32, IpAddr)) -> Vec<IpAddr> {
+        self.routes
+            .iter()
+            .filter(|(dst, r)| {
+                r.is_some_and(|r| r.oif == key.0 && r.gateway.unwrap_or(**dst) == key.1)
+            })
+            .map(|(dst, _)| *dst)
+            .collect()
+    }
+}
+
+/// Asks the kernel for the routes of `addrs`, a bounded number at a time.
+async fn query_routes(
+    handle: &Handle,
+    addrs: Vec<IpAddr>,
+) -> Result<Vec<(IpAddr, Option<Route>)>, NextHopError> {
+    stream::iter(addrs)
+        .map(|a| async move { query_route(handle, a).await.map(|r| (a, r)) })
+        .buffer_unordered(ROUTE_QUERIES_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// Reads the neighbour table, the links and the routes of `addrs` afresh.
+async fn read_all(handle: &Handle, view: &mut View, addrs: &[IpAddr]) -> Result<(), NextHopError> {
+    let neighbours: Vec<NeighbourMessage> = bounded(
+        "dumping the neighbour table",
+        handle.neighbours().get().execute().try_collect(),
+    )
+    .await?;
+    let links: Vec<LinkMessage> = bounded(
+        "dumping the interfaces",
+        handle.link().get().execute().try_collect(),
+    )
+    .await?;
+    view.neighbours = neighbours.iter().filter_map(neighbour_of).collect();
+    view.links = links.iter().map(link_of).collect();
+    view.routes = query_routes(handle, addrs.to_vec())
+        .await?
+        .into_iter()
+        .collect();
+    Ok(())
+}
+
+/// What an event asks the resolver to do.
+enum Follow {
+    /// Re-derive the next hops of these addresses (the tables are updated already).
+    Derive(Vec<IpAddr>),
+    /// Ask every route again (after the events settle).
+    Routes,
+    /// Read everything again (events were lost).
+    Everything,
+    /// Nothing to do.
+    Nothing,
+}
+
+/// Applies one event to the view.
+fn follow(view: &mut View, msg: NetlinkMessage<RouteNetlinkMessage>) -> Follow {
+    match msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+            let Some((key, entry)) = neighbour_of(&n) else {
+                return Follow::Nothing;
+            };
+            if view.neighbours.insert(key, entry) == Some(entry) {
+                return Follow::Nothing;
+            }
+            Follow::Derive(view.using(key))
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
+            match neighbour_of(&n) {
+                Some((key, _)) if view.neighbours.remove(&key).is_some() => {
+                    Follow::Derive(view.using(key))
+                }
+                _ => Follow::Nothing,
+            }
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+            let (index, link) = link_of(&l);
+            if view.links.insert(index, link) == Some(link) {
+                return Follow::Nothing;
+            }
+            Follow::Derive(view.routes.keys().copied().collect())
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+            view.links.remove(&l.header.index);
+            Follow::Derive(view.routes.keys().copied().collect())
+        }
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_),
+        ) => Follow::Routes,
+        NetlinkPayload::Overrun(_) => Follow::Everything,
+        _ => Follow::Nothing,
+    }
+}
+
+/// Runs the resolver until `addrs`' sender is dropped: follows the backend addresses in
+/// `addrs` and sends their changed next hops (or an error) to `out`.
+pub async fn run(mut addrs: watch::Receiver<Arc<Vec<IpAddr>>>, out: mpsc::UnboundedSender<Update>) {
+    loop {
+        let failure = follow_kernel(&mut addrs, &out).await;
+        match failure {
+            None => return,
+            Some(e) => {
+                if out.send(Err(e)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}
+
+/// One life of the resolver: subscribe, read everything, follow events. Returns `None`
+/// when vipd stops, or the failure that ended it.
+async fn follow_kernel(
+    addrs: &mut watch::Receiver<Arc<Vec<IpAddr>>>,
+    out: &mpsc::UnboundedSender<Update>,
+) -> Option<NextHopError> {
+    // Subscribe first: a change between the dump and the subscription is not lost.
+    let (_events_handle, mut events) = match connect(&[
+        MulticastGroup::Neigh,
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ]) {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    let (handle, _) = match connect(&[]) {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
+    let mut view = View::default();
+    let mut wanted: Arc<Vec<IpAddr>> = addrs.borrow_and_update().clone();
+    let mut read_everything = true;
+    let mut routes_due: Option<tokio::time::Instant> = None;
+    let mut safety = tokio::time::interval(SAFETY_REFRESH);
+    safety.reset();
+    loop {
+        if read_everything {
+            read_everything = false;
+            routes_due = None;
+            let start = Instant::now();
+            if let Err(e) = read_all(&handle, &mut view, &wanted).await {
+                return Some(e);
+            }
+            let changed = view.changes(wanted.iter().copied());
+            tracing::info!(
+                addresses = wanted.len(),
+                neighbours = view.neighbours.len(),
+                changed = changed.len(),
+                took_ms = start.elapsed().as_secs_f64() * 1e3,
+                "next hops resolved"
+            );
+            if out.send(Ok(changed)).is_err() {
+                return None;
+            }
+        }
+        let settle = async {
+            match routes_due {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let changed = tokio::select! {
+            r = addrs.changed() => {
+                if r.is_err() {
+                    return None;
+                }
+                let now: Arc<Vec<IpAddr>> = addrs.borrow_and_update().clone();
+                let known: HashSet<IpAddr> = now.iter().copied().collect();
+                view.routes.retain(|a, _| known.contains(a));
+                view.sent.retain(|a, _| known.contains(a));
+                let new: Vec<IpAddr> = now.iter().copied().filter(|a| !view.routes.contains_key(a)).collect();
+                wanted = now;
+                match query_routes(&handle, new.clone()).await {
+                    Ok(routes) => view.routes.extend(routes),
+                    Err(e) => return Some(e),
+                }
+                view.changes(new)
+            }
+            msg = events.next() => {
+                let Some(msg) = msg else {
+                    return Some(NextHopError::Socket {
+                        source: std::io::Error::other("the kernel closed the netlink event socket"),
+                    });
+                };
+                match follow(&mut view, msg) {
+                    Follow::Derive(affected) => view.changes(affected),
+                    Follow::Routes => {
+                        routes_due = Some(tokio::time::Instant::now() + ROUTE_SETTLE);
+                        continue;
+                    }
+                    Follow::Everything => {
+                        tracing::warn!("netlink events were lost (socket buffer overran): reading routes and neighbours again");
+                        read_everything = true;
+                        continue;
+                    }
+                    Follow::Nothing => continue,
+                }
+            }
+            () = settle => {
+                routes_due = None;
+                match query_routes(&handle, wanted.to_vec()).await {
+                    Ok(routes) => view.routes = routes.into_iter().collect(),
+                    Err(e) => return Some(e),
+                }
+                view.changes(wanted.iter().copied())
+            }
+            _ = safety.tick() => {
+                read_everything = true;
+                continue;
+            }
+        };
+        if !changed.is_empty() && out.send(Ok(changed)).is_err() {
+            return None;
+        }
+    }
 }
 
 /// What vipd last wrote to NEXTHOPS, so a refresh writes only what changed.
 #[derive(Debug, Default)]
 pub struct NextHopCache {
     written: HashMap<u32, (IpAddr, NextHop)>,
+    /// The latest next hop of every address the resolver reported.
+    known: HashMap<IpAddr, NextHop>,
 }
 
 impl NextHopCache {
@@ -237,17 +576,20 @@ impl NextHopCache {
         Ok(gone.len() as u64)
     }
 
-    /// Writes the resolved next hop of every backend whose entry changed (backends added
-    /// after the resolution started wait for the next one). Returns the map writes.
+    /// Records the resolver's `changed` next hops and writes the entry of every backend
+    /// whose next hop is known and differs from what was written (a backend whose
+    /// address the resolver has not answered for yet waits for it). Returns the map
+    /// writes.
     pub fn apply<T: DatapathOps>(
         &mut self,
         tables: &mut T,
         backends: &[(u32, IpAddr)],
-        resolved: &HashMap<IpAddr, NextHop>,
+        changed: HashMap<IpAddr, NextHop>,
     ) -> Result<u64, T::Error> {
+        self.known.extend(changed);
         let mut writes = self.forget_changed(tables, backends)?;
         for &(id, addr) in backends {
-            let Some(&nh) = resolved.get(&addr) else {
+            let Some(&nh) = self.known.get(&addr) else {
                 continue;
             };
             if self.written.get(&id) == Some(&(addr, nh)) {
@@ -265,41 +607,70 @@ impl NextHopCache {
 mod tests {
     use super::*;
 
-    fn links() -> Vec<Link> {
-        serde_json::from_str(
-            r#"[{"ifindex":1,"ifname":"lo","address":"00:00:00:00:00:00"},
-                {"ifindex":7,"ifname":"eth1","flags":["UP"],"address":"02:00:00:00:00:01"},
-                {"ifindex":9,"ifname":"tun0"}]"#,
-        )
-        .unwrap()
-    }
-
-    fn neighbours() -> Vec<Neighbour> {
-        serde_json::from_str(
-            r#"[{"dst":"198.18.1.2","dev":"eth1","lladdr":"02:00:00:00:00:02","state":["REACHABLE"]},
-                {"dst":"198.18.1.1","dev":"eth1","lladdr":"02:00:00:00:00:fe","state":["PERMANENT"]},
-                {"dst":"198.18.1.3","dev":"eth1","lladdr":"02:00:00:00:00:03","state":["STALE"]},
-                {"dst":"198.18.1.4","dev":"eth1","state":["FAILED"]},
-                {"dst":"2001:db8::2","dev":"eth1","lladdr":"02:00:00:00:00:06","state":["DELAY"]}]"#,
-        )
-        .unwrap()
-    }
-
-    fn route(json: &str) -> Route {
-        serde_json::from_str::<Vec<Route>>(json).unwrap().remove(0)
-    }
-
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
+    fn links() -> Links {
+        [
+            (1, Link { mac: None }),
+            (
+                7,
+                Link {
+                    mac: Some([2, 0, 0, 0, 0, 1]),
+                },
+            ),
+            (9, Link { mac: None }),
+        ]
+        .into()
+    }
+
+    fn neighbours() -> Neighbours {
+        let n = |dev: u32, dst: &str, lladdr: Option<[u8; 6]>, state| {
+            ((dev, ip(dst)), Neighbour { lladdr, state })
+        };
+        [
+            n(
+                7,
+                "198.18.1.2",
+                Some([2, 0, 0, 0, 0, 2]),
+                NeighbourState::Reachable,
+            ),
+            n(
+                7,
+                "198.18.1.1",
+                Some([2, 0, 0, 0, 0, 0xfe]),
+                NeighbourState::Permanent,
+            ),
+            n(
+                7,
+                "198.18.1.3",
+                Some([2, 0, 0, 0, 0, 3]),
+                NeighbourState::Stale,
+            ),
+            n(7, "198.18.1.4", None, NeighbourState::Failed),
+            n(
+                7,
+                "2001:db8::2",
+                Some([2, 0, 0, 0, 0, 6]),
+                NeighbourState::Delay,
+            ),
+        ]
+        .into()
+    }
+
+    fn direct(oif: u32) -> Route {
+        Route {
+            unicast: true,
+            gateway: None,
+            oif,
+        }
+    }
+
     #[test]
     fn direct_route_uses_the_destinations_mac() {
-        let r = route(
-            r#"[{"dst":"198.18.1.2","dev":"eth1","prefsrc":"198.18.1.10","flags":[],"uid":0,"cache":[]}]"#,
-        );
         assert_eq!(
-            next_hop(ip("198.18.1.2"), &r, &neighbours(), &links()),
+            next_hop(ip("198.18.1.2"), &direct(7), &neighbours(), &links()),
             NextHop {
                 dst_mac: [2, 0, 0, 0, 0, 2],
                 src_mac: [2, 0, 0, 0, 0, 1],
@@ -311,7 +682,10 @@ mod tests {
 
     #[test]
     fn routed_destination_uses_the_gateways_mac() {
-        let r = route(r#"[{"dst":"198.19.5.5","gateway":"198.18.1.1","dev":"eth1"}]"#);
+        let r = Route {
+            gateway: Some(ip("198.18.1.1")),
+            ..direct(7)
+        };
         let nh = next_hop(ip("198.19.5.5"), &r, &neighbours(), &links());
         assert_eq!(nh.dst_mac, [2, 0, 0, 0, 0, 0xfe]);
         assert_eq!(nh.flags, NEXTHOP_F_VALID);
@@ -319,8 +693,7 @@ mod tests {
 
     #[test]
     fn ipv6_neighbour_in_delay_is_trusted() {
-        let r = route(r#"[{"dst":"2001:db8::2","dev":"eth1","metric":256}]"#);
-        let nh = next_hop(ip("2001:db8::2"), &r, &neighbours(), &links());
+        let nh = next_hop(ip("2001:db8::2"), &direct(7), &neighbours(), &links());
         assert_eq!(
             (nh.dst_mac, nh.flags),
             ([2, 0, 0, 0, 0, 6], NEXTHOP_F_VALID)
@@ -330,9 +703,8 @@ mod tests {
     #[test]
     fn stale_failed_or_missing_neighbours_are_invalid() {
         for a in ["198.18.1.3", "198.18.1.4", "198.18.1.99"] {
-            let r = route(&format!(r#"[{{"dst":"{a}","dev":"eth1"}}]"#));
             assert_eq!(
-                next_hop(ip(a), &r, &neighbours(), &links()),
+                next_hop(ip(a), &direct(7), &neighbours(), &links()),
                 NextHop::default(),
                 "{a}"
             );
@@ -341,39 +713,159 @@ mod tests {
 
     #[test]
     fn neighbour_on_another_interface_is_not_used() {
-        let r = route(r#"[{"dst":"198.18.1.2","dev":"eth2"}]"#);
         let mut links = links();
-        links.push(Link {
-            ifindex: 8,
-            ifname: "eth2".into(),
-            address: Some("02:00:00:00:00:09".into()),
-        });
+        links.insert(
+            8,
+            Link {
+                mac: Some([2, 0, 0, 0, 0, 9]),
+            },
+        );
         assert_eq!(
-            next_hop(ip("198.18.1.2"), &r, &neighbours(), &links),
+            next_hop(ip("198.18.1.2"), &direct(8), &neighbours(), &links),
             NextHop::default()
         );
     }
 
     #[test]
     fn local_routes_and_links_without_mac_are_invalid() {
-        let local = route(r#"[{"type":"local","dst":"198.18.1.2","dev":"lo"}]"#);
+        let local = Route {
+            unicast: false,
+            ..direct(1)
+        };
         assert_eq!(
             next_hop(ip("198.18.1.2"), &local, &neighbours(), &links()),
             NextHop::default()
         );
-        let tun = route(r#"[{"dst":"198.18.1.2","dev":"tun0"}]"#);
         assert_eq!(
-            next_hop(ip("198.18.1.2"), &tun, &neighbours(), &links()),
+            next_hop(ip("198.18.1.2"), &direct(9), &neighbours(), &links()),
             NextHop::default()
         );
     }
 
     #[test]
-    fn mac_parsing() {
-        assert_eq!(parse_mac("0a:1B:02:03:04:ff"), Some([10, 27, 2, 3, 4, 255]));
-        assert_eq!(parse_mac("0a:1b:02:03:04"), None);
-        assert_eq!(parse_mac("0a:1b:02:03:04:05:06"), None);
-        assert_eq!(parse_mac("zz:1b:02:03:04:05"), None);
+    fn netlink_messages_become_routes_neighbours_and_links() {
+        let mut r = RouteMessage::default();
+        r.header.kind = RouteType::Unicast;
+        r.attributes.push(RouteAttribute::Oif(7));
+        r.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(
+                "198.18.1.1".parse().unwrap(),
+            )));
+        assert_eq!(
+            route_of(&r),
+            Route {
+                unicast: true,
+                gateway: Some(ip("198.18.1.1")),
+                oif: 7
+            }
+        );
+        r.header.kind = RouteType::Local;
+        assert!(!route_of(&r).unicast);
+        let mut n = NeighbourMessage::default();
+        n.header.ifindex = 7;
+        n.header.state = NeighbourState::Reachable;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                "2001:db8::2".parse().unwrap(),
+            )));
+        n.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 6]));
+        assert_eq!(
+            neighbour_of(&n),
+            Some((
+                (7, ip("2001:db8::2")),
+                Neighbour {
+                    lladdr: Some([2, 0, 0, 0, 0, 6]),
+                    state: NeighbourState::Reachable
+                }
+            ))
+        );
+        let mut l = LinkMessage::default();
+        l.header.index = 7;
+        l.header.link_layer_type = LinkLayerType::Ether;
+        l.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            link_of(&l),
+            (
+                7,
+                Link {
+                    mac: Some([2, 0, 0, 0, 0, 1])
+                }
+            )
+        );
+        l.header.link_layer_type = LinkLayerType::Loopback;
+        assert_eq!(link_of(&l).1, Link { mac: None });
+    }
+
+    /// A neighbour event re-derives only the backends behind that neighbour, from the
+    /// resolver's copy of the tables, and reports only what changed.
+    #[test]
+    fn a_neighbour_event_updates_only_the_backends_behind_it() {
+        let mut view = View {
+            routes: [
+                (ip("198.18.1.2"), Some(direct(7))),
+                (
+                    ip("198.19.5.5"),
+                    Some(Route {
+                        gateway: Some(ip("198.18.1.1")),
+                        ..direct(7)
+                    }),
+                ),
+                (ip("198.18.9.9"), None),
+            ]
+            .into(),
+            neighbours: neighbours(),
+            links: links(),
+            sent: HashMap::new(),
+        };
+        assert_eq!(
+            view.changes(view.routes.keys().copied().collect::<Vec<_>>())
+                .len(),
+            3
+        );
+        let mut n = NeighbourMessage::default();
+        n.header.ifindex = 7;
+        n.header.state = NeighbourState::Permanent;
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                "198.18.1.1".parse().unwrap(),
+            )));
+        n.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![
+            2, 0, 0, 0, 0xaa, 1,
+        ]));
+        let msg = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(n.clone()));
+        let Follow::Derive(affected) = follow(&mut view, msg) else {
+            panic!("a neighbour change must re-derive")
+        };
+        assert_eq!(affected, vec![ip("198.19.5.5")]);
+        let changed = view.changes(affected);
+        assert_eq!(changed[&ip("198.19.5.5")].dst_mac, [2, 0, 0, 0, 0xaa, 1]);
+        // The same entry again: nothing to do.
+        let msg = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(n));
+        assert!(matches!(follow(&mut view, msg), Follow::Nothing));
+    }
+
+    /// In the host's own namespace (read only, unprivileged): thousands of route queries
+    /// complete (the `ip -batch` resolver deadlocked from about 4,000), and loopback
+    /// addresses, whose routes are local, resolve to invalid entries.
+    #[tokio::test]
+    async fn thousands_of_route_queries_complete() {
+        let (handle, _) = connect(&[]).unwrap();
+        let addrs: Vec<IpAddr> = (0..5000u32)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + i)))
+            .collect();
+        let routes = tokio::time::timeout(Duration::from_secs(30), query_routes(&handle, addrs))
+            .await
+            .expect("5,000 route queries within 30 s")
+            .unwrap();
+        assert_eq!(routes.len(), 5000);
+        for (a, r) in routes {
+            let nh = r.map_or_else(NextHop::default, |r| {
+                next_hop(a, &r, &Neighbours::new(), &Links::new())
+            });
+            assert_eq!(nh, NextHop::default(), "{a}");
+        }
     }
 
     #[test]
@@ -390,7 +882,7 @@ mod tests {
         let resolved: HashMap<IpAddr, NextHop> = [(a, valid), (b, NextHop::default())].into();
         assert_eq!(
             cache
-                .apply(&mut maps, &[(0, a), (1, b)], &resolved)
+                .apply(&mut maps, &[(0, a), (1, b)], resolved.clone())
                 .unwrap(),
             2
         );
@@ -398,15 +890,23 @@ mod tests {
         // Nothing changed: no writes.
         assert_eq!(
             cache
-                .apply(&mut maps, &[(0, a), (1, b)], &resolved)
+                .apply(&mut maps, &[(0, a), (1, b)], HashMap::new())
                 .unwrap(),
             0
         );
+        // A new id for a known address is written from what is known.
+        assert_eq!(
+            cache
+                .apply(&mut maps, &[(0, a), (1, b), (2, a)], HashMap::new())
+                .unwrap(),
+            1
+        );
+        assert_eq!(maps.nexthops[&2], valid);
         // The neighbour went stale: invalidated.
         let stale: HashMap<IpAddr, NextHop> = [(a, NextHop::default())].into();
-        assert_eq!(cache.apply(&mut maps, &[(0, a)], &stale).unwrap(), 2);
+        assert_eq!(cache.apply(&mut maps, &[(0, a)], stale).unwrap(), 3);
         assert_eq!(maps.nexthops[&0], NextHop::default());
-        assert_eq!(cache.apply(&mut maps, &[(0, a)], &resolved).unwrap(), 1);
+        assert_eq!(cache.apply(&mut maps, &[(0, a)], resolved).unwrap(), 1);
         // Id 0 now means another backend: cleared at once, before any resolution.
         assert_eq!(cache.forget_changed(&mut maps, &[(0, b)]).unwrap(), 1);
         assert_eq!(maps.nexthops[&0], NextHop::default());

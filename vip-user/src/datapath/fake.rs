@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use vip_common::{
     BACKEND_UP, Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, Reason, VipCounters,
-    VipKey,
+    VipKey, VipMeta,
 };
 
 use super::tables::{DatapathOps, Tables};
@@ -29,10 +29,14 @@ pub struct FakeMaps {
     pub backend_packets: HashMap<u32, u64>,
     /// Next hops per backend id.
     pub nexthops: BTreeMap<u32, vip_common::NextHop>,
+    /// Counts every write, the global settings included, where a test can still see it
+    /// after the maps were moved into something that failed.
+    pub every_write: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl FakeMaps {
     fn write(&mut self) -> Result<(), Injected> {
+        self.count();
         match &mut self.fail_after {
             Some(0) => Err(Injected),
             Some(n) => {
@@ -44,9 +48,18 @@ impl FakeMaps {
     }
 }
 
+impl FakeMaps {
+    fn count(&self) {
+        if let Some(n) = &self.every_write {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl Tables for FakeMaps {
     type Error = Injected;
     fn set_global(&mut self, _: &GlobalConfig) -> Result<(), Injected> {
+        self.count();
         Ok(())
     }
     fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Injected> {
@@ -111,6 +124,28 @@ impl DatapathOps for FakeMaps {
     }
     fn live_table(&self, key: &VipKey) -> Result<Option<Vec<u32>>, Injected> {
         Ok(self.vips.get(key).map(|(_, _, t)| t.clone()))
+    }
+
+    fn pinned_vips(&self) -> Result<Vec<(VipKey, VipMeta)>, Injected> {
+        Ok(self
+            .vips
+            .iter()
+            .map(|(k, (id, flags_slot, table))| {
+                (
+                    *k,
+                    VipMeta {
+                        id: *id,
+                        flags: flags_slot & 0xff,
+                        table_base: 0,
+                        table_size: table.len() as u32,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn pinned_backends(&self) -> Result<BTreeMap<u32, Backend>, Injected> {
+        Ok(self.backends.clone())
     }
 
     fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Injected> {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use vip_common::{Backend, FAMILY_V4, FAMILY_V6, FlowKey, VipKey};
 
-use crate::config::VipId;
+use crate::config::{Protocol, VipId};
 
 /// Address as the maps store it: network-order words and a family tag.
 pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
@@ -47,6 +47,22 @@ pub fn vip_key(addr: SocketAddr, proto: u8) -> VipKey {
 /// The VIP-map key of a configured VIP.
 pub fn vip_id_key(id: &VipId) -> VipKey {
     vip_key(SocketAddr::new(id.addr, id.port), id.proto.number())
+}
+
+/// The VIP a VIP-map key names, if it is one vipd can have written (a known family,
+/// TCP or UDP): the inverse of [`vip_id_key`].
+pub fn key_vip_id(key: &VipKey) -> Option<VipId> {
+    if key.family != FAMILY_V4 && key.family != FAMILY_V6 {
+        return None;
+    }
+    let proto = [Protocol::Tcp, Protocol::Udp]
+        .into_iter()
+        .find(|p| p.number() == key.proto)?;
+    Some(VipId {
+        addr: words_addr(key.addr, key.family),
+        port: u16::from_be(key.port_be),
+        proto,
+    })
 }
 
 /// The marker key that says "this address has VIPs" (see `VIP_F_ADDR_MARKER`).
@@ -106,5 +122,13 @@ mod tests {
         assert_eq!(w[0].to_ne_bytes(), [198, 18, 1, 10]);
         let k = vip_key("198.18.1.10:80".parse().unwrap(), vip_common::PROTO_TCP);
         assert_eq!(k.port_be.to_ne_bytes(), [0, 80]);
+        for v in ["198.18.1.10:80/tcp", "[2001:db8::1]:*/udp"] {
+            let id: VipId = v.parse().unwrap();
+            assert_eq!(key_vip_id(&vip_id_key(&id)), Some(id));
+        }
+        assert_eq!(
+            key_vip_id(&vip_addr_marker("198.18.1.10".parse().unwrap())),
+            None
+        );
     }
 }

@@ -193,6 +193,30 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// Pinned maps have other kinds or sizes than this vipd and its config would create:
+    /// other `[limits]`, or maps pinned by another vip version.
+    #[error(
+        "the maps pinned in {} do not match this vipd and its config, so nothing was adopted or changed:\n{}\nMap sizes cannot change while the maps are pinned: run `vipd down` (it detaches vip_lb and drops the connection table and counters), then start vipd to create them anew; or restore the [limits] the maps were made with",
+        pin_dir.display(),
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    PinnedGeometry {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// One line per map that differs.
+        problems: Vec<String>,
+    },
+    /// Pinned maps carry the layout marker of another vip version.
+    #[error(
+        "the maps pinned in {} have layout {found} but this vipd uses layout {PIN_LAYOUT}: their contents mean something else to it, so nothing was adopted or changed. Run `vipd down` with the vipd that made them (or this one), then start this vipd to create them anew (connections are dropped)",
+        pin_dir.display()
+    )]
+    PinnedLayout {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// The layout the marker names.
+        found: String,
+    },
     /// An id, slot or size is outside the limits the maps were loaded with.
     #[error(
         "{what} {value} is out of range: the datapath was loaded with a limit of {limit}; raise the limit in the configuration and restart vipd"
@@ -312,6 +336,239 @@ const ALL_MAPS: [&str; 12] = [
     MAP_TX_PORTS,
 ];
 
+/// The layout of the pinned maps: what their entries mean to user space and the
+/// datapath, beyond the sizes `expected_geometry` checks. Bumped when a map keeps its
+/// sizes but changes its meaning; a `vipd` refuses to adopt maps of another layout. Maps
+/// pinned before the marker existed have layout 1 (this one).
+pub const PIN_LAYOUT: u32 = 1;
+
+/// The pin that marks a pin directory's layout: the `CONFIG` map pinned a second time
+/// under this name (bpffs holds only BPF objects).
+fn layout_marker(layout: u32) -> String {
+    format!("layout_v{layout}")
+}
+
+/// One map as this vipd creates it for a config's limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Geometry {
+    name: &'static str,
+    map_type: aya::maps::MapType,
+    key_size: u32,
+    value_size: u32,
+    /// `None`: not checked (it does not depend on the config).
+    max_entries: Option<u32>,
+    /// What sets `max_entries`, for the message.
+    sized_by: &'static str,
+}
+
+/// Every map of `vip_lb` as [`Datapath::load`] creates it for `limits`. Key and value
+/// sizes come from the types the eBPF side shares, so they cannot drift from it; a
+/// privileged test checks the whole table against a fresh load.
+fn expected_geometry(limits: &Limits) -> [Geometry; 12] {
+    use aya::maps::MapType::{Array as A, DevMapHash, Hash, PerCpuArray as P};
+    let g = |name, map_type, key: usize, value: usize, max, sized_by| Geometry {
+        name,
+        map_type,
+        key_size: key as u32,
+        value_size: value as u32,
+        max_entries: max,
+        sized_by,
+    };
+    let maglev = maglev_elements(
+        (u64::from(limits.max_vips) * 2 * u64::from(limits.table_size)).min(u64::from(u32::MAX))
+            as u32,
+    );
+    [
+        g(
+            MAP_VIPS,
+            Hash,
+            size_of::<VipKey>(),
+            size_of::<VipMeta>(),
+            Some(limits.max_vips.saturating_mul(2)),
+            "[limits] max_vips",
+        ),
+        g(
+            MAP_BACKENDS,
+            A,
+            4,
+            size_of::<Backend>(),
+            Some(limits.max_backends),
+            "[limits] max_backends",
+        ),
+        g(
+            MAP_NEXTHOPS,
+            A,
+            4,
+            size_of::<NextHop>(),
+            Some(limits.max_backends),
+            "[limits] max_backends",
+        ),
+        g(
+            MAP_MAGLEV,
+            A,
+            4,
+            size_of::<MaglevElem>(),
+            Some(maglev),
+            "[limits] max_vips and table_size",
+        ),
+        g(
+            MAP_CONNS,
+            A,
+            4,
+            size_of::<FlowSet>(),
+            Some(limits.conn_sets()),
+            "[limits] max_conns",
+        ),
+        g(MAP_VIP_FILTER, A, 4, 8, Some(VIP_FILTER_WORDS), "this vipd"),
+        g(
+            MAP_VIP_SLOTS,
+            A,
+            4,
+            size_of::<VipSlot>(),
+            Some(vip_slots(limits.max_vips)),
+            "[limits] max_vips",
+        ),
+        g(
+            MAP_CONFIG,
+            A,
+            4,
+            size_of::<GlobalConfig>(),
+            Some(1),
+            "this vipd",
+        ),
+        g(
+            MAP_VIP_STATS,
+            P,
+            4,
+            size_of::<VipCounters>(),
+            Some(limits.max_vips),
+            "[limits] max_vips",
+        ),
+        g(
+            MAP_BACKEND_STATS,
+            P,
+            4,
+            size_of::<BackendCounters>(),
+            Some(limits.max_backends),
+            "[limits] max_backends",
+        ),
+        g(MAP_REASONS, P, 4, 8, Some(Reason::COUNT), "this vipd"),
+        // The devmap's value is the kernel's `bpf_devmap_val` (ifindex, program).
+        g(MAP_TX_PORTS, DevMapHash, 4, 8, None, "this vipd"),
+    ]
+}
+
+/// Checks maps pinned in `dir` against what this vipd would create for `limits`, before
+/// any of them is opened for writing. `Ok(false)`: nothing is pinned (a fresh load).
+/// Any difference, a set that is only partly pinned, or the marker of another layout
+/// is refused, naming every map that differs.
+fn check_pinned(dir: &Path, limits: &Limits) -> Result<bool> {
+    let present: Vec<&str> = ALL_MAPS
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).exists())
+        .collect();
+    if present.is_empty() {
+        return Ok(false);
+    }
+    let markers: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("layout_v"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(found) = markers.iter().find(|m| **m != PIN_LAYOUT.to_string()) {
+        return Err(DatapathError::PinnedLayout {
+            pin_dir: dir.to_path_buf(),
+            found: found.clone(),
+        });
+    }
+    let mut problems = Vec::new();
+    for want in expected_geometry(limits) {
+        let path = dir.join(want.name);
+        if !path.exists() {
+            problems.push(format!(
+                "{} is not pinned while {} are: the set is incomplete",
+                want.name,
+                present.join(", ")
+            ));
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(map_err(
+            want.name,
+            format!(
+                "reading the kind and sizes of the map pinned at {}",
+                path.display()
+            ),
+        ))?;
+        let kind = info.map_type().ok();
+        if kind != Some(want.map_type) {
+            problems.push(format!(
+                "{} is a {:?} map, this vipd makes a {:?} map (maps of another vip version)",
+                want.name, kind, want.map_type
+            ));
+            continue;
+        }
+        if (info.key_size(), info.value_size()) != (want.key_size, want.value_size) {
+            problems.push(format!(
+                "{} has {}-byte keys and {}-byte values, this vipd uses {} and {} (maps of another vip version)",
+                want.name,
+                info.key_size(),
+                info.value_size(),
+                want.key_size,
+                want.value_size
+            ));
+        }
+        if let Some(max) = want.max_entries
+            && info.max_entries() != max
+        {
+            problems.push(format!(
+                "{} has {} entries, {} needs {max}",
+                want.name,
+                info.max_entries(),
+                want.sized_by
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        if let Some(pinned) = pinned_limits(dir) {
+            problems.push(format!("the pinned maps were made with {pinned}"));
+        }
+        return Err(DatapathError::PinnedGeometry {
+            pin_dir: dir.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(true)
+}
+
+/// The `[limits]` pinned maps were made with, as far as their sizes tell, in the
+/// config's words (`max_conns` only to its set of four).
+fn pinned_limits(dir: &Path) -> Option<String> {
+    let max = |name| {
+        aya::maps::MapInfo::from_pin(dir.join(name))
+            .ok()
+            .map(|i| i.max_entries())
+    };
+    let vips = max(MAP_VIP_STATS)?;
+    let backends = max(MAP_BACKENDS)?;
+    let sets = max(MAP_CONNS)?;
+    let maglev = max(MAP_MAGLEV)?;
+    let table =
+        u64::from(maglev) * u64::from(vip_common::MAGLEV_LANES) / (2 * u64::from(vips.max(1)));
+    Some(format!(
+        "max_vips = {vips}, max_backends = {backends}, table_size = {table} (or just below), max_conns = {} (or up to a set of {} less)",
+        u64::from(sets) * FLOW_WAYS as u64,
+        FLOW_WAYS
+    ))
+}
+
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
     ebpf.take_map(name)
         .ok_or(DatapathError::MissingMap { name })
@@ -352,7 +609,11 @@ impl Datapath {
     /// the datapath's own fields), so the datapath and [`Datapath::lookup_conn`] agree
     /// on where every flow lives from the start.
     pub fn load(limits: &Limits, pin_dir: Option<&Path>) -> Result<Self, DatapathError> {
-        let adopted = prepare_pin_dir(pin_dir, MAP_MAGLEV)?;
+        prepare_pin_dir(pin_dir, MAP_MAGLEV)?;
+        let adopted = match pin_dir {
+            Some(dir) => check_pinned(dir, limits)?,
+            None => false,
+        };
         let maglev_len = u64::from(limits.max_vips) * 2 * u64::from(limits.table_size);
         if maglev_len > u64::from(u32::MAX) {
             return Err(DatapathError::OutOfRange {
@@ -407,7 +668,8 @@ impl Datapath {
             _ => None,
         };
         let conns: Array<MapData, FlowSet> = typed!(&mut ebpf, MAP_CONNS);
-        // The map's own size: on adoption, what the table was created with.
+        // The size asked for: on adoption `check_pinned` made sure the pinned table has
+        // it (aya reports the object's size, not the pinned map's).
         let conn_sets = conns.len();
         let conns_mmap = mmap::MappedArray::new(conns.map().fd().as_fd(), conn_sets);
         let vip_slots: Array<MapData, VipSlot> = typed!(&mut ebpf, MAP_VIP_SLOTS);
@@ -462,6 +724,18 @@ impl Datapath {
             None => random_seed()?,
         };
         dp.write_global()?;
+        if let Some(dir) = pin_dir {
+            let marker = dir.join(layout_marker(PIN_LAYOUT));
+            if !marker.exists() {
+                dp.config
+                    .map()
+                    .pin(&marker)
+                    .map_err(|source| DatapathError::PinDir {
+                        path: marker.clone(),
+                        source: std::io::Error::other(source),
+                    })?;
+            }
+        }
         Ok(dp)
     }
 
@@ -872,6 +1146,34 @@ impl Datapath {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(map_err(MAP_VIPS, "reading a VIP")(e)),
         }
+    }
+
+    /// Every published VIP entry, address markers left out.
+    pub fn published_vips(&self) -> Result<Vec<(VipKey, VipMeta)>, DatapathError> {
+        let mut out = Vec::new();
+        for entry in self.vips.iter() {
+            let (k, meta) = entry.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+            if !is_marker(&k) {
+                out.push((k, meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every backend entry that was ever written, by id (the array starts all zero; a
+    /// cleared entry keeps its address and generation).
+    pub fn written_backends(&self) -> Result<std::collections::BTreeMap<u32, Backend>> {
+        let mut out = std::collections::BTreeMap::new();
+        for id in 0..self.backends.len() {
+            let b = self
+                .backends
+                .get(&id, 0)
+                .map_err(map_err(MAP_BACKENDS, format!("reading backend {id}")))?;
+            if b != Backend::default() {
+                out.insert(id, b);
+            }
+        }
+        Ok(out)
     }
 
     /// The active Maglev table of a published VIP, read from the map.

@@ -3,9 +3,11 @@
 //! [`Datapath`] here and by an in-memory fake in tests; and the config's limits as the
 //! datapath's.
 
+use std::collections::BTreeMap;
+
 use vip_common::{
     Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
-    VipKey,
+    VipKey, VipMeta,
 };
 
 use super::{Datapath, DatapathError, Limits};
@@ -49,6 +51,12 @@ pub trait DatapathOps: Tables {
     /// Writes a backend's cached next hop (an invalid one sends it back to
     /// `bpf_fib_lookup`).
     fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), Self::Error>;
+    /// Every VIP entry the VIP map holds (address markers left out): what a start adopts
+    /// and reconciles.
+    fn pinned_vips(&self) -> Result<Vec<(VipKey, VipMeta)>, Self::Error>;
+    /// Every backend entry that was ever written (all-zero entries left out; a cleared
+    /// entry keeps its generation), by id.
+    fn pinned_backends(&self) -> Result<BTreeMap<u32, Backend>, Self::Error>;
 }
 
 /// The datapath's limits from the config's.
@@ -117,5 +125,13 @@ impl DatapathOps for Datapath {
 
     fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), DatapathError> {
         Datapath::set_nexthop(self, id, nh)
+    }
+
+    fn pinned_vips(&self) -> Result<Vec<(VipKey, VipMeta)>, DatapathError> {
+        Datapath::published_vips(self)
+    }
+
+    fn pinned_backends(&self) -> Result<BTreeMap<u32, Backend>, DatapathError> {
+        Datapath::written_backends(self)
     }
 }

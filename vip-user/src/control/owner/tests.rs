@@ -2,7 +2,7 @@ use vip_common::ConnState;
 
 use super::*;
 use crate::{
-    config::{AdminState, BackendSpec},
+    config::{AdminState, BackendSpec, CheckKind, HealthCheck},
     datapath::fake::FakeMaps,
 };
 
@@ -149,6 +149,67 @@ fn every_refused_change_says_why_and_changes_nothing() {
             },
             "table_size 250 is not prime",
         ),
+        // Issue #16 finding 10: the API is held to the config file's rules.
+        (
+            "an http check whose path carries a second request",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    health: HealthCheck {
+                        kind: CheckKind::Http {
+                            path: "/ HTTP/1.1\r\nHost: x\r\n\r\nDELETE /admin".into(),
+                            host: None,
+                            expect_status: (200, 399),
+                        },
+                        ..HealthCheck::none()
+                    },
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "health.path",
+        ),
+        (
+            "a check every nanosecond",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.11:80"),
+                    health: HealthCheck {
+                        kind: CheckKind::Tcp,
+                        interval: std::time::Duration::from_nanos(1),
+                        timeout: std::time::Duration::from_nanos(1),
+                        ..HealthCheck::none()
+                    },
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "below the minimum of 10ms",
+        ),
+        (
+            "a loopback backend",
+            Change::BackendAdd {
+                vip: web,
+                backend: backend("127.0.0.1:80", 1),
+            },
+            "127.0.0.1 is a loopback address",
+        ),
+        (
+            "a backend that is the VIP",
+            Change::BackendAdd {
+                vip: web,
+                backend: backend("198.18.1.10:80", 1),
+            },
+            "is the VIP's own address",
+        ),
+        (
+            "a multicast VIP",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("224.0.0.9:80"),
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "is a multicast address",
+        ),
     ];
     let mut o = owner();
     let before = snapshot(&o);
@@ -223,7 +284,7 @@ fn a_persist_failure_undoes_the_change() {
 }
 
 #[test]
-fn runtime_changes_and_ids_survive_a_restart_until_the_file_changes() {
+fn runtime_changes_and_ids_survive_a_restart_and_an_edit_of_other_vips() {
     let dir = std::env::temp_dir().join(format!("vip-owner-restart-{}", std::process::id()));
     let state = dir.join("state.json");
     let mut o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
@@ -249,11 +310,12 @@ fn runtime_changes_and_ids_survive_a_restart_until_the_file_changes() {
     assert_eq!(o.vips, vips);
     assert_eq!(o.alloc, alloc);
     assert_eq!(o.tables.vips, table, "same ids, same health, same tables");
-    // An edited config file wins over the runtime changes (ids stay stable).
+    // An edited config file: the VIP it removed goes, the VIP it left alone keeps its
+    // runtime changes (as a reload does; ids stay stable).
     let mut edited = cfg();
     edited.vips.pop();
     let o = Owner::start(&edited, FakeMaps::default(), Some(state)).unwrap();
-    assert_eq!(o.vips, edited.vips);
+    assert_eq!(o.vips, vips[..1]);
     assert_eq!(
         o.alloc
             .backend(&(vip("198.18.1.10:80"), "198.18.2.2:80".parse().unwrap())),
@@ -330,4 +392,421 @@ fn a_reused_backend_id_starts_its_counters_from_zero() {
         .find(|b| b.addr == "198.18.9.9:80".parse().unwrap())
         .unwrap();
     assert_eq!(b.packets, 7);
+}
+
+fn drain(o: &mut Owner<FakeMaps>, vip_: &str, addr: &str, state: AdminState) {
+    o.change(Change::BackendSet {
+        vip: vip(vip_),
+        addr: addr.parse().unwrap(),
+        weight: None,
+        state: Some(state),
+    })
+    .unwrap();
+}
+
+/// Issue #16 finding 5: a reload of an unchanged file changes nothing: runtime drain,
+/// maint and added VIPs survive, and no map is written.
+#[test]
+fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
+    let mut o = owner();
+    drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
+    drain(&mut o, "198.18.1.10:80", "198.18.2.2:80", AdminState::Maint);
+    o.change(Change::VipAdd {
+        spec: VipSpec {
+            id: vip("198.18.1.11:53/udp"),
+            ..cfg().vips[0].clone()
+        },
+    })
+    .unwrap();
+    let before = snapshot(&o);
+    let stats = o.reload(&cfg()).unwrap();
+    assert_eq!(snapshot(&o), before);
+    assert_eq!(stats.map_writes(), 0, "{stats:?}");
+}
+
+/// Issue #16 finding 5: with a changed file, a VIP whose `[[vip]]` section changed (or
+/// was added or removed) takes the file's definition, runtime changes included; every
+/// other VIP keeps its running state.
+#[test]
+fn a_reload_of_a_changed_file_replaces_only_the_vips_the_file_changed() {
+    let mut o = owner();
+    let web = vip("198.18.1.10:80");
+    let v6 = vip("[2001:db8::10]:443");
+    drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
+    o.change(Change::BackendAdd {
+        vip: v6,
+        backend: backend("[2001:db8::2:2]:443", 1),
+    })
+    .unwrap();
+    let added = VipSpec {
+        id: vip("198.18.1.11:53/udp"),
+        ..cfg().vips[0].clone()
+    };
+    o.change(Change::VipAdd {
+        spec: added.clone(),
+    })
+    .unwrap();
+    // The file changes the IPv6 VIP (a weight) and adds a VIP.
+    let text = CFG.replace(
+        "address = \"[2001:db8::2:1]:443\"",
+        "address = \"[2001:db8::2:1]:443\"\nweight = 7",
+    ) + "[[vip]]\naddress = \"198.18.1.12:80\"\n[[vip.backend]]\naddress = \"198.18.2.9\"\n";
+    let edited = Config::parse(&text, "t").unwrap();
+    o.reload(&edited).unwrap();
+    let running = |o: &Owner<FakeMaps>, id: VipId| o.vips.iter().find(|v| v.id == id).cloned();
+    let web_now = running(&o, web).unwrap();
+    assert_eq!(
+        web_now.backends[0].state,
+        AdminState::Drain,
+        "an unchanged VIP keeps its runtime drain"
+    );
+    assert_eq!(
+        running(&o, added.id),
+        Some(added.clone()),
+        "a runtime VIP stays"
+    );
+    assert_eq!(
+        running(&o, v6),
+        Some(edited.vips[1].clone()),
+        "a changed VIP takes the file's definition (the runtime backend goes)"
+    );
+    assert_eq!(
+        running(&o, vip("198.18.1.12:80")),
+        Some(edited.vips[2].clone())
+    );
+    // The file drops the web VIP: it goes, runtime drain and all.
+    let mut dropped = edited.clone();
+    dropped.vips.remove(0);
+    o.reload(&dropped).unwrap();
+    assert_eq!(running(&o, web), None);
+    assert_eq!(running(&o, added.id), Some(added), "still there");
+}
+
+/// A config with room for `extra` more VIPs of 2 backends each.
+fn roomy() -> Config {
+    Config::parse(
+        &CFG.replace("max_vips = 4", "max_vips = 32")
+            .replace("max_backends = 8", "max_backends = 64"),
+        "t",
+    )
+    .unwrap()
+}
+
+/// VIP `198.18.3.<i>:80` with backends `198.18.4.<i>` and `198.18.5.<i>`.
+fn extra_vip(i: u8) -> VipSpec {
+    VipSpec {
+        id: vip(&format!("198.18.3.{i}:80")),
+        backends: vec![
+            backend(&format!("198.18.4.{i}:80"), 1),
+            backend(&format!("198.18.5.{i}:80"), 1),
+        ],
+        ..cfg().vips[0].clone()
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vip-owner-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Issue #16 finding 2: vipd killed during an apply leaves VIPs in the pinned maps that
+/// the state file does not know. A restart removes them, clears their backends, and a
+/// backend id they used gets a newer generation when it is handed out again.
+#[test]
+fn a_restart_removes_ghost_vips_the_state_file_does_not_know() {
+    let dir = temp_dir("ghosts");
+    let state = dir.join("state.json");
+    let mut o = Owner::start(&roomy(), FakeMaps::default(), Some(state.clone())).unwrap();
+    let persisted = std::fs::read(&state).unwrap();
+    let mut vips = o.vips.clone();
+    vips.extend((1..=20).map(extra_vip));
+    o.set_vips(vips).unwrap();
+    let ghost_ids: Vec<(u32, u32)> = o
+        .alloc
+        .backends
+        .iter()
+        .filter(|((v, _), _, _)| v.addr.to_string().starts_with("198.18.3."))
+        .map(|&(_, id, g)| (id, g))
+        .collect();
+    // SIGKILL after the maps were written, before the state file was replaced.
+    std::fs::write(&state, &persisted).unwrap();
+    let maps = o.into_tables();
+    assert_eq!(maps.vips.len(), 22);
+    let mut o = Owner::start(&roomy(), maps, Some(state)).unwrap();
+    let want: std::collections::HashSet<_> = cfg().vips.iter().map(|v| vip_id_key(&v.id)).collect();
+    let held: std::collections::HashSet<_> = o.tables.vips.keys().copied().collect();
+    assert_eq!(
+        held, want,
+        "only the state file's VIPs are left in the maps"
+    );
+    for (id, _) in &ghost_ids {
+        assert_eq!(
+            o.tables.backends[id].state,
+            vip_common::BACKEND_UNUSED,
+            "ghost backend {id} cleared"
+        );
+    }
+    assert!(o.unmanaged.is_empty(), "ghosts are not kept as unmanaged");
+    // Ids the ghosts used come back with a newer generation: their connection-table
+    // entries must not match the new owner.
+    let mut vips = o.vips.clone();
+    vips.extend((30..=40).map(extra_vip));
+    o.set_vips(vips).unwrap();
+    for &(_, id, g) in &o.alloc.backends {
+        if let Some((_, ghost_gen)) = ghost_ids.iter().find(|(i, _)| *i == id) {
+            assert!(
+                g > *ghost_gen,
+                "id {id}: generation {g} not above the ghost's {ghost_gen}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue #16 finding 2, the state file lost: VIPs found in the pinned maps that the
+/// config does not have are kept forwarding, as they are, and shown as unmanaged; their
+/// slot and backend ids are not handed out; config VIPs keep the ids the maps give
+/// them. `vipctl vip del` removes one.
+#[test]
+fn without_a_state_file_pinned_vips_are_kept_as_unmanaged_until_deleted() {
+    let dir = temp_dir("lost-state");
+    let state = dir.join("state.json");
+    let mut o = Owner::start(&roomy(), FakeMaps::default(), Some(state.clone())).unwrap();
+    let added = extra_vip(7);
+    o.change(Change::VipAdd {
+        spec: added.clone(),
+    })
+    .unwrap();
+    let alloc = o.alloc.clone();
+    let maps = o.into_tables();
+    let entry = maps.vips[&vip_id_key(&added.id)].clone();
+    std::fs::rename(&state, dir.join("moved-away.json")).unwrap();
+    let mut o = Owner::start(&roomy(), maps, Some(state.clone())).unwrap();
+    assert_eq!(
+        o.tables.vips[&vip_id_key(&added.id)],
+        entry,
+        "still forwarding"
+    );
+    let st = o.status();
+    assert_eq!(st.unmanaged.len(), 1, "{:?}", st.unmanaged);
+    assert_eq!(st.unmanaged[0].vip, added.id);
+    assert_eq!(st.unmanaged[0].backends.len(), 2);
+    for v in &cfg().vips {
+        for b in &v.backends {
+            assert_eq!(
+                o.alloc.backend(&(v.id, b.addr)),
+                alloc.backend(&(v.id, b.addr)),
+                "config backends keep their pinned ids"
+            );
+        }
+    }
+    // Nothing new takes the unmanaged VIP's slot or ids.
+    let (slot, ids) = (
+        alloc.vips[&added.id],
+        [0, 1].map(|i| {
+            alloc
+                .backend(&(added.id, added.backends[i].addr))
+                .unwrap()
+                .0
+        }),
+    );
+    let mut vips = o.vips.clone();
+    vips.extend((10..=15).map(extra_vip));
+    o.set_vips(vips).unwrap();
+    assert!(o.alloc.vips.values().all(|s| *s != slot));
+    assert!(o.alloc.backends.iter().all(|(_, id, _)| !ids.contains(id)));
+    assert_eq!(o.tables.vips[&vip_id_key(&added.id)], entry);
+    // Kept across a restart (now with a state file), until deleted.
+    let maps = o.into_tables();
+    let mut o = Owner::start(&roomy(), maps, Some(state.clone())).unwrap();
+    assert_eq!(o.status().unmanaged.len(), 1);
+    o.change(Change::VipDel { vip: added.id }).unwrap();
+    assert!(!o.tables.vips.contains_key(&vip_id_key(&added.id)));
+    for id in ids {
+        assert_eq!(o.tables.backends[&id].state, vip_common::BACKEND_UNUSED);
+    }
+    assert!(o.status().unmanaged.is_empty());
+    let o = Owner::start(&roomy(), o.into_tables(), Some(state)).unwrap();
+    assert!(o.status().unmanaged.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue #16 finding 6: a start that cannot succeed is refused before the first map
+/// write, so the maps it adopted are exactly as they were, and it never claims to have
+/// restored anything.
+#[test]
+fn a_start_that_cannot_succeed_leaves_the_maps_as_it_found_them() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a VIP slot out of range",
+            |s| s["alloc"]["vips"][0][1] = 99.into(),
+            "slot 99",
+        ),
+        (
+            "a backend id out of range",
+            |s| s["alloc"]["backends"][0][1] = 99.into(),
+            "backend id 99",
+        ),
+        (
+            "a backend id given twice",
+            |s| s["alloc"]["backends"][1][1] = s["alloc"]["backends"][0][1].clone(),
+            "is given to both",
+        ),
+        (
+            "a VIP slot given twice",
+            |s| s["alloc"]["vips"][1][1] = s["alloc"]["vips"][0][1].clone(),
+            "is given to both",
+        ),
+        (
+            "a VIP defined twice",
+            |s| {
+                let v = s["vips"][0].clone();
+                s["vips"].as_array_mut().unwrap().push(v);
+            },
+            "defined twice",
+        ),
+    ];
+    let dir = temp_dir("failed-start");
+    let state = dir.join("state.json");
+    let mut failures = Vec::new();
+    for (name, edit, want) in cases {
+        let o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
+        let mut maps = o.into_tables();
+        let writes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        maps.every_write = Some(writes.clone());
+        let mut s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        edit(&mut s);
+        std::fs::write(&state, serde_json::to_vec(&s).unwrap()).unwrap();
+        let err = match Owner::start(&cfg(), maps, Some(state.clone())) {
+            Ok(_) => {
+                failures.push(format!("{name}: started"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let msg = crate::Report(&err).to_string();
+        if !msg.contains(want) || msg.contains("restored") {
+            failures.push(format!(
+                "{name}: {msg:?} lacks {want:?} or claims a restore"
+            ));
+        }
+        let n = writes.load(std::sync::atomic::Ordering::Relaxed);
+        if n != 0 {
+            failures.push(format!("{name}: {n} map writes"));
+        }
+        std::fs::remove_file(&state).unwrap();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue #16 finding 6: the resize procedure vipd prescribes (`vipd down`, lower
+/// `max_backends`, start) works: the state file's ids were made for maps that are
+/// gone, so they are handed out again within the new limits.
+#[test]
+fn a_start_after_a_resize_hands_the_ids_out_again_within_the_new_limits() {
+    let dir = temp_dir("resize");
+    let state = dir.join("state.json");
+    let mut o = Owner::start(&roomy(), FakeMaps::default(), Some(state.clone())).unwrap();
+    let mut vips = o.vips.clone();
+    vips.extend((1..=10).map(extra_vip));
+    o.set_vips(vips).unwrap();
+    let mut vips = cfg().vips;
+    vips.push(extra_vip(10));
+    o.set_vips(vips).unwrap();
+    assert!(o.alloc.backends.iter().any(|(_, id, _)| *id >= 8));
+    drop(o); // `vipd down`: the maps are gone
+    let small = Config::parse(&CFG.replace("max_backends = 8", "max_backends = 6"), "t").unwrap();
+    let o = Owner::start(&small, FakeMaps::default(), Some(state)).unwrap();
+    assert_eq!(o.vips.len(), 3, "the runtime VIP is kept");
+    for (ident, id, _) in &o.alloc.backends {
+        assert!(*id < 6, "{ident:?} has id {id}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue #16 finding 6: a map write that fails during a start is reported as such: the
+/// maps may be partly changed, and nothing claims they were restored.
+#[test]
+fn a_failed_write_at_start_does_not_claim_a_restore() {
+    let o = owner();
+    let mut maps = o.into_tables();
+    maps.fail_after = Some(0);
+    let edited = Config::parse(
+        &CFG.replace(
+            "address = \"198.18.2.2\"\n",
+            "address = \"198.18.2.2\"\nweight = 3\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    let err = Owner::start(&edited, maps, None).unwrap_err();
+    let msg = crate::Report(&err).to_string();
+    assert!(!msg.contains("restored") && msg.contains("partly"), "{msg}");
+}
+
+/// Issue #16 finding 11: `generations` holds the live ids only, and an id handed out
+/// again still gets a generation it never had (the backend array remembers the last).
+#[test]
+fn generations_hold_live_ids_only_and_a_reused_id_still_gets_a_new_one() {
+    let mut o = owner();
+    let web = vip("198.18.1.10:80");
+    let mut seen = std::collections::BTreeSet::new();
+    for &(_, id, g) in &o.alloc.backends {
+        seen.insert((id, g));
+    }
+    for i in 1..=30 {
+        let addr = format!("198.18.9.{i}:80");
+        o.change(Change::BackendAdd {
+            vip: web,
+            backend: backend(&addr, 1),
+        })
+        .unwrap();
+        let (id, g) = o.alloc.backend(&(web, addr.parse().unwrap())).unwrap();
+        assert!(
+            seen.insert((id, g)),
+            "id {id} generation {g} handed out twice"
+        );
+        o.change(Change::BackendDel {
+            vip: web,
+            addr: addr.parse().unwrap(),
+        })
+        .unwrap();
+        let live: Vec<u32> = o.alloc.backends.iter().map(|&(_, id, _)| id).collect();
+        let kept: Vec<u32> = o.alloc.generations.keys().copied().collect();
+        assert_eq!(
+            kept.len(),
+            live.len(),
+            "generations {kept:?} for live ids {live:?}"
+        );
+    }
+    // After a restart on the same maps, too.
+    let dir = temp_dir("generations");
+    let state = dir.join("state.json");
+    let cfg = cfg();
+    let o2 = Owner::start(&cfg, o.into_tables(), Some(state.clone())).unwrap();
+    let mut o = Owner::start(&cfg, o2.into_tables(), Some(state)).unwrap();
+    for i in 31..=40 {
+        let addr = format!("198.18.9.{i}:80");
+        o.change(Change::BackendAdd {
+            vip: web,
+            backend: backend(&addr, 1),
+        })
+        .unwrap();
+        let (id, g) = o.alloc.backend(&(web, addr.parse().unwrap())).unwrap();
+        assert!(
+            seen.insert((id, g)),
+            "after a restart: id {id} generation {g} handed out twice"
+        );
+        o.change(Change::BackendDel {
+            vip: web,
+            addr: addr.parse().unwrap(),
+        })
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

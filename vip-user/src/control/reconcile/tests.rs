@@ -39,7 +39,18 @@ impl World {
         }
     }
     fn apply(&mut self, vips: &[VipSpec]) -> ApplyStats {
-        self.alloc.update(vips, &limits()).unwrap();
+        // The backend array keeps the last generation of a freed id (as the owner reads
+        // it back): reuse bumps past it.
+        let reserved = Reserved {
+            generations: self
+                .maps
+                .backends
+                .iter()
+                .map(|(&id, b)| (id, b.generation))
+                .collect(),
+            ..Reserved::default()
+        };
+        self.alloc.update(vips, &limits(), &reserved).unwrap();
         let want = desired_tables(vips, &self.alloc, &self.health);
         self.applied
             .reconcile(&mut self.maps, &GlobalConfig::default(), &want)
@@ -172,7 +183,9 @@ fn same_config_in_any_order_gives_the_same_backends_per_slot() {
 fn allocation_fails_cleanly_when_ids_run_out() {
     let vips = config(20);
     let mut alloc = Allocation::default();
-    let err = alloc.update(&vips, &limits()).unwrap_err();
+    let err = alloc
+        .update(&vips, &limits(), &Reserved::default())
+        .unwrap_err();
     assert!(
         err.to_string().contains("raise [limits] max_backends"),
         "{err}"

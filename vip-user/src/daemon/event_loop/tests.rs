@@ -56,19 +56,29 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes `text` as the daemon's config file, with the test's own API socket (so a
+/// reload sees the same `[api]` as the running daemon).
+fn write_config(dir: &Path, text: &str) {
+    std::fs::write(
+        dir.join("vipd.toml"),
+        format!("{text}\n[api]\nsocket = {:?}\n", dir.join("api.sock")),
+    )
+    .unwrap();
+}
+
 fn start(name: &str) -> Daemon {
     let dir = std::env::temp_dir().join(format!("vipd-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("vipd.toml"), CFG).unwrap();
+    write_config(&dir, CFG);
     spawn(&dir)
 }
 
 fn spawn(dir: &Path) -> Daemon {
     let config_path = dir.join("vipd.toml");
     let socket = dir.join("api.sock");
-    let mut cfg = Config::load(&config_path).unwrap();
-    cfg.api.socket = socket.clone();
+    let cfg = Config::load(&config_path).unwrap();
+    assert_eq!(cfg.api.socket, socket);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -306,34 +316,111 @@ fn runtime_changes_survive_a_daemon_restart() {
 #[test]
 fn reload_applies_the_edited_file_and_refuses_a_broken_one() {
     let d = start("reload");
-    let path = d.dir.join("vipd.toml");
-    std::fs::write(
-        &path,
-        CFG.replace(
+    write_config(
+        &d.dir,
+        &CFG.replace(
             "address = \"198.18.2.2\"\n",
             "address = \"198.18.2.2\"\nweight = 5\n",
         ),
-    )
-    .unwrap();
+    );
     let out = ok(&d, "reload");
     assert!(
         out.contains("~ backend 198.18.1.10:80/tcp 198.18.2.2:80 weight: 1 -> 5"),
         "{out}"
     );
     let before = ok(&d, "-o json backend list");
-    std::fs::write(&path, CFG.to_string() + "bogus = 1\n").unwrap();
+    write_config(&d.dir, &(CFG.to_string() + "bogus = 1\n"));
     let e = vipctl(&d, "reload").unwrap_err();
     assert!(
         e.contains("unknown field `bogus`") && e.contains("nothing was changed"),
         "{e}"
     );
-    std::fs::write(&path, CFG.replace("max_vips = 4", "max_vips = 5")).unwrap();
+    write_config(&d.dir, &CFG.replace("max_vips = 4", "max_vips = 5"));
     let e = vipctl(&d, "reload").unwrap_err();
     assert!(
         e.contains("[limits] changed") && e.contains("vipd down"),
         "{e}"
     );
     assert_eq!(ok(&d, "-o json backend list"), before);
+}
+
+/// Issue #16 finding 11: a reload whose file changes a setting only a restart applies
+/// is refused whole (an error, not "ok" and a log line), and nothing changes.
+#[test]
+fn a_reload_that_changes_restart_only_settings_is_refused_whole() {
+    let d = start("reload-restart-only");
+    ok(&d, "backend drain 198.18.1.10:80 198.18.2.1");
+    let before = ok(&d, "-o json backend list");
+    for (what, text) in [
+        ("instance", format!("instance = \"other\"\n{CFG}")),
+        ("[api]", format!("{CFG}\n[api]\nmode = \"0660\"\n")),
+        (
+            "[datapath] interfaces",
+            format!("[datapath]\ninterfaces = [\"eth9\"]\n{CFG}"),
+        ),
+        (
+            "state_file",
+            format!("state_file = \"/tmp/elsewhere.json\"\n{CFG}"),
+        ),
+    ] {
+        // The file changes a weight too: that is not applied either.
+        let text = text.replace(
+            "address = \"198.18.2.2\"\n",
+            "address = \"198.18.2.2\"\nweight = 5\n",
+        );
+        if what == "[api]" {
+            // Its own [api] section, socket included.
+            std::fs::write(
+                d.dir.join("vipd.toml"),
+                text.replace("[api]\n", &format!("[api]\nsocket = {:?}\n", d.socket)),
+            )
+            .unwrap();
+        } else {
+            write_config(&d.dir, &text);
+        }
+        let e = vipctl(&d, "reload").unwrap_err();
+        assert!(
+            e.contains(what) && e.contains("restart") && e.contains("nothing was changed"),
+            "{what}: {e}"
+        );
+        assert_eq!(ok(&d, "-o json backend list"), before, "{what}");
+    }
+    // The original file again: nothing to do, the runtime drain stays.
+    write_config(&d.dir, CFG);
+    assert_eq!(ok(&d, "reload"), "ok (0 map writes)\n");
+    assert_eq!(ok(&d, "-o json backend list"), before);
+}
+
+/// Issue #16 finding 11: removing a VIP's last backend, or applying a file without VIPs,
+/// acts, and the answer carries a warning that vipctl prints.
+#[test]
+fn the_last_backend_or_an_empty_apply_acts_with_a_warning() {
+    let d = start("warnings");
+    let out = ok(&d, "backend del 198.18.1.10:80 198.18.2.1");
+    assert!(!out.contains("warning"), "{out}");
+    let out = ok(&d, "backend del 198.18.1.10:80 198.18.2.2");
+    assert!(
+        out.contains("warning: VIP 198.18.1.10:80/tcp has no backends left"),
+        "{out}"
+    );
+    ok(&d, "backend add 198.18.1.10:80 198.18.2.1");
+    let empty = d.dir.join("empty.toml");
+    std::fs::write(&empty, "# no VIPs\n").unwrap();
+    let json = ok(&d, &format!("-o json apply -f {}", empty.display()));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("no VIPs are left")),
+        "{json}"
+    );
+    assert_eq!(ok(&d, "vip list").lines().count(), 1, "only the header");
+    ok(&d, "vip add 198.18.1.10:80");
+    let out = ok(&d, &format!("apply -f {}", empty.display()));
+    assert!(
+        out.contains("- vip 198.18.1.10:80/tcp") && out.contains("warning: no VIPs are left"),
+        "{out}"
+    );
 }
 
 /// SO_PEERCRED: with the socket's permissions opened up by mistake, a user who is
@@ -394,4 +481,63 @@ fn the_api_refuses_other_users_even_through_an_open_socket() {
     );
     // Root still gets in.
     ok(&d, "vip list");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    text.starts_with("HTTP/1.1 200")
+        .then_some(text)
+        .ok_or_else(|| "not 200".to_string())
+}
+
+fn scrape_within(port: u16, limit: std::time::Duration) -> Result<String, String> {
+    let start = std::time::Instant::now();
+    loop {
+        match scrape(port) {
+            Ok(t) => return Ok(t),
+            Err(e) if start.elapsed() > limit => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Finding 9: `vipctl reload` applies a `[metrics]` change (it used to answer ok and
+/// keep serving the old address).
+#[test]
+fn vipctl_reload_moves_the_metrics_endpoint() {
+    let (p1, p2) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("vipd-test-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_port = |p: u16| format!("[metrics]\nlisten = \"127.0.0.1:{p}\"\n{CFG}");
+    write_config(&dir, &with_port(p1));
+    let d = spawn(&dir);
+    let first = scrape_within(p1, std::time::Duration::from_secs(2)).expect("metrics on start");
+    assert!(first.contains("vip_backend_up"), "{first}");
+    write_config(&dir, &with_port(p2));
+    ok(&d, "reload");
+    scrape_within(p2, std::time::Duration::from_secs(2))
+        .expect("metrics on the new address after vipctl reload");
+    assert!(scrape(p1).is_err(), "the old address still serves");
+    // Reloading the same file again and again keeps it up.
+    for i in 0..20 {
+        ok(&d, "reload");
+        scrape_within(p2, std::time::Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("reload {i}: metrics down: {e}"));
+    }
 }
