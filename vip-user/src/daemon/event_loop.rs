@@ -30,13 +30,13 @@ use super::{
 use crate::{
     config::{AnnounceSpec, Config, MetricsSpec},
     control::{
-        announce::{self, NodeState, Plan, Want},
+        announce::{self, NodeState, Plan, VipRoute, Want},
         diff::{diff, warnings},
         owner::Owner,
         reconcile::BackendIdentity,
     },
     datapath::tables::DatapathOps,
-    protocol::{ApplyResult, Request, Response, Status},
+    protocol::{ApplyResult, NodeStatus, Request, Response, Status, VipAnnouncement},
 };
 
 /// A message to the owner loop.
@@ -227,6 +227,22 @@ pub async fn run<T: DatapathOps>(
         let mut changed = true;
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
+                Msg::Api(Request::NodeDrain { drained }, reply) => {
+                    let resp = match owner.set_drained(drained) {
+                        Ok(()) => {
+                            tracing::info!(drained, "node {}", if drained { "drained: withdrawing every VIP route" } else { "undrained" });
+                            let plan = route_plan(&owner, &cfg, &deferred, &settled);
+                            routes.keep(cfg.announce, plan.clone()).await;
+                            Response::Node(routes.status(&cfg, owner.drained(), &plan))
+                        }
+                        Err(e) => Response::err(e),
+                    };
+                    let _ = reply.send(resp);
+                }
+                Msg::Api(Request::NodeStatus, reply) => {
+                    let plan = route_plan(&owner, &cfg, &deferred, &settled);
+                    let _ = reply.send(Response::Node(routes.status(&cfg, owner.drained(), &plan)));
+                }
                 Msg::Api(req, reply) => {
                     let reload = matches!(req, Request::Reload);
                     changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
@@ -265,8 +281,9 @@ pub async fn run<T: DatapathOps>(
                             && *i != t.ident
                             && !results.iter().any(|(r, up)| r == i && !up)
                     };
+                    let node = node_state(&owner);
                     if down_is_news
-                        && routes.withdraws(&cfg, owner.vips(), up_after, |i| settled.contains(i))
+                        && routes.withdraws(&cfg, owner.vips(), node, up_after, |i| settled.contains(i))
                     {
                         // Withdraw first: routers stop sending here within milliseconds,
                         // and until then this node keeps the backends every other node
@@ -342,17 +359,7 @@ pub async fn run<T: DatapathOps>(
             &metrics,
         );
         settled.retain(|i| owner.is_configured(i));
-        let node = NodeState {
-            drained: false,
-            attached: true,
-        };
-        let plan = announce::plan(
-            owner.vips(),
-            &cfg.announce,
-            node,
-            |i| owner.is_up(i) && !deferred.contains_key(i),
-            |i| settled.contains(i),
-        );
+        let plan = route_plan(&owner, &cfg, &deferred, &settled);
         routes.keep(cfg.announce, plan).await;
         let now = backend_addrs(&owner);
         if now != backends {
@@ -384,6 +391,32 @@ pub async fn run<T: DatapathOps>(
     Ok(Exit::Signal)
 }
 
+/// What the node allows: drained by the operator or not; the datapath is attached for as
+/// long as this loop runs (vipd attaches it before and `vipd down` detaches it after).
+fn node_state<T: DatapathOps>(owner: &Owner<T>) -> NodeState {
+    NodeState {
+        drained: owner.drained(),
+        attached: true,
+    }
+}
+
+/// The route plan now: a backend whose down verdict waits for its withdrawal counts as
+/// down already.
+fn route_plan<T: DatapathOps>(
+    owner: &Owner<T>,
+    cfg: &Config,
+    deferred: &HashMap<BackendIdentity, u64>,
+    settled: &HashSet<BackendIdentity>,
+) -> Plan {
+    announce::plan(
+        owner.vips(),
+        &cfg.announce,
+        node_state(owner),
+        |i| owner.is_up(i) && !deferred.contains_key(i),
+        |i| settled.contains(i),
+    )
+}
+
 /// Keeps the routing table equal to the announcement plan. Nothing is touched until some
 /// VIP announces (an operator who never turns announcing on has no netlink traffic).
 #[derive(Debug, Default)]
@@ -399,21 +432,46 @@ impl RouteKeeper {
         &self,
         cfg: &Config,
         vips: &[crate::config::VipSpec],
+        node: NodeState,
         up_after: impl Fn(&BackendIdentity) -> bool,
         settled: impl Fn(&BackendIdentity) -> bool,
     ) -> bool {
         let Some(a) = &self.announcer else {
             return false;
         };
-        let node = NodeState {
-            drained: false,
-            attached: true,
-        };
         let after = announce::plan(vips, &cfg.announce, node, up_after, settled);
         after
             .routes
             .iter()
             .any(|(addr, w)| matches!(w, Want::Absent(_)) && a.is_installed(*addr))
+    }
+
+    /// `vipctl node status`.
+    fn status(&self, cfg: &Config, drained: bool, plan: &Plan) -> NodeStatus {
+        let installed = |a| self.announcer.as_ref().is_some_and(|r| r.is_installed(a));
+        NodeStatus {
+            drained,
+            table: cfg.announce.table,
+            protocol: cfg.announce.protocol,
+            vips: plan
+                .vips
+                .iter()
+                .map(|(vip, state)| {
+                    let (state, reason) = match state {
+                        VipRoute::Off => ("off", None),
+                        VipRoute::AwaitingHealth => ("awaiting_health", None),
+                        VipRoute::Announced => ("announced", None),
+                        VipRoute::Withheld(w) => ("withheld", Some(w.to_string())),
+                    };
+                    VipAnnouncement {
+                        vip: *vip,
+                        state: state.into(),
+                        reason,
+                        route: installed(vip.addr),
+                    }
+                })
+                .collect(),
+        }
     }
 
     async fn keep(&mut self, spec: AnnounceSpec, plan: Plan) {
@@ -465,6 +523,10 @@ pub fn handle<T: DatapathOps>(
     req: Request,
 ) -> Response {
     match req {
+        // The event loop answers these itself (they need the routes); never sent here.
+        Request::NodeDrain { .. } | Request::NodeStatus => {
+            Response::err("node requests are answered by the event loop")
+        }
         Request::Status => Response::Status(owner.status()),
         Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {
             Ok(f) => Response::Flow(f),
