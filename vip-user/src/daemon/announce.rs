@@ -226,6 +226,8 @@ pub enum RouteChange {
 pub struct Announcer {
     table: RouteTable,
     installed: BTreeSet<IpAddr>,
+    /// When each route was last removed (routers hear of it some milliseconds later).
+    removed_at: std::collections::HashMap<IpAddr, std::time::Instant>,
 }
 
 impl Announcer {
@@ -240,12 +242,23 @@ impl Announcer {
                 "adopted VIP routes left by a previous vipd"
             );
         }
-        Ok(Announcer { table, installed })
+        Ok(Announcer {
+            table,
+            installed,
+            removed_at: Default::default(),
+        })
     }
 
     /// Whether the route of `addr` is in the table.
     pub fn is_installed(&self, addr: IpAddr) -> bool {
         self.installed.contains(&addr)
+    }
+
+    /// Whether the route of `addr` was removed less than `within` ago.
+    pub fn removed_within(&self, addr: IpAddr, within: std::time::Duration) -> bool {
+        self.removed_at
+            .get(&addr)
+            .is_some_and(|t| t.elapsed() < within)
     }
 
     /// Brings the table to `plan`; routes of addresses no longer planned are removed.
@@ -272,6 +285,7 @@ impl Announcer {
                 return (done, Some(e));
             }
             self.installed.remove(&a);
+            self.removed_at.insert(a, std::time::Instant::now());
             done.push(RouteChange::Removed(a, cause));
         }
         for (&a, w) in &plan.routes {

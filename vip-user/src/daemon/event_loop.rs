@@ -232,7 +232,7 @@ pub async fn run<T: DatapathOps>(
                         Ok(()) => {
                             tracing::info!(drained, "node {}", if drained { "drained: withdrawing every VIP route" } else { "undrained" });
                             let plan = route_plan(&owner, &cfg, &deferred, &settled);
-                            routes.keep(cfg.announce, plan.clone()).await;
+                            routes.keep(cfg.announce, plan.clone(), &metrics).await;
                             Response::Node(routes.status(&cfg, owner.drained(), &plan))
                         }
                         Err(e) => Response::err(e),
@@ -360,7 +360,7 @@ pub async fn run<T: DatapathOps>(
         );
         settled.retain(|i| owner.is_configured(i));
         let plan = route_plan(&owner, &cfg, &deferred, &settled);
-        routes.keep(cfg.announce, plan).await;
+        routes.keep(cfg.announce, plan, &metrics).await;
         let now = backend_addrs(&owner);
         if now != backends {
             backends = now;
@@ -427,7 +427,8 @@ struct RouteKeeper {
 }
 
 impl RouteKeeper {
-    /// Whether the health `up_after` describes withdraws a route that is announced now.
+    /// Whether the health `up_after` describes withdraws a route that is announced now
+    /// (or was until a moment ago).
     fn withdraws(
         &self,
         cfg: &Config,
@@ -440,10 +441,11 @@ impl RouteKeeper {
             return false;
         };
         let after = announce::plan(vips, &cfg.announce, node, up_after, settled);
-        after
-            .routes
-            .iter()
-            .any(|(addr, w)| matches!(w, Want::Absent(_)) && a.is_installed(*addr))
+        after.routes.iter().any(|(addr, w)| {
+            // Also a route removed a moment ago: the routers may not have heard yet.
+            matches!(w, Want::Absent(_))
+                && (a.is_installed(*addr) || a.removed_within(*addr, WITHDRAW_FIRST))
+        })
     }
 
     /// `vipctl node status`.
@@ -474,7 +476,7 @@ impl RouteKeeper {
         }
     }
 
-    async fn keep(&mut self, spec: AnnounceSpec, plan: Plan) {
+    async fn keep(&mut self, spec: AnnounceSpec, plan: Plan, metrics: &Metrics) {
         if self.announcer.is_none() {
             if plan.routes.is_empty() {
                 return;
@@ -501,10 +503,19 @@ impl RouteKeeper {
             match c {
                 RouteChange::Added(addr) => tracing::info!(%addr, "VIP route announced"),
                 RouteChange::Removed(addr, cause) => {
+                    metrics.count_withdrawal(cause.label());
                     tracing::info!(%addr, cause = cause.label(), "VIP route withdrawn")
                 }
             }
         }
+        metrics.set_announced(
+            &plan
+                .vips
+                .iter()
+                .filter(|(_, state)| *state != VipRoute::Off)
+                .map(|(vip, _)| (vip.to_string(), a.is_installed(vip.addr)))
+                .collect::<Vec<_>>(),
+        );
         match err {
             Some(e) if !std::mem::replace(&mut self.failing, true) => {
                 tracing::error!(error = %crate::Report(&e), "changing VIP routes failed; retrying after the next event");
