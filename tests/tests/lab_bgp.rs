@@ -11,8 +11,10 @@
 //!   both announce and traffic spreads over both; every backend check failing on one node
 //!   only withdraws that node (time from the verdict to one path at the router measured),
 //!   with 0 broken long-lived connections; a node whose link goes down loses its path
-//!   through BFD (time measured); a VIP whose backends fail everywhere is withdrawn from
-//!   every node.
+//!   through BFD (time measured); a drained node (drain kept across a vipd restart) gets
+//!   no VIP traffic and breaks nothing; a VIP whose backends fail everywhere is withdrawn
+//!   from every node; a node whose BIRD and vipd are killed loses its path (time
+//!   measured) with 0 broken connections.
 //!
 //! Every lab takes [`vip_tests::lab::serial`]; namespaces, instances and directories are
 //! named from `lab::netns::unique_prefix` and removed on drop, BIRD processes included.
@@ -654,4 +656,30 @@ fn lab_bgp_two_nodes() {
     for n in &lab.lb_nodes {
         block_checks(n.netns(), false);
     }
+    until_paths(&router, v4, 2, Duration::from_secs(10));
+
+    // Node 1 crashes: its BIRD and vipd are killed. The router's BGP session ends with
+    // the TCP connection (or BFD, whichever is first); node 0 serves every flow.
+    let long4 = LongLived::start(ns, lab.vip4(), 200, 2, pause, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("bgp crash: {e}"));
+    let crash_at = SystemTime::now();
+    drop(bl.birds.remove(2)); // bird-lb1: SIGKILL
+    bl.vipds[1].kill();
+    let one_path = until_paths(&router, v4, 1, Duration::from_secs(10));
+    eprintln!(
+        "bgp: BIRD and vipd of node 1 killed -> one path at the router {:.1} ms",
+        ms(one_path, crash_at)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let report = long4.finish();
+    eprintln!(
+        "bgp, crash: {} connections, broken: {}",
+        report.conns.len(),
+        report.broken().len()
+    );
+    assert!(
+        report.broken().is_empty(),
+        "bgp, crash: node 0 picks the same backends, 0 broken expected: {}",
+        report.describe_broken()
+    );
 }
