@@ -39,6 +39,14 @@ pub enum Request {
     },
     /// Re-read the config file (as SIGHUP).
     Reload,
+    /// Drain (withdraw every VIP route of this node; the datapath keeps forwarding what
+    /// still arrives) or undrain; persisted across restarts.
+    NodeDrain {
+        /// True to drain, false to undrain.
+        drained: bool,
+    },
+    /// Whether each VIP is announced, and why not.
+    NodeStatus,
 }
 
 /// vipd's answer: the result the request calls for, or why there is none.
@@ -51,6 +59,9 @@ pub enum Response {
     Flow(FlowAnswer),
     /// What a change, apply or reload did, or for a dry run would do.
     Applied(ApplyResult),
+    /// The node's announcement state (for [`Request::NodeStatus`] and
+    /// [`Request::NodeDrain`]).
+    Node(NodeStatus),
     /// The request was refused or failed, said so the operator can fix it.
     Error(String),
 }
@@ -67,6 +78,7 @@ impl Response {
             Response::Status(_) => "status",
             Response::Flow(_) => "flow",
             Response::Applied(_) => "applied",
+            Response::Node(_) => "node",
             Response::Error(_) => "error",
         }
     }
@@ -299,4 +311,31 @@ impl std::fmt::Display for BackendState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The node's route announcement: `vipctl node status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The operator drained the node.
+    pub drained: bool,
+    /// The kernel routing table vipd keeps the VIP routes in.
+    pub table: u32,
+    /// The route protocol id marking vipd's routes.
+    pub protocol: u8,
+    /// Every VIP, in the running set's order.
+    pub vips: Vec<VipAnnouncement>,
+}
+
+/// Whether one VIP is announced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnnouncement {
+    /// The VIP.
+    pub vip: VipId,
+    /// `announced`, `withheld`, `awaiting_health` (its first health round is not over:
+    /// the route is left as found) or `off` (announcing is off for it).
+    pub state: String,
+    /// Why it is not announced (for `withheld`).
+    pub reason: Option<String>,
+    /// Whether its host route is in the table now.
+    pub route: bool,
 }

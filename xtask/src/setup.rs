@@ -27,6 +27,8 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "nftables",
     "iputils-ping",
+    // BIRD 2: the BGP labs run it on the router and the LB nodes (examples/bird).
+    "bird2",
 ];
 
 /// The rustup toolchain name under which Debian's compiler is linked.

@@ -283,6 +283,9 @@ pub struct Vipd {
     config_path: PathBuf,
     netns: String,
     log: PathBuf,
+    /// Applied to the config text every time it is written (for what [`VipdConfig`] does
+    /// not model, e.g. `[announce]`).
+    edit: fn(String) -> String,
 }
 
 impl Vipd {
@@ -301,6 +304,18 @@ impl Vipd {
         name: &str,
         config: VipdConfig,
     ) -> Result<Vipd, LabError> {
+        Vipd::start_in_edited(netns, dir, name, config, |text| text)
+    }
+
+    /// Like [`Vipd::start_in`], with the config text passed through `edit` every time it
+    /// is written: for what [`VipdConfig`] does not model (e.g. `[announce]`).
+    pub fn start_in_edited(
+        netns: &str,
+        dir: &Path,
+        name: &str,
+        config: VipdConfig,
+        edit: fn(String) -> String,
+    ) -> Result<Vipd, LabError> {
         netns::register_pin_dir(&format!("/sys/fs/bpf/vip/{}", config.instance));
         let mut vipd = Vipd {
             process: None,
@@ -308,6 +323,7 @@ impl Vipd {
             config_path: dir.join(format!("{name}.toml")),
             netns: netns.to_string(),
             log: dir.join(format!("{name}.log")),
+            edit,
         };
         vipd.write_config(vipd.config.clone())?;
         vipd.restart()?;
@@ -317,9 +333,11 @@ impl Vipd {
     /// Replaces the config file with `config`; the daemon reads it on SIGHUP, a restart
     /// or `vipctl apply -f`.
     pub fn write_config(&mut self, config: VipdConfig) -> Result<(), LabError> {
-        std::fs::write(&self.config_path, config.to_toml()).map_err(|source| LabError::Io {
-            what: format!("writing {}", self.config_path.display()),
-            source,
+        std::fs::write(&self.config_path, (self.edit)(config.to_toml())).map_err(|source| {
+            LabError::Io {
+                what: format!("writing {}", self.config_path.display()),
+                source,
+            }
         })?;
         self.config = config;
         Ok(())

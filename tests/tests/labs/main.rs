@@ -11,6 +11,7 @@
 //! and interface names only have to be unique inside those namespaces.
 
 mod bad_traffic;
+mod bgp;
 mod daemon_hardening;
 mod decap_attach;
 mod drain;

@@ -48,7 +48,8 @@ enum Command {
     },
     /// Detach vip_lb and unpin its maps (connections and counters are lost).
     Down {
-        /// Config file (for the instance name and socket).
+        /// Config file (for the instance name, socket and `[announce]` table; without it
+        /// the default table 100 and protocol 200 are cleared of vipd's routes).
         #[arg(short, long, conflicts_with = "instance")]
         config: Option<PathBuf>,
         /// Instance name (default "default").
@@ -57,6 +58,9 @@ enum Command {
         /// Even if a vipd still answers on the socket.
         #[arg(long)]
         force: bool,
+        /// The network namespace /run/netns/NAME vipd ran in (where its VIP routes are).
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// The backend role: vip_decap removes vip's tunnel headers.
     #[command(subcommand)]
@@ -106,9 +110,9 @@ enum DecapCmd {
 
 fn netns_of(c: &Command) -> Option<&str> {
     match c {
-        Command::Run { netns, .. } | Command::Decap(DecapCmd::Attach { netns, .. }) => {
-            netns.as_deref()
-        }
+        Command::Run { netns, .. }
+        | Command::Down { netns, .. }
+        | Command::Decap(DecapCmd::Attach { netns, .. }) => netns.as_deref(),
         _ => None,
     }
 }
@@ -215,19 +219,20 @@ fn run(command: Command) -> Result<String, VipdError> {
             config,
             instance,
             force,
+            ..
         } => {
-            let (instance, socket) = match config {
+            let (instance, socket, announce) = match config {
                 Some(path) => {
                     let c = Config::load(&path)?;
-                    (c.instance, c.api.socket)
+                    (c.instance, c.api.socket, c.announce)
                 }
                 None => {
                     let i = instance.unwrap_or_else(|| "default".into());
                     let s = config::default_socket(&i);
-                    (i, s)
+                    (i, s, config::AnnounceSpec::default())
                 }
             };
-            let done = service::down(&instance, &socket, force)?;
+            let done = service::down(&instance, &socket, force, &announce)?;
             if done.is_empty() {
                 format!("nothing pinned for instance {instance}\n")
             } else {

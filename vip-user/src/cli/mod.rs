@@ -94,6 +94,9 @@ pub enum Command {
     },
     /// Make vipd re-read its config file (as SIGHUP).
     Reload,
+    /// This node's VIP routes (announced by BGP through BIRD): drain, undrain, status.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Run packets through a private copy of vip_lb loaded with a config (needs root; does
     /// not touch a running vipd).
     Trace(TraceArgs),
@@ -122,6 +125,18 @@ pub struct TraceArgs {
     /// A pcap file (Ethernet link type) whose packets are run in order.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
+}
+
+/// `vipctl node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Withdraw every VIP route of this node (routers send new flows elsewhere; the
+    /// datapath keeps forwarding what still arrives). Kept across vipd restarts.
+    Drain,
+    /// Announce the VIP routes again (those whose VIPs are ready).
+    Undrain,
+    /// Per VIP: announced, or why not.
+    Status,
 }
 
 /// `vipctl vip ...`.
@@ -512,6 +527,8 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 table_size: table_size.unwrap_or(0),
                 health: check.health()?,
                 backends: Vec::new(),
+                announce: None,
+                min_healthy: 1,
             },
         }),
         Command::Vip(VipCmd::Del { vip }) => change(Change::VipDel { vip: vip_arg(vip)? }),
@@ -590,6 +607,9 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             }))
         }
         Command::Reload => Ok(Some(Request::Reload)),
+        Command::Node(NodeCmd::Drain) => Ok(Some(Request::NodeDrain { drained: true })),
+        Command::Node(NodeCmd::Undrain) => Ok(Some(Request::NodeDrain { drained: false })),
+        Command::Node(NodeCmd::Status) => Ok(Some(Request::NodeStatus)),
         Command::Trace(_) | Command::Completions { .. } | Command::Man { .. } => Ok(None),
     }
 }

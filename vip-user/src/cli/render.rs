@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use super::{BackendCmd, CliError, Command, Output, UsageError, VipCmd};
 use crate::{
     config::VipId,
-    protocol::{ApplyResult, BackendState, BackendStatus, FlowAnswer, Response, Status},
+    protocol::{
+        ApplyResult, BackendState, BackendStatus, FlowAnswer, NodeStatus, Response, Status,
+    },
 };
 
 /// Renders vipd's response to `cmd` for people (table) or programs (JSON).
@@ -26,9 +28,13 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             (_, Response::Status(s)) => serde_json::to_value(s).expect("serializes"),
             (_, Response::Flow(f)) => serde_json::to_value(f).expect("serializes"),
             (_, Response::Applied(a)) => serde_json::to_value(a).expect("serializes"),
+            (_, Response::Node(n)) => serde_json::to_value(n).expect("serializes"),
             (_, Response::Error(_)) => unreachable!("errors returned above"),
         };
         return Ok(serde_json::to_string_pretty(&value).expect("serializes"));
+    }
+    if let Response::Node(n) = r {
+        return Ok(node_table(n));
     }
     match cmd {
         Command::Vip(VipCmd::List) => {
@@ -269,6 +275,26 @@ fn applied(r: &Response) -> Result<&ApplyResult, CliError> {
         Response::Applied(a) => Ok(a),
         other => Err(unexpected("change", other)),
     }
+}
+
+/// `vipctl node status` (and the answer to drain / undrain) for people.
+fn node_table(n: &NodeStatus) -> String {
+    let out = format!(
+        "node {}; VIP routes in table {} (protocol {})\n",
+        if n.drained { "DRAINED" } else { "in service" },
+        n.table,
+        n.protocol
+    );
+    let mut t = vec![row(&["VIP", "STATE", "ROUTE", "WHY NOT"])];
+    for v in &n.vips {
+        t.push(vec![
+            v.vip.to_string(),
+            v.state.clone(),
+            if v.route { "present" } else { "absent" }.into(),
+            v.reason.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out + &columns(&t)
 }
 
 fn unexpected(request: &'static str, answer: &Response) -> CliError {

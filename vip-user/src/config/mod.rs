@@ -504,6 +504,46 @@ pub struct VipSpec {
     pub health: HealthCheck,
     /// Backends, in file order (order does not matter to Maglev).
     pub backends: Vec<BackendSpec>,
+    /// Whether this VIP's host route is announced; `None` follows `[announce] enabled`.
+    #[serde(default)]
+    pub announce: Option<bool>,
+    /// Backends that must be up (healthy, not in maintenance) for the route to be
+    /// announced.
+    #[serde(default = "one")]
+    pub min_healthy: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[announce]`: the kernel routing table vipd keeps the announceable VIPs' host routes
+/// in, for a routing daemon (BIRD) to announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnounceSpec {
+    /// Default for VIPs that do not say `announce`.
+    pub enabled: bool,
+    /// Routing table id (not main, local or default).
+    pub table: u32,
+    /// Route protocol id marking vipd's routes (routes with another id are never touched).
+    pub protocol: u8,
+}
+
+impl Default for AnnounceSpec {
+    fn default() -> Self {
+        AnnounceSpec {
+            enabled: false,
+            table: 100,
+            protocol: 200,
+        }
+    }
+}
+
+impl AnnounceSpec {
+    /// Whether `vip`'s route is managed at all.
+    pub fn covers(&self, vip: &VipSpec) -> bool {
+        vip.announce.unwrap_or(self.enabled)
+    }
 }
 
 impl VipSpec {
@@ -600,6 +640,8 @@ pub struct Config {
     pub metrics: Option<MetricsSpec>,
     /// VIPs in file order.
     pub vips: Vec<VipSpec>,
+    /// Route announcement.
+    pub announce: AnnounceSpec,
 }
 
 impl Config {
@@ -696,6 +738,14 @@ impl Config {
                 self.datapath.xdp_mode == new.datapath.xdp_mode,
             ),
             ("[api]", self.api == new.api),
+            (
+                "[announce] table",
+                self.announce.table == new.announce.table,
+            ),
+            (
+                "[announce] protocol",
+                self.announce.protocol == new.announce.protocol,
+            ),
         ]
         .into_iter()
         .filter(|(_, same)| !same)
@@ -994,7 +1044,18 @@ mod raw {
         pub api: Api,
         pub metrics: Option<Metrics>,
         #[serde(default)]
+        pub announce: Announce,
+        #[serde(default)]
         pub vip: Vec<Vip>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Announce {
+        #[serde(default)]
+        pub enabled: bool,
+        pub table: Option<Spanned<u32>>,
+        pub protocol: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -1054,6 +1115,8 @@ mod raw {
         pub conntrack: bool,
         pub table_size: Option<u32>,
         pub health: Option<Health>,
+        pub announce: Option<bool>,
+        pub min_healthy: Option<Spanned<u32>>,
         #[serde(default)]
         pub backend: Vec<Backend>,
     }
@@ -1166,6 +1229,7 @@ impl Validator<'_> {
                 None
             }
         });
+        let announce = self.announce(&f.announce);
         let mut vips = Vec::new();
         for v in f.vip {
             if let Some(v) = self.vip(v, &limits) {
@@ -1185,6 +1249,35 @@ impl Validator<'_> {
             api,
             metrics,
             vips,
+            announce,
+        }
+    }
+
+    fn announce(&mut self, a: &raw::Announce) -> AnnounceSpec {
+        let def = AnnounceSpec::default();
+        let table = match &a.table {
+            // 0 is unspecified; 253-255 are default, main and local.
+            Some(t) if *t.get_ref() == 0 || (253..=255).contains(t.get_ref()) => {
+                self.at(t, format!("announce.table = {}: use a table of its own (1-252 or above 255, e.g. 100), not unspec, default, main or local", t.get_ref()));
+                def.table
+            }
+            Some(t) => *t.get_ref(),
+            None => def.table,
+        };
+        let protocol = match &a.protocol {
+            // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static); 12 is
+            // BIRD's, whose kernel protocol would take the routes for its own exports.
+            Some(p) if *p.get_ref() <= 4 || *p.get_ref() == 12 || *p.get_ref() > 255 => {
+                self.at(p, format!("announce.protocol = {}: use an id of vipd's own in 5..=255 other than 12 (BIRD's), e.g. 200", p.get_ref()));
+                def.protocol
+            }
+            Some(p) => u8::try_from(*p.get_ref()).unwrap_or(def.protocol),
+            None => def.protocol,
+        };
+        AnnounceSpec {
+            enabled: a.enabled,
+            table,
+            protocol,
         }
     }
 
@@ -1442,6 +1535,15 @@ impl Validator<'_> {
             conntrack: v.conntrack,
             table_size: v.table_size.unwrap_or(limits.table_size),
             health,
+            announce: v.announce,
+            min_healthy: match &v.min_healthy {
+                Some(m) if *m.get_ref() == 0 => {
+                    self.at(m, format!("min_healthy of VIP {id} is 0: use at least 1 (a VIP with no backend up must not attract traffic)"));
+                    1
+                }
+                Some(m) => *m.get_ref(),
+                None => 1,
+            },
             backends,
         };
         let line = self.line(v.address.span());

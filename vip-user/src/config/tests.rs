@@ -484,6 +484,26 @@ fn every_error_names_its_place_and_the_fix() {
             "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n[vip.backend.health]\nretries = 3\n",
             &["line 6", "unknown field `retries`"],
         ),
+        (
+            "announcing into the main table",
+            "[announce]\nenabled = true\ntable = 254\n",
+            &["line 3", "announce.table = 254", "a table of its own"],
+        ),
+        (
+            "announcing with BIRD's protocol id",
+            "[announce]\nprotocol = 12\n",
+            &["line 2", "announce.protocol = 12", "other than 12"],
+        ),
+        (
+            "announcing with a kernel protocol id",
+            "[announce]\nprotocol = 4\n",
+            &["announce.protocol = 4", "5..=255"],
+        ),
+        (
+            "min_healthy 0",
+            "[[vip]]\naddress = \"198.18.1.10:80\"\nmin_healthy = 0\n",
+            &["line 3", "min_healthy", "at least 1"],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, wants) in cases {
@@ -661,4 +681,21 @@ fn the_annotated_example_is_a_valid_config() {
         ),
         "{own:?}"
     );
+}
+
+#[test]
+fn announcing_defaults_to_off_in_table_100_with_protocol_200() {
+    let c = Config::parse(
+        "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip]]\naddress = \"198.18.1.11:80\"\nannounce = true\nmin_healthy = 3\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.announce, AnnounceSpec::default());
+    assert_eq!((c.announce.table, c.announce.protocol), (100, 200));
+    let covered: Vec<(bool, u32)> = c
+        .vips
+        .iter()
+        .map(|v| (c.announce.covers(v), v.min_healthy))
+        .collect();
+    assert_eq!(covered, [(false, 1), (true, 3)]);
 }

@@ -149,6 +149,8 @@ pub struct Owner<T> {
     /// What allocation must leave alone: the unmanaged VIPs' slots and ids, and the
     /// newest generation every backend id has had.
     reserved: Reserved,
+    /// The node is drained: its VIP routes are withdrawn (persisted).
+    drained: bool,
 }
 
 impl<T: DatapathOps> Owner<T> {
@@ -176,6 +178,7 @@ impl<T: DatapathOps> Owner<T> {
         let mut vips = cfg.vips.clone();
         let mut health = HealthMap::new();
         let mut alloc = None;
+        let drained = state.as_ref().is_some_and(|s| s.drained);
         let kept: Vec<VipId> = match state {
             Some(s) => {
                 if s.file_vips != cfg.vips {
@@ -261,6 +264,7 @@ impl<T: DatapathOps> Owner<T> {
             last_stats: ApplyStats::default(),
             live_tables: Default::default(),
             unmanaged,
+            drained,
             reserved,
         };
         let plan = owner.plan(vips)?;
@@ -427,6 +431,7 @@ impl<T: DatapathOps> Owner<T> {
                 .collect(),
             limits: Some(self.limits),
             unmanaged: self.unmanaged.iter().map(|u| u.vip).collect(),
+            drained: self.drained,
         }
         .write(path)
     }
@@ -629,7 +634,31 @@ impl<T: DatapathOps> Owner<T> {
         }
     }
 
-    /// The owner's belief about a backend's health (unknown = healthy).
+    /// Whether the node is drained (`vipctl node drain`).
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Drains or undrains the node and persists it; on a failed write nothing changes.
+    pub fn set_drained(&mut self, drained: bool) -> Result<(), OwnerError> {
+        let was = std::mem::replace(&mut self.drained, drained);
+        self.persist().map_err(|source| {
+            self.drained = was;
+            OwnerError::Persist {
+                path: self.state_file.clone().unwrap_or_default(),
+                source,
+            }
+        })
+    }
+
+    /// Whether a backend of a running VIP.
+    pub fn is_configured(&self, ident: &BackendIdentity) -> bool {
+        self.vips
+            .iter()
+            .any(|v| v.id == ident.0 && v.backends.iter().any(|b| b.addr == ident.1))
+    }
+
+    /// What the owner believes of a backend's health (up unless a check said otherwise).
     pub fn is_up(&self, ident: &BackendIdentity) -> bool {
         self.health.get(ident).copied().unwrap_or(true)
     }

@@ -78,6 +78,10 @@ pub struct StateFile {
     /// operator deletes them (see `Owner`): a restart keeps them too.
     #[serde(default)]
     pub unmanaged: Vec<VipId>,
+    /// The operator drained the node (`vipctl node drain`): no VIP route is announced
+    /// until `vipctl node undrain`, across restarts.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 impl StateFile {

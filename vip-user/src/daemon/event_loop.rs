@@ -5,10 +5,11 @@
 //! checks, the next-hop resolver (netlink events) and the metrics refresher.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
@@ -19,6 +20,7 @@ use tokio::{
 };
 
 use super::{
+    announce::{Announcer, RouteChange, RouteTable},
     api::{self, Access, ApiLimits},
     health::{self, Supervisor, Transition},
     listener,
@@ -26,13 +28,15 @@ use super::{
     nexthop::{self, NextHopCache},
 };
 use crate::{
-    config::{Config, MetricsSpec},
+    config::{AnnounceSpec, Config, MetricsSpec},
     control::{
+        announce::{self, NodeState, Plan, VipRoute, Want},
         diff::{diff, warnings},
         owner::Owner,
+        reconcile::BackendIdentity,
     },
     datapath::tables::DatapathOps,
-    protocol::{ApplyResult, Request, Response, Status},
+    protocol::{ApplyResult, NodeStatus, Request, Response, Status, VipAnnouncement},
 };
 
 /// A message to the owner loop.
@@ -51,6 +55,11 @@ pub enum Exit {
     /// SIGTERM or SIGINT: the datapath stays attached and keeps serving.
     Signal,
 }
+
+/// How long a down verdict that withdraws a VIP's route waits before it changes the
+/// datapath: a withdrawal reaches the routers in 5-40 ms (BIRD, measured), and until
+/// then flows still arriving here keep the backends every other node gives them.
+const WITHDRAW_FIRST: Duration = Duration::from_millis(250);
 
 /// Every allocated backend id with its address (the next hop is towards it in every
 /// forwarding mode: the rewritten destination or the tunnel's outer destination).
@@ -166,6 +175,12 @@ pub async fn run<T: DatapathOps>(
     let metrics = Arc::new(Metrics::default());
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let (htx, mut hrx) = mpsc::unbounded_channel::<Transition>();
+    let mut settled: HashSet<BackendIdentity> = HashSet::new();
+    // Down verdicts whose datapath change waits for the withdrawal to reach the routers.
+    let (dtx, mut drx) = mpsc::unbounded_channel::<(Transition, u64)>();
+    let mut deferred: HashMap<BackendIdentity, u64> = HashMap::new();
+    let mut deferrals = 0u64;
+    let mut routes = RouteKeeper::default();
     let mut checks = Supervisor::default();
     checks.update(
         health::targets(owner.vips()),
@@ -218,18 +233,35 @@ pub async fn run<T: DatapathOps>(
         let mut changed = true;
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
-                Msg::Api(req, reply) => {
-                    let req = *req;
-                    let reload = matches!(req, Request::Reload);
-                    changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
-                    let resp = handle(&mut owner, &mut cfg, &config_path, req);
-                    if reload && !matches!(resp, Response::Error(_)) {
-                        // Before answering: when `vipctl reload` returns, the endpoint
-                        // serves what the file says.
-                        endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await;
+                Msg::Api(req, reply) => match *req {
+                    Request::NodeDrain { drained } => {
+                        let resp = match owner.set_drained(drained) {
+                            Ok(()) => {
+                                tracing::info!(drained, "node {}", if drained { "drained: withdrawing every VIP route" } else { "undrained" });
+                                let plan = route_plan(&owner, &cfg, &deferred, &settled);
+                                routes.keep(cfg.announce, plan.clone(), &metrics).await;
+                                Response::Node(routes.status(&cfg, owner.drained(), &plan))
+                            }
+                            Err(e) => Response::err(e),
+                        };
+                        let _ = reply.send(resp);
                     }
-                    let _ = reply.send(resp);
-                }
+                    Request::NodeStatus => {
+                        let plan = route_plan(&owner, &cfg, &deferred, &settled);
+                        let _ = reply.send(Response::Node(routes.status(&cfg, owner.drained(), &plan)));
+                    }
+                    req => {
+                        let reload = matches!(req, Request::Reload);
+                        changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
+                        let resp = handle(&mut owner, &mut cfg, &config_path, req);
+                        if reload && !matches!(resp, Response::Error(_)) {
+                            // Before answering: when `vipctl reload` returns, the endpoint
+                            // serves what the file says.
+                            endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await;
+                        }
+                        let _ = reply.send(resp);
+                    }
+                },
                 Msg::Status(reply) => {
                     changed = false;
                     let _ = reply.send(owner.status());
@@ -242,12 +274,52 @@ pub async fn run<T: DatapathOps>(
                 while let Ok(t) = hrx.try_recv() {
                     batch.push(t);
                 }
-                for t in &batch {
+                let mut results: Vec<(BackendIdentity, bool)> = Vec::new();
+                for t in batch {
+                    settled.insert(t.ident);
+                    let pending = deferred.remove(&t.ident).is_some();
+                    if t.first && t.up == owner.is_up(&t.ident) && !pending {
+                        continue; // a first verdict that changes nothing
+                    }
                     tracing::info!(vip = %t.ident.0, backend = %t.ident.1, up = t.up, detail = %t.detail, "health check transition");
+                    let down_is_news = !t.up && owner.is_up(&t.ident);
+                    let up_after = |i: &BackendIdentity| {
+                        owner.is_up(i)
+                            && !deferred.contains_key(i)
+                            && *i != t.ident
+                            && !results.iter().any(|(r, up)| r == i && !up)
+                    };
+                    let node = node_state(&owner);
+                    if down_is_news
+                        && routes.withdraws(&cfg, owner.vips(), node, up_after, |i| settled.contains(i))
+                    {
+                        // Withdraw first: routers stop sending here within milliseconds,
+                        // and until then this node keeps the backends every other node
+                        // uses, so no flow crossing it is re-hashed.
+                        deferrals += 1;
+                        deferred.insert(t.ident, deferrals);
+                        let dtx = dtx.clone();
+                        let seq = deferrals;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(WITHDRAW_FIRST).await;
+                            let _ = dtx.send((t, seq));
+                        });
+                    } else {
+                        results.push((t.ident, t.up));
+                    }
                 }
-                let results: Vec<_> = batch.iter().map(|t| (t.ident, t.up)).collect();
-                if let Err(e) = owner.set_healths(&results) {
+                if !results.is_empty()
+                    && let Err(e) = owner.set_healths(&results)
+                {
                     tracing::error!(error = %e, transitions = results.len(), "applying health changes failed");
+                }
+            }
+            Some((t, seq)) = drx.recv() => {
+                if deferred.get(&t.ident) == Some(&seq) {
+                    deferred.remove(&t.ident);
+                    if let Err(e) = owner.set_healths(&[(t.ident, t.up)]) {
+                        tracing::error!(error = %e, "applying a health change failed");
+                    }
                 }
             }
             _ = hup.recv() => {
@@ -294,6 +366,9 @@ pub async fn run<T: DatapathOps>(
             &htx,
             &metrics,
         );
+        settled.retain(|i| owner.is_configured(i));
+        let plan = route_plan(&owner, &cfg, &deferred, &settled);
+        routes.keep(cfg.announce, plan, &metrics).await;
         let now = backend_addrs(&owner);
         if now != backends {
             backends = now;
@@ -325,6 +400,141 @@ pub async fn run<T: DatapathOps>(
     Ok(Exit::Signal)
 }
 
+/// What the node allows: drained by the operator or not; the datapath is attached for as
+/// long as this loop runs (vipd attaches it before and `vipd down` detaches it after).
+fn node_state<T: DatapathOps>(owner: &Owner<T>) -> NodeState {
+    NodeState {
+        drained: owner.drained(),
+        attached: true,
+    }
+}
+
+/// The route plan now: a backend whose down verdict waits for its withdrawal counts as
+/// down already.
+fn route_plan<T: DatapathOps>(
+    owner: &Owner<T>,
+    cfg: &Config,
+    deferred: &HashMap<BackendIdentity, u64>,
+    settled: &HashSet<BackendIdentity>,
+) -> Plan {
+    announce::plan(
+        owner.vips(),
+        &cfg.announce,
+        node_state(owner),
+        |i| owner.is_up(i) && !deferred.contains_key(i),
+        |i| settled.contains(i),
+    )
+}
+
+/// Keeps the routing table equal to the announcement plan. Nothing is touched until some
+/// VIP announces (an operator who never turns announcing on has no netlink traffic).
+#[derive(Debug, Default)]
+struct RouteKeeper {
+    announcer: Option<Announcer>,
+    /// The last failure was logged; quiet until it succeeds again.
+    failing: bool,
+}
+
+impl RouteKeeper {
+    /// Whether the health `up_after` describes withdraws a route that is announced now
+    /// (or was until a moment ago).
+    fn withdraws(
+        &self,
+        cfg: &Config,
+        vips: &[crate::config::VipSpec],
+        node: NodeState,
+        up_after: impl Fn(&BackendIdentity) -> bool,
+        settled: impl Fn(&BackendIdentity) -> bool,
+    ) -> bool {
+        let Some(a) = &self.announcer else {
+            return false;
+        };
+        let after = announce::plan(vips, &cfg.announce, node, up_after, settled);
+        after.routes.iter().any(|(addr, w)| {
+            // Also a route removed a moment ago: the routers may not have heard yet.
+            matches!(w, Want::Absent(_))
+                && (a.is_installed(*addr) || a.removed_within(*addr, WITHDRAW_FIRST))
+        })
+    }
+
+    /// `vipctl node status`.
+    fn status(&self, cfg: &Config, drained: bool, plan: &Plan) -> NodeStatus {
+        let installed = |a| self.announcer.as_ref().is_some_and(|r| r.is_installed(a));
+        NodeStatus {
+            drained,
+            table: cfg.announce.table,
+            protocol: cfg.announce.protocol,
+            vips: plan
+                .vips
+                .iter()
+                .map(|(vip, state)| {
+                    let (state, reason) = match state {
+                        VipRoute::Off => ("off", None),
+                        VipRoute::AwaitingHealth => ("awaiting_health", None),
+                        VipRoute::Announced => ("announced", None),
+                        VipRoute::Withheld(w) => ("withheld", Some(w.to_string())),
+                    };
+                    VipAnnouncement {
+                        vip: *vip,
+                        state: state.into(),
+                        reason,
+                        route: installed(vip.addr),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    async fn keep(&mut self, spec: AnnounceSpec, plan: Plan, metrics: &Metrics) {
+        if self.announcer.is_none() {
+            if plan.routes.is_empty() {
+                return;
+            }
+            let opened = match RouteTable::open(spec.table, spec.protocol) {
+                Ok(t) => Announcer::adopt(t).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(a) => self.announcer = Some(a),
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::error!(error = %crate::Report(&e), "cannot manage VIP routes; no VIP is announced by this node until it works");
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(a) = self.announcer.as_mut() else {
+            return;
+        };
+        let (changes, err) = a.apply(&plan).await;
+        for c in changes {
+            match c {
+                RouteChange::Added(addr) => tracing::info!(%addr, "VIP route announced"),
+                RouteChange::Removed(addr, cause) => {
+                    metrics.count_withdrawal(cause.label());
+                    tracing::info!(%addr, cause = cause.label(), "VIP route withdrawn")
+                }
+            }
+        }
+        metrics.set_announced(
+            &plan
+                .vips
+                .iter()
+                .filter(|(_, state)| *state != VipRoute::Off)
+                .map(|(vip, _)| (vip.to_string(), a.is_installed(vip.addr)))
+                .collect::<Vec<_>>(),
+        );
+        match err {
+            Some(e) if !std::mem::replace(&mut self.failing, true) => {
+                tracing::error!(error = %crate::Report(&e), "changing VIP routes failed; retrying after the next event");
+            }
+            Some(_) => {}
+            None => self.failing = false,
+        }
+    }
+}
+
 /// Answers one API request (also used for SIGHUP).
 pub fn handle<T: DatapathOps>(
     owner: &mut Owner<T>,
@@ -333,6 +543,10 @@ pub fn handle<T: DatapathOps>(
     req: Request,
 ) -> Response {
     match req {
+        // The event loop answers these itself (they need the routes); never sent here.
+        Request::NodeDrain { .. } | Request::NodeStatus => {
+            Response::err("node requests are answered by the event loop")
+        }
         Request::Status => Response::Status(owner.status()),
         Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {
             Ok(f) => Response::Flow(f),
@@ -413,6 +627,7 @@ pub fn handle<T: DatapathOps>(
                     cfg.datapath.tunnel_source_v4 = new.datapath.tunnel_source_v4;
                     cfg.datapath.tunnel_source_v6 = new.datapath.tunnel_source_v6;
                     cfg.metrics = new.metrics;
+                    cfg.announce.enabled = new.announce.enabled;
                     Response::Applied(ApplyResult {
                         warnings: warnings(&before, owner.vips()),
                         changes,

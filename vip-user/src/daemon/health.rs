@@ -49,6 +49,9 @@ pub struct Transition {
     pub up: bool,
     /// The last probe's outcome, for the log.
     pub detail: String,
+    /// The checker's first verdict, sent even when health did not change: until every
+    /// backend of a VIP has one, its route is left as it is.
+    pub first: bool,
 }
 
 /// The targets for a VIP set: every backend whose check (the VIP's, with the backend's
@@ -523,6 +526,7 @@ async fn check_loop(
 ) {
     let mut h = Hysteresis::new(up);
     let tls = tls_setup(&t.check.kind);
+    let mut first = true;
     let mut tick = tokio::time::interval(t.check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -534,13 +538,14 @@ async fn check_loop(
         };
         metrics.observe_check(&t.ident, start.elapsed(), result.is_ok());
         let passed = result.is_ok();
-        if h.record(passed, t.check.rise, t.check.fall) {
+        if h.record(passed, t.check.rise, t.check.fall) || first {
             let detail = result.unwrap_or_else(|e| e.to_string());
             if tx
                 .send(Transition {
                     ident: t.ident,
                     up: h.up,
                     detail,
+                    first: std::mem::take(&mut first),
                 })
                 .is_err()
             {

@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{api, event_loop};
+use super::{
+    announce::{AnnounceError, RouteTable},
+    api, event_loop,
+};
 use crate::{
-    config::{Config, ConfigError, LimitsSpec},
+    config::{AnnounceSpec, Config, ConfigError, LimitsSpec},
     control::{
         owner::{Owner, OwnerError},
         state_file::{StateFile, StateFileError},
@@ -89,6 +92,9 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// The VIP routes could not be withdrawn.
+    #[error(transparent)]
+    Announce(#[from] AnnounceError),
     /// Another vipd owns the instance.
     #[error(
         "vipd for instance {instance} is running ({}holding the lock {}): stop it first (SIGTERM{}), {otherwise}",
@@ -423,11 +429,17 @@ fn pinned_links(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `vipd down`: detaches vip_lb everywhere (removing the pinned links) and unpins the
-/// maps (connection table and counters are gone afterwards). Refused while a vipd owns
-/// the instance (its lock) or answers on `socket`, unless `force`; holds the lock
-/// meanwhile, so no vipd starts half way through.
-pub fn down(instance: &str, socket: &Path, force: bool) -> Result<Vec<String>, ServiceError> {
+/// `vipd down`: withdraws vipd's VIP routes from `announce`'s table (first, so routers
+/// stop sending before the datapath goes), detaches vip_lb everywhere (removing the pinned
+/// links) and unpins the maps (connection table and counters are gone afterwards).
+/// Refused while a vipd owns the instance (its lock) or answers on `socket`, unless
+/// `force`; holds the lock meanwhile, so no vipd starts half way through.
+pub fn down(
+    instance: &str,
+    socket: &Path,
+    force: bool,
+    announce: &AnnounceSpec,
+) -> Result<Vec<String>, ServiceError> {
     let _lock = match InstanceLock::acquire(instance, "or pass --force to `vipd down`") {
         Ok(l) => Some(l),
         Err(e @ ServiceError::Locked { .. }) if !force => return Err(e),
@@ -439,7 +451,20 @@ pub fn down(instance: &str, socket: &Path, force: bool) -> Result<Vec<String>, S
             socket: socket.to_owned(),
         });
     }
-    unpin_all(&crate::config::pin_dir(instance))
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let withdrawn = rt.block_on(async {
+        RouteTable::open(announce.table, announce.protocol)?
+            .remove_all()
+            .await
+    })?;
+    let mut done: Vec<String> = withdrawn
+        .into_iter()
+        .map(|a| format!("withdrew the route of {a} from table {}", announce.table))
+        .collect();
+    done.extend(unpin_all(&crate::config::pin_dir(instance))?);
+    Ok(done)
 }
 
 /// Detaches every pinned link in `dir`, unpins everything else and removes the

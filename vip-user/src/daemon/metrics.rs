@@ -64,6 +64,13 @@ pub struct CheckLabels {
     pub result: String,
 }
 
+/// Labels of a route withdrawal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// health | drain | detached | removed.
+    pub cause: String,
+}
+
 /// Labels of a reason counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -76,6 +83,8 @@ pub struct ReasonLabels {
 pub struct Metrics {
     check_duration: Family<BackendLabels, Histogram>,
     checks: Family<CheckLabels, Counter>,
+    announced: Family<VipLabels, Gauge>,
+    withdrawals: Family<CauseLabels, Counter>,
     /// Serialises rendering (families are shared).
     render_lock: Mutex<()>,
 }
@@ -87,6 +96,8 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 14))
             }),
             checks: Family::default(),
+            announced: Family::default(),
+            withdrawals: Family::default(),
             render_lock: Mutex::new(()),
         }
     }
@@ -127,6 +138,25 @@ impl Metrics {
                 result: result.into(),
             });
         }
+    }
+
+    /// Which VIPs this node announces now (1) or not (0); VIPs not listed are dropped.
+    pub fn set_announced(&self, vips: &[(String, bool)]) {
+        self.announced.clear();
+        for (vip, on) in vips {
+            self.announced
+                .get_or_create(&VipLabels { vip: vip.clone() })
+                .set(i64::from(*on));
+        }
+    }
+
+    /// Counts one route withdrawal.
+    pub fn count_withdrawal(&self, cause: &str) {
+        self.withdrawals
+            .get_or_create(&CauseLabels {
+                cause: cause.into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text for a status snapshot.
@@ -249,6 +279,16 @@ impl Metrics {
             reasons,
         );
         reg.register("vip_drops", "Dropped packets by reason", drops);
+        reg.register(
+            "vip_announced",
+            "1 if this node announces the VIP's route",
+            self.announced.clone(),
+        );
+        reg.register(
+            "vip_route_withdrawals",
+            "VIP routes withdrawn, by cause",
+            self.withdrawals.clone(),
+        );
         let mut out = String::new();
         encode(&mut out, &reg).expect("writing to a String cannot fail");
         out
@@ -389,6 +429,33 @@ mod tests {
         assert!(
             !text.contains("198.18.0.1"),
             "a client address leaked into a label"
+        );
+    }
+
+    #[test]
+    fn announcement_gauges_follow_the_last_plan_and_withdrawals_count_by_cause() {
+        let m = Metrics::default();
+        m.set_announced(&[
+            ("198.18.1.10:80/tcp".into(), true),
+            ("198.18.1.11:80/tcp".into(), false),
+        ]);
+        m.count_withdrawal("health");
+        m.count_withdrawal("health");
+        m.count_withdrawal("drain");
+        m.set_announced(&[("198.18.1.10:80/tcp".into(), false)]);
+        let cfg = Config::parse("", "t").unwrap();
+        let o = Owner::start(&cfg, FakeMaps::default(), None).unwrap();
+        let text = m.render(&o.status());
+        for want in [
+            "vip_announced{vip=\"198.18.1.10:80/tcp\"} 0",
+            "vip_route_withdrawals_total{cause=\"health\"} 2",
+            "vip_route_withdrawals_total{cause=\"drain\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("198.18.1.11"),
+            "a VIP no longer planned keeps no series"
         );
     }
 }

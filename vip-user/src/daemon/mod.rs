@@ -2,8 +2,10 @@
 //! it all down), the owner's [`event_loop`] (API requests, health transitions, SIGHUP and
 //! next-hop results arrive as messages, so one task writes the maps), the API server
 //! ([`api`]), [`health`] checks, [`metrics`] and backend [`nexthop`] resolution; what both
-//! listeners share (a connection cap, back-off when out of descriptors) in [`listener`].
+//! listeners share (a connection cap, back-off when out of descriptors) in [`listener`]; the
+//! VIP routes a routing daemon announces in [`announce`].
 
+pub mod announce;
 pub mod api;
 pub mod event_loop;
 pub mod health;

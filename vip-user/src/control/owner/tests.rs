@@ -811,3 +811,23 @@ fn generations_hold_live_ids_only_and_a_reused_id_still_gets_a_new_one() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A drained node stays drained across a restart (the drain is in the state file), and
+/// a drain leaves the maps alone: the datapath keeps forwarding what still arrives.
+#[test]
+fn a_drain_survives_a_restart_and_writes_no_map() {
+    let dir = temp_dir("drain");
+    let state = dir.join("state.json");
+    let mut o = Owner::start(&cfg(), FakeMaps::default(), Some(state.clone())).unwrap();
+    assert!(!o.drained());
+    let tables = o.tables.vips.clone();
+    o.set_drained(true).unwrap();
+    assert_eq!(o.tables.vips, tables, "a drain changes no map");
+    let maps = o.into_tables();
+    let mut o = Owner::start(&cfg(), maps, Some(state.clone())).unwrap();
+    assert!(o.drained(), "the drain must survive a restart");
+    o.set_drained(false).unwrap();
+    let o = Owner::start(&cfg(), o.into_tables(), Some(state)).unwrap();
+    assert!(!o.drained());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
