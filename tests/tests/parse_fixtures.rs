@@ -45,7 +45,8 @@ fn cases() -> Vec<Fixture> {
     vec![
         pass("ipv4 tcp to a non-VIP", tcp4.clone(), Reason::PassNotVip),
         pass("ipv6 udp to a non-VIP", udp6.clone(), Reason::PassNotVip),
-        pass("arp", arp, Reason::PassNotVip),
+        // All-zero hardware and protocol types: not Ethernet/IPv4 ARP.
+        pass("arp, zeroed", arp, Reason::PassArpMalformed),
         pass("one 802.1Q tag, ipv4 tcp", vlan, Reason::PassNotVip),
         pass("two VLAN tags (QinQ)", qinq, Reason::PassUnparsed),
         pass(
