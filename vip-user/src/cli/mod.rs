@@ -11,6 +11,7 @@
 )]
 
 pub mod client;
+pub mod ha;
 pub mod render;
 pub mod trace;
 
@@ -23,7 +24,7 @@ use crate::{
         self, AddressError, AdminState, BackendSpec, HashMode, HealthCheck, Mode, Protocol, VipId,
         VipSpec, parse_addr_port,
     },
-    protocol::{Change, Request},
+    protocol::{Change, HaRole, Request},
 };
 
 /// Change and inspect a running vipd.
@@ -94,6 +95,31 @@ pub enum Command {
     /// Run packets through a private copy of vip_lb loaded with a config (needs root; does
     /// not touch a running vipd).
     Trace(TraceArgs),
+    /// HA groups: set a role (from keepalived's notify or ucarp's scripts), status,
+    /// check (keepalived's track_script).
+    #[command(subcommand)]
+    Ha(HaCmd),
+}
+
+/// `vipctl ha ...`.
+#[derive(Debug, Subcommand)]
+pub enum HaCmd {
+    /// Set GROUP's role on this node (idempotent). With vipd down the pinned role map
+    /// is written directly.
+    Set {
+        /// The [[group]] name.
+        group: String,
+        /// active, standby or fault.
+        #[arg(value_enum)]
+        role: HaRole,
+    },
+    /// Every group: role, since, VIPs, announcements sent.
+    Status,
+    /// Exit 0 when vipd serves and GROUP has a VIP with a backend up, 1 otherwise.
+    Check {
+        /// The [[group]] name.
+        group: String,
+    },
 }
 
 /// `vipctl trace` arguments.
@@ -350,6 +376,9 @@ pub enum CliError {
         /// The VIP asked about.
         vip: VipId,
     },
+    /// `vipctl ha` without vipd, or an unfit group for `vipctl ha check`.
+    #[error(transparent)]
+    Ha(#[from] ha::HaCliError),
     /// `vipctl trace` failed (boxed: it carries the loader's errors, which are large).
     #[error(transparent)]
     Trace(Box<trace::TraceError>),
@@ -411,6 +440,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 table_size: table_size.unwrap_or(0),
                 health: check.health()?,
                 backends: Vec::new(),
+                announce: None,
             },
         }),
         Command::Vip(VipCmd::Del { vip }) => change(Change::VipDel { vip: vip_arg(vip)? }),
@@ -487,6 +517,11 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             }))
         }
         Command::Reload => Ok(Some(Request::Reload)),
+        Command::Ha(HaCmd::Set { group, role }) => Ok(Some(Request::HaSet {
+            group: group.clone(),
+            role: *role,
+        })),
+        Command::Ha(HaCmd::Status | HaCmd::Check { .. }) => Ok(Some(Request::HaStatus)),
         Command::Trace(_) => Ok(None),
     }
 }
@@ -498,8 +533,16 @@ pub fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| config::default_socket(&cli.instance))
 }
 
-/// Runs a command that talks to vipd; returns the text to print.
+/// Runs a command that talks to vipd; returns the text to print. `vipctl ha set` with
+/// vipd not answering writes the pinned role map itself.
 pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, CliError> {
-    let resp = client::call(&socket_path(cli), req)?;
+    let resp = match client::call(&socket_path(cli), req) {
+        Err(client::ClientError::Connect { .. })
+            if let Command::Ha(HaCmd::Set { group, role }) = &cli.command =>
+        {
+            return Ok(ha::set_offline(&cli.instance, group, *role)?);
+        }
+        r => r?,
+    };
     render::render(&cli.command, resp, cli.output)
 }

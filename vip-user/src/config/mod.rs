@@ -236,7 +236,30 @@ pub struct VipSpec {
     pub health: HealthCheck,
     /// Backends, in file order (order does not matter to Maglev).
     pub backends: Vec<BackendSpec>,
+    /// The HA group whose active node answers ARP/NDP for the VIP's address
+    /// (`announce = "arp"`, `group = NAME`); `None`: the VIP is reached by a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
 }
+
+/// An HA group (`[[group]]`): VIPs that move between nodes together, announced on
+/// `interfaces`; its role on this node is set by `vipctl ha set`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// Name (`vipctl ha set NAME ...`), at most 31 bytes.
+    pub name: String,
+    /// Interfaces the group's VIPs are announced on (default: `[datapath] interfaces`).
+    pub interfaces: Vec<String>,
+    /// Gratuitous ARPs / unsolicited NAs sent per VIP and interface on becoming active.
+    pub garp_repeat: u32,
+    /// Time between two of them.
+    pub garp_interval: Duration,
+}
+
+/// Default of `garp_repeat`: keepalived's `garp_master_repeat`.
+pub const GARP_REPEAT: u32 = 5;
+/// Default of `garp_interval`.
+pub const GARP_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Map capacities, fixed when the datapath is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +320,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// VIPs in file order.
     pub vips: Vec<VipSpec>,
+    /// HA groups in file order.
+    pub groups: Vec<GroupSpec>,
 }
 
 impl Config {
@@ -536,6 +561,18 @@ mod raw {
         pub metrics: Option<Metrics>,
         #[serde(default)]
         pub vip: Vec<Vip>,
+        #[serde(default)]
+        pub group: Vec<Group>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Group {
+        pub name: Spanned<String>,
+        #[serde(default)]
+        pub interfaces: Vec<String>,
+        pub garp_repeat: Option<Spanned<u32>>,
+        pub garp_interval: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -591,6 +628,8 @@ mod raw {
         pub health: Option<Health>,
         #[serde(default)]
         pub backend: Vec<Backend>,
+        pub announce: Option<Spanned<String>>,
+        pub group: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -688,9 +727,10 @@ impl Validator<'_> {
                 None
             }
         });
+        let groups = self.groups(f.group, &datapath);
         let mut vips = Vec::new();
         for v in f.vip {
-            if let Some(v) = self.vip(v, &limits) {
+            if let Some(v) = self.vip(v, &limits, &groups) {
                 vips.push(v);
             }
         }
@@ -707,7 +747,63 @@ impl Validator<'_> {
             api,
             metrics,
             vips,
+            groups,
         }
+    }
+
+    fn groups(&mut self, raw: Vec<raw::Group>, datapath: &DatapathSpec) -> Vec<GroupSpec> {
+        let mut groups: Vec<GroupSpec> = Vec::new();
+        for g in raw {
+            let name = g.name.get_ref().clone();
+            if name.is_empty()
+                || name.len() >= vip_common::HA_GROUP_NAME_LEN
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.at(&g.name, format!("group name {name:?}: use 1-31 letters, digits, '-' or '_'"));
+            }
+            if groups.iter().any(|o| o.name == name) {
+                self.at(&g.name, format!("group {name:?} is defined twice: remove one"));
+            }
+            let garp_repeat = match g.garp_repeat {
+                Some(r) if *r.get_ref() == 0 || *r.get_ref() > 100 => {
+                    self.at(&r, "garp_repeat: use 1..=100");
+                    GARP_REPEAT
+                }
+                Some(r) => *r.get_ref(),
+                None => GARP_REPEAT,
+            };
+            let garp_interval = match g.garp_interval {
+                Some(s) => match humantime::parse_duration(s.get_ref()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.at(&s, format!("garp_interval: {e} (use e.g. \"200ms\")"));
+                        GARP_INTERVAL
+                    }
+                },
+                None => GARP_INTERVAL,
+            };
+            let interfaces = if g.interfaces.is_empty() {
+                datapath.interfaces.clone()
+            } else {
+                g.interfaces
+            };
+            groups.push(GroupSpec {
+                name,
+                interfaces,
+                garp_repeat,
+                garp_interval,
+            });
+        }
+        if groups.len() as u32 > vip_common::MAX_HA_GROUPS {
+            self.problems.push(format!(
+                "{} groups: at most {} fit the datapath",
+                groups.len(),
+                vip_common::MAX_HA_GROUPS
+            ));
+        }
+        groups
     }
 
     fn limits(&mut self, l: &raw::Limits) -> LimitsSpec {
@@ -848,7 +944,7 @@ impl Validator<'_> {
         }
     }
 
-    fn vip(&mut self, v: raw::Vip, limits: &LimitsSpec) -> Option<VipSpec> {
+    fn vip(&mut self, v: raw::Vip, limits: &LimitsSpec, groups: &[GroupSpec]) -> Option<VipSpec> {
         let (addr, port) = match parse_addr_port(v.address.get_ref(), false) {
             Ok((a, Some(p))) => (a, p),
             Ok((_, None)) => unreachable!("port required"),
@@ -877,6 +973,27 @@ impl Validator<'_> {
                 Err(e) => self.at(&b.address, format!("backend address of VIP {id}: {e}")),
             }
         }
+        let announce = match (&v.announce, &v.group) {
+            (None, None) => None,
+            (Some(a), _) if a.get_ref() != "arp" => {
+                self.at(a, format!("announce = {:?}: the only way is \"arp\" (proxy ARP/NDP by the group's active node)", a.get_ref()));
+                None
+            }
+            (Some(a), None) => {
+                self.at(a, format!("VIP {id}: announce = \"arp\" needs group = NAME, one of the [[group]] names"));
+                None
+            }
+            (None, Some(g)) => {
+                self.at(g, format!("VIP {id}: group is set but announce is not: add announce = \"arp\""));
+                None
+            }
+            (Some(_), Some(g)) => {
+                if !groups.iter().any(|x| &x.name == g.get_ref()) {
+                    self.at(g, format!("VIP {id}: group {:?} is not defined: add a [[group]] with that name", g.get_ref()));
+                }
+                Some(g.get_ref().clone())
+            }
+        };
         let spec = VipSpec {
             id,
             mode: v.mode,
@@ -885,6 +1002,7 @@ impl Validator<'_> {
             table_size: v.table_size.unwrap_or(limits.table_size),
             health,
             backends,
+            announce,
         };
         let line = self.line(v.address.span());
         check_vip(&spec, limits, &mut |p| {

@@ -12,6 +12,7 @@ use tokio::{
 
 use super::{
     api::{self, Access},
+    ha::Ha,
     health::{self, Supervisor, Transition},
     metrics::{self, Metrics},
     nexthop::{self, NextHopCache, NextHopError},
@@ -78,6 +79,15 @@ pub async fn run<T: DatapathOps>(
         &htx,
         &metrics,
     );
+    let mut ha = match Ha::start(&cfg.groups, owner.tables_mut()) {
+        Ok(ha) => ha,
+        Err(e) => {
+            tracing::error!(error = %e, "HA groups unavailable: no VIP is announced");
+            Ha::default()
+        }
+    };
+    sync_ha(&mut ha, &mut owner);
+    ha.announce_active(owner.tables(), owner.vips());
     let mut metrics_task = start_metrics(&cfg, &metrics, &tx).await;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -103,7 +113,7 @@ pub async fn run<T: DatapathOps>(
             }
             Some(msg) = rx.recv() => match msg {
                 Msg::Api(req, reply) => {
-                    let resp = handle(&mut owner, &mut cfg, &config_path, req);
+                    let resp = handle(&mut owner, &mut ha, &mut cfg, &config_path, req);
                     let _ = reply.send(resp);
                 }
                 Msg::Status(reply) => {
@@ -118,7 +128,7 @@ pub async fn run<T: DatapathOps>(
             }
             _ = hup.recv() => {
                 tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config file");
-                let r = handle(&mut owner, &mut cfg, &config_path, Request::Reload);
+                let r = handle(&mut owner, &mut ha, &mut cfg, &config_path, Request::Reload);
                 match r {
                     Response::Error(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
                     _ => {
@@ -207,14 +217,59 @@ async fn start_metrics(
     }
 }
 
+/// Brings the announced addresses to the owner's VIPs (after every change).
+fn sync_ha<T: DatapathOps>(ha: &mut Ha, owner: &mut Owner<T>) {
+    let vips = owner.vips().to_vec();
+    if let Err(e) = ha.sync(owner.tables_mut(), &vips) {
+        tracing::error!(error = %e, "updating the announced VIP addresses failed");
+    }
+}
+
 /// Answers one API request (also used for SIGHUP).
 pub fn handle<T: DatapathOps>(
     owner: &mut Owner<T>,
+    ha: &mut Ha,
+    cfg: &mut Config,
+    config_path: &std::path::Path,
+    req: Request,
+) -> Response {
+    let changes_vips = matches!(
+        req,
+        Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload
+    );
+    let resp = handle_request(owner, ha, cfg, config_path, req);
+    if changes_vips && !matches!(resp, Response::Error(_)) {
+        sync_ha(ha, owner);
+    }
+    resp
+}
+
+fn handle_request<T: DatapathOps>(
+    owner: &mut Owner<T>,
+    ha: &mut Ha,
     cfg: &mut Config,
     config_path: &std::path::Path,
     req: Request,
 ) -> Response {
     match req {
+        Request::HaSet { group, role } => {
+            let vips = owner.vips().to_vec();
+            if let Err(e) = ha.set_role(owner.tables_mut(), &vips, &group, role) {
+                return Response::err(e);
+            }
+            match ha.status(owner.tables(), &vips, &owner.status()) {
+                Ok(s) => Response::Ha(s.into_iter().filter(|g| g.group == group).collect()),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::HaStatus => {
+            let vips = owner.vips().to_vec();
+            let status = owner.status();
+            match ha.status(owner.tables(), &vips, &status) {
+                Ok(s) => Response::Ha(s),
+                Err(e) => Response::err(e),
+            }
+        }
         Request::Status => Response::Status(owner.status()),
         Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {
             Ok(f) => Response::Flow(f),
@@ -270,6 +325,7 @@ pub fn handle<T: DatapathOps>(
                 ),
                 ("[api]", new.api == cfg.api),
                 ("state_file", new.state_file == cfg.state_file),
+                ("[[group]]", new.groups == cfg.groups),
             ] {
                 if !same {
                     tracing::warn!(

@@ -1,10 +1,13 @@
 //! vipd's process: [`lifecycle`] (load or adopt the pinned datapath, attach, serve; take
 //! it all down), the owner's [`event_loop`] (API requests, health transitions, SIGHUP and
 //! next-hop results arrive as messages, so one task writes the maps), the API server
-//! ([`api`]), [`health`] checks, [`metrics`] and backend [`nexthop`] resolution.
+//! ([`api`]), [`health`] checks, [`metrics`], backend [`nexthop`] resolution, and HA groups ([`ha`], announced by
+//! [`garp`]).
 
 pub mod api;
 pub mod event_loop;
+pub mod garp;
+pub mod ha;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;

@@ -29,6 +29,10 @@ pub struct FakeMaps {
     pub backend_packets: HashMap<u32, u64>,
     /// Next hops per backend id.
     pub nexthops: BTreeMap<u32, vip_common::NextHop>,
+    /// Announced addresses → HA group index.
+    pub announced: BTreeMap<std::net::IpAddr, u32>,
+    /// HA groups by index.
+    pub ha_groups: BTreeMap<u32, vip_common::HaGroup>,
 }
 
 impl FakeMaps {
@@ -116,6 +120,25 @@ impl DatapathOps for FakeMaps {
     fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Injected> {
         self.write()?;
         self.nexthops.insert(id, *nh);
+        Ok(())
+    }
+
+    fn sync_announced(
+        &mut self,
+        want: &BTreeMap<std::net::IpAddr, u32>,
+    ) -> Result<(), Injected> {
+        self.write()?;
+        self.announced = want.clone();
+        Ok(())
+    }
+
+    fn ha_group(&self, index: u32) -> Result<vip_common::HaGroup, Injected> {
+        Ok(self.ha_groups.get(&index).copied().unwrap_or_default())
+    }
+
+    fn set_ha_group(&mut self, index: u32, g: &vip_common::HaGroup) -> Result<(), Injected> {
+        self.write()?;
+        self.ha_groups.insert(index, *g);
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ pub mod ebpf;
 pub(crate) mod fake;
 pub mod keys;
 mod mmap;
-mod neigh;
+pub mod neigh;
 pub mod tables;
 pub mod xdp_link;
 

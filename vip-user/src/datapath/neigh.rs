@@ -2,15 +2,57 @@
 //! datapath answers for, in which group, the role of each group, and the MAC of each
 //! interface the answers leave by.
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use aya::maps::MapError;
 use vip_common::{
-    FAMILY_V6, HaGroup, IfMac, MAP_HA_GROUPS, MAP_IF_MACS, MAP_NEIGH, MAX_HA_GROUPS, NeighEntry,
+    FAMILY_V6, HA_GROUP_NAME_LEN, HaGroup, IfMac, MAP_HA_GROUPS, MAP_IF_MACS, MAP_NEIGH, MAX_HA_GROUPS, NeighEntry,
     NeighKey, VipKey, solicited_node, vip_filter_slot,
 };
 
+use crate::protocol::HaRole;
+
 use super::{Datapath, DatapathError, Result, check, keys::addr_words, map_err};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A group name as the map stores it.
+pub fn name_bytes(name: &str) -> [u8; HA_GROUP_NAME_LEN] {
+    let mut b = [0u8; HA_GROUP_NAME_LEN];
+    let n = name.len().min(HA_GROUP_NAME_LEN - 1);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    b
+}
+
+/// The name of a map entry (empty: unused).
+pub fn entry_name(g: &HaGroup) -> String {
+    let end = g.name.iter().position(|&b| b == 0).unwrap_or(g.name.len());
+    String::from_utf8_lossy(&g.name[..end]).into_owned()
+}
+
+/// `g` with `role`, its transition count and time updated when the role changes.
+pub fn with_role(g: &HaGroup, role: HaRole) -> HaGroup {
+    let role = role.to_map();
+    if g.role == role && g.since_unix_ms != 0 {
+        return *g;
+    }
+    HaGroup {
+        role,
+        transitions: g.transitions + u32::from(g.role != role),
+        since_unix_ms: now_unix_ms(),
+        ..*g
+    }
+}
 
 /// The [`NeighKey`] of an address.
 pub fn neigh_key(addr: IpAddr) -> NeighKey {
@@ -19,6 +61,19 @@ pub fn neigh_key(addr: IpAddr) -> NeighKey {
         addr,
         family,
         _pad: [0; 3],
+    }
+}
+
+/// The address of a [`NeighKey`].
+pub fn key_addr(k: &NeighKey) -> IpAddr {
+    if k.family == FAMILY_V6 {
+        let mut o = [0u8; 16];
+        for (i, w) in k.addr.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(o))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(k.addr[0].to_ne_bytes()))
     }
 }
 
@@ -89,6 +144,30 @@ impl Datapath {
                 && !self.solicited_node_in(slot)
             {
                 self.clear_filter_bit(&fk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the announced addresses exactly `want` (address → HA group index):
+    /// new and regrouped ones announced, the others withdrawn.
+    pub fn sync_announced(&mut self, want: &BTreeMap<IpAddr, u32>) -> Result<(), DatapathError> {
+        let want_keys: StdHashMap<NeighKey, (IpAddr, u32)> = want
+            .iter()
+            .map(|(a, g)| (neigh_key(*a), (*a, *g)))
+            .collect();
+        let gone: Vec<IpAddr> = self
+            .announced
+            .keys()
+            .filter(|k| !want_keys.contains_key(k))
+            .map(key_addr)
+            .collect();
+        for a in gone {
+            self.withdraw(a)?;
+        }
+        for (k, (a, g)) in &want_keys {
+            if self.announced.get(k) != Some(g) {
+                self.announce(*a, *g)?;
             }
         }
         Ok(())

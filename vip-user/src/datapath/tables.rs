@@ -3,9 +3,11 @@
 //! [`Datapath`] here and by an in-memory fake in tests; and the config's limits as the
 //! datapath's.
 
+use std::{collections::BTreeMap, net::IpAddr};
+
 use vip_common::{
-    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
-    VipKey,
+    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, HaGroup, NextHop, Reason,
+    VipCounters, VipKey,
 };
 
 use super::{Datapath, DatapathError, Limits};
@@ -49,6 +51,13 @@ pub trait DatapathOps: Tables {
     /// Writes a backend's cached next hop (an invalid one sends it back to
     /// `bpf_fib_lookup`).
     fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), Self::Error>;
+    /// Makes the addresses answered by proxy ARP/NDP exactly `want` (address → HA
+    /// group index).
+    fn sync_announced(&mut self, want: &BTreeMap<IpAddr, u32>) -> Result<(), Self::Error>;
+    /// The HA group entry at `index`.
+    fn ha_group(&self, index: u32) -> Result<HaGroup, Self::Error>;
+    /// Writes the HA group entry at `index`.
+    fn set_ha_group(&mut self, index: u32, g: &HaGroup) -> Result<(), Self::Error>;
 }
 
 /// The datapath's limits from the config's.
@@ -117,5 +126,17 @@ impl DatapathOps for Datapath {
 
     fn set_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), DatapathError> {
         Datapath::set_nexthop(self, id, nh)
+    }
+
+    fn sync_announced(&mut self, want: &BTreeMap<IpAddr, u32>) -> Result<(), DatapathError> {
+        Datapath::sync_announced(self, want)
+    }
+
+    fn ha_group(&self, index: u32) -> Result<HaGroup, DatapathError> {
+        Datapath::ha_group(self, index)
+    }
+
+    fn set_ha_group(&mut self, index: u32, g: &HaGroup) -> Result<(), DatapathError> {
+        Datapath::set_ha_group(self, index, g)
     }
 }
