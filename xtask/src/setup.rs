@@ -27,6 +27,9 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "nftables",
     "iputils-ping",
+    // Election engines of the HA failover labs (issue 13): VRRPv3 and CARP.
+    "keepalived",
+    "ucarp",
 ];
 
 /// The rustup toolchain name under which Debian's compiler is linked.

@@ -12,18 +12,46 @@ use std::{
 
 use vip_common::{ETH_P_ARP, ETH_P_IPV6, PROTO_ICMPV6};
 
-/// The MAC of an interface, from sysfs.
+/// The MAC of an interface of this process's network namespace (`SIOCGIFHWADDR`:
+/// sysfs shows the namespace it was mounted in, which `vipd run --netns` does not
+/// remount).
 pub fn interface_mac(iface: &str) -> io::Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))?;
+    let (fd, mut req) = ifreq_for(iface)?;
+    // SAFETY: req is a valid ifreq for this ioctl, which fills its hwaddr member.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for b in &mut mac {
-        *b = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable MAC"))?;
+    // SAFETY: SIOCGIFHWADDR wrote the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    for (m, d) in mac.iter_mut().zip(data) {
+        *m = d as u8;
     }
     Ok(mac)
+}
+
+/// A datagram socket for interface ioctls and an `ifreq` naming `iface`.
+fn ifreq_for(iface: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
+    // SAFETY: plain socket(2); the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zero is a valid start.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    Ok((fd, req))
 }
 
 /// Gratuitous ARP, request form (RFC 5227 "ARP announcement"): sender and target are
@@ -158,22 +186,7 @@ pub fn solicited_node_mac(a: Ipv6Addr) -> [u8; 6] {
 /// Adds (`join`) or removes a multicast MAC on interface `iface`'s receive filter, as
 /// `ip maddr add|del` does (`SIOCADDMULTI` / `SIOCDELMULTI`).
 pub fn multicast_mac(iface: &str, mac: [u8; 6], join: bool) -> io::Result<()> {
-    // SAFETY: plain socket(2); the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zero is a valid start.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = iface.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
+    let (fd, mut req) = ifreq_for(iface)?;
     // SAFETY: writing the hwaddr member of the union, as SIOCADDMULTI reads it.
     unsafe {
         req.ifr_ifru.ifru_hwaddr.sa_family = libc::AF_UNSPEC as u16;

@@ -153,6 +153,23 @@ fn serve(
         })?;
         dp.add_tx_port(idx)?;
     }
+    // The MAC that proxy ARP/NDP answers carry, for every interface vip_lb or a group
+    // uses.
+    let mut ifaces: Vec<&String> = cfg.datapath.interfaces.iter().collect();
+    ifaces.extend(cfg.groups.iter().flat_map(|g| &g.interfaces));
+    ifaces.sort();
+    ifaces.dedup();
+    for iface in ifaces {
+        let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
+            iface: iface.clone(),
+        })?;
+        match super::garp::interface_mac(iface) {
+            Ok(mac) => dp.set_if_mac(idx, mac)?,
+            Err(e) => {
+                tracing::warn!(%iface, error = %e, "cannot read the interface's MAC: no ARP/NDP answers there")
+            }
+        }
+    }
     // Tables first, then the program: a fresh attachment never sees empty tables, and an
     // adopted one keeps serving from the pinned maps throughout.
     let mut owner = Owner::start(&cfg, dp, Some(cfg.state_file.clone()))?;

@@ -1,0 +1,313 @@
+//! Failover on a shared L2 segment (issue 13): two LB nodes with the same vipd config, a
+//! VIP in an HA group with `announce = "arp"`, configured on no interface. The router has
+//! the VIP prefix on-link, so it finds the VIP by ARP / neighbour discovery, and only the
+//! node whose group is active answers. The role is set with `vipctl ha set`, as
+//! keepalived's `notify` does it.
+//!
+//! Shown here: exactly one node answers and the router's neighbour entry holds its MAC;
+//! a handover moves the router to the other node by gratuitous ARP / unsolicited NA
+//! (time measured, 5 runs), with no long-lived connection broken (both nodes pick the
+//! same backend); vipd SIGKILLed on the active node leaves the pinned role answering,
+//! and the restarted vipd adopts it.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use vip_tests::lab::{
+    Lab, LabSpec, Mode, addr,
+    client::{self, LongLived, Proto},
+    netns,
+    vipd::{HealthConfig, Vipd},
+};
+
+/// `ip netns exec NS program args...`, its standard output, or why it failed.
+fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip netns exec {ns} {program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+mod cmd {
+    pub fn ip(ns: &str, args: &[&str]) -> Result<String, String> {
+        super::run_in(ns, "ip", args)
+    }
+    pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<String, String> {
+        super::run_in(ns, "sysctl", &["-qw", &format!("{key}={value}")])
+    }
+}
+
+const GROUP: &str = "web";
+
+struct Failover {
+    vipds: Vec<Vipd>,
+    lab: Lab,
+    macs: Vec<String>,
+}
+
+/// The config text of node `i`: the lab's, with the VIPs in group [`GROUP`].
+fn ha_config(lab: &Lab, i: usize) -> String {
+    let vips = vec![
+        lab.vip_config(false, "tcp", &[0, 1], HealthConfig::none()),
+        lab.vip_config(true, "tcp", &[0, 1], HealthConfig::none()),
+    ];
+    let text = lab.vipd_config(i, vips).to_toml().replace(
+        "[[vip]]\n",
+        &format!("[[vip]]\nannounce = \"arp\"\ngroup = \"{GROUP}\"\n"),
+    );
+    format!(
+        "{text}\n[[group]]\nname = \"{GROUP}\"\ninterfaces = [\"eth0\"]\ngarp_repeat = 5\ngarp_interval = \"100ms\"\n"
+    )
+}
+
+fn setup(mode: Mode) -> Failover {
+    let mut spec = LabSpec::new(2, mode);
+    spec.lb_nodes = 2;
+    let mut lab = Lab::build(spec).expect("building the lab");
+    if mode == Mode::Tunnel {
+        lab.attach_decap().expect("vip_decap on the backends");
+    }
+    // The VIP is on-link at the router (it asks the segment), on no LB interface; the
+    // backends hold it on lo and must not answer for it.
+    let r = lab.router_netns().to_string();
+    cmd::ip(&r, &["route", "replace", addr::VIP4_PREFIX, "dev", "eth0"]).unwrap();
+    cmd::ip(&r, &["-6", "route", "replace", addr::VIP6_PREFIX, "dev", "eth0"]).unwrap();
+    for b in &lab.backends {
+        for scope in ["all", "eth0"] {
+            cmd::sysctl(b.netns(), &format!("net.ipv4.conf.{scope}.arp_ignore"), "1").unwrap();
+            cmd::sysctl(b.netns(), &format!("net.ipv4.conf.{scope}.arp_announce"), "2").unwrap();
+        }
+    }
+    let mut vipds = Vec::new();
+    let mut macs = Vec::new();
+    for i in 0..2 {
+        let mut v = Vipd::start(&lab, i, lab.vipd_config(i, Vec::new())).expect("vipd");
+        // The lab writes configs without groups: the HA config replaces it, and the
+        // restarted vipd adopts the pinned datapath.
+        v.kill();
+        std::fs::write(lab.dir.join(format!("vipd-lb{i}.toml")), ha_config(&lab, i)).unwrap();
+        v.restart()
+            .unwrap_or_else(|e| panic!("vipd with the HA config: {e}\n{}", v.log_tail()));
+        let link = cmd::ip(lab.lb_nodes[i].netns(), &["-br", "link", "show", "eth0"]).unwrap();
+        macs.push(link.split_whitespace().nth(2).expect("a MAC").to_string());
+        vipds.push(v);
+    }
+    Failover { vipds, lab, macs }
+}
+
+impl Failover {
+    fn set(&self, i: usize, role: &str) {
+        self.vipds[i]
+            .vipctl(&["ha", "set", GROUP, role])
+            .unwrap_or_else(|e| panic!("vipctl ha set on node {i}: {e}\n{}", self.vipds[i].log_tail()));
+    }
+
+    /// The router's neighbour entry (MAC) for the VIP of one family.
+    fn router_mac(&self, v6: bool) -> Option<String> {
+        let vip = if v6 {
+            addr::VIP6.to_string()
+        } else {
+            addr::VIP4.to_string()
+        };
+        let out = cmd::ip(self.lab.router_netns(), &["neigh", "show", &vip]).ok()?;
+        let mut words = out.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "lladdr" {
+                return words.next().map(str::to_string);
+            }
+        }
+        None
+    }
+
+    fn flush_router(&self) {
+        let r = self.lab.router_netns();
+        let _ = cmd::ip(r, &["neigh", "flush", "dev", "eth0"]);
+        let _ = cmd::ip(r, &["-6", "neigh", "flush", "dev", "eth0"]);
+    }
+
+    fn reason(&self, i: usize, name: &str) -> u64 {
+        self.vipds[i]
+            .reason_counts()
+            .expect("reason counters")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn vip(&self, v6: bool) -> SocketAddr {
+        if v6 { self.lab.vip6() } else { self.lab.vip4() }
+    }
+
+    /// Connections through the VIP of one family from client 0: all must succeed.
+    fn traffic(&self, scenario: &str, v6: bool, n: usize) {
+        let ns = self.lab.client_netns(0);
+        let s = client::spread(ns, self.vip(v6), Proto::Tcp, n, 2, Duration::from_secs(30))
+            .expect("client");
+        assert!(
+            s.failures.is_empty(),
+            "{scenario}: every connection must succeed ({s}): {:?}",
+            &s.failures[..s.failures.len().min(3)]
+        );
+    }
+}
+
+/// Probes a new connection every ~10 ms from `start` until the router's entry holds
+/// `mac` and a connection succeeds; returns the time and the failed probes.
+fn until_moved(f: &Failover, v6: bool, mac: &str, start: Instant) -> (Duration, u32) {
+    let vip = f.vip(v6);
+    let ns = f.lab.client_netns(0).to_string();
+    let mut failed = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        if f.router_mac(v6).as_deref() == Some(mac) {
+            let ok = netns::within(&ns, move || {
+                std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(200)).is_ok()
+            })
+            .unwrap_or(false);
+            if ok {
+                return (start.elapsed(), failed);
+            }
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the router's entry for {vip} did not move to {mac} within 10 s (it holds {:?})",
+        f.router_mac(v6)
+    );
+}
+
+fn median_max(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+fn failover(mode: Mode) {
+    let scenario = format!("failover, {}", mode.config_name());
+    let _serial = vip_tests::lab::serial();
+    let f = setup(mode);
+    f.set(0, "active");
+    f.set(1, "standby");
+
+    // Steady state: only node 0 answers; the router learns node 0's MAC.
+    f.flush_router();
+    let before: Vec<(u64, u64)> = (0..2)
+        .map(|i| (f.reason(i, "arp_replied"), f.reason(i, "ndp_advertised")))
+        .collect();
+    for v6 in [false, true] {
+        f.traffic(&scenario, v6, 20);
+        assert_eq!(
+            f.router_mac(v6).as_deref(),
+            Some(f.macs[0].as_str()),
+            "{scenario}: the router's neighbour entry for the VIP (v6: {v6}) must be the active node's MAC"
+        );
+    }
+    let answered = |i: usize| {
+        (
+            f.reason(i, "arp_replied") - before[i].0,
+            f.reason(i, "ndp_advertised") - before[i].1,
+        )
+    };
+    let (a0, n0) = answered(0);
+    let (a1, n1) = answered(1);
+    eprintln!("{scenario}: steady state answers: node0 arp={a0} nd={n0}, node1 arp={a1} nd={n1}");
+    assert!(a0 >= 1 && n0 >= 1, "{scenario}: the active node must answer ARP and NS");
+    assert_eq!((a1, n1), (0, 0), "{scenario}: the standby node must answer nothing");
+    assert!(
+        f.reason(1, "pass_neigh_not_active") >= 1,
+        "{scenario}: the standby node saw the broadcast ARP and passed it"
+    );
+
+    // Handovers, both directions, with long-lived connections open throughout.
+    let ns = f.lab.client_netns(0).to_string();
+    let pause = Duration::from_millis(50);
+    let limit = Duration::from_secs(120);
+    let long4 = LongLived::start(&ns, f.vip(false), 200, 4, pause, limit)
+        .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+    let long6 = LongLived::start(&ns, f.vip(true), 100, 2, pause, limit)
+        .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+    let mut times4 = Vec::new();
+    let mut times6 = Vec::new();
+    let mut failed_probes = 0;
+    let mut active = 0;
+    for run in 0..5 {
+        let next = 1 - active;
+        let start = Instant::now();
+        f.set(active, "standby");
+        f.set(next, "active");
+        let (t4, p4) = until_moved(&f, false, &f.macs[next], start);
+        let (t6, p6) = until_moved(&f, true, &f.macs[next], start);
+        eprintln!("{scenario}: run {run}: node {active} -> {next}: IPv4 {t4:?}, IPv6 {t6:?}");
+        times4.push(t4);
+        times6.push(t6);
+        failed_probes += p4 + p6;
+        active = next;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (m4, x4) = median_max(&mut times4);
+    let (m6, x6) = median_max(&mut times6);
+    eprintln!(
+        "{scenario}: handover by vipctl ha set, 5 runs: IPv4 median {m4:?} max {x4:?}; IPv6 median {m6:?} max {x6:?}; failed new-connection probes after the router moved: {failed_probes}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (family, long) in [("IPv4", long4), ("IPv6", long6)] {
+        let report = long.finish();
+        eprintln!(
+            "{scenario}, {family}: broken long-lived connections: {}",
+            report.broken().len()
+        );
+        assert!(
+            report.broken().is_empty(),
+            "{scenario}, {family}: expected 0 broken connections across 5 handovers: {}",
+            report.describe_broken()
+        );
+    }
+
+    // vipd SIGKILLed on the active node: the pinned role keeps answering.
+    let mut f = f;
+    f.vipds[active].kill();
+    f.flush_router();
+    for v6 in [false, true] {
+        f.traffic(&scenario, v6, 20);
+        assert_eq!(
+            f.router_mac(v6).as_deref(),
+            Some(f.macs[active].as_str()),
+            "{scenario}: with vipd dead the active node must still answer (pinned role)"
+        );
+    }
+    // vipctl ha set with vipd down writes the pinned map (idempotent here).
+    f.vipds[active].restart().expect("restarting vipd");
+    let status = f.vipds[active]
+        .vipctl(&["-o", "json", "ha", "status"])
+        .expect("ha status");
+    assert!(
+        status.contains("\"role\": \"active\""),
+        "{scenario}: the restarted vipd adopts the active role: {status}"
+    );
+}
+
+#[test]
+fn lab_failover_tunnel() {
+    if !vip_tests::privileged::require_root("lab_failover_tunnel") {
+        return;
+    }
+    failover(Mode::Tunnel);
+}
+
+#[test]
+fn lab_failover_dsr_l2() {
+    if !vip_tests::privileged::require_root("lab_failover_dsr_l2") {
+        return;
+    }
+    failover(Mode::DsrL2);
+}
