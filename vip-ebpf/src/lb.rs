@@ -102,10 +102,11 @@ fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
     }
     // A neighbour solicitation for an announced VIP (its destination, the VIP's
     // solicited-node address or the VIP itself, passed the filter).
-    if p.key.family == FAMILY_V6
-        && let Some(v) = neigh::ndp(ctx, &p)
-    {
-        return v;
+    if p.key.family == FAMILY_V6 {
+        let outcome = neigh::ndp(ctx, p.vlan, p.l4_off);
+        if outcome != neigh::ndp_outcome::NOT_NS {
+            return neigh::ndp_verdict(outcome);
+        }
     }
     match icmp::inner_flow(ctx, p.l4_off, p.key.proto, p.key.family) {
         Ok(inner) => for_flow(ctx, &p, &inner, true),
