@@ -296,6 +296,196 @@ fn failover(mode: Mode) {
     );
 }
 
+/// keepalived on LB node `i`, from the repository's example configuration with its
+/// definitions set for the lab (priority 150 on node 0, 100 on node 1).
+struct Keepalived {
+    netns: String,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Keepalived {
+    fn start(f: &Failover, i: usize) -> Keepalived {
+        let example = include_str!("../../examples/ha/keepalived.conf");
+        let vipctl = vip_tests::lab::workspace_binary("vipctl", "vip-user").expect("vipctl");
+        let socket = f.lab.dir.join(format!("vipd-lb{i}.sock"));
+        let defs = [
+            ("IFACE", "eth0".to_string()),
+            ("GROUP", GROUP.to_string()),
+            ("PRIORITY", if i == 0 { "150" } else { "100" }.to_string()),
+            ("VRID", "51".to_string()),
+            (
+                "VIPCTL",
+                format!("{} --socket {}", vipctl.display(), socket.display()),
+            ),
+        ];
+        let conf: String = example
+            .lines()
+            .map(|l| {
+                for (k, v) in &defs {
+                    if l.starts_with(&format!("${k}=")) {
+                        return format!("${k}={v}\n");
+                    }
+                }
+                format!("{l}\n")
+            })
+            .collect();
+        let dir = f.lab.dir.join(format!("keepalived-lb{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("keepalived.conf"), conf).unwrap();
+        let mut k = Keepalived {
+            netns: f.lab.lb_nodes[i].netns().to_string(),
+            dir,
+            child: None,
+        };
+        k.restart();
+        k
+    }
+
+    fn restart(&mut self) {
+        let d = &self.dir;
+        let log = std::fs::File::create(d.join("keepalived.log")).unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns, "keepalived", "-n", "-l", "-P", "-f"])
+            .arg(d.join("keepalived.conf"))
+            .arg("-p")
+            .arg(d.join("keepalived.pid"))
+            .arg("-r")
+            .arg(d.join("vrrp.pid"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting keepalived");
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs keepalived and its VRRP process: no priority-0 advert, no notify.
+    fn kill(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("vrrp.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: signalling a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("vrrp.pid"));
+        let _ = std::fs::remove_file(self.dir.join("keepalived.pid"));
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Failover {
+    fn role(&self, i: usize) -> String {
+        let out = self.vipds[i]
+            .vipctl(&["-o", "json", "ha", "status"])
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v[0]["role"].as_str().unwrap_or("?").to_string()
+    }
+
+    fn wait_roles(&self, want: [&str; 2], what: &str, ks: &[Keepalived]) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if self.role(0) == want[0] && self.role(1) == want[1] {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{what}: roles {} / {}, want {want:?}\nkeepalived 0:\n{}\nkeepalived 1:\n{}",
+            self.role(0),
+            self.role(1),
+            ks[0].log(),
+            ks[1].log()
+        );
+    }
+}
+
+fn keepalived_failover(mode: Mode) {
+    let scenario = format!("keepalived failover, {}", mode.config_name());
+    let _serial = vip_tests::lab::serial();
+    let f = setup(mode);
+    let mut ks = vec![Keepalived::start(&f, 0), Keepalived::start(&f, 1)];
+    f.wait_roles(["active", "standby"], &scenario, &ks);
+    f.flush_router();
+    f.traffic(&scenario, false, 10);
+    assert_eq!(f.router_mac(false).as_deref(), Some(f.macs[0].as_str()));
+    let ns = f.lab.client_netns(0).to_string();
+    let long4 = LongLived::start(
+        &ns,
+        f.vip(false),
+        200,
+        4,
+        Duration::from_millis(50),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+    let mut over = Vec::new();
+    let mut back = Vec::new();
+    let mut failed = 0;
+    for run in 0..5 {
+        // The active node's keepalived dies: the other's takes over after the master-down
+        // interval and calls vipctl ha set, whose announcements move the router.
+        let start = Instant::now();
+        ks[0].kill();
+        let (t, p) = until_moved(&f, false, &f.macs[1], start);
+        failed += p;
+        over.push(t);
+        // Failback: the higher priority preempts once its keepalived is back.
+        ks[0].restart();
+        let start = Instant::now();
+        let (t, p) = until_moved(&f, false, &f.macs[0], start);
+        failed += p;
+        back.push(t);
+        f.wait_roles(["active", "standby"], &scenario, &ks);
+        eprintln!("{scenario}: run {run}: failover {:?}, failback {:?}", over[run], back[run]);
+    }
+    let (mo, xo) = median_max(&mut over);
+    let (mb, xb) = median_max(&mut back);
+    eprintln!(
+        "{scenario}: keepalived SIGKILL -> new connections through the standby, 5 runs: median {mo:?} max {xo:?}; failback by preemption: median {mb:?} max {xb:?}; failed probes after the router moved: {failed}"
+    );
+    // After convergence only the active node answers.
+    let before: Vec<u64> = (0..2).map(|i| f.reason(i, "arp_replied")).collect();
+    f.flush_router();
+    f.traffic(&scenario, false, 10);
+    let answers: Vec<u64> = (0..2).map(|i| f.reason(i, "arp_replied") - before[i]).collect();
+    eprintln!("{scenario}: ARP answers after convergence: node0 {}, node1 {}", answers[0], answers[1]);
+    assert!(answers[0] >= 1 && answers[1] == 0, "{scenario}: one answerer: {answers:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = long4.finish();
+    eprintln!(
+        "{scenario}: broken long-lived connections: {} of 200",
+        report.broken().len()
+    );
+    assert!(report.broken().is_empty(), "{}", report.describe_broken());
+    assert!(
+        xo < Duration::from_secs(2),
+        "{scenario}: failover took {xo:?} (VRRP master-down with advert_int 0.1 is ~0.35 s)"
+    );
+    drop(ks);
+}
+
+#[test]
+fn lab_failover_keepalived_tunnel() {
+    if !vip_tests::privileged::require_root("lab_failover_keepalived_tunnel") {
+        return;
+    }
+    keepalived_failover(Mode::Tunnel);
+}
+
 #[test]
 fn lab_failover_tunnel() {
     if !vip_tests::privileged::require_root("lab_failover_tunnel") {
