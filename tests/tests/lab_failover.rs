@@ -82,11 +82,20 @@ fn setup(mode: Mode) -> Failover {
     // backends hold it on lo and must not answer for it.
     let r = lab.router_netns().to_string();
     cmd::ip(&r, &["route", "replace", addr::VIP4_PREFIX, "dev", "eth0"]).unwrap();
-    cmd::ip(&r, &["-6", "route", "replace", addr::VIP6_PREFIX, "dev", "eth0"]).unwrap();
+    cmd::ip(
+        &r,
+        &["-6", "route", "replace", addr::VIP6_PREFIX, "dev", "eth0"],
+    )
+    .unwrap();
     for b in &lab.backends {
         for scope in ["all", "eth0"] {
             cmd::sysctl(b.netns(), &format!("net.ipv4.conf.{scope}.arp_ignore"), "1").unwrap();
-            cmd::sysctl(b.netns(), &format!("net.ipv4.conf.{scope}.arp_announce"), "2").unwrap();
+            cmd::sysctl(
+                b.netns(),
+                &format!("net.ipv4.conf.{scope}.arp_announce"),
+                "2",
+            )
+            .unwrap();
         }
     }
     let mut vipds = Vec::new();
@@ -110,7 +119,12 @@ impl Failover {
     fn set(&self, i: usize, role: &str) {
         self.vipds[i]
             .vipctl(&["ha", "set", GROUP, role])
-            .unwrap_or_else(|e| panic!("vipctl ha set on node {i}: {e}\n{}", self.vipds[i].log_tail()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "vipctl ha set on node {i}: {e}\n{}",
+                    self.vipds[i].log_tail()
+                )
+            });
     }
 
     /// The router's neighbour entry (MAC) for the VIP of one family.
@@ -221,8 +235,15 @@ fn failover(mode: Mode) {
     let (a0, n0) = answered(0);
     let (a1, n1) = answered(1);
     eprintln!("{scenario}: steady state answers: node0 arp={a0} nd={n0}, node1 arp={a1} nd={n1}");
-    assert!(a0 >= 1 && n0 >= 1, "{scenario}: the active node must answer ARP and NS");
-    assert_eq!((a1, n1), (0, 0), "{scenario}: the standby node must answer nothing");
+    assert!(
+        a0 >= 1 && n0 >= 1,
+        "{scenario}: the active node must answer ARP and NS"
+    );
+    assert_eq!(
+        (a1, n1),
+        (0, 0),
+        "{scenario}: the standby node must answer nothing"
+    );
     assert!(
         f.reason(1, "pass_neigh_not_active") >= 1,
         "{scenario}: the standby node saw the broadcast ARP and passed it"
@@ -346,7 +367,16 @@ impl Keepalived {
         let d = &self.dir;
         let log = std::fs::File::create(d.join("keepalived.log")).unwrap();
         let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.netns, "keepalived", "-n", "-l", "-P", "-f"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "keepalived",
+                "-n",
+                "-l",
+                "-P",
+                "-f",
+            ])
             .arg(d.join("keepalived.conf"))
             .arg("-p")
             .arg(d.join("keepalived.pid"))
@@ -450,7 +480,10 @@ fn keepalived_failover(mode: Mode) {
         failed += p;
         back.push(t);
         f.wait_roles(["active", "standby"], &scenario, &ks);
-        eprintln!("{scenario}: run {run}: failover {:?}, failback {:?}", over[run], back[run]);
+        eprintln!(
+            "{scenario}: run {run}: failover {:?}, failback {:?}",
+            over[run], back[run]
+        );
     }
     let (mo, xo) = median_max(&mut over);
     let (mb, xb) = median_max(&mut back);
@@ -461,9 +494,17 @@ fn keepalived_failover(mode: Mode) {
     let before: Vec<u64> = (0..2).map(|i| f.reason(i, "arp_replied")).collect();
     f.flush_router();
     f.traffic(&scenario, false, 10);
-    let answers: Vec<u64> = (0..2).map(|i| f.reason(i, "arp_replied") - before[i]).collect();
-    eprintln!("{scenario}: ARP answers after convergence: node0 {}, node1 {}", answers[0], answers[1]);
-    assert!(answers[0] >= 1 && answers[1] == 0, "{scenario}: one answerer: {answers:?}");
+    let answers: Vec<u64> = (0..2)
+        .map(|i| f.reason(i, "arp_replied") - before[i])
+        .collect();
+    eprintln!(
+        "{scenario}: ARP answers after convergence: node0 {}, node1 {}",
+        answers[0], answers[1]
+    );
+    assert!(
+        answers[0] >= 1 && answers[1] == 0,
+        "{scenario}: one answerer: {answers:?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let report = long4.finish();
     eprintln!(
@@ -476,6 +517,132 @@ fn keepalived_failover(mode: Mode) {
         "{scenario}: failover took {xo:?} (VRRP master-down with advert_int 0.1 is ~0.35 s)"
     );
     drop(ks);
+}
+
+/// ucarp on LB node `i` with the repository's up/down scripts (node 0 preferred:
+/// advskew 0 and preemption).
+struct Ucarp {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Ucarp {
+    fn start(f: &Failover, i: usize) -> Ucarp {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ha");
+        let vipctl = vip_tests::lab::workspace_binary("vipctl", "vip-user").expect("vipctl");
+        let socket = f.lab.dir.join(format!("vipd-lb{i}.sock"));
+        let log = f.lab.dir.join(format!("ucarp-lb{i}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let src = f.lab.lb_nodes[i].addr4.to_string();
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", f.lab.lb_nodes[i].netns(), "ucarp"])
+            .args(["-i", "eth0", "-s", &src, "-v", "52", "-p", "vip-lab"])
+            .args(["-a", "169.254.255.52", "-b", "1", "-k"])
+            .arg(if i == 0 { "0" } else { "50" })
+            .arg("-u")
+            .arg(root.join("ucarp-up.sh"))
+            .arg("-d")
+            .arg(root.join("ucarp-down.sh"))
+            .env("VIP_GROUP", GROUP)
+            .env(
+                "VIPCTL",
+                format!("{} --socket {}", vipctl.display(), socket.display()),
+            )
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if i == 0 {
+            cmd.arg("-P");
+        }
+        Ucarp {
+            child: Some(cmd.spawn().expect("starting ucarp")),
+            log,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Ucarp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ucarp_failover(mode: Mode) {
+    let scenario = format!("ucarp failover, {}", mode.config_name());
+    let _serial = vip_tests::lab::serial();
+    let f = setup(mode);
+    let mut us = vec![Ucarp::start(&f, 0), Ucarp::start(&f, 1)];
+    let start = Instant::now();
+    while !(f.role(0) == "active" && f.role(1) == "standby") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{scenario}: ucarp did not elect node 0 (roles {} / {}):\n{}",
+            f.role(0),
+            f.role(1),
+            std::fs::read_to_string(&us[0].log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stable: the backup hears the master's advertisements (no split brain).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        (f.role(0), f.role(1)),
+        ("active".to_string(), "standby".to_string()),
+        "{scenario}: roles must stay put while node 0 advertises:\n{}\n{}",
+        std::fs::read_to_string(&us[0].log).unwrap_or_default(),
+        std::fs::read_to_string(&us[1].log).unwrap_or_default()
+    );
+    f.flush_router();
+    f.traffic(&scenario, false, 10);
+    let ns = f.lab.client_netns(0).to_string();
+    let long4 = LongLived::start(
+        &ns,
+        f.vip(false),
+        200,
+        4,
+        Duration::from_millis(50),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+    let start = Instant::now();
+    us[0].kill();
+    let (t, failed) = until_moved(&f, false, &f.macs[1], start);
+    eprintln!(
+        "{scenario}: ucarp SIGKILL -> new connections through the standby: {t:?} (1 run; CARP's advertisement base is whole seconds); failed probes after the router moved: {failed}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let report = long4.finish();
+    eprintln!(
+        "{scenario}: broken long-lived connections: {} of 200",
+        report.broken().len()
+    );
+    assert!(report.broken().is_empty(), "{}", report.describe_broken());
+    assert!(
+        t < Duration::from_secs(6),
+        "{scenario}: failover took {t:?}"
+    );
+}
+
+#[test]
+fn lab_failover_ucarp_tunnel() {
+    if !vip_tests::privileged::require_root("lab_failover_ucarp_tunnel") {
+        return;
+    }
+    ucarp_failover(Mode::Tunnel);
+}
+
+#[test]
+fn lab_failover_keepalived_dsr_l2() {
+    if !vip_tests::privileged::require_root("lab_failover_keepalived_dsr_l2") {
+        return;
+    }
+    keepalived_failover(Mode::DsrL2);
 }
 
 #[test]

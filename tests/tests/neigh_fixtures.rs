@@ -83,7 +83,14 @@ fn setup() -> Datapath {
 }
 
 /// An Ethernet/IPv4 ARP frame, padded to the 60-byte Ethernet minimum as on the wire.
-fn arp(eth_dst: [u8; 6], op: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+fn arp(
+    eth_dst: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&eth_dst);
     f.extend_from_slice(&sha);
@@ -234,7 +241,14 @@ fn arp_cases() -> Vec<Fixture> {
     let their_reply = arp(LB_MAC, 2, CLIENT_MAC, CLIENT4, LB_MAC, VIP4);
     // RFC 5227 probe: sender address unspecified; the answer goes to 0.0.0.0 at the
     // asker's MAC, as the kernel's own.
-    let probe = arp([0xff; 6], 1, CLIENT_MAC, Ipv4Addr::UNSPECIFIED, [0; 6], VIP4);
+    let probe = arp(
+        [0xff; 6],
+        1,
+        CLIENT_MAC,
+        Ipv4Addr::UNSPECIFIED,
+        [0; 6],
+        VIP4,
+    );
     let mut probe_reply = arp(
         CLIENT_MAC,
         2,
@@ -289,11 +303,7 @@ fn arp_cases() -> Vec<Fixture> {
             gratuitous,
             Reason::PassArpNotVip,
         ),
-        pass(
-            "arp reply about a VIP",
-            their_reply,
-            Reason::PassArpNotVip,
-        ),
+        pass("arp reply about a VIP", their_reply, Reason::PassArpNotVip),
     ]
 }
 
@@ -314,12 +324,7 @@ fn ndp_cases() -> Vec<Fixture> {
         255,
         ns_msg(vip, &[14, 1, 1, 2, 3, 4, 5, 6]),
     );
-    let dad_answer = na(
-        vip,
-        v6("ff02::1"),
-        [0x33, 0x33, 0, 0, 0, 1],
-        NA_OVERRIDE,
-    );
+    let dad_answer = na(vip, v6("ff02::1"), [0x33, 0x33, 0, 0, 0, 1], NA_OVERRIDE);
     let dad_with_sll = icmpv6(
         multicast_mac(dad_dst),
         CLIENT_MAC,

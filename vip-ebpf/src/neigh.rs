@@ -57,7 +57,12 @@ const ALL_NODES_MAC_WORDS: [u16; 3] = [
 /// The MAC to answer with for `address` of `family`, when it is announced here and its
 /// group is active; otherwise the reason to pass the request on.
 #[inline(always)]
-fn answer_mac(ctx: &XdpContext, addr: [u32; 4], family: u8, not_ours: Reason) -> Result<[u8; 6], Reason> {
+fn answer_mac(
+    ctx: &XdpContext,
+    addr: [u32; 4],
+    family: u8,
+    not_ours: Reason,
+) -> Result<[u8; 6], Reason> {
     let key = NeighKey {
         addr,
         family,

@@ -16,7 +16,9 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum HaCliError {
     /// The pinned group map could not be opened.
-    #[error("vipd is not running and the pinned HA group map {path} cannot be opened ({source}): start vipd (`vipd run -c FILE`) so the group exists")]
+    #[error(
+        "vipd is not running and the pinned HA group map {path} cannot be opened ({source}): start vipd (`vipd run -c FILE`) so the group exists"
+    )]
     NoPinnedMap {
         /// The pin.
         path: PathBuf,
@@ -36,7 +38,9 @@ pub enum HaCliError {
         source: aya::maps::MapError,
     },
     /// The group is not in the pinned map.
-    #[error("vipd is not running and group {group:?} is not in the pinned map {path}: vipd creates it from the config's [[group]] when it starts")]
+    #[error(
+        "vipd is not running and group {group:?} is not in the pinned map {path}: vipd creates it from the config's [[group]] when it starts"
+    )]
     NoGroup {
         /// The group.
         group: String,

@@ -761,10 +761,16 @@ impl Validator<'_> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                self.at(&g.name, format!("group name {name:?}: use 1-31 letters, digits, '-' or '_'"));
+                self.at(
+                    &g.name,
+                    format!("group name {name:?}: use 1-31 letters, digits, '-' or '_'"),
+                );
             }
             if groups.iter().any(|o| o.name == name) {
-                self.at(&g.name, format!("group {name:?} is defined twice: remove one"));
+                self.at(
+                    &g.name,
+                    format!("group {name:?} is defined twice: remove one"),
+                );
             }
             let garp_repeat = match g.garp_repeat {
                 Some(r) if *r.get_ref() == 0 || *r.get_ref() > 100 => {
@@ -984,12 +990,21 @@ impl Validator<'_> {
                 None
             }
             (None, Some(g)) => {
-                self.at(g, format!("VIP {id}: group is set but announce is not: add announce = \"arp\""));
+                self.at(
+                    g,
+                    format!("VIP {id}: group is set but announce is not: add announce = \"arp\""),
+                );
                 None
             }
             (Some(_), Some(g)) => {
                 if !groups.iter().any(|x| &x.name == g.get_ref()) {
-                    self.at(g, format!("VIP {id}: group {:?} is not defined: add a [[group]] with that name", g.get_ref()));
+                    self.at(
+                        g,
+                        format!(
+                            "VIP {id}: group {:?} is not defined: add a [[group]] with that name",
+                            g.get_ref()
+                        ),
+                    );
                 }
                 Some(g.get_ref().clone())
             }

@@ -30,7 +30,9 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
     /// No `[[group]]` of that name.
-    #[error("no HA group {group:?} in vipd's config (groups: {known}): add a [[group]] with that name and reload")]
+    #[error(
+        "no HA group {group:?} in vipd's config (groups: {known}): add a [[group]] with that name and reload"
+    )]
     UnknownGroup {
         /// The name asked for.
         group: String,
@@ -38,7 +40,9 @@ pub enum HaError {
         known: String,
     },
     /// All `HA_GROUPS` entries hold other groups.
-    #[error("no free entry in the pinned HA group map for group {group:?} ({MAX_HA_GROUPS} groups at most): `vipd down` clears groups no longer configured")]
+    #[error(
+        "no free entry in the pinned HA group map for group {group:?} ({MAX_HA_GROUPS} groups at most): `vipd down` clears groups no longer configured"
+    )]
     Full {
         /// The group.
         group: String,
@@ -254,7 +258,9 @@ impl Ha {
                 };
                 match garp::PacketSocket::open(idx) {
                     Ok(s) => outs.push((iface.clone(), s, mac)),
-                    Err(e) => tracing::warn!(%iface, error = %e, "cannot open a packet socket: VIPs not announced there"),
+                    Err(e) => {
+                        tracing::warn!(%iface, error = %e, "cannot open a packet socket: VIPs not announced there")
+                    }
                 }
             }
             for round in 0..spec.garp_repeat {
@@ -268,7 +274,9 @@ impl Ha {
                                 Ok(()) => {
                                     counter.fetch_add(1, Ordering::Relaxed);
                                 }
-                                Err(e) => tracing::warn!(%iface, vip = %a, error = %e, "sending an announcement failed"),
+                                Err(e) => {
+                                    tracing::warn!(%iface, vip = %a, error = %e, "sending an announcement failed")
+                                }
                             }
                         }
                     }

@@ -123,10 +123,7 @@ impl DatapathOps for FakeMaps {
         Ok(())
     }
 
-    fn sync_announced(
-        &mut self,
-        want: &BTreeMap<std::net::IpAddr, u32>,
-    ) -> Result<(), Injected> {
+    fn sync_announced(&mut self, want: &BTreeMap<std::net::IpAddr, u32>) -> Result<(), Injected> {
         self.write()?;
         self.announced = want.clone();
         Ok(())

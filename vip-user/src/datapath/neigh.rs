@@ -10,8 +10,8 @@ use std::{
 
 use aya::maps::MapError;
 use vip_common::{
-    FAMILY_V6, HA_GROUP_NAME_LEN, HaGroup, IfMac, MAP_HA_GROUPS, MAP_IF_MACS, MAP_NEIGH, MAX_HA_GROUPS, NeighEntry,
-    NeighKey, VipKey, solicited_node, vip_filter_slot,
+    FAMILY_V6, HA_GROUP_NAME_LEN, HaGroup, IfMac, MAP_HA_GROUPS, MAP_IF_MACS, MAP_NEIGH,
+    MAX_HA_GROUPS, NeighEntry, NeighKey, VipKey, solicited_node, vip_filter_slot,
 };
 
 use crate::protocol::HaRole;
