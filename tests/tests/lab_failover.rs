@@ -391,11 +391,11 @@ impl Keepalived {
 
     /// SIGKILLs keepalived and its VRRP process: no priority-0 advert, no notify.
     fn kill(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("vrrp.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: signalling a process this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("vrrp.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: signalling a process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -577,7 +577,7 @@ fn ucarp_failover(mode: Mode) {
     let scenario = format!("ucarp failover, {}", mode.config_name());
     let _serial = vip_tests::lab::serial();
     let f = setup(mode);
-    let mut us = vec![Ucarp::start(&f, 0), Ucarp::start(&f, 1)];
+    let mut us = [Ucarp::start(&f, 0), Ucarp::start(&f, 1)];
     let start = Instant::now();
     while !(f.role(0) == "active" && f.role(1) == "standby") {
         assert!(
