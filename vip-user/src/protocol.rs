@@ -209,6 +209,9 @@ pub struct Status {
     pub reasons: Vec<(String, u64)>,
     /// Map writes of the last change.
     pub last_change_map_writes: u64,
+    /// HA groups (filled by vipd's loop for the metrics; empty in `vipctl stats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ha: Vec<HaGroupStatus>,
 }
 
 /// One VIP.

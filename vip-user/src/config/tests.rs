@@ -314,3 +314,57 @@ fn primes() {
     assert!(!is_prime(65536) && !is_prime(1) && !is_prime(9));
     assert_eq!(next_prime(100), 101);
 }
+
+#[test]
+fn the_ha_example_parses_and_puts_its_vip_in_its_group() {
+    let cfg = Config::parse(
+        include_str!("../../../examples/ha/vipd-ha.toml"),
+        "examples/ha/vipd-ha.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.groups,
+        vec![GroupSpec {
+            name: "web".into(),
+            interfaces: vec!["eth0".into()],
+            garp_repeat: 5,
+            garp_interval: Duration::from_millis(200),
+        }]
+    );
+    assert_eq!(cfg.vips[0].announce.as_deref(), Some("web"));
+}
+
+#[test]
+fn ha_mistakes_name_the_fix() {
+    let vip = "[[vip]]\naddress = \"198.18.1.10:80\"\n";
+    for (text, want) in [
+        (
+            format!("{vip}announce = \"arp\"\n"),
+            "announce = \"arp\" needs group = NAME",
+        ),
+        (format!("{vip}group = \"web\"\n"), "add announce = \"arp\""),
+        (
+            format!("{vip}announce = \"arp\"\ngroup = \"db\"\n"),
+            "group \"db\" is not defined",
+        ),
+        (
+            format!("{vip}announce = \"bgp\"\ngroup = \"web\"\n[[group]]\nname = \"web\"\n"),
+            "the only way is \"arp\"",
+        ),
+        (
+            "[[group]]\nname = \"web\"\n[[group]]\nname = \"web\"\n".to_string(),
+            "defined twice",
+        ),
+        (
+            "[[group]]\nname = \"web\"\ngarp_repeat = 0\n".to_string(),
+            "garp_repeat: use 1..=100",
+        ),
+        (
+            "[[group]]\nname = \"a name far longer than thirty-one bytes\"\n".to_string(),
+            "use 1-31 letters",
+        ),
+    ] {
+        let e = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: want {want:?} in {e}");
+    }
+}

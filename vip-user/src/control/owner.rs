@@ -448,6 +448,7 @@ impl<T: DatapathOps> Owner<T> {
                 .map(|(r, n)| (r.name().to_string(), n))
                 .collect(),
             last_change_map_writes: self.last_stats.map_writes(),
+            ha: Vec::new(),
         }
     }
 

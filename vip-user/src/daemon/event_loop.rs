@@ -117,7 +117,10 @@ pub async fn run<T: DatapathOps>(
                     let _ = reply.send(resp);
                 }
                 Msg::Status(reply) => {
-                    let _ = reply.send(owner.status());
+                    let mut status = owner.status();
+                    let vips = owner.vips().to_vec();
+                    status.ha = ha.status(owner.tables(), &vips, &status).unwrap_or_default();
+                    let _ = reply.send(status);
                 }
             },
             Some(t) = hrx.recv() => {
