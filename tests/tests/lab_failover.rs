@@ -306,14 +306,40 @@ fn failover(mode: Mode) {
             "{scenario}: with vipd dead the active node must still answer (pinned role)"
         );
     }
-    // vipctl ha set with vipd down writes the pinned map (idempotent here).
     f.vipds[active].restart().expect("restarting vipd");
-    let status = f.vipds[active]
-        .vipctl(&["-o", "json", "ha", "status"])
-        .expect("ha status");
+    assert_eq!(
+        f.role(active),
+        "active",
+        "{scenario}: the restarted vipd adopts the active role"
+    );
+    // vipctl ha set with vipd down writes the pinned map: the node falls silent, the
+    // other takes the VIP, and the restarted vipd adopts standby.
+    let other = 1 - active;
+    f.vipds[active].kill();
+    let instance = format!("{}lb{active}", f.lab.prefix);
+    let out = f.vipds[active]
+        .vipctl(&["--instance", &instance, "ha", "set", GROUP, "standby"])
+        .unwrap_or_else(|e| panic!("{scenario}: vipctl ha set with vipd down: {e}"));
     assert!(
-        status.contains("\"role\": \"active\""),
-        "{scenario}: the restarted vipd adopts the active role: {status}"
+        out.contains("vipd is not running"),
+        "{scenario}: vipctl must say it wrote the pinned map: {out}"
+    );
+    let start = Instant::now();
+    f.set(other, "active");
+    let (t, _) = until_moved(&f, false, &f.macs[other], start);
+    eprintln!("{scenario}: handover with the old node's vipd down: {t:?}");
+    f.flush_router();
+    f.traffic(&scenario, false, 10);
+    assert_eq!(
+        f.router_mac(false).as_deref(),
+        Some(f.macs[other].as_str()),
+        "{scenario}: the node set standby offline must not answer"
+    );
+    f.vipds[active].restart().expect("restarting vipd");
+    assert_eq!(
+        f.role(active),
+        "standby",
+        "{scenario}: the restarted vipd adopts the role vipctl wrote"
     );
 }
 
