@@ -177,26 +177,28 @@ impl Failover {
 }
 
 /// Probes a new connection every ~10 ms from `start` until the router's entry holds
-/// `mac` and a connection succeeds; returns the time and the failed probes.
+/// `mac` and a connection succeeds; returns the time and the probes that failed on the
+/// way (new connections lost during the switch).
 fn until_moved(f: &Failover, v6: bool, mac: &str, start: Instant) -> (Duration, u32) {
     let vip = f.vip(v6);
     let ns = f.lab.client_netns(0).to_string();
     let mut failed = 0;
-    while start.elapsed() < Duration::from_secs(10) {
-        if f.router_mac(v6).as_deref() == Some(mac) {
-            let ok = netns::within(&ns, move || {
-                std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(200)).is_ok()
-            })
-            .unwrap_or(false);
-            if ok {
-                return (start.elapsed(), failed);
-            }
+    while start.elapsed() < Duration::from_secs(15) {
+        let moved = f.router_mac(v6).as_deref() == Some(mac);
+        let ns = ns.clone();
+        let ok = netns::within(&ns, move || {
+            std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(200)).is_ok()
+        })
+        .unwrap_or(false);
+        if !ok {
             failed += 1;
+        } else if moved {
+            return (start.elapsed(), failed);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!(
-        "the router's entry for {vip} did not move to {mac} within 10 s (it holds {:?})",
+        "the router's entry for {vip} did not move to {mac} within 15 s (it holds {:?})",
         f.router_mac(v6)
     );
 }
@@ -489,6 +491,7 @@ fn keepalived_failover(mode: Mode) {
     )
     .unwrap_or_else(|e| panic!("{scenario}: {e}"));
     let mut over = Vec::new();
+    let mut over6 = Vec::new();
     let mut back = Vec::new();
     let mut failed = 0;
     for run in 0..5 {
@@ -497,8 +500,10 @@ fn keepalived_failover(mode: Mode) {
         let start = Instant::now();
         ks[0].kill();
         let (t, p) = until_moved(&f, false, &f.macs[1], start);
-        failed += p;
+        let (t6, p6) = until_moved(&f, true, &f.macs[1], start);
+        failed += p + p6;
         over.push(t);
+        over6.push(t6);
         // Failback: the higher priority preempts once its keepalived is back.
         ks[0].restart();
         let start = Instant::now();
@@ -512,9 +517,10 @@ fn keepalived_failover(mode: Mode) {
         );
     }
     let (mo, xo) = median_max(&mut over);
+    let (mo6, xo6) = median_max(&mut over6);
     let (mb, xb) = median_max(&mut back);
     eprintln!(
-        "{scenario}: keepalived SIGKILL -> new connections through the standby, 5 runs: median {mo:?} max {xo:?}; failback by preemption: median {mb:?} max {xb:?}; failed probes after the router moved: {failed}"
+        "{scenario}: keepalived SIGKILL -> new connections through the standby, 5 runs: IPv4 median {mo:?} max {xo:?}, IPv6 median {mo6:?} max {xo6:?}; failback by preemption (IPv4): median {mb:?} max {xb:?}; failed new-connection probes: {failed}"
     );
     // After convergence only the active node answers.
     let before: Vec<u64> = (0..2).map(|i| f.reason(i, "arp_replied")).collect();
@@ -538,6 +544,45 @@ fn keepalived_failover(mode: Mode) {
         report.broken().len()
     );
     assert!(report.broken().is_empty(), "{}", report.describe_broken());
+
+    // The active node's link goes down: its keepalived faults, the other takes over.
+    let lb0 = f.lab.lb_nodes[0].netns().to_string();
+    let start = Instant::now();
+    cmd::ip(&lb0, &["link", "set", "eth0", "down"]).unwrap();
+    let (t, p) = until_moved(&f, false, &f.macs[1], start);
+    eprintln!(
+        "{scenario}: link down -> new connections through the standby: {t:?}, failed probes {p}"
+    );
+    cmd::ip(&lb0, &["link", "set", "eth0", "up"]).unwrap();
+    f.wait_roles(["active", "standby"], &scenario, &ks);
+    let (t, _) = until_moved(&f, false, &f.macs[0], Instant::now());
+    eprintln!("{scenario}: link back up -> failback in {t:?}");
+
+    // `vipd down` on the active node: the datapath goes, `vipctl ha check` fails, its
+    // keepalived faults after track_script's fall count and the other takes over.
+    let vipd_bin = vip_tests::lab::workspace_binary("vipd", "vip-user").expect("vipd");
+    let conf = f.lab.dir.join("vipd-lb0.toml");
+    let start = Instant::now();
+    let mut f = f;
+    f.vipds[0].kill();
+    let down = std::process::Command::new(&vipd_bin)
+        .arg("down")
+        .arg("-c")
+        .arg(&conf)
+        .arg("--force")
+        .output()
+        .expect("vipd down");
+    assert!(
+        down.status.success(),
+        "{scenario}: vipd down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let (t, p) = until_moved(&f, false, &f.macs[1], start);
+    eprintln!(
+        "{scenario}: vipd down -> new connections through the standby: {t:?}, failed probes {p} (track_script: interval 1 s, fall 2)"
+    );
+    f.vipds[0].restart().expect("vipd after down");
+    f.wait_roles(["active", "standby"], &scenario, &ks);
     assert!(
         xo < Duration::from_secs(2),
         "{scenario}: failover took {xo:?} (VRRP master-down with advert_int 0.1 is ~0.35 s)"
