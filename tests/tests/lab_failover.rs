@@ -554,6 +554,9 @@ fn keepalived_failover(mode: Mode) {
         "{scenario}: link down -> new connections through the standby: {t:?}, failed probes {p}"
     );
     cmd::ip(&lb0, &["link", "set", "eth0", "up"]).unwrap();
+    // The link flap emptied node 0's neighbour cache, which the datapath's next hops
+    // come from; health checks would refill it, this lab has none.
+    f.lab.warm_neighbours().expect("neighbours");
     f.wait_roles(["active", "standby"], &scenario, &ks);
     let (t, _) = until_moved(&f, false, &f.macs[0], Instant::now());
     eprintln!("{scenario}: link back up -> failback in {t:?}");
@@ -698,6 +701,66 @@ fn ucarp_failover(mode: Mode) {
         t < Duration::from_secs(6),
         "{scenario}: failover took {t:?}"
     );
+}
+
+/// One node, two NICs on the segment: the group spans both; when the NIC the router
+/// uses loses carrier, vipd announces the VIPs again on the other.
+fn two_nics(mode: Mode) {
+    let scenario = format!("two NICs, {}", mode.config_name());
+    let _serial = vip_tests::lab::serial();
+    let mut f = setup(mode);
+    let lb0 = f.lab.lb_nodes[0].netns().to_string();
+    let sw = format!("{}sw", f.lab.prefix);
+    cmd::ip(
+        &lb0,
+        &[
+            "link", "add", "eth1", "type", "veth", "peer", "name", "plb0b", "netns", &sw,
+        ],
+    )
+    .unwrap();
+    cmd::ip(&sw, &["link", "set", "plb0b", "master", "br0", "up"]).unwrap();
+    // The switch port receives what vip_lb sends back with XDP_TX: it needs an XDP
+    // program of its own, as the lab's other LB ports (see xdp_pass).
+    let _wake = vip_tests::lab::xdp_pass::attach(&sw, "plb0b").expect("XDP_PASS on plb0b");
+    cmd::ip(&lb0, &["link", "set", "eth1", "up"]).unwrap();
+    // An address on eth1 too, so the node still reaches the backends (its tunnels'
+    // next hops) when eth0 is gone.
+    cmd::ip(&lb0, &["addr", "add", "198.18.1.20/24", "dev", "eth1"]).unwrap();
+    let text = ha_config(&f.lab, 0).replace(
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\", \"eth1\"]",
+    );
+    f.vipds[0].kill();
+    std::fs::write(f.lab.dir.join("vipd-lb0.toml"), text).unwrap();
+    f.vipds[0].restart().expect("vipd with two NICs");
+    f.set(0, "active");
+    f.set(1, "standby");
+    let link = cmd::ip(&lb0, &["-br", "link", "show", "eth1"]).unwrap();
+    let mac1 = link.split_whitespace().nth(2).expect("a MAC").to_string();
+    f.flush_router();
+    f.traffic(&scenario, false, 10);
+    let used = f.router_mac(false).expect("the router resolved the VIP");
+    let (down, other_mac) = if used == f.macs[0] {
+        ("eth0", mac1.clone())
+    } else {
+        assert_eq!(used, mac1, "{scenario}: the router must reach node 0");
+        ("eth1", f.macs[0].clone())
+    };
+    let start = Instant::now();
+    cmd::ip(&lb0, &["link", "set", down, "down"]).unwrap();
+    let (t, p) = until_moved(&f, false, &other_mac, start);
+    eprintln!(
+        "{scenario}: {down} of the active node down -> the router reaches the VIP through the other NIC in {t:?} (failed probes {p})"
+    );
+    assert!(t < Duration::from_secs(2), "{scenario}: took {t:?}");
+}
+
+#[test]
+fn lab_failover_two_nics_tunnel() {
+    if !vip_tests::privileged::require_root("lab_failover_two_nics_tunnel") {
+        return;
+    }
+    two_nics(Mode::Tunnel);
 }
 
 #[test]

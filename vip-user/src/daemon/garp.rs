@@ -30,6 +30,19 @@ pub fn interface_mac(iface: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// True when the interface is up with carrier (`IFF_RUNNING`), in this process's
+/// network namespace.
+pub fn has_carrier(iface: &str) -> io::Result<bool> {
+    let (fd, mut req) = ifreq_for(iface)?;
+    // SAFETY: req is a valid ifreq for this ioctl, which fills its flags member.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS wrote the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(i32::from(flags) & libc::IFF_RUNNING != 0)
+}
+
 /// A datagram socket for interface ioctls and an `ifreq` naming `iface`.
 fn ifreq_for(iface: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
     // SAFETY: plain socket(2); the result is checked.

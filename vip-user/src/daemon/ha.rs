@@ -8,9 +8,10 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use vip_common::{HaGroup, MAX_HA_GROUPS};
@@ -74,7 +75,19 @@ struct Group {
     index: u32,
     /// Announcements sent (shared with the sending threads).
     garps: Arc<AtomicU64>,
+    /// The role as vipd last wrote or adopted it, and the group's VIP addresses: what
+    /// the carrier watcher needs without the maps.
+    shared: Arc<Shared>,
 }
+
+#[derive(Debug, Default)]
+struct Shared {
+    role: AtomicU32,
+    addrs: Mutex<Vec<IpAddr>>,
+}
+
+/// How often the carrier of a group's interfaces is looked at (groups with two or more).
+const CARRIER_POLL: Duration = Duration::from_millis(50);
 
 /// The HA groups of a running vipd.
 #[derive(Debug, Default)]
@@ -131,11 +144,19 @@ impl Ha {
                 adopted = found.is_some(),
                 "HA group"
             );
-            groups.push(Group {
+            let g = Group {
                 spec: spec.clone(),
                 index,
                 garps: Arc::new(AtomicU64::new(0)),
-            });
+                shared: Arc::new(Shared {
+                    role: AtomicU32::new(entries[index as usize].role),
+                    addrs: Mutex::new(Vec::new()),
+                }),
+            };
+            if spec.interfaces.len() > 1 {
+                watch_carrier(&g);
+            }
+            groups.push(g);
         }
         Ok(Self {
             groups,
@@ -173,6 +194,8 @@ impl Ha {
         let mut want = BTreeMap::new();
         let mut joins = BTreeSet::new();
         for g in &self.groups {
+            *g.shared.addrs.lock().unwrap_or_else(|e| e.into_inner()) =
+                Self::addrs(&g.spec.name, vips);
             for a in Self::addrs(&g.spec.name, vips) {
                 want.insert(a, g.index);
                 if let IpAddr::V6(v6) = a {
@@ -212,6 +235,7 @@ impl Ha {
         if new != cur {
             dp.set_ha_group(g.index, &new)
                 .map_err(map_err(format!("writing HA group {group}")))?;
+            g.shared.role.store(new.role, Ordering::Relaxed);
             tracing::info!(%group, from = HaRole::from_map(cur.role).name(), to = role.name(), "HA role changed");
             if role == HaRole::Active && cur.role != new.role {
                 self.announce(g, vips);
@@ -233,56 +257,16 @@ impl Ha {
         }
     }
 
-    /// Sends the group's announcements from a thread of their own: `garp_repeat` rounds
-    /// `garp_interval` apart, each with every VIP on every interface.
+    /// Sends the group's announcements from a thread of their own on all its interfaces.
     fn announce(&self, g: &Group, vips: &[VipSpec]) {
         let addrs = Self::addrs(&g.spec.name, vips);
-        if addrs.is_empty() {
-            return;
-        }
-        let spec = g.spec.clone();
-        let counter = Arc::clone(&g.garps);
-        std::thread::spawn(move || {
-            let mut outs = Vec::new();
-            for iface in &spec.interfaces {
-                let Some(idx) = xdp_link::interface_index(iface) else {
-                    tracing::warn!(%iface, group = %spec.name, "no such interface: VIPs not announced there");
-                    continue;
-                };
-                let mac = match garp::interface_mac(iface) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(%iface, error = %e, "cannot read the interface's MAC: VIPs not announced there");
-                        continue;
-                    }
-                };
-                match garp::PacketSocket::open(idx) {
-                    Ok(s) => outs.push((iface.clone(), s, mac)),
-                    Err(e) => {
-                        tracing::warn!(%iface, error = %e, "cannot open a packet socket: VIPs not announced there")
-                    }
-                }
-            }
-            for round in 0..spec.garp_repeat {
-                if round > 0 {
-                    std::thread::sleep(spec.garp_interval);
-                }
-                for (iface, sock, mac) in &outs {
-                    for a in &addrs {
-                        for frame in garp::announcements(*mac, *a) {
-                            match sock.send(&frame) {
-                                Ok(()) => {
-                                    counter.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Err(e) => {
-                                    tracing::warn!(%iface, vip = %a, error = %e, "sending an announcement failed")
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        announce_on(
+            &g.spec,
+            g.spec.interfaces.clone(),
+            addrs,
+            Arc::clone(&g.garps),
+            Arc::clone(&g.shared),
+        );
     }
 
     /// Every group as `vipctl ha status` shows it; `status` says which backends are up.
@@ -322,4 +306,115 @@ impl Ha {
         }
         Ok(out)
     }
+}
+
+/// Sends `addrs`' announcements on `ifaces` from a thread of its own: `garp_repeat`
+/// rounds `garp_interval` apart, each with every VIP on every interface, as long as the
+/// group stays active (a node that lost the group within the rounds must not pull the
+/// routers back to itself).
+fn announce_on(
+    spec: &GroupSpec,
+    ifaces: Vec<String>,
+    addrs: Vec<IpAddr>,
+    counter: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+) {
+    if addrs.is_empty() || ifaces.is_empty() {
+        return;
+    }
+    let spec = spec.clone();
+    std::thread::spawn(move || {
+        let mut outs = Vec::new();
+        for iface in &ifaces {
+            let Some(idx) = xdp_link::interface_index(iface) else {
+                tracing::warn!(%iface, group = %spec.name, "no such interface: VIPs not announced there");
+                continue;
+            };
+            let mac = match garp::interface_mac(iface) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "cannot read the interface's MAC: VIPs not announced there");
+                    continue;
+                }
+            };
+            match garp::PacketSocket::open(idx) {
+                Ok(s) => outs.push((iface.clone(), s, mac)),
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "cannot open a packet socket: VIPs not announced there")
+                }
+            }
+        }
+        for round in 0..spec.garp_repeat {
+            if round > 0 {
+                std::thread::sleep(spec.garp_interval);
+            }
+            if shared.role.load(Ordering::Relaxed) != vip_common::HA_ROLE_ACTIVE {
+                break;
+            }
+            for (iface, sock, mac) in &outs {
+                for a in &addrs {
+                    for frame in garp::announcements(*mac, *a) {
+                        match sock.send(&frame) {
+                            Ok(()) => {
+                                counter.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::warn!(%iface, vip = %a, error = %e, "sending an announcement failed")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// For a group on several interfaces: when one loses carrier while the group is active,
+/// its VIPs are announced again on the others, so a router that reached them through
+/// the failed NIC moves to a live one.
+fn watch_carrier(g: &Group) {
+    let spec = g.spec.clone();
+    let shared = Arc::clone(&g.shared);
+    let counter = Arc::clone(&g.garps);
+    std::thread::spawn(move || {
+        let mut up: Vec<bool> = spec
+            .interfaces
+            .iter()
+            .map(|i| garp::has_carrier(i).unwrap_or(false))
+            .collect();
+        loop {
+            std::thread::sleep(CARRIER_POLL);
+            let now: Vec<bool> = spec
+                .interfaces
+                .iter()
+                .map(|i| garp::has_carrier(i).unwrap_or(false))
+                .collect();
+            let lost = up.iter().zip(&now).any(|(was, is)| *was && !*is);
+            if lost {
+                let live: Vec<String> = spec
+                    .interfaces
+                    .iter()
+                    .zip(&now)
+                    .filter(|(_, is)| **is)
+                    .map(|(i, _)| i.clone())
+                    .collect();
+                tracing::warn!(group = %spec.name, live = ?live, "an interface of the group lost carrier");
+                if shared.role.load(Ordering::Relaxed) == vip_common::HA_ROLE_ACTIVE {
+                    let addrs = shared
+                        .addrs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    announce_on(
+                        &spec,
+                        live,
+                        addrs,
+                        Arc::clone(&counter),
+                        Arc::clone(&shared),
+                    );
+                }
+            }
+            up = now;
+        }
+    });
 }
