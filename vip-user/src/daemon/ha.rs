@@ -418,3 +418,67 @@ fn watch_carrier(g: &Group) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{config::Config, datapath::fake::FakeMaps};
+
+    fn group(name: &str) -> GroupSpec {
+        GroupSpec {
+            name: name.into(),
+            interfaces: Vec::new(),
+            garp_repeat: 1,
+            garp_interval: Duration::from_millis(1),
+        }
+    }
+
+    fn vips() -> Vec<VipSpec> {
+        Config::parse(
+            "[[group]]\nname = \"web\"\n\
+             [[vip]]\naddress = \"198.18.1.10:80\"\nannounce = \"arp\"\ngroup = \"web\"\n\
+             [[vip]]\naddress = \"198.18.1.10:443\"\nannounce = \"arp\"\ngroup = \"web\"\n\
+             [[vip]]\naddress = \"198.18.1.11:80\"\n",
+            "t.toml",
+        )
+        .unwrap()
+        .vips
+    }
+
+    #[test]
+    fn groups_are_found_again_by_name_and_keep_their_role() {
+        let mut dp = FakeMaps::default();
+        let mut ha = Ha::start(&[group("web"), group("db")], &mut dp).unwrap();
+        assert_eq!(entry_name(&dp.ha_groups[&0]), "web");
+        assert_eq!(entry_name(&dp.ha_groups[&1]), "db");
+        ha.set_role(&mut dp, &[], "db", HaRole::Active).unwrap();
+        let once = dp.ha_groups[&1];
+        ha.set_role(&mut dp, &[], "db", HaRole::Active).unwrap();
+        assert_eq!(
+            dp.ha_groups[&1], once,
+            "setting the same role again changes nothing"
+        );
+        assert_eq!(once.transitions, 1);
+        // A restart with the groups in another order adopts each by name.
+        let _ha = Ha::start(&[group("db"), group("web")], &mut dp).unwrap();
+        assert_eq!(dp.ha_groups[&1].role, vip_common::HA_ROLE_ACTIVE);
+        assert_eq!(dp.ha_groups[&0].role, vip_common::HA_ROLE_STANDBY);
+        assert!(matches!(
+            ha.set_role(&mut dp, &[], "nope", HaRole::Active),
+            Err(HaError::UnknownGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn each_announced_address_is_written_once_with_its_group() {
+        let mut dp = FakeMaps::default();
+        let mut ha = Ha::start(&[group("web")], &mut dp).unwrap();
+        ha.sync(&mut dp, &vips()).unwrap();
+        let want: BTreeMap<IpAddr, u32> = [("198.18.1.10".parse().unwrap(), 0)].into();
+        assert_eq!(dp.announced, want);
+        ha.sync(&mut dp, &[]).unwrap();
+        assert!(dp.announced.is_empty());
+    }
+}
