@@ -250,6 +250,16 @@ fn failover(mode: Mode) {
         f.reason(1, "pass_neigh_not_active") >= 1,
         "{scenario}: the standby node saw the broadcast ARP and passed it"
     );
+    // Both nodes' NICs accept the VIP's solicited-node multicast MAC (a real NIC filters
+    // multicast; SIOCADDMULTI as `ip maddr add` does).
+    for i in 0..2 {
+        let maddr = cmd::ip(f.lab.lb_nodes[i].netns(), &["maddr", "show", "dev", "eth0"]).unwrap();
+        assert!(
+            maddr.contains("33:33:ff:00:00:01"),
+            "{scenario}: node {i} must accept the solicited-node MAC of {}: {maddr}",
+            addr::VIP6
+        );
+    }
 
     // Handovers, both directions, with long-lived connections open throughout.
     let ns = f.lab.client_netns(0).to_string();
