@@ -694,11 +694,14 @@ fn ucarp_failover(mode: Mode) {
         Duration::from_secs(120),
     )
     .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+    f.traffic(&scenario, true, 10);
     let start = Instant::now();
     us[0].kill();
     let (t, failed) = until_moved(&f, false, &f.macs[1], start);
+    let (t6, failed6) = until_moved(&f, true, &f.macs[1], start);
     eprintln!(
-        "{scenario}: ucarp SIGKILL -> new connections through the standby: {t:?} (1 run; CARP's advertisement base is whole seconds); failed probes after the router moved: {failed}"
+        "{scenario}: ucarp SIGKILL -> new connections through the standby: IPv4 {t:?}, IPv6 {t6:?} (1 run; CARP's advertisement base is whole seconds); failed new-connection probes: {}",
+        failed + failed6
     );
     std::thread::sleep(Duration::from_millis(500));
     let report = long4.finish();
@@ -756,12 +759,20 @@ fn two_nics(mode: Mode) {
         assert_eq!(used, mac1, "{scenario}: the router must reach node 0");
         ("eth1", f.macs[0].clone())
     };
+    f.traffic(&scenario, true, 10);
+    let used6 = f
+        .router_mac(true)
+        .expect("the router resolved the IPv6 VIP");
     let start = Instant::now();
     cmd::ip(&lb0, &["link", "set", down, "down"]).unwrap();
     let (t, p) = until_moved(&f, false, &other_mac, start);
     eprintln!(
         "{scenario}: {down} of the active node down -> the router reaches the VIP through the other NIC in {t:?} (failed probes {p})"
     );
+    if used6 == used {
+        let (t6, p6) = until_moved(&f, true, &other_mac, start);
+        eprintln!("{scenario}: IPv6: {t6:?} (failed probes {p6})");
+    }
     assert!(t < Duration::from_secs(2), "{scenario}: took {t:?}");
 }
 
