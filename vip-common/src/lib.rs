@@ -14,6 +14,7 @@ pub mod anomaly;
 pub mod flowtable;
 pub mod hash;
 pub mod maps;
+pub mod neigh;
 pub mod reason;
 pub mod vipslots;
 
@@ -24,6 +25,7 @@ pub use flowtable::{
 };
 pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;
+pub use neigh::*;
 pub use reason::Reason;
 pub use vipslots::{VipSlot, vip_slot_check, vip_slot_hash, vip_slot_index, vip_slots};
 
@@ -54,6 +56,8 @@ pub const DEFAULT_TTL: u8 = 64;
 pub const ETH_P_IP: u16 = 0x0800;
 /// EtherType of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86DD;
+/// EtherType of ARP.
+pub const ETH_P_ARP: u16 = 0x0806;
 /// EtherType of an 802.1Q VLAN tag.
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// EtherType of an 802.1ad (QinQ service) VLAN tag.

@@ -45,11 +45,32 @@ pub enum Reason {
     /// header is not a VIP flow (or is cut short), or a message that is not an error
     /// (echo and the like).
     PassIcmpNotVip = 15,
+    /// Answered: an ARP request for an announced VIP address of a group active here,
+    /// turned into the reply (RFC 826) with the receiving interface's MAC (`XDP_TX`).
+    ArpReplied = 16,
+    /// Answered: an IPv6 neighbour solicitation for an announced VIP address of a group
+    /// active here, turned into a neighbour advertisement (`XDP_TX`).
+    NdpAdvertised = 17,
+    /// Passed to the kernel: an ARP request or neighbour solicitation for an announced
+    /// VIP address whose group is standby or fault here (another node answers), or
+    /// whose receiving interface has no MAC in the datapath yet.
+    PassNeighNotActive = 18,
+    /// Passed to the kernel: an ARP frame that is not a request for an announced VIP
+    /// address (replies, gratuitous announcements, requests for other addresses).
+    PassArpNotVip = 19,
+    /// Passed to the kernel: an ARP frame cut short or not Ethernet/IPv4 (hardware or
+    /// protocol type, address lengths).
+    PassArpMalformed = 20,
+    /// Passed to the kernel: a neighbour solicitation that RFC 4861 7.1.1 says to
+    /// ignore (hop limit not 255, code not 0, cut short, a zero-length option, a
+    /// multicast target, a DAD probe with a source link-layer option), or one whose
+    /// target is not an announced address; the kernel validates (and drops) it too.
+    PassNdpIgnored = 21,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` map.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 22;
 
     /// Every reason, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -69,6 +90,12 @@ impl Reason {
         Reason::Decapsulated,
         Reason::PassMalformed,
         Reason::PassIcmpNotVip,
+        Reason::ArpReplied,
+        Reason::NdpAdvertised,
+        Reason::PassNeighNotActive,
+        Reason::PassArpNotVip,
+        Reason::PassArpMalformed,
+        Reason::PassNdpIgnored,
     ];
 
     /// The reason with this map index.
@@ -99,6 +126,12 @@ impl Reason {
             Reason::Decapsulated => "decapsulated",
             Reason::PassMalformed => "pass_malformed",
             Reason::PassIcmpNotVip => "pass_icmp_not_vip",
+            Reason::ArpReplied => "arp_replied",
+            Reason::NdpAdvertised => "ndp_advertised",
+            Reason::PassNeighNotActive => "pass_neigh_not_active",
+            Reason::PassArpNotVip => "pass_arp_not_vip",
+            Reason::PassArpMalformed => "pass_arp_malformed",
+            Reason::PassNdpIgnored => "pass_ndp_ignored",
         }
     }
 }

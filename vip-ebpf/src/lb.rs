@@ -3,15 +3,15 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
-    Anomaly, Backend, ConnState, ETH_P_IP, ETH_P_IPV6, FlowKey, GlobalConfig, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
+    Anomaly, Backend, ConnState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FlowKey, GlobalConfig,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
     VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
 use crate::{
     conntrack, encap, icmp,
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
-    nexthop,
+    neigh, nexthop,
     parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
     stats,
     verdict::Verdict,
@@ -60,6 +60,9 @@ pub struct VipRef {
 /// 2. for an ICMP error, the filter again on its inner flow's VIP address;
 /// 3. the connection table: a pinned flow goes to its backend without a VIP lookup;
 /// 4. otherwise the VIP lookup and its Maglev table, and the flow is pinned.
+///
+/// ARP, and neighbour solicitations among the ICMPv6 packets, go to `neigh` (proxy
+/// ARP/NDP for announced VIPs).
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Verdict {
     let l2 = match parse_l2(ctx) {
@@ -72,6 +75,7 @@ pub fn decide(ctx: &XdpContext) -> Verdict {
     match l2.ether_type {
         ETH_P_IP => after_parse(ctx, parse_ipv4(ctx, &l2, vip::maybe_vip)),
         ETH_P_IPV6 => after_parse(ctx, parse_ipv6(ctx, &l2, vip::maybe_vip)),
+        ETH_P_ARP => neigh::arp(ctx, &l2),
         _ => Verdict::pass(Reason::PassNotVip),
     }
 }
@@ -95,6 +99,14 @@ fn after_parse(ctx: &XdpContext, parsed: Result<Parsed, Reason>) -> Verdict {
     }
     if p.key.proto != PROTO_ICMP && p.key.proto != PROTO_ICMPV6 {
         return Verdict::pass(Reason::PassNotVip);
+    }
+    // A neighbour solicitation for an announced VIP (its destination, the VIP's
+    // solicited-node address or the VIP itself, passed the filter).
+    if p.key.family == FAMILY_V6 {
+        let outcome = neigh::ndp(ctx, p.vlan, p.l4_off);
+        if outcome != neigh::ndp_outcome::NOT_NS {
+            return neigh::ndp_verdict(outcome);
+        }
     }
     match icmp::inner_flow(ctx, p.l4_off, p.key.proto, p.key.family) {
         Ok(inner) => for_flow(ctx, &p, &inner, true),

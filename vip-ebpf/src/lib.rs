@@ -15,6 +15,7 @@ pub mod encap;
 pub mod icmp;
 pub mod lb;
 pub mod maps;
+pub mod neigh;
 pub mod nexthop;
 pub mod parse;
 pub mod ptr;

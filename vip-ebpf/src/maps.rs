@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use vip_common::{
-    Backend, BackendCounters, FlowSet, GlobalConfig, MaglevElem, NextHop, Reason, VIP_FILTER_WORDS,
-    VipCounters, VipKey, VipMeta, VipSlot,
+    Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup, IfMac, MAX_HA_GROUPS, MaglevElem,
+    NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.
@@ -66,3 +66,15 @@ pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);
 /// `vip_decap`: local tunnel endpoints.
 #[map(name = "DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// Proxy ARP/NDP: announced VIP address → its HA group (`vip_common::neigh`).
+#[map(name = "NEIGH")]
+pub static NEIGH: HashMap<NeighKey, NeighEntry> = HashMap::with_max_entries(64, 0);
+
+/// HA group index → its role on this node (pinned: the role outlives vipd).
+#[map(name = "HA_GROUPS")]
+pub static HA_GROUPS: Array<HaGroup> = Array::with_max_entries(MAX_HA_GROUPS, 0);
+
+/// Interface index → the MAC the neighbour answers received there carry.
+#[map(name = "IF_MACS")]
+pub static IF_MACS: HashMap<u32, IfMac> = HashMap::with_max_entries(64, 0);

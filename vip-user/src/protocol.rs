@@ -47,6 +47,77 @@ pub enum Request {
     },
     /// Whether each VIP is announced, and why not.
     NodeStatus,
+    /// Set an HA group's role on this node (idempotent).
+    HaSet {
+        /// The `[[group]]` name.
+        group: String,
+        /// The new role.
+        role: HaRole,
+    },
+    /// Every HA group with its role.
+    HaStatus,
+}
+
+/// The role of an HA group on a node (`vip_common::HA_ROLE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum HaRole {
+    /// This node answers ARP/NDP for the group's VIPs.
+    Active,
+    /// Another node does; this one forwards what still reaches it.
+    Standby,
+    /// The election engine found this node unfit: silent, as standby.
+    Fault,
+}
+
+impl HaRole {
+    /// The value in the `HA_GROUPS` map.
+    pub fn to_map(self) -> u32 {
+        match self {
+            HaRole::Active => vip_common::HA_ROLE_ACTIVE,
+            HaRole::Standby => vip_common::HA_ROLE_STANDBY,
+            HaRole::Fault => vip_common::HA_ROLE_FAULT,
+        }
+    }
+
+    /// The role of a map value (unknown values are read as fault: silent).
+    pub fn from_map(v: u32) -> Self {
+        match v {
+            vip_common::HA_ROLE_ACTIVE => HaRole::Active,
+            vip_common::HA_ROLE_STANDBY => HaRole::Standby,
+            _ => HaRole::Fault,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HaRole::Active => "active",
+            HaRole::Standby => "standby",
+            HaRole::Fault => "fault",
+        }
+    }
+}
+
+/// One HA group as `vipctl ha status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HaGroupStatus {
+    /// Name.
+    pub group: String,
+    /// Role on this node.
+    pub role: HaRole,
+    /// When the role last changed, milliseconds since the Unix epoch (0: never set).
+    pub since_unix_ms: u64,
+    /// Role changes recorded in the pinned map.
+    pub transitions: u32,
+    /// Interfaces the group is announced on.
+    pub interfaces: Vec<String>,
+    /// Addresses of the group's VIPs (each once).
+    pub vips: Vec<String>,
+    /// VIPs of the group with at least one healthy backend in service.
+    pub healthy_vips: u32,
+    /// Gratuitous ARPs and unsolicited NAs sent since vipd started.
+    pub garps_sent: u64,
 }
 
 /// vipd's answer: the result the request calls for, or why there is none.
@@ -62,6 +133,8 @@ pub enum Response {
     /// The node's announcement state (for [`Request::NodeStatus`] and
     /// [`Request::NodeDrain`]).
     Node(NodeStatus),
+    /// HA groups (for [`Request::HaStatus`], and the group set by [`Request::HaSet`]).
+    Ha(Vec<HaGroupStatus>),
     /// The request was refused or failed, said so the operator can fix it.
     Error(String),
 }
@@ -79,6 +152,7 @@ impl Response {
             Response::Flow(_) => "flow",
             Response::Applied(_) => "applied",
             Response::Node(_) => "node",
+            Response::Ha(_) => "ha",
             Response::Error(_) => "error",
         }
     }
@@ -151,6 +225,9 @@ pub struct Status {
     pub reasons: Vec<(String, u64)>,
     /// Map writes of the last change.
     pub last_change_map_writes: u64,
+    /// HA groups (filled by vipd's loop for the metrics; empty in `vipctl stats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ha: Vec<HaGroupStatus>,
     /// VIPs found in the pinned maps that neither the config file nor the state file
     /// names, kept forwarding as they were found until an operator deletes them.
     #[serde(default)]

@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     // BIRD 2: the BGP labs run it on the router and the LB nodes (examples/bird).
     "bird2",
+    // Election engines of the HA failover labs: VRRPv3 and CARP.
+    "keepalived",
+    "ucarp",
 ];
 
 /// The rustup toolchain name under which Debian's compiler is linked.

@@ -15,6 +15,7 @@ mod bgp;
 mod daemon_hardening;
 mod decap_attach;
 mod drain;
+mod failover;
 mod health;
 mod nftables;
 mod restart;

@@ -11,6 +11,7 @@
 )]
 
 pub mod client;
+pub mod ha;
 pub mod render;
 pub mod trace;
 
@@ -23,7 +24,7 @@ use crate::{
         self, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck, Mode,
         Protocol, VipId, VipSpec, parse_addr_port,
     },
-    protocol::{Change, Request},
+    protocol::{Change, HaRole, Request},
 };
 
 /// Change and inspect a running vipd.
@@ -110,6 +111,31 @@ pub enum Command {
     Man {
         /// Where to write them, e.g. /usr/local/share/man/man1.
         dir: PathBuf,
+    },
+    /// HA groups: set a role (from keepalived's notify or ucarp's scripts), status,
+    /// check (keepalived's track_script).
+    #[command(subcommand)]
+    Ha(HaCmd),
+}
+
+/// `vipctl ha ...`.
+#[derive(Debug, Subcommand)]
+pub enum HaCmd {
+    /// Set GROUP's role on this node (idempotent). With vipd down the pinned role map
+    /// is written directly.
+    Set {
+        /// The [[group]] name.
+        group: String,
+        /// active, standby or fault.
+        #[arg(value_enum)]
+        role: HaRole,
+    },
+    /// Every group: role, since, VIPs, announcements sent.
+    Status,
+    /// Exit 0 when vipd serves and GROUP has a VIP with a backend up, 1 otherwise.
+    Check {
+        /// The [[group]] name.
+        group: String,
     },
 }
 
@@ -460,6 +486,9 @@ pub enum CliError {
     /// The man pages could not be written.
     #[error(transparent)]
     Man(Box<crate::manual::ManError>),
+    /// `vipctl ha` without vipd, or an unfit group for `vipctl ha check`.
+    #[error(transparent)]
+    Ha(#[from] ha::HaCliError),
     /// `vipctl trace` failed (boxed: it carries the loader's errors, which are large).
     #[error(transparent)]
     Trace(Box<trace::TraceError>),
@@ -529,6 +558,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 backends: Vec::new(),
                 announce: None,
                 min_healthy: 1,
+                ha_group: None,
             },
         }),
         Command::Vip(VipCmd::Del { vip }) => change(Change::VipDel { vip: vip_arg(vip)? }),
@@ -610,6 +640,11 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
         Command::Node(NodeCmd::Drain) => Ok(Some(Request::NodeDrain { drained: true })),
         Command::Node(NodeCmd::Undrain) => Ok(Some(Request::NodeDrain { drained: false })),
         Command::Node(NodeCmd::Status) => Ok(Some(Request::NodeStatus)),
+        Command::Ha(HaCmd::Set { group, role }) => Ok(Some(Request::HaSet {
+            group: group.clone(),
+            role: *role,
+        })),
+        Command::Ha(HaCmd::Status | HaCmd::Check { .. }) => Ok(Some(Request::HaStatus)),
         Command::Trace(_) | Command::Completions { .. } | Command::Man { .. } => Ok(None),
     }
 }
@@ -621,8 +656,16 @@ pub fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| config::default_socket(&cli.instance))
 }
 
-/// Runs a command that talks to vipd; returns the text to print.
+/// Runs a command that talks to vipd; returns the text to print. `vipctl ha set` with
+/// vipd not answering writes the pinned role map itself.
 pub fn run_remote(cli: &Cli, req: &Request) -> Result<String, CliError> {
-    let resp = client::call(&socket_path(cli), req, cli.wait)?;
+    let resp = match client::call(&socket_path(cli), req, cli.wait) {
+        Err(client::ClientError::Connect { .. })
+            if let Command::Ha(HaCmd::Set { group, role }) = &cli.command =>
+        {
+            return Ok(ha::set_offline(&cli.instance, group, *role)?);
+        }
+        r => r?,
+    };
     render::render(&cli.command, resp, cli.output)
 }

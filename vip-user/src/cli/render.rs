@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 
-use super::{BackendCmd, CliError, Command, Output, UsageError, VipCmd};
+use super::{BackendCmd, CliError, Command, HaCmd, Output, UsageError, VipCmd};
 use crate::{
     config::VipId,
     protocol::{
-        ApplyResult, BackendState, BackendStatus, FlowAnswer, NodeStatus, Response, Status,
+        ApplyResult, BackendState, BackendStatus, FlowAnswer, HaGroupStatus, NodeStatus, Response,
+        Status,
     },
 };
 
@@ -29,6 +30,11 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             (_, Response::Flow(f)) => serde_json::to_value(f).expect("serializes"),
             (_, Response::Applied(a)) => serde_json::to_value(a).expect("serializes"),
             (_, Response::Node(n)) => serde_json::to_value(n).expect("serializes"),
+            (Command::Ha(HaCmd::Check { group }), Response::Ha(h)) => {
+                super::ha::check(h, group)?;
+                serde_json::to_value(h.iter().find(|g| &g.group == group)).expect("serializes")
+            }
+            (_, Response::Ha(h)) => serde_json::to_value(h).expect("serializes"),
             (_, Response::Error(_)) => unreachable!("errors returned above"),
         };
         return Ok(serde_json::to_string_pretty(&value).expect("serializes"));
@@ -183,6 +189,32 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
             }
             Ok(out + &warning_lines(a))
         }
+        Command::Ha(HaCmd::Check { group }) => super::ha::check(ha(r)?, group).map_err(Into::into),
+        Command::Ha(_) => {
+            let mut t = vec![row(&[
+                "GROUP",
+                "ROLE",
+                "SINCE",
+                "TRANSITIONS",
+                "INTERFACES",
+                "VIPS",
+                "HEALTHY_VIPS",
+                "GARPS_SENT",
+            ])];
+            for g in ha(r)? {
+                t.push(vec![
+                    g.group.clone(),
+                    g.role.name().to_string(),
+                    since(g.since_unix_ms),
+                    g.transitions.to_string(),
+                    g.interfaces.join(","),
+                    g.vips.join(","),
+                    g.healthy_vips.to_string(),
+                    g.garps_sent.to_string(),
+                ]);
+            }
+            Ok(columns(&t))
+        }
         _ => {
             let a = applied(r)?;
             let mut out = a.changes.join("\n");
@@ -267,6 +299,24 @@ fn flow(r: &Response) -> Result<&FlowAnswer, CliError> {
         Response::Flow(f) => Ok(f),
         other => Err(unexpected("flow", other)),
     }
+}
+
+/// The groups in an answer to an HA request.
+fn ha(r: &Response) -> Result<&[HaGroupStatus], CliError> {
+    match r {
+        Response::Ha(h) => Ok(h),
+        other => Err(unexpected("ha", other)),
+    }
+}
+
+/// A role's age: "12s ago" (or "-" when never set).
+fn since(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    let now = crate::datapath::neigh::now_unix_ms();
+    let secs = now.saturating_sub(unix_ms) / 1000;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string() + " ago"
 }
 
 /// The answer to a change, apply or reload.

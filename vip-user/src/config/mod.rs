@@ -504,6 +504,10 @@ pub struct VipSpec {
     pub health: HealthCheck,
     /// Backends, in file order (order does not matter to Maglev).
     pub backends: Vec<BackendSpec>,
+    /// The HA group whose active node answers ARP/NDP for the VIP's address
+    /// (`announce = "arp"`, `group = NAME`); `None`: the VIP is reached by a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_group: Option<String>,
     /// Whether this VIP's host route is announced; `None` follows `[announce] enabled`.
     #[serde(default)]
     pub announce: Option<bool>,
@@ -559,6 +563,25 @@ impl VipSpec {
         }
     }
 }
+
+/// An HA group (`[[group]]`): VIPs that move between nodes together, announced on
+/// `interfaces`; its role on this node is set by `vipctl ha set`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// Name (`vipctl ha set NAME ...`), at most 31 bytes.
+    pub name: String,
+    /// Interfaces the group's VIPs are announced on (default: `[datapath] interfaces`).
+    pub interfaces: Vec<String>,
+    /// Gratuitous ARPs / unsolicited NAs sent per VIP and interface on becoming active.
+    pub garp_repeat: u32,
+    /// Time between two of them.
+    pub garp_interval: Duration,
+}
+
+/// Default of `garp_repeat`: keepalived's `garp_master_repeat`.
+pub const GARP_REPEAT: u32 = 5;
+/// Default of `garp_interval`.
+pub const GARP_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Map capacities, fixed when the datapath is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -642,6 +665,8 @@ pub struct Config {
     pub vips: Vec<VipSpec>,
     /// Route announcement.
     pub announce: AnnounceSpec,
+    /// HA groups in file order.
+    pub groups: Vec<GroupSpec>,
 }
 
 impl Config {
@@ -746,6 +771,7 @@ impl Config {
                 "[announce] protocol",
                 self.announce.protocol == new.announce.protocol,
             ),
+            ("[[group]]", self.groups == new.groups),
         ]
         .into_iter()
         .filter(|(_, same)| !same)
@@ -1047,6 +1073,18 @@ mod raw {
         pub announce: Announce,
         #[serde(default)]
         pub vip: Vec<Vip>,
+        #[serde(default)]
+        pub group: Vec<Group>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Group {
+        pub name: Spanned<String>,
+        #[serde(default)]
+        pub interfaces: Vec<String>,
+        pub garp_repeat: Option<Spanned<u32>>,
+        pub garp_interval: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -1115,10 +1153,20 @@ mod raw {
         pub conntrack: bool,
         pub table_size: Option<u32>,
         pub health: Option<Health>,
-        pub announce: Option<bool>,
+        pub announce: Option<Spanned<VipAnnounce>>,
         pub min_healthy: Option<Spanned<u32>>,
         #[serde(default)]
         pub backend: Vec<Backend>,
+        pub group: Option<Spanned<String>>,
+    }
+
+    /// A VIP's `announce`: `true`/`false` (its host route, as `"route"`/`"none"`), or a
+    /// word.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum VipAnnounce {
+        Route(bool),
+        Word(String),
     }
 
     #[derive(Deserialize)]
@@ -1230,9 +1278,10 @@ impl Validator<'_> {
             }
         });
         let announce = self.announce(&f.announce);
+        let groups = self.groups(f.group, &datapath);
         let mut vips = Vec::new();
         for v in f.vip {
-            if let Some(v) = self.vip(v, &limits) {
+            if let Some(v) = self.vip(v, &limits, &groups) {
                 vips.push(v);
             }
         }
@@ -1250,6 +1299,7 @@ impl Validator<'_> {
             metrics,
             vips,
             announce,
+            groups,
         }
     }
 
@@ -1279,6 +1329,67 @@ impl Validator<'_> {
             table,
             protocol,
         }
+    }
+
+    fn groups(&mut self, raw: Vec<raw::Group>, datapath: &DatapathSpec) -> Vec<GroupSpec> {
+        let mut groups: Vec<GroupSpec> = Vec::new();
+        for g in raw {
+            let name = g.name.get_ref().clone();
+            if name.is_empty()
+                || name.len() >= vip_common::HA_GROUP_NAME_LEN
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.at(
+                    &g.name,
+                    format!("group name {name:?}: use 1-31 letters, digits, '-' or '_'"),
+                );
+            }
+            if groups.iter().any(|o| o.name == name) {
+                self.at(
+                    &g.name,
+                    format!("group {name:?} is defined twice: remove one"),
+                );
+            }
+            let garp_repeat = match g.garp_repeat {
+                Some(r) if *r.get_ref() == 0 || *r.get_ref() > 100 => {
+                    self.at(&r, "garp_repeat: use 1..=100");
+                    GARP_REPEAT
+                }
+                Some(r) => *r.get_ref(),
+                None => GARP_REPEAT,
+            };
+            let garp_interval = match g.garp_interval {
+                Some(s) => match humantime::parse_duration(s.get_ref()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.at(&s, format!("garp_interval: {e} (use e.g. \"200ms\")"));
+                        GARP_INTERVAL
+                    }
+                },
+                None => GARP_INTERVAL,
+            };
+            let interfaces = if g.interfaces.is_empty() {
+                datapath.interfaces.clone()
+            } else {
+                g.interfaces
+            };
+            groups.push(GroupSpec {
+                name,
+                interfaces,
+                garp_repeat,
+                garp_interval,
+            });
+        }
+        if groups.len() as u32 > vip_common::MAX_HA_GROUPS {
+            self.problems.push(format!(
+                "{} groups: at most {} fit the datapath",
+                groups.len(),
+                vip_common::MAX_HA_GROUPS
+            ));
+        }
+        groups
     }
 
     fn limits(&mut self, l: &raw::Limits) -> LimitsSpec {
@@ -1496,7 +1607,7 @@ impl Validator<'_> {
         }
     }
 
-    fn vip(&mut self, v: raw::Vip, limits: &LimitsSpec) -> Option<VipSpec> {
+    fn vip(&mut self, v: raw::Vip, limits: &LimitsSpec, groups: &[GroupSpec]) -> Option<VipSpec> {
         let (addr, port) = match parse_addr_port(v.address.get_ref(), false) {
             Ok((a, Some(p))) => (a, p),
             Ok((_, None)) => unreachable!("port required"),
@@ -1528,6 +1639,7 @@ impl Validator<'_> {
                 Err(e) => self.at(&b.address, format!("backend address of VIP {id}: {e}")),
             }
         }
+        let (announce, ha_group) = self.vip_announce(id, &v.announce, &v.group, groups);
         let spec = VipSpec {
             id,
             mode: v.mode,
@@ -1535,7 +1647,7 @@ impl Validator<'_> {
             conntrack: v.conntrack,
             table_size: v.table_size.unwrap_or(limits.table_size),
             health,
-            announce: v.announce,
+            announce,
             min_healthy: match &v.min_healthy {
                 Some(m) if *m.get_ref() == 0 => {
                     self.at(m, format!("min_healthy of VIP {id} is 0: use at least 1 (a VIP with no backend up must not attract traffic)"));
@@ -1545,12 +1657,65 @@ impl Validator<'_> {
                 None => 1,
             },
             backends,
+            ha_group,
         };
         let line = self.line(v.address.span());
         check_vip(&spec, limits, &mut |p| {
             self.problems.push(format!("line {line}: VIP {id}: {p}"))
         });
         Some(spec)
+    }
+
+    /// A VIP's `announce` and `group`: how its address reaches this node. `true` or
+    /// `"route"`: its host route goes into `[announce] table` (for BGP); `false` or
+    /// `"none"`: no route; `"arp"` with `group = NAME`: the group's active node answers
+    /// ARP/NDP for it (and no route). Absent: `[announce] enabled` decides the route.
+    /// Returns (the route setting, the HA group).
+    fn vip_announce(
+        &mut self,
+        id: VipId,
+        announce: &Option<Spanned<raw::VipAnnounce>>,
+        group: &Option<Spanned<String>>,
+        groups: &[GroupSpec],
+    ) -> (Option<bool>, Option<String>) {
+        let word = announce.as_ref().map(|a| match a.get_ref() {
+            raw::VipAnnounce::Route(true) => "route",
+            raw::VipAnnounce::Route(false) => "none",
+            raw::VipAnnounce::Word(w) => w.as_str(),
+        });
+        match (word, announce, group) {
+            (None, _, None) => (None, None),
+            (Some("route"), _, None) => (Some(true), None),
+            (Some("none"), _, None) => (Some(false), None),
+            (Some("arp"), Some(a), None) => {
+                self.at(a, format!("VIP {id}: announce = \"arp\" needs group = NAME, one of the [[group]] names"));
+                (None, None)
+            }
+            (Some("arp"), _, Some(g)) => {
+                if !groups.iter().any(|x| &x.name == g.get_ref()) {
+                    self.at(
+                        g,
+                        format!(
+                            "VIP {id}: group {:?} is not defined: add a [[group]] with that name",
+                            g.get_ref()
+                        ),
+                    );
+                }
+                (Some(false), Some(g.get_ref().clone()))
+            }
+            (Some("route" | "none"), _, Some(g)) | (None, _, Some(g)) => {
+                self.at(
+                    g,
+                    format!("VIP {id}: group is set but announce is not \"arp\": add announce = \"arp\" (a VIP of an HA group is answered by proxy ARP/NDP, not routed)"),
+                );
+                (None, None)
+            }
+            (Some(w), Some(a), _) => {
+                self.at(a, format!("VIP {id}: announce = {w:?}: use \"route\" (or true: a host route for BGP), \"none\" (or false) or \"arp\" (proxy ARP/NDP by an HA group's active node)"));
+                (None, None)
+            }
+            (Some(_), None, _) => unreachable!("a word comes from a value"),
+        }
     }
 
     /// A VIP's `[vip.health]`: its keys over the defaults; `type` is required.

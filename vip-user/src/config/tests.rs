@@ -318,7 +318,7 @@ fn every_error_names_its_place_and_the_fix() {
             "[[vip]]\naddress = \"198.18.1.10:0\"\n",
             &["use * for all ports"],
         ),
-        // Issue #16 finding 10: what a health check sends and how often, and addresses
+        // Regression: what a health check sends and how often, and addresses
         // that cannot be a VIP or a backend.
         (
             "CR/LF in an http check's path",
@@ -698,4 +698,63 @@ fn announcing_defaults_to_off_in_table_100_with_protocol_200() {
         .map(|v| (c.announce.covers(v), v.min_healthy))
         .collect();
     assert_eq!(covered, [(false, 1), (true, 3)]);
+}
+
+#[test]
+fn the_ha_example_parses_and_puts_its_vip_in_its_group() {
+    let cfg = Config::parse(
+        include_str!("../../../examples/ha/vipd-ha.toml"),
+        "examples/ha/vipd-ha.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.groups,
+        vec![GroupSpec {
+            name: "web".into(),
+            interfaces: vec!["eth0".into()],
+            garp_repeat: 5,
+            garp_interval: Duration::from_millis(200),
+        }]
+    );
+    assert_eq!(cfg.vips[0].ha_group.as_deref(), Some("web"));
+    assert_eq!(cfg.vips[0].announce, Some(false), "an HA group's VIP is not routed");
+}
+
+#[test]
+fn ha_mistakes_name_the_fix() {
+    let vip = "[[vip]]\naddress = \"198.18.1.10:80\"\n";
+    for (text, want) in [
+        (
+            format!("{vip}announce = \"arp\"\n"),
+            "announce = \"arp\" needs group = NAME",
+        ),
+        (format!("{vip}group = \"web\"\n"), "add announce = \"arp\""),
+        (
+            format!("{vip}announce = \"arp\"\ngroup = \"db\"\n"),
+            "group \"db\" is not defined",
+        ),
+        (
+            format!("{vip}announce = \"bgp\"\n"),
+            "announce = \"bgp\": use \"route\"",
+        ),
+        (
+            format!("{vip}announce = \"route\"\ngroup = \"web\"\n[[group]]\nname = \"web\"\n"),
+            "group is set but announce is not \"arp\"",
+        ),
+        (
+            "[[group]]\nname = \"web\"\n[[group]]\nname = \"web\"\n".to_string(),
+            "defined twice",
+        ),
+        (
+            "[[group]]\nname = \"web\"\ngarp_repeat = 0\n".to_string(),
+            "garp_repeat: use 1..=100",
+        ),
+        (
+            "[[group]]\nname = \"a name far longer than thirty-one bytes\"\n".to_string(),
+            "use 1-31 letters",
+        ),
+    ] {
+        let e = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: want {want:?} in {e}");
+    }
 }

@@ -793,6 +793,7 @@ impl<T: DatapathOps> Owner<T> {
                 .collect(),
             last_change_map_writes: self.last_stats.map_writes(),
             unmanaged: self.unmanaged.clone(),
+            ha: Vec::new(),
         }
     }
 

@@ -183,7 +183,7 @@ impl StateFile {
 mod tests {
     use super::*;
 
-    /// Issue #16 finding 11: a failed write (here a real ENOSPC, the temp file being
+    /// Regression: a failed write (here a real ENOSPC, the temp file being
     /// /dev/full) leaves no temp file behind, and the old state file is untouched.
     #[test]
     fn a_failed_write_removes_its_temp_file_and_keeps_the_old_state() {

@@ -22,6 +22,7 @@ use tokio::{
 use super::{
     announce::{Announcer, RouteChange, RouteTable},
     api::{self, Access, ApiLimits},
+    ha::Ha,
     health::{self, Supervisor, Transition},
     listener,
     metrics::{self, Metrics},
@@ -213,6 +214,15 @@ pub async fn run<T: DatapathOps>(
     let poke = Arc::new(Notify::new());
     let mut endpoint = MetricsEndpoint::default();
     endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await;
+    let mut ha = match Ha::start(&cfg.groups, owner.tables_mut()) {
+        Ok(ha) => ha,
+        Err(e) => {
+            tracing::error!(error = %e, "HA groups unavailable: no VIP is announced");
+            Ha::default()
+        }
+    };
+    sync_ha(&mut ha, &mut owner);
+    ha.announce_active(owner.tables(), owner.vips());
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -253,7 +263,7 @@ pub async fn run<T: DatapathOps>(
                     req => {
                         let reload = matches!(req, Request::Reload);
                         changed = matches!(req, Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload);
-                        let resp = handle(&mut owner, &mut cfg, &config_path, req);
+                        let resp = handle(&mut owner, &mut ha, &mut cfg, &config_path, req);
                         if reload && !matches!(resp, Response::Error(_)) {
                             // Before answering: when `vipctl reload` returns, the endpoint
                             // serves what the file says.
@@ -264,7 +274,10 @@ pub async fn run<T: DatapathOps>(
                 },
                 Msg::Status(reply) => {
                     changed = false;
-                    let _ = reply.send(owner.status());
+                    let mut status = owner.status();
+                    let vips = owner.vips().to_vec();
+                    status.ha = ha.status(owner.tables(), &vips, &status).unwrap_or_default();
+                    let _ = reply.send(status);
                 }
             },
             Some(t) = hrx.recv() => {
@@ -324,7 +337,7 @@ pub async fn run<T: DatapathOps>(
             }
             _ = hup.recv() => {
                 tracing::info!(file = %config_path.display(), "SIGHUP: reloading the config file");
-                match handle(&mut owner, &mut cfg, &config_path, Request::Reload) {
+                match handle(&mut owner, &mut ha, &mut cfg, &config_path, Request::Reload) {
                     Response::Error(e) => tracing::error!(error = %e, "reload refused; still running the previous config"),
                     _ => endpoint.sync(cfg.metrics, &metrics, &tx, &poke).await,
                 }
@@ -535,9 +548,36 @@ impl RouteKeeper {
     }
 }
 
+/// Brings the announced addresses to the owner's VIPs (after every change).
+fn sync_ha<T: DatapathOps>(ha: &mut Ha, owner: &mut Owner<T>) {
+    let vips = owner.vips().to_vec();
+    if let Err(e) = ha.sync(owner.tables_mut(), &vips) {
+        tracing::error!(error = %e, "updating the announced VIP addresses failed");
+    }
+}
+
 /// Answers one API request (also used for SIGHUP).
 pub fn handle<T: DatapathOps>(
     owner: &mut Owner<T>,
+    ha: &mut Ha,
+    cfg: &mut Config,
+    config_path: &std::path::Path,
+    req: Request,
+) -> Response {
+    let changes_vips = matches!(
+        req,
+        Request::Change { .. } | Request::Apply { dry_run: false, .. } | Request::Reload
+    );
+    let resp = handle_request(owner, ha, cfg, config_path, req);
+    if changes_vips && !matches!(resp, Response::Error(_)) {
+        sync_ha(ha, owner);
+    }
+    resp
+}
+
+fn handle_request<T: DatapathOps>(
+    owner: &mut Owner<T>,
+    ha: &mut Ha,
     cfg: &mut Config,
     config_path: &std::path::Path,
     req: Request,
@@ -546,6 +586,24 @@ pub fn handle<T: DatapathOps>(
         // The event loop answers these itself (they need the routes); never sent here.
         Request::NodeDrain { .. } | Request::NodeStatus => {
             Response::err("node requests are answered by the event loop")
+        }
+        Request::HaSet { group, role } => {
+            let vips = owner.vips().to_vec();
+            if let Err(e) = ha.set_role(owner.tables_mut(), &vips, &group, role) {
+                return Response::err(e);
+            }
+            match ha.status(owner.tables(), &vips, &owner.status()) {
+                Ok(s) => Response::Ha(s.into_iter().filter(|g| g.group == group).collect()),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::HaStatus => {
+            let vips = owner.vips().to_vec();
+            let status = owner.status();
+            match ha.status(owner.tables(), &vips, &status) {
+                Ok(s) => Response::Ha(s),
+                Err(e) => Response::err(e),
+            }
         }
         Request::Status => Response::Status(owner.status()),
         Request::Flow { proto, src, dst } => match owner.flow(proto, src, dst) {

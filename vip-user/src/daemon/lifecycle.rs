@@ -266,6 +266,22 @@ fn serve(
         })?;
         ifindexes.push(idx);
     }
+    // The interfaces whose MAC proxy ARP/NDP answers carry: every one vip_lb or an HA
+    // group uses.
+    let mut mac_ifaces: Vec<(String, u32)> = Vec::new();
+    for iface in cfg
+        .datapath
+        .interfaces
+        .iter()
+        .chain(cfg.groups.iter().flat_map(|g| &g.interfaces))
+    {
+        let idx = xdp_link::interface_index(iface).ok_or_else(|| LinkSetupError::NoInterface {
+            iface: iface.clone(),
+        })?;
+        if !mac_ifaces.iter().any(|(_, i)| *i == idx) {
+            mac_ifaces.push((iface.clone(), idx));
+        }
+    }
     if let Some(g) = cfg.api.group.as_deref()
         && api::group_id(g).is_none()
     {
@@ -295,7 +311,7 @@ fn serve(
     // Created by this start: removed again if it fails before serving, so a failed
     // start leaves the instance as it found it (nothing pinned).
     let fresh = !pinned_anything(&pin);
-    let started = start(&cfg, &pin, &ifindexes);
+    let started = start(&cfg, &pin, &ifindexes, &mac_ifaces);
     let (owner, listener, access, socket) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -332,7 +348,12 @@ type Started = (
 
 /// Loads or adopts the datapath, brings it to the config, attaches it and opens the API
 /// socket: everything up to serving.
-fn start(cfg: &Config, pin: &Path, ifindexes: &[u32]) -> Result<Started, ServiceError> {
+fn start(
+    cfg: &Config,
+    pin: &Path,
+    ifindexes: &[u32],
+    mac_ifaces: &[(String, u32)],
+) -> Result<Started, ServiceError> {
     let dp = Datapath::load(&limits(&cfg.limits), Some(pin))?;
     let adopted = dp.adopted();
     tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
@@ -346,6 +367,14 @@ fn start(cfg: &Config, pin: &Path, ifindexes: &[u32]) -> Result<Started, Service
     );
     for &idx in ifindexes {
         owner.tables_mut().add_tx_port(idx)?;
+    }
+    for (iface, idx) in mac_ifaces {
+        match super::garp::interface_mac(iface) {
+            Ok(mac) => owner.tables_mut().set_if_mac(*idx, mac)?,
+            Err(e) => {
+                tracing::warn!(%iface, error = %e, "cannot read the interface's MAC: no ARP/NDP answers there")
+            }
+        }
     }
     for iface in &cfg.datapath.interfaces {
         let how = xdp_link::attach_pinned(
@@ -505,7 +534,7 @@ mod tests {
         dir
     }
 
-    /// Issue #16 finding 4: one owner per instance; the second is told who holds it.
+    /// Regression: one owner per instance; the second is told who holds it.
     #[test]
     fn a_second_owner_of_an_instance_is_refused_with_the_holders_pid() {
         let dir = temp_dir("lock");
@@ -527,7 +556,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Issue #16 finding 4: the socket is removed on exit only by the vipd that bound it.
+    /// Regression: the socket is removed on exit only by the vipd that bound it.
     #[test]
     fn the_socket_is_removed_only_by_the_vipd_that_bound_it() {
         let dir = temp_dir("socket");

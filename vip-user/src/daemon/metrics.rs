@@ -34,7 +34,7 @@ use tokio::{
 use super::listener::{self, Slots};
 use crate::{
     control::reconcile::BackendIdentity,
-    protocol::{BackendState, Status},
+    protocol::{BackendState, HaRole, Status},
 };
 
 /// Labels of a per-VIP series.
@@ -69,6 +69,22 @@ pub struct CheckLabels {
 pub struct CauseLabels {
     /// health | drain | detached | removed.
     pub cause: String,
+}
+
+/// Labels of an HA group series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HaLabels {
+    /// The `[[group]]` name.
+    pub group: String,
+}
+
+/// Labels of the HA role gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HaRoleLabels {
+    /// The `[[group]]` name.
+    pub group: String,
+    /// active | standby | fault.
+    pub role: String,
 }
 
 /// Labels of a reason counter.
@@ -288,6 +304,41 @@ impl Metrics {
             "vip_route_withdrawals",
             "VIP routes withdrawn, by cause",
             self.withdrawals.clone(),
+        );
+        let ha_role = Family::<HaRoleLabels, Gauge>::default();
+        let ha_transitions = Family::<HaLabels, Counter>::default();
+        let ha_garps = Family::<HaLabels, Counter>::default();
+        for g in &s.ha {
+            for role in [HaRole::Active, HaRole::Standby, HaRole::Fault] {
+                ha_role
+                    .get_or_create(&HaRoleLabels {
+                        group: g.group.clone(),
+                        role: role.name().to_string(),
+                    })
+                    .set(i64::from(g.role == role));
+            }
+            let l = HaLabels {
+                group: g.group.clone(),
+            };
+            ha_transitions
+                .get_or_create(&l)
+                .inc_by(u64::from(g.transitions));
+            ha_garps.get_or_create(&l).inc_by(g.garps_sent);
+        }
+        reg.register(
+            "vip_ha_role",
+            "1 for the HA group's role on this node (active, standby, fault)",
+            ha_role,
+        );
+        reg.register(
+            "vip_ha_transitions",
+            "Role changes of the HA group (kept in the pinned map)",
+            ha_transitions,
+        );
+        reg.register(
+            "vip_ha_announcements_sent",
+            "Gratuitous ARPs and unsolicited neighbour advertisements sent since vipd started",
+            ha_garps,
         );
         let mut out = String::new();
         encode(&mut out, &reg).expect("writing to a String cannot fail");

@@ -32,6 +32,10 @@ pub struct FakeMaps {
     /// Counts every write, the global settings included, where a test can still see it
     /// after the maps were moved into something that failed.
     pub every_write: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Announced addresses → HA group index.
+    pub announced: BTreeMap<std::net::IpAddr, u32>,
+    /// HA groups by index.
+    pub ha_groups: BTreeMap<u32, vip_common::HaGroup>,
 }
 
 impl FakeMaps {
@@ -151,6 +155,22 @@ impl DatapathOps for FakeMaps {
     fn set_nexthop(&mut self, id: u32, nh: &vip_common::NextHop) -> Result<(), Injected> {
         self.write()?;
         self.nexthops.insert(id, *nh);
+        Ok(())
+    }
+
+    fn sync_announced(&mut self, want: &BTreeMap<std::net::IpAddr, u32>) -> Result<(), Injected> {
+        self.write()?;
+        self.announced = want.clone();
+        Ok(())
+    }
+
+    fn ha_group(&self, index: u32) -> Result<vip_common::HaGroup, Injected> {
+        Ok(self.ha_groups.get(&index).copied().unwrap_or_default())
+    }
+
+    fn set_ha_group(&mut self, index: u32, g: &vip_common::HaGroup) -> Result<(), Injected> {
+        self.write()?;
+        self.ha_groups.insert(index, *g);
         Ok(())
     }
 }

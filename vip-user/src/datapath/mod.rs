@@ -34,11 +34,13 @@ use aya::{
 };
 use vip_common::{
     Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FLOW_WAYS, FlowKey, FlowSet,
-    GlobalConfig, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS,
-    MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS,
-    MAX_BACKEND_IDS, MaglevElem, NextHop, Reason, VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters,
-    VipKey, VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements,
-    maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index, vip_slots,
+    GlobalConfig, HaGroup, IfMac, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
+    MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS,
+    MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS,
+    MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ADDR_MARKER,
+    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
+    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
+    vip_slots,
 };
 
 pub mod decap;
@@ -47,6 +49,7 @@ pub mod ebpf;
 pub(crate) mod fake;
 pub mod keys;
 mod mmap;
+pub mod neigh;
 pub mod tables;
 pub mod xdp_link;
 
@@ -301,6 +304,14 @@ pub struct Datapath {
     backend_stats: PerCpuArray<MapData, BackendCounters>,
     reasons: PerCpuArray<MapData, u64>,
     tx_ports: DevMapHash<MapData>,
+    /// Proxy ARP/NDP: announced address → HA group.
+    neigh: HashMap<MapData, NeighKey, NeighEntry>,
+    /// HA group roles (pinned).
+    ha_groups: Array<MapData, HaGroup>,
+    /// Interface MACs for the neighbour answers.
+    if_macs: HashMap<MapData, u32, IfMac>,
+    /// The entries of `neigh`, to keep the filter bits of solicited-node addresses.
+    announced: StdHashMap<NeighKey, u32>,
     regions: StdHashMap<u32, Region>,
     /// The configuration as last given (without the datapath's own flags and fields).
     global: GlobalConfig,
@@ -321,7 +332,7 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
-const ALL_MAPS: [&str; 12] = [
+const ALL_MAPS: [&str; 15] = [
     MAP_VIPS,
     MAP_BACKENDS,
     MAP_NEXTHOPS,
@@ -334,6 +345,9 @@ const ALL_MAPS: [&str; 12] = [
     MAP_BACKEND_STATS,
     MAP_REASONS,
     MAP_TX_PORTS,
+    MAP_NEIGH,
+    MAP_HA_GROUPS,
+    MAP_IF_MACS,
 ];
 
 /// The layout of the pinned maps: what their entries mean to user space and the
@@ -638,7 +652,9 @@ impl Datapath {
             .map_max_entries(MAP_MAGLEV, maglev_elems)
             .map_max_entries(MAP_CONNS, limits.conn_sets())
             .map_max_entries(MAP_VIP_SLOTS, vip_slots(limits.max_vips))
-            .map_max_entries(MAP_VIP_STATS, limits.max_vips);
+            .map_max_entries(MAP_VIP_STATS, limits.max_vips)
+            .map_max_entries(MAP_NEIGH, MAX_NEIGH_ADDRS)
+            .map_max_entries(MAP_IF_MACS, MAX_IF_MACS);
         let paths: Vec<(&'static str, PathBuf)> = pin_dir
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
@@ -696,6 +712,10 @@ impl Datapath {
             backend_stats: typed!(&mut ebpf, MAP_BACKEND_STATS),
             reasons: typed!(&mut ebpf, MAP_REASONS),
             tx_ports: typed!(&mut ebpf, MAP_TX_PORTS),
+            neigh: typed!(&mut ebpf, MAP_NEIGH),
+            ha_groups: typed!(&mut ebpf, MAP_HA_GROUPS),
+            if_macs: typed!(&mut ebpf, MAP_IF_MACS),
+            announced: StdHashMap::new(),
             ebpf,
             limits: *limits,
             adopted,
@@ -718,6 +738,7 @@ impl Datapath {
                 }
             }
             dp.rebuild_vip_slots()?;
+            dp.read_announced()?;
         }
         dp.flow_seed = match seed {
             Some(s) => s,
@@ -1009,6 +1030,7 @@ impl Datapath {
         if !remaining
             .iter()
             .any(|k| !is_marker(k) && vip_filter_slot(&k.addr, k.family) == filter)
+            && !self.solicited_node_in(filter)
         {
             self.clear_filter_bit(key)?;
         }

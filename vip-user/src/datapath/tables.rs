@@ -3,11 +3,11 @@
 //! [`Datapath`] here and by an in-memory fake in tests; and the config's limits as the
 //! datapath's.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use vip_common::{
-    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, NextHop, Reason, VipCounters,
-    VipKey, VipMeta,
+    Backend, BackendCounters, ConnState, FlowKey, GlobalConfig, HaGroup, NextHop, Reason,
+    VipCounters, VipKey, VipMeta,
 };
 
 use super::{Datapath, DatapathError, Limits};
@@ -57,6 +57,13 @@ pub trait DatapathOps: Tables {
     /// Every backend entry that was ever written (all-zero entries left out; a cleared
     /// entry keeps its generation), by id.
     fn pinned_backends(&self) -> Result<BTreeMap<u32, Backend>, Self::Error>;
+    /// Makes the addresses answered by proxy ARP/NDP exactly `want` (address → HA
+    /// group index).
+    fn sync_announced(&mut self, want: &BTreeMap<IpAddr, u32>) -> Result<(), Self::Error>;
+    /// The HA group entry at `index`.
+    fn ha_group(&self, index: u32) -> Result<HaGroup, Self::Error>;
+    /// Writes the HA group entry at `index`.
+    fn set_ha_group(&mut self, index: u32, g: &HaGroup) -> Result<(), Self::Error>;
 }
 
 /// The datapath's limits from the config's.
@@ -133,5 +140,17 @@ impl DatapathOps for Datapath {
 
     fn pinned_backends(&self) -> Result<BTreeMap<u32, Backend>, DatapathError> {
         Datapath::written_backends(self)
+    }
+
+    fn sync_announced(&mut self, want: &BTreeMap<IpAddr, u32>) -> Result<(), DatapathError> {
+        Datapath::sync_announced(self, want)
+    }
+
+    fn ha_group(&self, index: u32) -> Result<HaGroup, DatapathError> {
+        Datapath::ha_group(self, index)
+    }
+
+    fn set_ha_group(&mut self, index: u32, g: &HaGroup) -> Result<(), DatapathError> {
+        Datapath::set_ha_group(self, index, g)
     }
 }

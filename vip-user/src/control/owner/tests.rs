@@ -150,7 +150,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
             },
             "table_size 250 is not prime",
         ),
-        // Issue #16 finding 10: the API is held to the config file's rules.
+        // Regression: the API is held to the config file's rules.
         (
             "an http check whose path carries a second request",
             Change::VipAdd {
@@ -405,7 +405,7 @@ fn drain(o: &mut Owner<FakeMaps>, vip_: &str, addr: &str, state: AdminState) {
     .unwrap();
 }
 
-/// Issue #16 finding 5: a reload of an unchanged file changes nothing: runtime drain,
+/// Regression: a reload of an unchanged file changes nothing: runtime drain,
 /// maint and added VIPs survive, and no map is written.
 #[test]
 fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
@@ -425,7 +425,7 @@ fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
     assert_eq!(stats.map_writes(), 0, "{stats:?}");
 }
 
-/// Issue #16 finding 5: with a changed file, a VIP whose `[[vip]]` section changed (or
+/// Regression: with a changed file, a VIP whose `[[vip]]` section changed (or
 /// was added or removed) takes the file's definition, runtime changes included; every
 /// other VIP keeps its running state.
 #[test]
@@ -512,7 +512,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Issue #16 finding 2: vipd killed during an apply leaves VIPs in the pinned maps that
+/// Regression: vipd killed during an apply leaves VIPs in the pinned maps that
 /// the state file does not know. A restart removes them, clears their backends, and a
 /// backend id they used gets a newer generation when it is handed out again.
 #[test]
@@ -566,7 +566,7 @@ fn a_restart_removes_ghost_vips_the_state_file_does_not_know() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Issue #16 finding 2, the state file lost: VIPs found in the pinned maps that the
+/// Regression, the state file lost: VIPs found in the pinned maps that the
 /// config does not have are kept forwarding, as they are, and shown as unmanaged; their
 /// slot and backend ids are not handed out; config VIPs keep the ids the maps give
 /// them. `vipctl vip del` removes one.
@@ -634,7 +634,7 @@ fn without_a_state_file_pinned_vips_are_kept_as_unmanaged_until_deleted() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Issue #16 finding 6: a start that cannot succeed is refused before the first map
+/// Regression: a start that cannot succeed is refused before the first map
 /// write, so the maps it adopted are exactly as they were, and it never claims to have
 /// restored anything.
 #[test]
@@ -705,7 +705,7 @@ fn a_start_that_cannot_succeed_leaves_the_maps_as_it_found_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Issue #16 finding 6: the resize procedure vipd prescribes (`vipd down`, lower
+/// Regression: the resize procedure vipd prescribes (`vipd down`, lower
 /// `max_backends`, start) works: the state file's ids were made for maps that are
 /// gone, so they are handed out again within the new limits.
 #[test]
@@ -730,7 +730,7 @@ fn a_start_after_a_resize_hands_the_ids_out_again_within_the_new_limits() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Issue #16 finding 6: a map write that fails during a start is reported as such: the
+/// Regression: a map write that fails during a start is reported as such: the
 /// maps may be partly changed, and nothing claims they were restored.
 #[test]
 fn a_failed_write_at_start_does_not_claim_a_restore() {
@@ -750,7 +750,7 @@ fn a_failed_write_at_start_does_not_claim_a_restore() {
     assert!(!msg.contains("restored") && msg.contains("partly"), "{msg}");
 }
 
-/// Issue #16 finding 11: `generations` holds the live ids only, and an id handed out
+/// Regression: `generations` holds the live ids only, and an id handed out
 /// again still gets a generation it never had (the backend array remembers the last).
 #[test]
 fn generations_hold_live_ids_only_and_a_reused_id_still_gets_a_new_one() {

@@ -413,7 +413,7 @@ fn reload_applies_the_edited_file_and_refuses_a_broken_one() {
     assert_eq!(ok(&d, "-o json backend list"), before);
 }
 
-/// Issue #16 finding 11: a reload whose file changes a setting only a restart applies
+/// Regression: a reload whose file changes a setting only a restart applies
 /// is refused whole (an error, not "ok" and a log line), and nothing changes.
 #[test]
 fn a_reload_that_changes_restart_only_settings_is_refused_whole() {
@@ -460,7 +460,7 @@ fn a_reload_that_changes_restart_only_settings_is_refused_whole() {
     assert_eq!(ok(&d, "-o json backend list"), before);
 }
 
-/// Issue #16 finding 11: removing a VIP's last backend, or applying a file without VIPs,
+/// Regression: removing a VIP's last backend, or applying a file without VIPs,
 /// acts, and the answer carries a warning that vipctl prints.
 #[test]
 fn the_last_backend_or_an_empty_apply_acts_with_a_warning() {
