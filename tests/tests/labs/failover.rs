@@ -365,7 +365,7 @@ struct Keepalived {
 
 impl Keepalived {
     fn start(f: &Failover, i: usize) -> Keepalived {
-        let example = include_str!("../../examples/ha/keepalived.conf");
+        let example = include_str!("../../../examples/ha/keepalived.conf");
         let vipctl = vip_tests::lab::workspace_binary("vipctl", "vip-user").expect("vipctl");
         let socket = f.lab.dir.join(format!("vipd-lb{i}.sock"));
         let defs = [

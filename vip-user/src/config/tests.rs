@@ -717,7 +717,11 @@ fn the_ha_example_parses_and_puts_its_vip_in_its_group() {
         }]
     );
     assert_eq!(cfg.vips[0].ha_group.as_deref(), Some("web"));
-    assert_eq!(cfg.vips[0].announce, Some(false), "an HA group's VIP is not routed");
+    assert_eq!(
+        cfg.vips[0].announce,
+        Some(false),
+        "an HA group's VIP is not routed"
+    );
 }
 
 #[test]
