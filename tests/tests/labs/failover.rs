@@ -377,6 +377,21 @@ impl Keepalived {
                 "VIPCTL",
                 format!("{} --socket {}", vipctl.display(), socket.display()),
             ),
+            (
+                "NOTIFY",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/ha/keepalived-notify.sh")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "FIFO",
+                f.lab
+                    .dir
+                    .join(format!("keepalived-lb{i}.fifo"))
+                    .display()
+                    .to_string(),
+            ),
         ];
         let conf: String = example
             .lines()
