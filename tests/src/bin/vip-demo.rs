@@ -161,7 +161,13 @@ fn failover_act() -> Result<(), Box<dyn std::error::Error>> {
     println!("  every 0.1 s) only elects, and calls `vipctl ha set {GROUP} active|standby|fault`.");
     let f = Failover::build(Mode::Tunnel)?;
     let elected = Instant::now();
-    let mut ks = [Keepalived::start(&f, 0), Keepalived::start(&f, 1)];
+    // lb0's keepalived first: lb1's then hears lb0's adverts from its start and never
+    // passes through MASTER. keepalived runs notify scripts without waiting for them, so
+    // two quick transitions (MASTER, then BACKUP on lb0's first advert) can reach vipd in
+    // the wrong order and leave lb1 active.
+    let mut ks = vec![Keepalived::start(&f, 0)];
+    f.wait_roles(["active", "standby"], "keepalived's election", &ks);
+    ks.push(Keepalived::start(&f, 1));
     f.wait_roles(["active", "standby"], "keepalived's election", &ks);
     println!(
         "   keepalived elected lb0 in {:.1} s (lb0 active, lb1 standby)",

@@ -149,7 +149,8 @@ impl Failover {
     /// Waits up to 15 s until nodes 0 and 1 report the roles `want`.
     ///
     /// # Panics
-    /// When they do not, naming `what`, with both keepalived logs.
+    /// When they do not, naming `what`, with the logs of the keepalived instances `ks`
+    /// (node 0's first).
     pub fn wait_roles(&self, want: [&str; 2], what: &str, ks: &[Keepalived]) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
@@ -158,12 +159,15 @@ impl Failover {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let logs: String = ks
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("\nkeepalived {i}:\n{}", k.log()))
+            .collect();
         panic!(
-            "{what}: roles {} / {}, want {want:?}\nkeepalived 0:\n{}\nkeepalived 1:\n{}",
+            "{what}: roles {} / {}, want {want:?}{logs}",
             self.role(0),
             self.role(1),
-            ks[0].log(),
-            ks[1].log()
         );
     }
 
