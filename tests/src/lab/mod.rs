@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod failover;
 pub mod inject;
 pub mod netns;
 pub mod process;
