@@ -1595,3 +1595,6 @@ mod duration_text {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod property_tests;
