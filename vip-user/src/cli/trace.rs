@@ -69,6 +69,24 @@ pub enum TraceError {
         #[source]
         source: std::io::Error,
     },
+    /// A packet `BPF_PROG_TEST_RUN` cannot run as a whole frame.
+    #[error(
+        "packet {packet} is {len} bytes: trace runs frames of {}..={} bytes ({}), so nothing was traced",
+        ETH_HEADER_LEN,
+        MAX_TRACE_FRAME,
+        if *len < ETH_HEADER_LEN {
+            "shorter than an Ethernet header, which no interface delivers"
+        } else {
+            "BPF_PROG_TEST_RUN splits a longer one and vip_lb would see only its first part; \
+             a GRO/TSO-merged packet captured on the host? capture with `ethtool -K IFACE gro off`"
+        }
+    )]
+    FrameSize {
+        /// 1-based packet number.
+        packet: usize,
+        /// Its length.
+        len: usize,
+    },
     /// The pcap file is not one trace can replay.
     #[error("{}: {source}", path.display())]
     Pcap {
@@ -139,6 +157,30 @@ pub enum PcapError {
     },
 }
 
+/// An Ethernet header: `BPF_PROG_TEST_RUN` refuses a shorter frame.
+pub const ETH_HEADER_LEN: usize = 14;
+
+/// The longest frame `BPF_PROG_TEST_RUN` gives an XDP program in one buffer: a 4 KiB page
+/// less XDP's 256-byte headroom and the 320-byte `skb_shared_info` (x86-64, Linux 6.x;
+/// measured: 3,520 bytes seen whole, 3,521 split). A longer one is split into fragments
+/// that `vip_lb`, not a multi-buffer program, does not see, so it would be traced as
+/// malformed, which says nothing about the packet.
+pub const MAX_TRACE_FRAME: usize = 3520;
+
+/// Refuses, before anything is loaded, a frame that `BPF_PROG_TEST_RUN` cannot run whole.
+pub fn check_frames(frames: &[Vec<u8>]) -> Result<(), TraceError> {
+    match frames
+        .iter()
+        .position(|f| !(ETH_HEADER_LEN..=MAX_TRACE_FRAME).contains(&f.len()))
+    {
+        Some(i) => Err(TraceError::FrameSize {
+            packet: i + 1,
+            len: frames[i].len(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Source MAC of synthetic next hops.
 pub const TRACE_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 /// Destination MAC of synthetic next hops.
@@ -183,8 +225,10 @@ pub fn run(args: &TraceArgs, output: Output) -> Result<String, TraceError> {
     })
 }
 
-/// Loads the private datapath with `config` and runs `frames` through it in order.
+/// Loads the private datapath with `config` and runs `frames` through it in order (all
+/// of them [`check_frames`]-sized, or none).
 pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, TraceError> {
+    check_frames(frames)?;
     let cfg = Config::load(config)?;
     let dp =
         Datapath::load(&limits(&cfg.limits), None).map_err(|source| TraceError::Load { source })?;

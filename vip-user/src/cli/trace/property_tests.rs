@@ -19,7 +19,7 @@ use pcap_file::{
 };
 use proptest::prelude::*;
 
-use super::{PcapError, parse_pcap};
+use super::{MAX_TRACE_FRAME, PcapError, TraceError, check_frames, parse_pcap};
 
 /// A pcap file of `frames` as tcpdump writes it.
 fn pcap(frames: &[Vec<u8>], endianness: Endianness, ts: TsResolution) -> Vec<u8> {
@@ -215,6 +215,25 @@ fn what_trace_cannot_replay_is_refused_saying_why() {
     );
 }
 
+/// A capture with a frame `BPF_PROG_TEST_RUN` would refuse (a runt) or split (longer
+/// than one buffer) used to fail with the kernel's bare EINVAL, or trace the split frame
+/// as malformed: it is refused before anything is loaded, naming the packet.
+#[test]
+fn frames_test_run_cannot_take_whole_are_refused_naming_the_packet() {
+    let ok = vec![0u8; 60];
+    assert!(check_frames(&[ok.clone(), vec![0; 14], vec![0; MAX_TRACE_FRAME]]).is_ok());
+    for (len, why) in [(10, "shorter than an Ethernet header"), (9014, "GRO")] {
+        let e = check_frames(&[ok.clone(), vec![0; len], ok.clone()]).unwrap_err();
+        assert!(
+            matches!(e, TraceError::FrameSize { packet: 2, len: l } if l == len),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("packet 2 is {len} bytes")), "{msg}");
+        assert!(msg.contains(why), "{msg}");
+    }
+}
+
 /// A message, and nothing past the frames that were written.
 fn check(result: &Result<Vec<Vec<u8>>, PcapError>) -> Result<(), TestCaseError> {
     if let Err(e) = result {
@@ -223,8 +242,18 @@ fn check(result: &Result<Vec<Vec<u8>>, PcapError>) -> Result<(), TestCaseError> 
     Ok(())
 }
 
+/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
+/// longer hunt.
+fn cases() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(cases())]
 
     #[test]
     fn any_bytes_are_frames_or_an_error_with_a_message(
