@@ -83,8 +83,18 @@ fn key_lines() -> Vec<(usize, String)> {
         .collect()
 }
 
+/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
+/// longer hunt.
+fn cases() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(cases())]
 
     #[test]
     fn any_text_is_a_config_or_an_error_with_a_message(text in any::<String>()) {

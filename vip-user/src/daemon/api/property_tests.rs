@@ -182,8 +182,18 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
+/// longer hunt.
+fn cases() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(cases())]
 
     #[test]
     fn any_bytes_decode_or_get_a_message(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
