@@ -487,7 +487,7 @@ fn adversarial(rng: &mut Rng) -> Vec<u8> {
         1 if v4 => f[l3] = 0x40 | rng.below(16) as u8,
         1 => f[l3] = (rng.below(16) as u8) << 4 | (f[l3] & 0x0f),
         2 if f.len() > l4 + 13 => {
-            // TCP data offset (or, in UDP, the checksum's high byte: harmless).
+            // TCP data offset (in UDP, a payload byte: harmless).
             f[l4 + 12] = (rng.below(16) as u8) << 4 | (f[l4 + 12] & 0x0f);
         }
         3 if f.len() > l4 + 6 => {
