@@ -6,8 +6,8 @@
 //!
 //! Two users: the fixtures test `differential` (100,000 frames, in CI) and
 //! `cargo xtask fuzz` (`vip-fuzz`, 10,000,000 by default). Both run [`run`]; a run is
-//! determined by its seed, so a mismatch at frame `N` is reproduced by running the same
-//! seed with `--packets N`.
+//! determined by its seed (the frames and the connection table's seed), so a mismatch at
+//! frame `N` is reproduced by running the same seed with `--packets N`.
 //!
 //! The connection table is small (many flows share a set, so full sets replace flows),
 //! and two VIPs' tables change every [`REPUBLISH_EVERY`] frames, so a pinned flow's
@@ -845,6 +845,9 @@ fn run_here(opts: &Options, mut progress: impl FnMut(&Report)) -> Result<Report>
         max_conns: MAX_CONNS,
     };
     let mut dp = Datapath::load(&limits, None).context("loading vip_lb")?;
+    // The connection table's seed from the run's, so the whole run (which flows share a
+    // set) repeats; random per load otherwise.
+    dp.reseed_flows(Rng::new(opts.seed ^ 0xf10e).next() as u32)?;
     let mut model = Model::new();
     configure(&mut Both {
         dp: &mut dp,
