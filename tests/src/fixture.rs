@@ -37,7 +37,7 @@ pub mod action {
 }
 
 /// What the output packet must be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Byte for byte the input (the datapath must not touch what it does not own).
     Unchanged,

@@ -2,6 +2,7 @@
 //! on a loaded (not attached) program, and (in `lab`) network-namespace labs.
 
 pub mod bench;
+pub mod differential;
 pub mod fixture;
 pub mod lab;
 pub mod model;

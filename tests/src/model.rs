@@ -1,8 +1,9 @@
-//! A user-space reference model of `vip_lb`: for one frame, the verdict, the reason and
-//! the backend, computed from the same configuration with the same flow hash
+//! A user-space reference model of `vip_lb`: for one frame, the verdict, the reason, the
+//! backend and the output frame, computed from the same configuration with the same flow hash
 //! (`vip_common::flow_hash`) and the same Maglev tables, but parsed and decided by
-//! independent, straightforward code. The differential test (`differential` in the
-//! fixtures test binary, its only user) runs random and mutated frames through both and
+//! independent, straightforward code; output frames are built with `etherparse`
+//! ([`crate::packet`]). The differential run ([`crate::differential`]: the fixtures
+//! test and `cargo xtask fuzz`) sends random and mutated frames through both and
 //! requires them to agree. It is test code, not part of vipd: `vipctl flow` and
 //! `vipctl trace` answer from the control plane's own state.
 //!
@@ -16,19 +17,25 @@
 //! ([`Model::set_global`] with `Datapath::written_global`), because which flow a full
 //! set replaces is a property of that code, not of the specification.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V4, FAMILY_V6,
     FlowKey, FlowSet, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
     PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, flow_hash,
-    flow_set_index, flow_table_hash, vip_filter_bit,
+    flow_set_index, flow_table_hash, tunnel_hash, vip_filter_bit,
 };
 
-use crate::fixture::action;
+use crate::{
+    fixture::{Output, action},
+    packet::{Outer, too_big_answer, tunnelled, with_macs},
+};
 
 /// What the model predicts for one frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
     /// XDP action (see [`action`]).
     pub action: u32,
@@ -38,6 +45,8 @@ pub struct Prediction {
     pub backend: Option<u32>,
     /// Forwarded by MAC rewrite (`dsr-l2`) rather than through a tunnel.
     pub dsr_l2: bool,
+    /// The frame the datapath must give back.
+    pub output: Output,
 }
 
 /// A published VIP as the model keeps it.
@@ -243,6 +252,7 @@ fn pass(reason: Reason) -> Prediction {
         reason,
         backend: None,
         dsr_l2: false,
+        output: Output::Unchanged,
     }
 }
 
@@ -252,6 +262,20 @@ fn drop(reason: Reason) -> Prediction {
         reason,
         backend: None,
         dsr_l2: false,
+        output: Output::Any,
+    }
+}
+
+/// An address from its network-order words.
+fn ip_of(words: &[u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from(words[0].to_ne_bytes())
+    } else {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
     }
 }
 
@@ -398,7 +422,7 @@ impl Model {
         }
         let (set, h) = self.flow_slot(&key);
         if let Some((id, b)) = self.pinned(set, h, &key) {
-            return self.forward(&p, icmp_error, id, &b, b.vip_flags);
+            return self.forward(f, &p, icmp_error, id, &b, b.vip_flags, h);
         }
         let Some(vip) = self.lookup_vip(&key).cloned() else {
             return not_vip;
@@ -415,7 +439,7 @@ impl Model {
             };
             self.flows.entry(set).or_default().insert(&key, h, &conn);
         }
-        self.forward(&p, icmp_error, id, &b, vip.flags)
+        self.forward(f, &p, icmp_error, id, &b, vip.flags, h)
     }
 
     /// The backend `key` is pinned to in set `set`, if its entry checks out and the
@@ -430,14 +454,21 @@ impl Model {
         Some((c.backend_id, b))
     }
 
-    /// Sends the frame to backend `id` in the mode `vip_flags` give.
+    /// Sends frame `f` to backend `id` in the mode `vip_flags` give; `h` is the flow's
+    /// connection-table hash (the tunnel's outer source and flow label come from it).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the decision's state, as the datapath's forward() takes it"
+    )]
     fn forward(
         &self,
+        f: &[u8],
         p: &Parsed,
         icmp_error: bool,
         id: u32,
         backend: &Backend,
         vip_flags: u32,
+        h: u64,
     ) -> Prediction {
         let Some(nh) = self
             .nexthops
@@ -448,8 +479,8 @@ impl Model {
             return drop(Reason::DropNoRoute);
         };
         let dsr_l2 = vip_flags & VIP_F_DSR_L2 != 0;
+        let overhead = if backend.family == FAMILY_V4 { 20 } else { 40 };
         if !dsr_l2 {
-            let overhead = if backend.family == FAMILY_V4 { 20 } else { 40 };
             let cfg = self.config;
             if cfg.mtu != 0 && p.ip_len + overhead > cfg.mtu as usize {
                 let answer = !icmp_error
@@ -462,6 +493,7 @@ impl Model {
                         reason: Reason::IcmpTooBigSent,
                         backend: None,
                         dsr_l2: false,
+                        output: Output::Bytes(too_big_answer(f, cfg.mtu - overhead as u32)),
                     }
                 } else {
                     drop(Reason::DropTooBig)
@@ -475,6 +507,16 @@ impl Model {
         } else {
             return drop(Reason::DropNoRoute);
         };
+        let output = if dsr_l2 {
+            with_macs(f, nh.dst_mac, nh.src_mac)
+        } else {
+            tunnelled(
+                f,
+                nh.dst_mac,
+                nh.src_mac,
+                self.outer(backend, tunnel_hash(h)),
+            )
+        };
         Prediction {
             action,
             reason: if icmp_error {
@@ -484,6 +526,33 @@ impl Model {
             },
             backend: Some(id),
             dsr_l2,
+            output: Output::Bytes(output),
+        }
+    }
+
+    /// The outer header of a tunnel to `backend` for a flow whose tunnel hash is `th`:
+    /// the configured source prefix with the hash in its low bits, the hash's low 20 bits
+    /// as the IPv6 flow label.
+    fn outer(&self, backend: &Backend, th: u32) -> Outer {
+        let cfg = &self.config;
+        let src = if backend.family == FAMILY_V4 {
+            let bits = cfg.tunnel_src_v4_hash_bits.min(32);
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                (1 << bits) - 1
+            };
+            let prefix = u32::from_be(cfg.tunnel_src_v4_be);
+            IpAddr::from(((prefix & !mask) | (th & mask)).to_be_bytes())
+        } else {
+            let mut words = cfg.tunnel_src_v6;
+            words[3] = th.to_be();
+            ip_of(&words, FAMILY_V6)
+        };
+        Outer {
+            src,
+            dst: ip_of(&backend.addr, backend.family),
+            flow_label: th & 0xfffff,
         }
     }
 

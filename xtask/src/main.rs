@@ -1,4 +1,4 @@
-//! `cargo xtask setup | build | lint | test | demo | install | bench`.
+//! `cargo xtask setup | build | lint | test | demo | install | bench | fuzz`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
@@ -56,6 +56,19 @@ enum Command {
         #[arg(long, default_value = "")]
         destdir: PathBuf,
     },
+    /// Differential fuzzing of the XDP program against the user-space model: random,
+    /// mutated and adversarial frames through BPF_PROG_TEST_RUN (needs root).
+    Fuzz {
+        /// The generator's seed (decimal or 0x hex); a run is determined by it.
+        #[arg(long)]
+        seed: Option<String>,
+        /// Frames to run.
+        #[arg(long, default_value = "10000000")]
+        packets: u64,
+        /// Stop after this many seconds, whatever --packets says.
+        #[arg(long)]
+        max_time: Option<u64>,
+    },
     /// Run the benchmarks and write target/bench/.
     Bench {
         /// Passed to the benchmark binary (e.g. a section name).
@@ -98,6 +111,22 @@ fn run(cli: Cli) -> Result<()> {
             build::ebpf()?;
             build::lab_bins(true)?;
             build::run_bin("vip-tests", "vip-demo", true, &[])
+        }
+        Command::Fuzz {
+            seed,
+            packets,
+            max_time,
+        } => {
+            setup::run()?;
+            build::ebpf()?;
+            let mut args = vec!["--packets".to_string(), packets.to_string()];
+            if let Some(seed) = seed {
+                args.extend(["--seed".to_string(), seed]);
+            }
+            if let Some(secs) = max_time {
+                args.extend(["--max-time".to_string(), secs.to_string()]);
+            }
+            build::run_bin("vip-tests", "vip-fuzz", true, &args)
         }
         Command::Bench { args } => {
             setup::run()?;

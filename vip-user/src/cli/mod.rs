@@ -148,7 +148,7 @@ pub struct TraceArgs {
     /// One flow: PROTO CLIENT:PORT VIP:PORT (a TCP SYN or a UDP datagram is built).
     #[arg(long, num_args = 3, value_names = ["PROTO", "SRC", "DST"], conflicts_with = "pcap", required_unless_present = "pcap")]
     pub flow: Option<Vec<String>>,
-    /// A pcap file (Ethernet link type) whose packets are run in order.
+    /// A pcap or pcapng capture (Ethernet link type) whose packets are run in order.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
 }

@@ -1862,3 +1862,6 @@ mod duration_text {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod property_tests;

@@ -1,6 +1,6 @@
 use super::*;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 instance = "lb1"
 state_file = "/tmp/vip-state.json"
 

@@ -305,6 +305,20 @@ fn size(n: usize) -> String {
     }
 }
 
+/// Decodes one request line (its bytes, newline included): a [`Request`], or the
+/// message the client gets saying why there is none.
+pub fn decode_request(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "vipd cannot read this request: it is not UTF-8 (an invalid byte at offset {}); requests are JSON text, one per line",
+            e.valid_up_to()
+        )
+    })?;
+    serde_json::from_str::<Request>(text).map_err(|e| {
+        format!("vipd cannot read this request ({e}): are vipd and vipctl the same version?")
+    })
+}
+
 /// Reads one request from a connection (within `limits`), asks `handle` for the answer,
 /// writes it back. Every request gets an answer, an unreadable one an error naming why.
 pub async fn serve_connection<F, Fut>(s: UnixStream, access: Access, limits: &ApiLimits, handle: F)
@@ -339,17 +353,9 @@ where
             "request refused: it is larger than {} (api.max_request_bytes): apply a large config in parts, or raise the limit",
             size(limits.max_request_bytes)
         )),
-        Ok(Ok(_)) => match std::str::from_utf8(&buf) {
-            Err(e) => Response::err(format!(
-                "vipd cannot read this request: it is not UTF-8 (an invalid byte at offset {}); requests are JSON text, one per line",
-                e.valid_up_to()
-            )),
-            Ok(text) => match serde_json::from_str::<Request>(text) {
-                Ok(req) => handle(req).await,
-                Err(e) => Response::err(format!(
-                    "vipd cannot read this request ({e}): are vipd and vipctl the same version?"
-                )),
-            },
+        Ok(Ok(_)) => match decode_request(&buf) {
+            Ok(req) => handle(req).await,
+            Err(why) => Response::err(why),
         },
     };
     let mut out = serde_json::to_string(&resp).expect("responses serialize");
@@ -367,6 +373,9 @@ where
         .await;
     }
 }
+
+#[cfg(test)]
+mod property_tests;
 
 #[cfg(test)]
 mod tests {

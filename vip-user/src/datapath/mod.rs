@@ -804,6 +804,15 @@ impl Datapath {
         self.write_global()
     }
 
+    /// Sets the connection table's seed instead of the random one chosen at load, so a
+    /// run of generated packets (the differential fuzzing) repeats exactly. Entries placed
+    /// under the old seed are no longer found where the new one looks: for a table that
+    /// is still empty, not for one that holds flows.
+    pub fn reseed_flows(&mut self, seed: u32) -> Result<(), DatapathError> {
+        self.flow_seed = seed;
+        self.write_global()
+    }
+
     /// The global settings as the datapath has them: the configuration plus the
     /// datapath's own fields (the all-ports flag, the connection table's seed and mask,
     /// the VIP slots' mask).
