@@ -119,6 +119,36 @@ fn has(f: &[u8], at: usize, len: usize) -> bool {
     at + len <= f.len()
 }
 
+/// The fate of an ARP frame whose message starts at `l3`. The model announces no address
+/// (the differential run configures no HA group), so a well-formed request is passed as
+/// `vip_lb` passes a request for an address it does not answer for; the answers
+/// themselves are checked byte for byte by the neighbour fixtures.
+fn arp(f: &[u8], l3: usize) -> Reason {
+    const ARP_LEN: usize = 28;
+    if !has(f, l3, ARP_LEN) {
+        return Reason::PassArpMalformed;
+    }
+    let a = &f[l3..l3 + ARP_LEN];
+    // Ethernet hardware, IPv4 protocol, their address lengths.
+    if a[..6] != [0, 1, 8, 0, 6, 4] {
+        return Reason::PassArpMalformed;
+    }
+    Reason::PassArpNotVip
+}
+
+/// True when `vip_lb` hands an ICMPv6 packet (well-formed, no anomaly) to its
+/// neighbour-solicitation code: the message follows the fixed IPv6 header directly and
+/// is a solicitation. With no address announced in the model, every such packet is
+/// ignored (`PassNdpIgnored`), whatever its fields.
+fn is_neighbour_solicitation(f: &[u8], p: &Parsed) -> bool {
+    const ND_NEIGHBOR_SOLICIT: u8 = 135;
+    p.key.family == FAMILY_V6
+        && p.key.proto == PROTO_ICMPV6
+        && p.l4 == p.l3 + 40
+        && has(f, p.l4, 2)
+        && f[p.l4] == ND_NEIGHBOR_SOLICIT
+}
+
 /// Parses as the datapath does; `wanted` is the VIP-address filter, applied as soon as
 /// the destination address is read (a refused address is `PassNotVip`, whatever follows).
 fn parse(f: &[u8], wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result<Parsed, Reason> {
@@ -222,6 +252,7 @@ fn parse(f: &[u8], wanted: impl Fn(&[u32; 4], u8) -> bool) -> Result<Parsed, Rea
             p.key.proto = next;
             p.l4 = off;
         }
+        0x0806 => return Err(arp(f, l3)),
         _ => return Err(Reason::PassNotVip),
     }
     if p.anomaly == Anomaly::None && (p.key.proto == PROTO_TCP || p.key.proto == PROTO_UDP) {
@@ -390,6 +421,9 @@ impl Model {
             Err(reason) => return pass(reason),
         };
         let icmp_error = p.key.proto == PROTO_ICMP || p.key.proto == PROTO_ICMPV6;
+        if icmp_error && p.anomaly == Anomaly::None && is_neighbour_solicitation(f, &p) {
+            return pass(Reason::PassNdpIgnored);
+        }
         let key = if icmp_error {
             match self.inner_flow(f, &p) {
                 Ok(k) => k,
