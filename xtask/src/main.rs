@@ -1,15 +1,16 @@
-//! `cargo xtask setup | build | lint | test | demo | install | bench`.
+//! `cargo xtask setup | build | lint | test | kernels | demo | install | bench`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
 
 mod build;
 mod install;
+mod kernels;
 mod lint;
 mod setup;
 mod test;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,25 @@ enum Command {
         #[arg(long)]
         no_lint: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Boot Debian's kernels in qemu (software emulation) and run the packet fixtures and
+    /// the differential test on each: the verifiers and JITs users meet.
+    Kernels {
+        /// A kernel series (`6.1`, `6.12`: the newest Debian build of it) or an image
+        /// package (`linux-image-6.1.0-57-amd64`); repeat for several. Default: 6.1, 6.12.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// Bound, in seconds, on one kernel's boot and run; the guest is killed past it.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Frames of the differential test in each guest. Every frame costs a few
+        /// `bpf()` calls, which software emulation makes some 50 times slower than the
+        /// host: 100,000 (the host's count) take about 4 minutes a kernel.
+        #[arg(long, default_value_t = 20_000)]
+        diff_packets: u64,
+        /// Passed to the fixtures binary inside (a test-name filter, `--skip NAME`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -88,6 +108,20 @@ fn run(cli: Cli) -> Result<()> {
                 lint::run()?;
             }
             test::run(&args)
+        }
+        Command::Kernels {
+            kernels,
+            timeout,
+            diff_packets,
+            args,
+        } => {
+            setup::run()?;
+            kernels::run(&kernels::Options {
+                kernels,
+                timeout: Duration::from_secs(timeout),
+                diff_packets,
+                args,
+            })
         }
         Command::Install { prefix, destdir } => {
             setup::run()?;
