@@ -30,11 +30,14 @@ use crate::{build, setup, target_dir};
 /// Kernels run when none is named: Debian 12's own (6.1) and its backports' (6.12).
 pub const DEFAULT_KERNELS: &[&str] = &["6.1", "6.12"];
 
-/// The Debian suites searched for kernels, with the archive each lives in.
+/// The Debian suites searched for kernels: Debian 12 (6.1) and its backports (6.12), and
+/// Debian 11 (5.10), older than any kernel vip supports, to show what refuses there.
 const SOURCES: &str = "\
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main
 deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bullseye-security main
 ";
 
 /// Package lists older than this are fetched again (a kernel's newest build moves on).
@@ -218,7 +221,11 @@ impl Apt {
             fs::create_dir_all(dir.join(sub))?;
         }
         let sources = dir.join("sources.list");
-        fs::write(&sources, SOURCES)?;
+        let stamp = dir.join("lists-fetched");
+        if fs::read_to_string(&sources).ok().as_deref() != Some(SOURCES) {
+            fs::write(&sources, SOURCES)?;
+            let _ = fs::remove_file(&stamp);
+        }
         let lists = dir.join("lists");
         let options = [
             format!("Dir::Etc::SourceList={}", sources.display()),
@@ -234,13 +241,12 @@ impl Apt {
         .collect();
         let apt = Apt { options };
         // apt gives the lists the archive's dates, so a stamp of our own tells their age.
-        let stamp = dir.join("lists-fetched");
         let age = fs::metadata(&stamp)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok());
         if age.is_none_or(|age| age > LISTS_MAX_AGE) {
-            eprintln!("kernels: fetching Debian's package lists (bookworm, -backports, -security)");
+            eprintln!("kernels: fetching Debian's package lists");
             let fetched = setup::sh(
                 Command::new("apt-get")
                     .args(&apt.options)
@@ -331,8 +337,7 @@ impl Apt {
         let madison = self.apt_cache(&["madison", "linux-image-amd64"])?;
         let version = newest_of_series(&madison, series).with_context(|| {
             format!(
-                "no linux-image-amd64 of series {series} in bookworm, bookworm-backports or \
-                 bookworm-security:\n{madison}"
+                "no linux-image-amd64 of series {series} in the Debian suites searched:\n{madison}"
             )
         })?;
         let show = self.apt_cache(&["show", &format!("linux-image-amd64={version}")])?;
