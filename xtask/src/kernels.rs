@@ -46,6 +46,13 @@ const LISTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Marker `/init` writes after the test binary with its exit status.
 const EXIT_MARKER: &str = "vip-kernels-exit:";
 
+/// Default bound on one kernel's boot and run, in seconds (a run takes 2 minutes or so).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 900;
+/// Default virtual CPUs of a guest.
+pub const DEFAULT_CPUS: u32 = 2;
+/// Default frames of the differential test in a guest (the host runs 100,000).
+pub const DEFAULT_DIFF_PACKETS: u64 = 20_000;
+
 /// Options of `cargo xtask kernels`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -54,10 +61,45 @@ pub struct Options {
     pub kernels: Vec<String>,
     /// Bound on one kernel's boot and run; the guest is killed past it.
     pub timeout: Duration,
+    /// Virtual CPUs of each guest (libtest runs as many tests at once).
+    pub cpus: u32,
     /// Frames of the differential test in each guest (`VIP_DIFF_PACKETS`).
     pub diff_packets: u64,
     /// Arguments for the test binary inside (a name filter, `--skip NAME`, ...).
     pub args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kernels: Vec::new(),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            cpus: DEFAULT_CPUS,
+            diff_packets: DEFAULT_DIFF_PACKETS,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Totals over the kernels run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Tests passed, over all kernels.
+    pub passed: u64,
+    /// Tests failed, over all kernels.
+    pub failed: u64,
+    /// Kernels on which the run failed, timed out or did not finish.
+    pub bad: Vec<String>,
+}
+
+impl Summary {
+    /// Fails when any kernel failed.
+    pub fn check(&self) -> Result<()> {
+        if !self.bad.is_empty() {
+            bail!("the fixtures failed on {}", self.bad.join(", "));
+        }
+        Ok(())
+    }
 }
 
 /// What one kernel gave.
@@ -91,9 +133,9 @@ struct Row {
     log: PathBuf,
 }
 
-/// Runs the fixtures on every kernel asked for and prints a table; fails when any kernel
-/// failed.
-pub fn run(opts: &Options) -> Result<()> {
+/// Runs the fixtures on every kernel asked for and prints a table. Fails only when a
+/// kernel could not be run at all; test failures are in the [`Summary`].
+pub fn run(opts: &Options) -> Result<Summary> {
     let started = Instant::now();
     let kernels: Vec<String> = if opts.kernels.is_empty() {
         DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect()
@@ -115,13 +157,14 @@ pub fn run(opts: &Options) -> Result<()> {
         fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("{}.log", image.release));
         eprintln!(
-            "kernels: booting {} ({}) with qemu TCG, at most {} s",
+            "kernels: booting {} ({}) with qemu TCG, {} CPUs, at most {} s",
             image.release,
             image.package,
+            opts.cpus,
             opts.timeout.as_secs()
         );
         let t = Instant::now();
-        let (output, timed_out) = boot(image, &initramfs, &log, &cache, opts.timeout)?;
+        let (output, timed_out) = boot(image, &initramfs, &log, &cache, opts)?;
         let outcome = parse(&output);
         let row = Row {
             kernel: image.requested.clone(),
@@ -147,15 +190,15 @@ pub fn run(opts: &Options) -> Result<()> {
         rows.len(),
         started.elapsed().as_secs_f64()
     );
-    let bad: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.timed_out || !r.outcome.ok())
-        .map(|r| r.release.as_str())
-        .collect();
-    if !bad.is_empty() {
-        bail!("the fixtures failed on {}", bad.join(", "));
-    }
-    Ok(())
+    Ok(Summary {
+        passed: rows.iter().map(|r| r.outcome.passed.len() as u64).sum(),
+        failed: rows.iter().map(|r| r.outcome.failed.len() as u64).sum(),
+        bad: rows
+            .iter()
+            .filter(|r| r.timed_out || !r.outcome.ok())
+            .map(|r| r.release.clone())
+            .collect(),
+    })
 }
 
 fn table(rows: &[Row]) -> String {
@@ -398,7 +441,18 @@ fn compare_debian_versions(a: &str, b: &str) -> std::cmp::Ordering {
             return ord;
         }
     }
-    pa.len().cmp(&pb.len())
+    // Where one ends, the longer is newer, unless what it goes on with is a `~`.
+    let rest_sorts_first =
+        |rest: Option<&(bool, String)>| rest.is_some_and(|p| p.1.starts_with('~'));
+    match pa.len().cmp(&pb.len()) {
+        std::cmp::Ordering::Greater if rest_sorts_first(pa.get(pb.len())) => {
+            std::cmp::Ordering::Less
+        }
+        std::cmp::Ordering::Less if rest_sorts_first(pb.get(pa.len())) => {
+            std::cmp::Ordering::Greater
+        }
+        ord => ord,
+    }
 }
 
 /// The `linux-image-*` package named in an `apt-cache show` record's `Depends:`.
@@ -617,12 +671,14 @@ fn boot(
     initramfs: &Path,
     log: &Path,
     cache: &Path,
-    timeout: Duration,
+    opts: &Options,
 ) -> Result<(String, bool)> {
+    let timeout = opts.timeout;
     let console = log.with_extension("console");
     let _ = fs::remove_file(log);
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp"])
+        .arg(opts.cpus.to_string())
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .arg("-kernel")
         .arg(&image.vmlinuz)

@@ -36,11 +36,16 @@ enum Command {
     /// Check formatting, import cycles, clippy (host and eBPF), rustdoc and unused
     /// dependencies.
     Lint,
-    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
+    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs,
+    /// and the fixtures again on Debian's 6.1 and 6.12 kernels (`kernels`).
     Test {
         /// Skip the lint (quick local runs; CI always lints).
         #[arg(long)]
         no_lint: bool,
+        /// Skip the fixtures on other kernels (`cargo xtask kernels`, about 4 minutes);
+        /// refused under CI=true.
+        #[arg(long)]
+        no_kernels: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -53,12 +58,15 @@ enum Command {
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Bound, in seconds, on one kernel's boot and run; the guest is killed past it.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = kernels::DEFAULT_TIMEOUT_SECS)]
         timeout: u64,
+        /// Virtual CPUs of each guest.
+        #[arg(long, default_value_t = kernels::DEFAULT_CPUS)]
+        cpus: u32,
         /// Frames of the differential test in each guest. Every frame costs a few
         /// `bpf()` calls, which software emulation makes some 50 times slower than the
         /// host: 100,000 (the host's count) take about 4 minutes a kernel.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = kernels::DEFAULT_DIFF_PACKETS)]
         diff_packets: u64,
         /// Passed to the fixtures binary inside (a test-name filter, `--skip NAME`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -102,16 +110,24 @@ fn run(cli: Cli) -> Result<()> {
             setup::run()?;
             lint::run()
         }
-        Command::Test { no_lint, args } => {
+        Command::Test {
+            no_lint,
+            no_kernels,
+            args,
+        } => {
+            if no_kernels && in_ci() {
+                anyhow::bail!("--no-kernels is refused under CI=true: nothing may be left out");
+            }
             setup::run()?;
             if !no_lint {
                 lint::run()?;
             }
-            test::run(&args)
+            test::run(&args, !no_kernels)
         }
         Command::Kernels {
             kernels,
             timeout,
+            cpus,
             diff_packets,
             args,
         } => {
@@ -119,9 +135,11 @@ fn run(cli: Cli) -> Result<()> {
             kernels::run(&kernels::Options {
                 kernels,
                 timeout: Duration::from_secs(timeout),
+                cpus,
                 diff_packets,
                 args,
-            })
+            })?
+            .check()
         }
         Command::Install { prefix, destdir } => {
             setup::run()?;
@@ -172,13 +190,13 @@ mod tests {
     #[test]
     fn test_takes_no_lint_before_the_test_binaries_arguments() {
         let cli = Cli::parse_from(["xtask", "test", "--no-lint", "lab_", "--nocapture"]);
-        let Command::Test { no_lint, args } = cli.command else {
+        let Command::Test { no_lint, args, .. } = cli.command else {
             panic!("not test");
         };
         assert!(no_lint);
         assert_eq!(args, ["lab_", "--nocapture"]);
         let cli = Cli::parse_from(["xtask", "test", "--nocapture"]);
-        let Command::Test { no_lint, args } = cli.command else {
+        let Command::Test { no_lint, args, .. } = cli.command else {
             panic!("not test");
         };
         assert!(!no_lint);
