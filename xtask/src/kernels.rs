@@ -207,6 +207,8 @@ fn table(rows: &[Row]) -> String {
     for r in rows {
         let result = if r.timed_out {
             "timed out"
+        } else if r.outcome.exit.is_none() {
+            "did not finish (see the .console)"
         } else if r.outcome.ok() {
             "passed"
         } else {
@@ -499,15 +501,15 @@ fn unpack_kernel(deb: &Path, dir: &Path, release: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the fixtures test binary and returns its path.
+/// Builds the fixtures test binary and returns its path. No `-p`: with the workspace's
+/// default members selected, as `cargo xtask test` builds it, features resolve the same
+/// and the binary `cargo xtask test` just ran is reused.
 fn build_fixtures() -> Result<PathBuf> {
     build::ebpf()?;
     let out = build::cargo_user()
         .args([
             "test",
             "--locked",
-            "-p",
-            "vip-tests",
             "--test",
             "fixtures",
             "--no-run",
@@ -810,6 +812,21 @@ linux-image-amd64 |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd6
                 PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2")
             ]
+        );
+    }
+
+    #[test]
+    fn the_guest_runs_the_fixtures_under_ci_with_its_arguments_quoted() {
+        let init = init_script(500, &["lb::table".into(), "it's".into()]);
+        assert!(init.contains("CI=true"), "{init}");
+        assert!(init.contains("export VIP_DIFF_PACKETS=500\n"), "{init}");
+        assert!(
+            init.contains(r"./fixtures 'lb::table' 'it'\''s' > /dev/ttyS1 2>&1"),
+            "{init}"
+        );
+        assert!(
+            init.contains(&format!("echo \"{EXIT_MARKER} $?\"")),
+            "{init}"
         );
     }
 

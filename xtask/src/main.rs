@@ -42,7 +42,7 @@ enum Command {
         /// Skip the lint (quick local runs; CI always lints).
         #[arg(long)]
         no_lint: bool,
-        /// Skip the fixtures on other kernels (`cargo xtask kernels`, about 4 minutes);
+        /// Skip the fixtures on other kernels (`cargo xtask kernels`, 4-5 minutes);
         /// refused under CI=true.
         #[arg(long)]
         no_kernels: bool,
