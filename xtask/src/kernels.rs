@@ -93,8 +93,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Fails when any kernel failed.
+    /// Prints the totals; fails when any kernel failed.
     pub fn check(&self) -> Result<()> {
+        println!(
+            "kernels: {} passed, {} failed (all kernels)",
+            self.passed, self.failed
+        );
         if !self.bad.is_empty() {
             bail!("the fixtures failed on {}", self.bad.join(", "));
         }

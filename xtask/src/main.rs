@@ -36,32 +36,30 @@ enum Command {
     /// Check formatting, import cycles, clippy (host and eBPF), rustdoc and unused
     /// dependencies.
     Lint,
-    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs,
-    /// and the fixtures again on Debian's 6.1 and 6.12 kernels (`kernels`).
+    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
     Test {
         /// Skip the lint (quick local runs; CI always lints).
         #[arg(long)]
         no_lint: bool,
-        /// Skip the fixtures on other kernels (`cargo xtask kernels`, 4-5 minutes);
-        /// refused under CI=true.
-        #[arg(long)]
-        no_kernels: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Boot Debian's kernels in qemu (software emulation) and run the packet fixtures and
-    /// the differential test on each: the verifiers and JITs users meet.
+    /// the differential test on each: the verifiers and JITs users meet. Not part of
+    /// `test`: it takes 4-7 minutes.
     Kernels {
         /// A kernel series (`6.1`, `6.12`: the newest Debian build of it) or an image
         /// package (`linux-image-6.1.0-57-amd64`); repeat for several. Default: 6.1, 6.12.
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Bound, in seconds, on one kernel's boot and run; the guest is killed past it.
-        #[arg(long, default_value_t = kernels::DEFAULT_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = kernels::DEFAULT_TIMEOUT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
         /// Virtual CPUs of each guest.
-        #[arg(long, default_value_t = kernels::DEFAULT_CPUS)]
+        #[arg(long, default_value_t = kernels::DEFAULT_CPUS,
+              value_parser = clap::value_parser!(u32).range(1..=64))]
         cpus: u32,
         /// Frames of the differential test in each guest. Every frame costs a few
         /// `bpf()` calls, which software emulation makes some 50 times slower than the
@@ -110,19 +108,12 @@ fn run(cli: Cli) -> Result<()> {
             setup::run()?;
             lint::run()
         }
-        Command::Test {
-            no_lint,
-            no_kernels,
-            args,
-        } => {
-            if no_kernels && in_ci() {
-                anyhow::bail!("--no-kernels is refused under CI=true: nothing may be left out");
-            }
+        Command::Test { no_lint, args } => {
             setup::run()?;
             if !no_lint {
                 lint::run()?;
             }
-            test::run(&args, !no_kernels)
+            test::run(&args)
         }
         Command::Kernels {
             kernels,
@@ -188,15 +179,36 @@ mod tests {
     use super::{Cli, Command};
 
     #[test]
+    fn kernels_takes_several_kernels_and_refuses_zero_cpus() {
+        let cli = Cli::parse_from([
+            "xtask", "kernels", "--kernel", "6.1", "--kernel", "5.10", "--cpus", "1", "lb::",
+        ]);
+        let Command::Kernels {
+            kernels,
+            cpus,
+            args,
+            ..
+        } = cli.command
+        else {
+            panic!("not kernels");
+        };
+        assert_eq!(kernels, ["6.1", "5.10"]);
+        assert_eq!(cpus, 1);
+        assert_eq!(args, ["lb::"]);
+        assert!(Cli::try_parse_from(["xtask", "kernels", "--cpus", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "kernels", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
     fn test_takes_no_lint_before_the_test_binaries_arguments() {
         let cli = Cli::parse_from(["xtask", "test", "--no-lint", "lab_", "--nocapture"]);
-        let Command::Test { no_lint, args, .. } = cli.command else {
+        let Command::Test { no_lint, args } = cli.command else {
             panic!("not test");
         };
         assert!(no_lint);
         assert_eq!(args, ["lab_", "--nocapture"]);
         let cli = Cli::parse_from(["xtask", "test", "--nocapture"]);
-        let Command::Test { no_lint, args, .. } = cli.command else {
+        let Command::Test { no_lint, args } = cli.command else {
             panic!("not test");
         };
         assert!(!no_lint);

@@ -132,7 +132,7 @@ enum VipdError {
     Kernel(#[from] KernelTooOld),
 }
 
-/// Refuses a kernel older than the oldest vip is tested on, before anything is loaded:
+/// Refuses a kernel older than the oldest vip supports, before anything is loaded:
 /// the verifier's refusal would not say that the kernel is the problem.
 fn check_kernel() -> Result<(), KernelTooOld> {
     match kernel::check_running()? {
