@@ -175,9 +175,12 @@ fn build_too_big(ctx: &XdpContext, p: &Parsed, mtu: u32) -> Result<(), Reason> {
         return Err(Reason::DropInternal);
     }
     let new_len = p.l3_off + grow + quote;
-    // SAFETY: plain helper call on the program's context. (Subtracting the packet
-    // pointers instead is refused by the verifier once the compiler reorders it.)
-    let cur_len = unsafe { aya_ebpf::helpers::bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    // The frame's length: vip_lb is not loaded for multi-buffer frames, so the frame is
+    // its one linear buffer (`bpf_xdp_get_buff_len` would say the same, but kernels
+    // before 5.18 do not have it). `black_box` keeps the subtraction a plain number:
+    // folded into `new_len - end + data` it would be arithmetic on the end pointer, which
+    // the verifier refuses.
+    let cur_len = core::hint::black_box(ctx.data_end() - ctx.data());
     // SAFETY: as above; the frame holds at least `new_len` bytes (the quote was parsed).
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
         return Err(Reason::DropInternal);

@@ -271,10 +271,13 @@ fn advertise(ctx: &XdpContext, p: &NsFields, l3: usize, l4: usize) -> Result<(),
         NA_F_SOLICITED | NA_F_OVERRIDE
     };
     let want_len = l4 + NA_LEN;
-    // SAFETY: plain helper call on the program's context.
-    let cur_len = unsafe { aya_ebpf::helpers::bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    // The frame's length: its one linear buffer (as in `icmp`: `bpf_xdp_get_buff_len`
+    // is missing before Linux 5.18; `black_box` keeps it a plain number for the
+    // verifier).
+    let cur_len = core::hint::black_box(ctx.data_end() - ctx.data());
     if cur_len != want_len {
-        // SAFETY: as above; a failure leaves the frame as it was.
+        // SAFETY: plain helper call on the program's context; a failure leaves the frame
+        // as it was.
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, want_len as i32 - cur_len as i32) } != 0 {
             return Err(Reason::DropInternal);
         }

@@ -1,15 +1,16 @@
-//! `cargo xtask setup | build | lint | test | demo | install | bench | fuzz`.
+//! `cargo xtask setup | build | lint | test | kernels | demo | install | bench | fuzz`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so a fresh machine
 //! needs nothing but `cargo xtask test` (or `demo`).
 
 mod build;
 mod install;
+mod kernels;
 mod lint;
 mod setup;
 mod test;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,31 @@ enum Command {
         #[arg(long)]
         no_lint: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Boot Debian's kernels in qemu (software emulation) and run the packet fixtures and
+    /// the differential test on each: the verifiers and JITs users meet. Not part of
+    /// `test`: it takes 4-7 minutes.
+    Kernels {
+        /// A kernel series (`6.1`, `6.12`: the newest Debian build of it) or an image
+        /// package (`linux-image-6.1.0-57-amd64`); repeat for several. Default: 6.1, 6.12.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// Bound, in seconds, on one kernel's boot and run; the guest is killed past it.
+        #[arg(long, default_value_t = kernels::DEFAULT_TIMEOUT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+        /// Virtual CPUs of each guest.
+        #[arg(long, default_value_t = kernels::DEFAULT_CPUS,
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        cpus: u32,
+        /// Frames of the differential test in each guest. Every frame costs a few
+        /// `bpf()` calls, which software emulation makes some 50 times slower than the
+        /// host: 100,000 (the host's count) take about 4 minutes a kernel.
+        #[arg(long, default_value_t = kernels::DEFAULT_DIFF_PACKETS)]
+        diff_packets: u64,
+        /// Passed to the fixtures binary inside (a test-name filter, `--skip NAME`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -101,6 +127,23 @@ fn run(cli: Cli) -> Result<()> {
                 lint::run()?;
             }
             test::run(&args)
+        }
+        Command::Kernels {
+            kernels,
+            timeout,
+            cpus,
+            diff_packets,
+            args,
+        } => {
+            setup::run()?;
+            kernels::run(&kernels::Options {
+                kernels,
+                timeout: Duration::from_secs(timeout),
+                cpus,
+                diff_packets,
+                args,
+            })?
+            .check()
         }
         Command::Install { prefix, destdir } => {
             setup::run()?;
@@ -163,6 +206,27 @@ mod tests {
     use clap::Parser;
 
     use super::{Cli, Command};
+
+    #[test]
+    fn kernels_takes_several_kernels_and_refuses_zero_cpus() {
+        let cli = Cli::parse_from([
+            "xtask", "kernels", "--kernel", "6.1", "--kernel", "5.10", "--cpus", "1", "lb::",
+        ]);
+        let Command::Kernels {
+            kernels,
+            cpus,
+            args,
+            ..
+        } = cli.command
+        else {
+            panic!("not kernels");
+        };
+        assert_eq!(kernels, ["6.1", "5.10"]);
+        assert_eq!(cpus, 1);
+        assert_eq!(args, ["lb::"]);
+        assert!(Cli::try_parse_from(["xtask", "kernels", "--cpus", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "kernels", "--timeout", "0"]).is_err());
+    }
 
     #[test]
     fn test_takes_no_lint_before_the_test_binaries_arguments() {

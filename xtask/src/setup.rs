@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages: the compiler/library-source pair that can build `core` for BPF, its
 /// clippy (`cargo xtask lint` lints the eBPF crate with it: rustup's clippy belongs to
-/// other compilers and cannot build `core` from this source), LLVM 22 for bpf-linker, and
-/// the tools the namespace labs drive.
+/// other compilers and cannot build `core` from this source), LLVM 22 for bpf-linker,
+/// the tools the namespace labs drive, and qemu for `cargo xtask kernels` (it boots other
+/// kernels with software emulation).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -32,6 +33,8 @@ const PACKAGES: &[&str] = &[
     // Election engines of the HA failover labs: VRRPv3 and CARP.
     "keepalived",
     "ucarp",
+    // qemu (software emulation) boots Debian's kernels for `cargo xtask kernels`.
+    "qemu-system-x86",
 ];
 
 /// The rustup toolchain name under which Debian's compiler is linked.
@@ -46,7 +49,8 @@ const MANUAL_STEPS: &str = "\
 Manual steps (as root, on Debian 12 or similar):
   apt-get update
   apt-get install -y rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev \\
-      libpolly-22-dev zlib1g-dev libzstd-dev iproute2 ethtool nftables iputils-ping
+      libpolly-22-dev zlib1g-dev libzstd-dev iproute2 ethtool nftables iputils-ping \\
+      qemu-system-x86
   PATH=/usr/lib/llvm-22/bin:$PATH LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \\
       cargo install bpf-linker --version 0.13.0 --no-default-features --features llvm-22
   rustup toolchain link vip-bpf /usr

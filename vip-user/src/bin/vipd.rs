@@ -11,7 +11,11 @@ use vip_user::{
     Report,
     config::{self, Config, ConfigError, XdpMode},
     daemon::lifecycle as service,
-    datapath::{decap, xdp_link},
+    datapath::{
+        decap,
+        kernel::{self, KernelCheck, KernelTooOld},
+        xdp_link,
+    },
     manual,
 };
 
@@ -128,6 +132,22 @@ enum VipdError {
     Decap(#[from] decap::DecapError),
     #[error(transparent)]
     Man(#[from] manual::ManError),
+    #[error(transparent)]
+    Kernel(#[from] KernelTooOld),
+}
+
+/// Refuses a kernel older than the oldest vip supports, before anything is loaded:
+/// the verifier's refusal would not say that the kernel is the problem.
+fn check_kernel() -> Result<(), KernelTooOld> {
+    match kernel::check_running()? {
+        KernelCheck::Supported(v) => tracing::debug!(kernel = %v, "kernel version supported"),
+        KernelCheck::Unknown(release) => tracing::warn!(
+            %release,
+            minimum = %kernel::MIN_KERNEL,
+            "cannot tell the kernel's version; going on, the verifier will judge"
+        ),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -211,6 +231,7 @@ fn run(command: Command) -> Result<String, VipdError> {
             )
         }
         Command::Run { config, .. } => {
+            check_kernel()?;
             raise_open_files_limit();
             service::run(&config)?;
             String::new()
@@ -246,6 +267,7 @@ fn run(command: Command) -> Result<String, VipdError> {
             xdp_mode,
             ..
         }) => {
+            check_kernel()?;
             let (how, addrs) =
                 decap::attach(&iface, &locals, xdp_mode, &decap::pin_dir(&instance))?;
             let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();

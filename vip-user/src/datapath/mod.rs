@@ -47,6 +47,7 @@ pub mod decap;
 pub mod ebpf;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod kernel;
 pub mod keys;
 mod mmap;
 pub mod neigh;
