@@ -36,18 +36,23 @@ enum Command {
     /// Check formatting, import cycles, clippy (host and eBPF), rustdoc and unused
     /// dependencies.
     Lint,
-    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs.
+    /// Run `lint`, then every test: unit tests, BPF_PROG_TEST_RUN fixtures, namespace labs,
+    /// and the fixtures again on Debian's 6.1 and 6.12 kernels (`kernels`).
     Test {
         /// Skip the lint (quick local runs; CI always lints).
         #[arg(long)]
         no_lint: bool,
+        /// Skip the fixtures on other kernels (`cargo xtask kernels`, 4-7 minutes);
+        /// refused under CI=true.
+        #[arg(long)]
+        no_kernels: bool,
         /// Passed to the test binaries (a test-name filter, `--nocapture`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Boot Debian's kernels in qemu (software emulation) and run the packet fixtures and
-    /// the differential test on each: the verifiers and JITs users meet. Not part of
-    /// `test`: it takes 4-7 minutes.
+    /// the differential test on each: the verifiers and JITs users meet (also the last
+    /// step of `test`).
     Kernels {
         /// A kernel series (`6.1`, `6.12`: the newest Debian build of it) or an image
         /// package (`linux-image-6.1.0-57-amd64`); repeat for several. Default: 6.1, 6.12.
@@ -121,12 +126,19 @@ fn run(cli: Cli) -> Result<()> {
             setup::run()?;
             lint::run()
         }
-        Command::Test { no_lint, args } => {
+        Command::Test {
+            no_lint,
+            no_kernels,
+            args,
+        } => {
+            if no_kernels && in_ci() {
+                anyhow::bail!("--no-kernels is refused under CI=true: nothing may be left out");
+            }
             setup::run()?;
             if !no_lint {
                 lint::run()?;
             }
-            test::run(&args)
+            test::run(&args, !no_kernels)
         }
         Command::Kernels {
             kernels,
@@ -231,13 +243,13 @@ mod tests {
     #[test]
     fn test_takes_no_lint_before_the_test_binaries_arguments() {
         let cli = Cli::parse_from(["xtask", "test", "--no-lint", "lab_", "--nocapture"]);
-        let Command::Test { no_lint, args } = cli.command else {
+        let Command::Test { no_lint, args, .. } = cli.command else {
             panic!("not test");
         };
         assert!(no_lint);
         assert_eq!(args, ["lab_", "--nocapture"]);
         let cli = Cli::parse_from(["xtask", "test", "--nocapture"]);
-        let Command::Test { no_lint, args } = cli.command else {
+        let Command::Test { no_lint, args, .. } = cli.command else {
             panic!("not test");
         };
         assert!(!no_lint);

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: builds the eBPF objects, runs every test of the workspace and
+//! `cargo xtask test`: builds the eBPF objects, runs every test of the workspace, then
+//! the packet fixtures on Debian's 6.1 and 6.12 kernels (`cargo xtask kernels`), and
 //! ends with one line that counts passed, failed and skipped tests.
 
 use std::{
@@ -9,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{build, in_ci};
+use crate::{build, in_ci, kernels};
 
 /// What a privileged test prints (to the real stderr, past libtest's capture) when it
 /// skips outside CI. Keep in sync with `vip_tests::privileged`.
@@ -23,8 +24,8 @@ struct Tally {
     skipped: u64,
 }
 
-/// Runs the whole suite.
-pub fn run(args: &[String]) -> Result<()> {
+/// Runs the whole suite; `with_kernels` adds the run on other kernels.
+pub fn run(args: &[String], with_kernels: bool) -> Result<()> {
     build::ebpf()?;
     build::lab_bins(false)?;
     if in_ci() {
@@ -45,6 +46,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let err_tally = err_reader.join().expect("stderr reader");
     tally.skipped += err_tally.skipped;
     let status = child.wait()?;
+    // The same fixtures under the verifiers of the kernels users run. Not with a test
+    // filter: that asks for some tests, and the kernels' run is all of the fixtures.
+    let mut kernels_failed = Vec::new();
+    if with_kernels && args.is_empty() {
+        let summary = kernels::run(&kernels::Options::default())?;
+        tally.passed += summary.passed;
+        tally.failed += summary.failed;
+        kernels_failed = summary.bad;
+    } else if with_kernels {
+        eprintln!("test: a test filter was given: not running the fixtures on other kernels");
+    }
     println!(
         "summary: {} passed, {} failed, {} skipped",
         tally.passed,
@@ -53,6 +65,9 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     if !status.success() || tally.failed > 0 {
         bail!("tests failed ({status})");
+    }
+    if !kernels_failed.is_empty() {
+        bail!("the fixtures failed on {}", kernels_failed.join(", "));
     }
     if in_ci() && tally.skipped > 0 {
         bail!("{} privileged tests skipped under CI=true", tally.skipped);
