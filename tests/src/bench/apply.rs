@@ -174,15 +174,18 @@ fn reload_one(report: &mut Report, trials: usize) -> Result<()> {
         config_text(vips, PER_VIP_AT_10K, None),
         config_text(vips, PER_VIP_AT_10K, Some(vips / 2)),
     ];
-    let parsed = [parse(&texts[0], "bench config")?, parse(&texts[1], "bench config")?];
+    let parsed = [
+        parse(&texts[0], "bench config")?,
+        parse(&texts[1], "bench config")?,
+    ];
     let mut cfg = parsed[0].clone();
     std::fs::write(&config_path, &texts[0]).context("writing the bench config")?;
     let load = || {
         Datapath::load(&tables::limits(&cfg.limits), None)
             .context("loading vip_lb for the reload benchmark")
     };
-    let mut owner =
-        Owner::start(&cfg, load()?, Some(state_path.clone())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut owner = Owner::start(&cfg, load()?, Some(state_path.clone()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut bare = Owner::start(&cfg, load()?, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (mut reload, mut parse_ms, mut reconcile_ms, mut writes) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
