@@ -46,7 +46,7 @@ fn config_text(vips: u32, per_vip: u32, bump: Option<u32>) -> String {
     config_text_full(vips, per_vip, bump, &std::process::id().to_string(), None)
 }
 
-/// [`config_text`] for instance `vipbench{name}`, with its API socket
+/// The bench config (as `config_text` writes it) for instance `vipbench{name}`, with its API socket
 /// `/tmp/vipbench-{name}.sock` and state file `/tmp/vipbench-{name}-state.json`,
 /// attached to `interface`.
 pub fn config_text_named(vips: u32, per_vip: u32, name: &str, interface: &str) -> String {

@@ -226,7 +226,7 @@ const ENDGAME_FACTOR: f64 = 0.4;
 /// the walk tests a bitmap of taken slots (M / 8 bytes: 8 KiB at M = 65537, in the L1
 /// cache) instead of the table, which is only written, once per slot; and once few
 /// slots are left, when a walk would pass thousands of taken slots, the first free slot
-/// of the walk is computed from the free slots instead ([`nearest_free`]).
+/// of the walk is computed from the free slots instead.
 pub fn build(backends: &[MaglevBackend], m: u32) -> Vec<u32> {
     let mut live: Vec<&MaglevBackend> = backends.iter().filter(|b| b.weight > 0).collect();
     if live.is_empty() || m == 0 {

@@ -222,7 +222,7 @@ impl Allocation {
         used_slots.extend(&reserved.vip_slots);
         let (mut fresh_slot_from, mut any_slot_from) = (0, 0);
         for v in vips {
-            if !self.vips.contains_key(&v.id) {
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.vips.entry(v.id) {
                 let fresh = (fresh_slot_from..limits.max_vips)
                     .find(|s| !used_slots.contains(s) && !freed_vips.contains(s));
                 fresh_slot_from = fresh.unwrap_or(limits.max_vips);
@@ -240,7 +240,7 @@ impl Allocation {
                         max: limits.max_vips,
                     })?;
                 used_slots.insert(slot);
-                self.vips.insert(v.id, slot);
+                entry.insert(slot);
             }
             for b in &v.backends {
                 let ident = (v.id, b.addr);

@@ -168,7 +168,9 @@ impl StateFile {
             let mut out = std::io::BufWriter::new(f);
             serde_json::to_writer(&mut out, self).map_err(std::io::Error::from)?;
             out.flush()?;
-            let f = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+            let f = out
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
             f.sync_all()?;
             drop(f);
             std::fs::rename(&tmp, path)
