@@ -141,7 +141,9 @@ pub fn run(report: &mut Report) -> Result<()> {
             "MiB",
             Trials::exact(mib(small)),
         )
-        .note = "VmRSS of `vipd run` once its API answers (no interface attached)".into();
+        .note =
+        "VmRSS of `vipd run` once its API answers (attached to a veth in a namespace of its own)"
+            .into();
     let row = report.push(
         SECTION,
         format!(
