@@ -22,6 +22,8 @@ use std::{
     net::IpAddr,
 };
 
+pub mod maglev;
+
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V4, FAMILY_V6,
     FlowKey, FlowSet, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,

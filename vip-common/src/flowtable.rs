@@ -209,7 +209,15 @@ impl FlowSet {
     /// (clearing the bits it passes; after a full turn, the hand's way). Returns the way.
     #[inline(always)]
     pub fn insert(&mut self, key: &FlowKey, h: u64, conn: &ConnState) -> usize {
+        self.place(key, h, conn).0
+    }
+
+    /// [`FlowSet::insert`], also telling whether the flow took an empty way (the set
+    /// holds one flow more) rather than its own or another flow's.
+    #[inline(always)]
+    pub fn place(&mut self, key: &FlowKey, h: u64, conn: &ConnState) -> (usize, bool) {
         let sig = flow_sig(h);
+        let mut filled = false;
         let mut way = match self.way_of(key_words(key), sig) {
             Some(i) => i,
             None => FLOW_WAYS,
@@ -219,6 +227,7 @@ impl FlowSet {
             while i < FLOW_WAYS {
                 if self.sigs[i] == 0 {
                     way = i;
+                    filled = true;
                     break;
                 }
                 i += 1;
@@ -251,7 +260,7 @@ impl FlowSet {
         e.check = entry_check(h, conn);
         self.sigs[way] = sig;
         self.referenced |= 1 << way as u32;
-        way
+        (way, filled)
     }
 
     /// Flows held.
@@ -335,6 +344,20 @@ mod tests {
         assert_eq!(s.insert(&k, h, &conn(4)), w);
         assert_eq!(s.find(&k, h), Some((w, conn(4))));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn place_tells_a_filled_way_from_a_replaced_one() {
+        let mut s = FlowSet::default();
+        let h = |k: &FlowKey| flow_table_hash(k, 7);
+        let keys: [FlowKey; 5] = core::array::from_fn(|i| flow(i as u32 + 1));
+        for (i, k) in keys[..4].iter().enumerate() {
+            assert_eq!(s.place(k, h(k), &conn(1)), (i, true));
+        }
+        // The same flow again, then a fifth flow into the full set: nothing filled.
+        assert_eq!(s.place(&keys[2], h(&keys[2]), &conn(2)), (2, false));
+        assert!(!s.place(&keys[4], h(&keys[4]), &conn(1)).1);
+        assert_eq!(s.len(), 4);
     }
 
     #[test]

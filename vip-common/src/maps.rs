@@ -49,6 +49,12 @@ pub const MAP_VIP_STATS: &str = "VIP_STATS";
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
 /// Packets per [`crate::Reason`]: `u64` (per-CPU array).
 pub const MAP_REASONS: &str = "REASONS";
+/// Connection-table entries the datapath filled, index 0 → `u64` (per-CPU array of one):
+/// a flow that took an empty way of its set ([`crate::FlowSet::place`]). The datapath
+/// never empties a way, only replaces its flow, so the sum over CPUs (plus what user
+/// space wrote itself) is the number of flows the table holds: `vipctl stats` and the
+/// metrics read it instead of walking the table.
+pub const MAP_CONN_FILLS: &str = "CONN_FILLS";
 /// Resolved next hop per backend id: [`NextHop`] (array). An entry without
 /// [`NEXTHOP_F_VALID`] makes the datapath ask `bpf_fib_lookup` instead.
 pub const MAP_NEXTHOPS: &str = "NEXTHOPS";

@@ -52,11 +52,14 @@ pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     Some((c.backend_id, b))
 }
 
-/// Pins `key` to `conn`.
+/// Pins `key` to `conn`, counting the entry when it fills an empty way (so user space
+/// knows how many flows the table holds without walking it).
 #[inline(always)]
 pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
     // SAFETY: as in `lookup`.
-    if let Some(set) = unsafe { slot.set.as_mut() } {
-        set.insert(key, slot.h, conn);
+    if let Some(set) = unsafe { slot.set.as_mut() }
+        && set.place(key, slot.h, conn).1
+    {
+        crate::stats::conn_filled();
     }
 }

@@ -59,6 +59,10 @@ pub static BACKEND_STATS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_e
 #[map(name = "REASONS")]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
+/// Connection-table entries filled (`vip_common::MAP_CONN_FILLS`), index 0.
+#[map(name = "CONN_FILLS")]
+pub static CONN_FILLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Egress interfaces for `XDP_REDIRECT`, keyed by ifindex.
 #[map(name = "TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(64, 0);

@@ -2,12 +2,21 @@
 
 use vip_common::Reason;
 
-use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, CONN_FILLS, REASONS, VIP_STATS};
 
 /// Counts one packet under `reason`.
 #[inline(always)]
 pub fn count(reason: Reason) {
     if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// A flow took an empty way of the connection table: it holds one flow more.
+#[inline(always)]
+pub fn conn_filled() {
+    if let Some(c) = CONN_FILLS.get_ptr_mut(0) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
         unsafe { *c += 1 };
     }

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, time::Instant};
 use vip_user::control::maglev::{self, MaglevBackend};
 
 use super::{report::Report, stats::Trials};
+use crate::model::maglev as maglev_reference;
 
 /// Section title.
 pub const SECTION: &str = "3. control plane";
@@ -22,26 +23,46 @@ pub fn backends(n: u32) -> Vec<MaglevBackend> {
         .collect()
 }
 
-/// Time to build one table.
+/// Time to build one table, with the reference builder (the paper's loop as vip first
+/// wrote it, `model::maglev::build_reference`) timed in the same trials, interleaved, so
+/// the ratio between the two does not depend on the machine's load.
 pub fn build_times(report: &mut Report, trials: usize) {
     for m in [65_537u32, 655_373] {
         for n in [10u32, 100, 1000] {
             let bs = backends(n);
-            let t = Trials::measure(trials, || {
+            let (mut fast, mut reference) = (Vec::new(), Vec::new());
+            for _ in 0..trials {
                 let start = Instant::now();
                 let table = maglev::build(&bs, m);
-                let ms = start.elapsed().as_secs_f64() * 1e3;
-                assert_eq!(table.len(), m as usize);
-                ms
-            });
+                fast.push(start.elapsed().as_secs_f64() * 1e3);
+                let start = Instant::now();
+                let old = maglev_reference::build_reference(&bs, m);
+                reference.push(start.elapsed().as_secs_f64() * 1e3);
+                assert!(table.len() == m as usize && table == old);
+            }
+            let (fast, reference) = (Trials::of(&fast), Trials::of(&reference));
             let paper = match (m, n) {
-                (65_537, 1000) => "; Maglev paper: 1.8 ms",
-                (655_373, 1000) => "; Maglev paper: 22.9 ms",
-                _ => "",
+                (65_537, 1000) => Some(1.8),
+                (655_373, 1000) => Some(22.9),
+                _ => None,
             };
-            report
-                .push(SECTION, format!("Maglev build M={m} N={n}"), "ms", t)
-                .note = format!("vip_user::control::maglev::build, equal weights{paper}");
+            let row = report.push(SECTION, format!("Maglev build M={m} N={n}"), "ms", fast);
+            row.ratios.push((
+                "the reference builder".into(),
+                fast.median / reference.median,
+            ));
+            if let Some(p) = paper {
+                row.ratios
+                    .push(("the Maglev paper's figure".into(), fast.median / p));
+            }
+            row.note = format!(
+                "vip_user::control::maglev::build, equal weights; the reference (the paper's \
+                 loop as first written, same table) took {:.3} ms [{:.3}–{:.3}]{}",
+                reference.median,
+                reference.min,
+                reference.max,
+                paper.map_or(String::new(), |p| format!("; Maglev paper: {p} ms"))
+            );
         }
     }
 }

@@ -20,7 +20,9 @@ pub mod nexthop;
 pub mod packets;
 pub mod per_packet;
 pub mod report;
+pub mod rss;
 pub mod stats;
+pub mod status;
 pub mod testrun;
 
 /// The bench-only eBPF object (`vip-ebpf/src/bin/vip_bench.rs`); empty when it was not

@@ -19,6 +19,7 @@ use vip_tests::{
         memory, micro, nexthop, packets,
         per_packet::{self, Floors},
         report::Report,
+        rss, status,
         testrun::Method,
     },
     fixture::action,
@@ -167,6 +168,14 @@ fn run() -> Result<()> {
         control::backend_down(&mut report, trials);
         control::publish_backend_down(&mut report, trials)?;
         apply::run(&mut report, trials)?;
+        status::run(&mut report, trials)?;
+        if let Err(e) = rss::run(&mut report) {
+            // It starts the vipd binary: say what failed and keep the other figures.
+            eprintln!("vip-bench: vipd's resident memory: {e:#}");
+            report
+                .missing
+                .push(format!("3. vipd resident memory: {e:#}"));
+        }
         memory::run(&mut report)?;
     }
     if on("balance") {

@@ -22,6 +22,7 @@ use std::{
 use vip_common::{BACKEND_UNUSED, GlobalConfig, VIP_F_HASH_SRC_ONLY};
 
 use super::{
+    diff::by_id,
     reconcile::{
         self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Pinned, Reserved,
         VipKeyOrd, backend_state, desired_tables, global_config,
@@ -360,9 +361,8 @@ impl<T: DatapathOps> Owner<T> {
             .iter()
             .map(|&(i, id, g)| (i, (id, g)))
             .collect();
-        alloc
-            .vip_base
-            .retain(|slot, _| alloc.vips.values().any(|s| s == slot));
+        let slots: std::collections::HashSet<u32> = alloc.vips.values().copied().collect();
+        alloc.vip_base.retain(|slot, _| slots.contains(slot));
         for &(ident, id, generation) in &alloc.backends {
             if before.get(&ident) != Some(&(id, generation)) {
                 let mut c = self.tables.backend_counters(id).unwrap_or_default();
@@ -916,17 +916,23 @@ pub fn reloaded_vips(
     running: &[VipSpec],
     new_file: &[VipSpec],
 ) -> Vec<VipSpec> {
-    let find = |set: &[VipSpec], id: VipId| set.iter().find(|v| v.id == id).cloned();
+    // Indexed once: a search of the lists per VIP grows with the square of the VIPs.
+    let (old_by_id, new_by_id) = (by_id(old_file), by_id(new_file));
+    let running_ids: std::collections::HashSet<VipId> = running.iter().map(|v| v.id).collect();
     let mut out: Vec<VipSpec> = running
         .iter()
         .filter_map(|v| {
-            let (old, new) = (find(old_file, v.id), find(new_file, v.id));
-            if old == new { Some(v.clone()) } else { new }
+            let (old, new) = (old_by_id.get(&v.id), new_by_id.get(&v.id));
+            if old == new {
+                Some(v.clone())
+            } else {
+                new.map(|n| (*n).clone())
+            }
         })
         .collect();
     for n in new_file {
-        let changed = find(old_file, n.id).as_ref() != Some(n);
-        if changed && !running.iter().any(|v| v.id == n.id) {
+        let changed = old_by_id.get(&n.id).copied() != Some(n);
+        if changed && !running_ids.contains(&n.id) {
             out.push(n.clone());
         }
     }

@@ -217,18 +217,30 @@ impl Allocation {
         // Ids are only taken below, never freed, so the lowest free id only grows: each
         // search goes on from where the last one stopped.
         let (mut fresh_from, mut any_from) = (0, 0);
+        // The same for VIP slots: built once, searched on from the last slot taken.
+        let mut used_slots: BTreeSet<u32> = self.vips.values().copied().collect();
+        used_slots.extend(&reserved.vip_slots);
+        let (mut fresh_slot_from, mut any_slot_from) = (0, 0);
         for v in vips {
-            if !self.vips.contains_key(&v.id) {
-                let mut used: BTreeSet<u32> = self.vips.values().copied().collect();
-                used.extend(&reserved.vip_slots);
-                let slot = (0..limits.max_vips)
-                    .find(|s| !used.contains(s) && !freed_vips.contains(s))
-                    .or_else(|| (0..limits.max_vips).find(|s| !used.contains(s)))
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.vips.entry(v.id) {
+                let fresh = (fresh_slot_from..limits.max_vips)
+                    .find(|s| !used_slots.contains(s) && !freed_vips.contains(s));
+                fresh_slot_from = fresh.unwrap_or(limits.max_vips);
+                let slot = fresh
+                    .or_else(|| {
+                        let any =
+                            (any_slot_from..limits.max_vips).find(|s| !used_slots.contains(s));
+                        if let Some(a) = any {
+                            any_slot_from = a;
+                        }
+                        any
+                    })
                     .ok_or(PlanError::NoVipSlot {
                         vip: v.id,
                         max: limits.max_vips,
                     })?;
-                self.vips.insert(v.id, slot);
+                used_slots.insert(slot);
+                entry.insert(slot);
             }
             for b in &v.backends {
                 let ident = (v.id, b.addr);
@@ -366,13 +378,20 @@ pub fn vip_flags(v: &VipSpec) -> u32 {
 /// carries its VIP's slot and flags, the same as the VIP's plan.
 pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) -> Desired {
     let mut out = Desired::default();
+    // Looked up once per backend: a search of the list per backend took seconds at
+    // 10,000 backends (and grows with their square).
+    let ids: HashMap<&BackendIdentity, (u32, u32)> = alloc
+        .backends
+        .iter()
+        .map(|(i, id, g)| (i, (*id, *g)))
+        .collect();
     for v in vips {
         let slot = alloc.vips[&v.id];
         let flags = vip_flags(v);
         let mut members = Vec::new();
         for b in &v.backends {
             let ident = (v.id, b.addr);
-            let (id, generation) = alloc.backend(&ident).expect("allocation covers the spec");
+            let (id, generation) = *ids.get(&ident).expect("allocation covers the spec");
             let healthy = health.get(&ident).copied().unwrap_or(true);
             let state = backend_state(b.state, b.weight, healthy);
             let (words, family) = addr_words(b.addr.ip());
@@ -522,18 +541,18 @@ impl Applied {
         // 2. Tables: build only for VIPs whose Maglev input changed.
         for (key, plan) in &want.vips {
             let old = self.vips.get(key);
+            let same_input =
+                |p: &VipPlan| p.members == plan.members && p.table_size == plan.table_size;
             let table = match old {
-                Some((p, t)) if p.members == plan.members && p.table_size == plan.table_size => {
-                    t.clone()
-                }
+                // Unchanged: nothing to build, copy or compare (a change to one VIP
+                // must not cost a copy of every table).
+                Some((p, _)) if p == plan => continue,
+                Some((p, t)) if same_input(p) => t.clone(),
                 _ => {
                     stats.tables_built += 1;
                     build_table(plan)
                 }
             };
-            if old.is_some_and(|(p, t)| p == plan && *t == table) {
-                continue;
-            }
             stats.publish_writes +=
                 tables.publish_vip(&key.key(), plan.slot, plan.flags, plan.slot, &table)?;
             stats.vips_published += 1;

@@ -5,7 +5,8 @@
 //! (s+1)*2*M` (M = [`Limits::table_size`]; 16-bit backend ids, four to a `MAGLEV`
 //! element, see `vip_common::MAP_MAGLEV`), two halves of M entries. A new table is
 //! written into the half the VIP does not use, only where it differs from what that half
-//! already holds (a shadow copy in memory knows), then the VIP entry is replaced in one
+//! already holds (read through the memory mapping; only without one, a shadow copy in
+//! memory knows), then the VIP entry is replaced in one
 //! map update, which the kernel makes atomic for readers: a packet sees the old table or
 //! the new one.
 //!
@@ -34,13 +35,13 @@ use aya::{
 };
 use vip_common::{
     Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FLOW_WAYS, FlowKey, FlowSet,
-    GlobalConfig, HaGroup, IfMac, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS,
-    MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS,
-    MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS,
-    MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ADDR_MARKER,
-    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
-    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
-    vip_slots,
+    GlobalConfig, HaGroup, IfMac, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS,
+    MAP_CONNS, MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS,
+    MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS,
+    MAX_IF_MACS, MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason,
+    VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index,
+    flow_sets, flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash,
+    vip_slot_index, vip_slots,
 };
 
 pub mod decap;
@@ -101,7 +102,8 @@ impl Limits {
             * (size_of::<Backend>() as u64
                 + size_of::<NextHop>().next_multiple_of(8) as u64
                 + size_of::<BackendCounters>() as u64 * cpus);
-        maglev + conns + filter + slots + vip_map + backend_maps + vips * 32 * cpus
+        // The per-VIP counters, and the count of connection-table entries filled.
+        maglev + conns + filter + slots + vip_map + backend_maps + vips * 32 * cpus + 8 * cpus
     }
 
     /// Sets in the connection table.
@@ -114,6 +116,10 @@ impl Limits {
     /// holds this many.
     pub fn conn_capacity(&self) -> u64 {
         u64::from(self.conn_sets()) * FLOW_WAYS as u64
+    }
+
+    fn conn_capacity_i64(&self) -> i64 {
+        i64::from(self.conn_sets()) * FLOW_WAYS as i64
     }
 }
 
@@ -294,6 +300,12 @@ pub struct Datapath {
     conn_sets: u32,
     /// Seed of the connection table's hash, kept while the table is pinned.
     flow_seed: u32,
+    /// Entries of the connection table the datapath filled, per CPU.
+    conn_fills: PerCpuArray<MapData, u64>,
+    /// What to add to the sum of `conn_fills` for the flows the table holds: the
+    /// entries found at adoption less the count then, plus the entries user space
+    /// filled itself ([`Datapath::insert_conn`]).
+    conn_base: i64,
     vip_filter: Array<MapData, u64>,
     vip_slots: Array<MapData, VipSlot>,
     /// The same array mapped into memory, when the kernel allows it.
@@ -333,7 +345,7 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
-const ALL_MAPS: [&str; 15] = [
+const ALL_MAPS: [&str; 16] = [
     MAP_VIPS,
     MAP_BACKENDS,
     MAP_NEXTHOPS,
@@ -349,6 +361,7 @@ const ALL_MAPS: [&str; 15] = [
     MAP_NEIGH,
     MAP_HA_GROUPS,
     MAP_IF_MACS,
+    MAP_CONN_FILLS,
 ];
 
 /// The layout of the pinned maps: what their entries mean to user space and the
@@ -374,12 +387,15 @@ struct Geometry {
     max_entries: Option<u32>,
     /// What sets `max_entries`, for the message.
     sized_by: &'static str,
+    /// Added after the first pinned layout: a set pinned by an older vipd lacks it, and
+    /// adopting that set creates it (what it holds is worked out at adoption).
+    added_later: bool,
 }
 
 /// Every map of `vip_lb` as [`Datapath::load`] creates it for `limits`. Key and value
 /// sizes come from the types the eBPF side shares, so they cannot drift from it; a
 /// privileged test checks the whole table against a fresh load.
-fn expected_geometry(limits: &Limits) -> [Geometry; 12] {
+fn expected_geometry(limits: &Limits) -> [Geometry; 13] {
     use aya::maps::MapType::{Array as A, DevMapHash, Hash, PerCpuArray as P};
     let g = |name, map_type, key: usize, value: usize, max, sized_by| Geometry {
         name,
@@ -388,6 +404,7 @@ fn expected_geometry(limits: &Limits) -> [Geometry; 12] {
         value_size: value as u32,
         max_entries: max,
         sized_by,
+        added_later: false,
     };
     let maglev = maglev_elements(
         (u64::from(limits.max_vips) * 2 * u64::from(limits.table_size)).min(u64::from(u32::MAX))
@@ -470,6 +487,10 @@ fn expected_geometry(limits: &Limits) -> [Geometry; 12] {
         g(MAP_REASONS, P, 4, 8, Some(Reason::COUNT), "this vipd"),
         // The devmap's value is the kernel's `bpf_devmap_val` (ifindex, program).
         g(MAP_TX_PORTS, DevMapHash, 4, 8, None, "this vipd"),
+        Geometry {
+            added_later: true,
+            ..g(MAP_CONN_FILLS, P, 4, 8, Some(1), "this vipd")
+        },
     ]
 }
 
@@ -507,6 +528,9 @@ fn check_pinned(dir: &Path, limits: &Limits) -> Result<bool> {
     let mut problems = Vec::new();
     for want in expected_geometry(limits) {
         let path = dir.join(want.name);
+        if !path.exists() && want.added_later {
+            continue;
+        }
         if !path.exists() {
             problems.push(format!(
                 "{} is not pinned while {} are: the set is incomplete",
@@ -617,8 +641,9 @@ pub(crate) fn prepare_pin_dir(pin_dir: Option<&Path>, marker: &str) -> Result<bo
 impl Datapath {
     /// Loads the embedded vip_lb with map sizes from `limits`. With `pin_dir`, maps are
     /// pinned there; maps already pinned there are adopted (restart: connection table,
-    /// its hash seed, the VIP-address filter and counters survive), and the in-memory
-    /// shadows are read back from them (lazily, per VIP slot, on its first publish). A
+    /// its hash seed, the VIP-address filter and counters survive), and without a memory
+    /// mapping of the Maglev array its in-memory shadows are read back from them (lazily,
+    /// per VIP slot, on its first publish). A
     /// fresh load picks a random seed for the connection table's hash. Either way the
     /// global settings are written at once (zero until [`Datapath::set_global`], plus
     /// the datapath's own fields), so the datapath and [`Datapath::lookup_conn`] agree
@@ -704,6 +729,8 @@ impl Datapath {
             conns_mmap,
             conn_sets,
             flow_seed: 0,
+            conn_fills: typed!(&mut ebpf, MAP_CONN_FILLS),
+            conn_base: 0,
             vip_filter: typed!(&mut ebpf, MAP_VIP_FILTER),
             vip_slots,
             vip_slots_mmap,
@@ -745,6 +772,13 @@ impl Datapath {
             Some(s) => s,
             None => random_seed()?,
         };
+        // A fresh table is empty and its count zero. An adopted one is walked once (the
+        // only walk): its count may be new (maps pinned before it existed), and two
+        // CPUs filling the same way at the same moment count it twice, so what the
+        // count drifted by until now is set right at every start.
+        let fills = dp.conn_fills_sum()?;
+        let held = if adopted { dp.conn_count_by_walk()? } else { 0 };
+        dp.conn_base = held as i64 - fills as i64;
         dp.write_global()?;
         if let Some(dir) = pin_dir {
             let marker = dir.join(layout_marker(PIN_LAYOUT));
@@ -942,21 +976,29 @@ impl Datapath {
             None => 0,
         };
         let table_base = base + half * m;
-        let shadow = self.shadow(slot, half)?.clone();
         let mut writes = 0u32;
-        let mut new_shadow = shadow;
-        for (i, want) in table.iter().enumerate() {
-            if new_shadow[i] != *want {
+        if self.maglev_mmap.is_some() {
+            // The mapping is the map: compared in place, and no shadow is kept (one
+            // would hold both halves of every VIP's table in vipd's memory).
+            for (i, want) in table.iter().enumerate() {
                 let idx = table_base + i as u32;
-                maglev_set(&mut self.maglev_mmap, &mut self.maglev, idx, *want)?;
-                new_shadow[i] = *want;
-                writes += 1;
+                if maglev_get(&self.maglev_mmap, &self.maglev, idx)? != *want {
+                    maglev_set(&mut self.maglev_mmap, &mut self.maglev, idx, *want)?;
+                    writes += 1;
+                }
             }
+        } else {
+            let mut shadow = std::mem::take(self.shadow(slot, half)?);
+            for (i, want) in table.iter().enumerate() {
+                if shadow[i] != *want {
+                    let idx = table_base + i as u32;
+                    maglev_set(&mut None, &mut self.maglev, idx, *want)?;
+                    shadow[i] = *want;
+                    writes += 1;
+                }
+            }
+            *self.shadow(slot, half)? = shadow;
         }
-        self.regions
-            .get_mut(&slot)
-            .expect("created by shadow()")
-            .halves[half as usize] = Some(new_shadow);
         // Table stores (through the mapping) before the VIP entry that publishes them.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let meta = VipMeta {
@@ -1266,16 +1308,33 @@ impl Datapath {
         reason_counts(&self.reasons)
     }
 
-    /// Flows in the connection table: its non-empty entries (reads every set: through
-    /// the memory mapping, a few milliseconds for a million entries). Entries are not
-    /// removed when a flow ends, only replaced, so this is the flows seen recently rather
-    /// than the connections open now.
+    /// Flows in the connection table: its non-empty entries, from the datapath's count
+    /// of the entries it filled (one per-CPU counter read, however big the table), not
+    /// from the table itself. Entries are not removed when a flow ends, only replaced,
+    /// so this is the flows seen recently rather than the connections open now.
     pub fn conn_count(&self) -> Result<u64, DatapathError> {
+        let n = self.conn_fills_sum()? as i64 + self.conn_base;
+        Ok(n.clamp(0, self.limits.conn_capacity_i64()) as u64)
+    }
+
+    /// Flows in the connection table, counted by reading every set (through the memory
+    /// mapping: tens of milliseconds for a million flows). Done once at adoption; tests
+    /// and the benchmark hold [`Datapath::conn_count`] against it.
+    pub fn conn_count_by_walk(&self) -> Result<u64, DatapathError> {
         let mut n = 0;
         for i in 0..self.conn_sets {
             n += self.conn_set(i)?.len() as u64;
         }
         Ok(n)
+    }
+
+    /// The datapath's count of filled entries, summed over CPUs.
+    fn conn_fills_sum(&self) -> Result<u64> {
+        let per_cpu = self.conn_fills.get(&0, 0).map_err(map_err(
+            MAP_CONN_FILLS,
+            "reading the count of connection-table entries",
+        ))?;
+        Ok(per_cpu.iter().fold(0u64, |a, c| a.wrapping_add(*c)))
     }
 
     /// The connection-table entry of a flow, if its entry checks out (whether its backend
@@ -1291,10 +1350,14 @@ impl Datapath {
     pub fn insert_conn(&mut self, key: &FlowKey, c: &ConnState) -> Result<(), DatapathError> {
         let (set, h) = self.conn_slot(key);
         let mut s = self.conn_set(set)?;
-        s.insert(key, h, c);
+        let (_, filled) = s.place(key, h, c);
         self.conns
             .set(set, s, 0)
-            .map_err(map_err(MAP_CONNS, format!("writing set {set}")))
+            .map_err(map_err(MAP_CONNS, format!("writing set {set}")))?;
+        if filled {
+            self.conn_base += 1;
+        }
+        Ok(())
     }
 
     /// The set of `key` and its hash, with this table's seed and size.
