@@ -47,6 +47,59 @@ fn snapshot(o: &Owner<FakeMaps>) -> String {
     format!("{:?}{:?}{:?}{:?}", o.vips, o.alloc, o.tables.backends, vips)
 }
 
+fn acl(allow: &[&str], deny: &[&str]) -> crate::config::Acl {
+    crate::config::Acl {
+        allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
+        deny: deny.iter().map(|p| p.parse().unwrap()).collect(),
+    }
+}
+
+#[test]
+fn an_access_list_change_republishes_the_vip_with_its_entries() {
+    let mut o = owner();
+    let id = vip("198.18.1.10:80");
+    let key = crate::datapath::keys::vip_id_key(&id);
+    assert_eq!(o.tables.acls.get(&key).map(Vec::len), Some(0));
+    let list = acl(&["198.18.0.0/16", "2001:db8::/32"], &["198.18.7.0/24"]);
+    o.change(Change::VipAcl {
+        vip: id,
+        acl: list.clone(),
+    })
+    .unwrap();
+    // The IPv4 prefixes and the allow list's default deny; the IPv6 one is not the VIP's.
+    assert_eq!(o.tables.acls[&key], list.entries(false));
+    assert_eq!(o.tables.acls[&key].len(), 3);
+    let st = o.status();
+    let shown = st.vips.iter().find(|v| v.vip == id).unwrap();
+    assert_eq!(shown.acl, list);
+    // What `vipctl flow` says about a refused client, and that it gets no backend.
+    let f = o
+        .flow(
+            Protocol::Tcp,
+            "198.18.7.1:4000".parse().unwrap(),
+            "198.18.1.10:80".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(f.acl.as_deref(), Some("refused (drop_acl) by deny 198.18.7.0/24"));
+    assert_eq!(f.backend, None);
+    let f = o
+        .flow(
+            Protocol::Tcp,
+            "198.18.8.1:4000".parse().unwrap(),
+            "198.18.1.10:80".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(f.acl.as_deref(), Some("allowed by allow 198.18.0.0/16"));
+    assert!(f.backend.is_some());
+    // Removing the list.
+    o.change(Change::VipAcl {
+        vip: id,
+        acl: crate::config::Acl::default(),
+    })
+    .unwrap();
+    assert!(o.tables.acls[&key].is_empty());
+}
+
 fn backend(addr: &str, weight: u32) -> BackendSpec {
     BackendSpec {
         addr: addr.parse().unwrap(),
@@ -200,6 +253,41 @@ fn every_refused_change_says_why_and_changes_nothing() {
                 backend: backend("198.18.1.10:80", 1),
             },
             "is the VIP's own address",
+        ),
+        (
+            "an access list of the other family only",
+            Change::VipAcl {
+                vip: vip("198.18.1.10:80"),
+                acl: acl(&["2001:db8::/32"], &[]),
+            },
+            "allow has no IPv4 prefix",
+        ),
+        (
+            "a prefix in both lists",
+            Change::VipAcl {
+                vip: vip("[2001:db8::10]:443"),
+                acl: acl(&["2001:db8::/48"], &["2001:db8::/48"]),
+            },
+            "2001:db8::/48 is in both allow and deny",
+        ),
+        (
+            "an access list for a VIP that does not exist",
+            Change::VipAcl {
+                vip: vip("198.18.1.99:80"),
+                acl: acl(&[], &["198.18.0.0/16"]),
+            },
+            "no VIP 198.18.1.99:80/tcp",
+        ),
+        (
+            "a new VIP whose deny list has no prefix of its family",
+            Change::VipAdd {
+                spec: VipSpec {
+                    id: vip("198.18.1.12:80"),
+                    acl: acl(&[], &["2001:db8::/32"]),
+                    ..cfg().vips[0].clone()
+                },
+            },
+            "deny has no IPv4 prefix",
         ),
         (
             "a multicast VIP",
