@@ -60,7 +60,8 @@ const _: () = assert!(core::mem::size_of::<AclKeyV6>() == 20);
 /// The ACL id a VIP entry names: `2 * id`, plus one when [`crate::VIP_F_ACL_B`] is set.
 #[inline(always)]
 pub const fn acl_id(vip_id: u32, vip_flags: u32) -> u32 {
-    vip_id.wrapping_mul(2) | ((vip_flags & crate::VIP_F_ACL_B) >> crate::VIP_F_ACL_B.trailing_zeros())
+    vip_id.wrapping_mul(2)
+        | ((vip_flags & crate::VIP_F_ACL_B) >> crate::VIP_F_ACL_B.trailing_zeros())
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 //! is a deny".
 
 use aya_ebpf::maps::lpm_trie::Key;
-use vip_common::{
-    ACL_DENY, ACL_ID_BITS, AclKeyV4, AclKeyV6, FAMILY_V6, FlowKey, VipMeta, acl_id,
-};
+use vip_common::{ACL_DENY, ACL_ID_BITS, AclKeyV4, AclKeyV6, FAMILY_V6, FlowKey, VipMeta, acl_id};
 
 use crate::maps::{ACL_V4, ACL_V6};
 

@@ -4,8 +4,8 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
     Anomaly, Backend, ConnState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FlowKey, GlobalConfig,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_ACL, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_ACL, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
 use crate::{

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vip_common::{
-    ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup, IfMac, MAX_HA_GROUPS, MaglevElem,
-    NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
+    ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup,
+    IfMac, MAX_HA_GROUPS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS,
+    VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.

@@ -115,8 +115,10 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
                 &datapath::keys::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
             )
             .expect("backend write");
-            dp.publish_vip(&key, 0, 0, 0, &before, &[]).expect("publish");
-            dp.publish_vip(&key, 0, 0, 0, &before, &[]).expect("publish");
+            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+                .expect("publish");
+            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+                .expect("publish");
             let start = Instant::now();
             dp.set_backend(
                 bs[down].id,

@@ -320,7 +320,10 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
             .note = (*note).into();
     }
     let vary = t[4].median - t[1].median;
-    let no_acl = cases.iter().position(|c| c.name == NEW_FLOW).map(|i| t[i].median);
+    let no_acl = cases
+        .iter()
+        .position(|c| c.name == NEW_FLOW)
+        .map(|i| t[i].median);
     for (i, c) in cases.iter().enumerate().take(nlb).skip(nfloors) {
         let mut note = if c.prog == "bench_lb_new" {
             format!("includes ~{vary:.0} ns of flow change per iteration (see floors)")
@@ -339,7 +342,8 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
             && let Some(base) = no_acl
             && let Some(r) = report.rows.last_mut()
         {
-            r.ratios.push(("same VIP without ACL".into(), t[i].median / base));
+            r.ratios
+                .push(("same VIP without ACL".into(), t[i].median / base));
         }
     }
     // Stages: each row is the one before plus one step; the full datapath is row 0 of

@@ -20,13 +20,17 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, lpm_trie::{Key, LpmTrie}},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use vip_common::{
-    ACL_ALLOW, ACL_DENY, ACL_ID_BITS, AclKeyV4, MAP_ACL_V4, VIP_F_ACL, acl_id, BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAGLEV_LANES, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, MaglevElem,
-    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey,
-    VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
+    ACL_ALLOW, ACL_DENY, ACL_ID_BITS, AclKeyV4, BACKEND_UP, Backend, ConnState, FlowSet,
+    GlobalConfig, MAGLEV_LANES, MAP_ACL_V4, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV,
+    MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, MaglevElem, NEXTHOP_F_VALID, NextHop,
+    PROTO_TCP, PROTO_UDP, VIP_F_ACL, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, VipSlot,
+    acl_id, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
     vip_slot_hash, vip_slot_index, vip_slots,
 };
 use vip_user::control::maglev::{self, MaglevBackend};
@@ -327,7 +331,11 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
         )
     };
     for i in 0..ACL_PREFIXES - 1 {
-        acl.insert(&entry([198, 19, (i >> 4) as u8, (i as u8 & 15) << 4], 28), ACL_DENY, 0)?;
+        acl.insert(
+            &entry([198, 19, (i >> 4) as u8, (i as u8 & 15) << 4], 28),
+            ACL_DENY,
+            0,
+        )?;
     }
     acl.insert(&entry([198, 18, 0, 0], 16), ACL_ALLOW, 0)?;
     acl.insert(&entry([0, 0, 0, 0], 0), ACL_DENY, 0)?;

@@ -21,8 +21,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     config::{
-        self, Acl, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck, Mode,
-        Prefix, Protocol, VipId, VipSpec, parse_addr_port,
+        self, Acl, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck,
+        Mode, Prefix, Protocol, VipId, VipSpec, parse_addr_port,
     },
     protocol::{Change, HaRole, Request},
 };

@@ -68,7 +68,9 @@ impl Prefix {
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
             IpAddr::V6(a) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
         }
@@ -105,9 +107,10 @@ impl FromStr for Prefix {
             format!("{s:?} is not a prefix: write ADDRESS/LENGTH, e.g. \"198.18.0.0/15\" or \"2001:db8::/32\"")
         })?;
         let len = match len {
-            Some(l) => l.trim().parse::<u8>().map_err(|_| {
-                format!("{s:?}: the prefix length {l:?} is not a number of bits")
-            })?,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{s:?}: the prefix length {l:?} is not a number of bits"))?,
             None if addr.is_ipv6() => 128,
             None => 32,
         };
@@ -160,7 +163,11 @@ pub struct AclEntry {
 
 impl fmt::Display for AclDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.allowed { "allowed" } else { "refused (drop_acl)" };
+        let verdict = if self.allowed {
+            "allowed"
+        } else {
+            "refused (drop_acl)"
+        };
         match self.by {
             Some((p, true)) => write!(f, "{verdict} by deny {p}"),
             Some((p, false)) => write!(f, "{verdict} by allow {p}"),
@@ -173,7 +180,12 @@ impl fmt::Display for AclDecision {
 impl fmt::Display for Acl {
     /// `allow P, P; deny P` (or `-` for no list).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let join = |l: &[Prefix]| l.iter().map(Prefix::to_string).collect::<Vec<_>>().join(", ");
+        let join = |l: &[Prefix]| {
+            l.iter()
+                .map(Prefix::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut parts = Vec::new();
         if !self.allow.is_empty() {
             parts.push(format!("allow {}", join(&self.allow)));
@@ -234,7 +246,8 @@ impl Acl {
                 verdict: ACL_DENY,
             }))
             .collect();
-        if Self::of_family(&self.allow, v6).next().is_some() && !out.iter().any(|e| e.prefix.len == 0)
+        if Self::of_family(&self.allow, v6).next().is_some()
+            && !out.iter().any(|e| e.prefix.len == 0)
         {
             let any = if v6 {
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -323,7 +336,11 @@ mod tests {
     fn the_longest_prefix_across_both_lists_decides() {
         let acl = Acl {
             allow: vec![p("198.18.7.0/24"), p("2001:db8::/32")],
-            deny: vec![p("198.18.0.0/16"), p("198.18.7.128/25"), p("2001:db8:1::/48")],
+            deny: vec![
+                p("198.18.0.0/16"),
+                p("198.18.7.128/25"),
+                p("2001:db8:1::/48"),
+            ],
         };
         let cases = [
             ("198.18.7.9", true, Some("198.18.7.0/24")),
@@ -354,7 +371,11 @@ mod tests {
             allow: vec![p("198.18.7.0/24"), p("2001:db8::/32")],
             deny: vec![],
         };
-        let v4: Vec<String> = acl.entries(false).iter().map(|e| format!("{} {}", e.prefix, e.verdict)).collect();
+        let v4: Vec<String> = acl
+            .entries(false)
+            .iter()
+            .map(|e| format!("{} {}", e.prefix, e.verdict))
+            .collect();
         assert_eq!(v4, ["0.0.0.0/0 2", "198.18.7.0/24 1"]);
         let explicit = Acl {
             allow: vec![p("0.0.0.0/0")],
@@ -373,31 +394,49 @@ mod tests {
     fn bad_lists_are_refused_with_the_fix() {
         let cases: [(Acl, bool, &str); 4] = [
             (
-                Acl { allow: vec![p("2001:db8::/32")], deny: vec![] },
+                Acl {
+                    allow: vec![p("2001:db8::/32")],
+                    deny: vec![],
+                },
                 false,
                 "allow has no IPv4 prefix",
             ),
             (
-                Acl { allow: vec![], deny: vec![p("198.18.0.0/15")] },
+                Acl {
+                    allow: vec![],
+                    deny: vec![p("198.18.0.0/15")],
+                },
                 true,
                 "deny has no IPv6 prefix",
             ),
             (
-                Acl { allow: vec![p("198.18.0.0/15")], deny: vec![p("198.18.0.0/15")] },
+                Acl {
+                    allow: vec![p("198.18.0.0/15")],
+                    deny: vec![p("198.18.0.0/15")],
+                },
                 false,
                 "in both allow and deny",
             ),
             (
-                Acl { allow: vec![p("198.18.0.0/15"), p("198.18.0.0/15")], deny: vec![] },
+                Acl {
+                    allow: vec![p("198.18.0.0/15"), p("198.18.0.0/15")],
+                    deny: vec![],
+                },
                 false,
                 "lists 198.18.0.0/15 twice",
             ),
         ];
         for (acl, v6, want) in cases {
             let problems = acl.problems(v6);
-            assert!(problems.iter().any(|e| e.contains(want)), "{acl:?}: {problems:?}");
+            assert!(
+                problems.iter().any(|e| e.contains(want)),
+                "{acl:?}: {problems:?}"
+            );
         }
-        let ok = Acl { allow: vec![p("198.18.0.0/15"), p("2001:db8::/32")], deny: vec![] };
+        let ok = Acl {
+            allow: vec![p("198.18.0.0/15"), p("2001:db8::/32")],
+            deny: vec![],
+        };
         assert!(ok.problems(false).is_empty());
         assert!(ok.problems(true).is_empty());
     }

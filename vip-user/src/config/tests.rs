@@ -770,8 +770,16 @@ fn bad_access_lists_name_the_line_and_the_fix() {
     let cases: Vec<(&str, String, &[&str])> = vec![
         (
             "host bits set",
-            vip("198.18.1.10:80", "allow = [\n  \"198.18.0.0/16\",\n  \"198.18.0.1/16\",\n]\n"),
-            &["line 5", "allow", "198.18.0.1/16 has host bits set", "198.18.0.0/16"],
+            vip(
+                "198.18.1.10:80",
+                "allow = [\n  \"198.18.0.0/16\",\n  \"198.18.0.1/16\",\n]\n",
+            ),
+            &[
+                "line 5",
+                "allow",
+                "198.18.0.1/16 has host bits set",
+                "198.18.0.0/16",
+            ],
         ),
         (
             "host bits set, IPv6",
@@ -796,7 +804,12 @@ fn bad_access_lists_name_the_line_and_the_fix() {
         (
             "only the other family",
             vip("198.18.1.10:80", "allow = [\"2001:db8::/32\"]\n"),
-            &["line 2", "198.18.1.10:80/tcp", "allow has no IPv4 prefix", "refuse every client"],
+            &[
+                "line 2",
+                "198.18.1.10:80/tcp",
+                "allow has no IPv4 prefix",
+                "refuse every client",
+            ],
         ),
         (
             "only the other family, deny, IPv6 VIP",
@@ -813,7 +826,10 @@ fn bad_access_lists_name_the_line_and_the_fix() {
         ),
         (
             "listed twice",
-            vip("198.18.1.10:80", "deny = [\"198.18.0.0/16\", \"198.18.0.0/16\"]\n"),
+            vip(
+                "198.18.1.10:80",
+                "deny = [\"198.18.0.0/16\", \"198.18.0.0/16\"]\n",
+            ),
             &["line 2", "deny lists 198.18.0.0/16 twice"],
         ),
         (
@@ -847,17 +863,27 @@ fn access_lists_parse_both_families_and_empty_lists_mean_none() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let acl = &c.vips[0].acl;
-    assert_eq!(acl.to_string(), "allow 198.18.0.0/16, 2001:db8::/32; deny 198.18.7.0/24");
+    assert_eq!(
+        acl.to_string(),
+        "allow 198.18.0.0/16, 2001:db8::/32; deny 198.18.7.0/24"
+    );
     assert!(c.vips[1].acl.is_empty());
     assert!(c.vips[1].acl.entries(false).is_empty());
     // The spec travels through the API and the state file as JSON.
     let json = serde_json::to_string(&c.vips[0]).unwrap();
-    assert!(json.contains(r#""acl":{"allow":["198.18.0.0/16","2001:db8::/32"],"deny":["198.18.7.0/24"]}"#), "{json}");
+    assert!(
+        json.contains(
+            r#""acl":{"allow":["198.18.0.0/16","2001:db8::/32"],"deny":["198.18.7.0/24"]}"#
+        ),
+        "{json}"
+    );
     let back: VipSpec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, c.vips[0]);
     // A bad prefix in JSON (an API request) is refused with the same message.
     let bad = json.replace("198.18.7.0/24", "198.18.7.1/24");
-    let e = serde_json::from_str::<VipSpec>(&bad).unwrap_err().to_string();
+    let e = serde_json::from_str::<VipSpec>(&bad)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("host bits set"), "{e}");
 }
 

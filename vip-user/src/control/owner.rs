@@ -890,8 +890,8 @@ impl<T: DatapathOps> Owner<T> {
                 usable,
             }
         });
-        let decision = (!vip.acl.entries(vip.id.addr.is_ipv6()).is_empty())
-            .then(|| vip.acl.decide(src.ip()));
+        let decision =
+            (!vip.acl.entries(vip.id.addr.is_ipv6()).is_empty()).then(|| vip.acl.decide(src.ip()));
         let backend = match &conntrack {
             Some(c) if c.usable => c.backend,
             // A new flow the list refuses is dropped.

@@ -537,8 +537,7 @@ impl Applied {
             if old.is_some_and(|(p, t)| p == plan && *t == table) {
                 continue;
             }
-            stats.publish_writes +=
-                tables.publish_vip(
+            stats.publish_writes += tables.publish_vip(
                 &key.key(),
                 plan.slot,
                 plan.flags,

@@ -8,11 +8,15 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::lpm_trie::Key;
 use vip_common::{
-    ACL_ID_BITS, AclKeyV4, AclKeyV6, FAMILY_V4, FAMILY_V6, MAP_ACL_V4, MAP_ACL_V6, VIP_F_ACL, VIP_F_ACL_B,
-    VipMeta, acl_id,
+    ACL_ID_BITS, AclKeyV4, AclKeyV6, FAMILY_V4, FAMILY_V6, MAP_ACL_V4, MAP_ACL_V6, VIP_F_ACL,
+    VIP_F_ACL_B, VipMeta, acl_id,
 };
 
-use super::{Datapath, Result, keys::{addr_words, words_addr}, map_err};
+use super::{
+    Datapath, Result,
+    keys::{addr_words, words_addr},
+    map_err,
+};
 use crate::config::acl::{AclEntry, Prefix};
 
 impl Datapath {
@@ -23,13 +27,25 @@ impl Datapath {
             let (k, verdict) =
                 entry.map_err(map_err(MAP_ACL_V4, "listing access-list prefixes"))?;
             let data = k.data();
-            found.push((data.acl_id_be, [data.addr, 0, 0, 0], FAMILY_V4, k.prefix_len(), verdict));
+            found.push((
+                data.acl_id_be,
+                [data.addr, 0, 0, 0],
+                FAMILY_V4,
+                k.prefix_len(),
+                verdict,
+            ));
         }
         for entry in self.acl_v6.iter() {
             let (k, verdict) =
                 entry.map_err(map_err(MAP_ACL_V6, "listing access-list prefixes"))?;
             let data = k.data();
-            found.push((data.acl_id_be, data.addr, FAMILY_V6, k.prefix_len(), verdict));
+            found.push((
+                data.acl_id_be,
+                data.addr,
+                FAMILY_V6,
+                k.prefix_len(),
+                verdict,
+            ));
         }
         for (id_be, words, family, len, verdict) in found {
             self.adopt_acl_entry(id_be, words, family, len, verdict);
@@ -51,7 +67,12 @@ impl Datapath {
     /// Makes the ACL id the VIP's next entry will name hold exactly `acl`, and returns
     /// that entry's `VIP_F_ACL*` flags (none for an empty list). An unchanged list keeps
     /// its id and costs no write. `old` is the VIP's entry as published now.
-    pub(super) fn stage_acl(&mut self, id: u32, old: Option<&VipMeta>, acl: &[AclEntry]) -> Result<u32> {
+    pub(super) fn stage_acl(
+        &mut self,
+        id: u32,
+        old: Option<&VipMeta>,
+        acl: &[AclEntry],
+    ) -> Result<u32> {
         if acl.is_empty() {
             return Ok(0);
         }
@@ -113,11 +134,31 @@ impl Datapath {
         match e.prefix.addr {
             IpAddr::V4(_) => self
                 .acl_v4
-                .insert(&Key::new(len, AclKeyV4 { acl_id_be: x.to_be(), addr: words[0] }), e.verdict, 0)
+                .insert(
+                    &Key::new(
+                        len,
+                        AclKeyV4 {
+                            acl_id_be: x.to_be(),
+                            addr: words[0],
+                        },
+                    ),
+                    e.verdict,
+                    0,
+                )
                 .map_err(map_err(MAP_ACL_V4, what()))?,
             IpAddr::V6(_) => self
                 .acl_v6
-                .insert(&Key::new(len, AclKeyV6 { acl_id_be: x.to_be(), addr: words }), e.verdict, 0)
+                .insert(
+                    &Key::new(
+                        len,
+                        AclKeyV6 {
+                            acl_id_be: x.to_be(),
+                            addr: words,
+                        },
+                    ),
+                    e.verdict,
+                    0,
+                )
                 .map_err(map_err(MAP_ACL_V6, what()))?,
         }
         self.acl_written.entry(x).or_default().insert(*e);
@@ -131,11 +172,23 @@ impl Datapath {
         let r = match e.prefix.addr {
             IpAddr::V4(_) => self
                 .acl_v4
-                .remove(&Key::new(len, AclKeyV4 { acl_id_be: x.to_be(), addr: words[0] }))
+                .remove(&Key::new(
+                    len,
+                    AclKeyV4 {
+                        acl_id_be: x.to_be(),
+                        addr: words[0],
+                    },
+                ))
                 .map_err(|err| (MAP_ACL_V4, err)),
             IpAddr::V6(_) => self
                 .acl_v6
-                .remove(&Key::new(len, AclKeyV6 { acl_id_be: x.to_be(), addr: words }))
+                .remove(&Key::new(
+                    len,
+                    AclKeyV6 {
+                        acl_id_be: x.to_be(),
+                        addr: words,
+                    },
+                ))
                 .map_err(|err| (MAP_ACL_V6, err)),
         };
         match r {
@@ -150,7 +203,10 @@ impl Datapath {
 
     /// The entries ACL id `x` holds (for tests and inspection).
     pub fn acl_entries(&self, x: u32) -> Vec<AclEntry> {
-        self.acl_written.get(&x).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.acl_written
+            .get(&x)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 

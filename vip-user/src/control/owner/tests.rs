@@ -80,7 +80,10 @@ fn an_access_list_change_republishes_the_vip_with_its_entries() {
             "198.18.1.10:80".parse().unwrap(),
         )
         .unwrap();
-    assert_eq!(f.acl.as_deref(), Some("refused (drop_acl) by deny 198.18.7.0/24"));
+    assert_eq!(
+        f.acl.as_deref(),
+        Some("refused (drop_acl) by deny 198.18.7.0/24")
+    );
     assert_eq!(f.backend, None);
     let f = o
         .flow(
