@@ -1032,9 +1032,17 @@ impl Datapath {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
         }
-        // Its access lists, once no entry names them.
+        // Its access lists, once no entry names them (unless another VIP entry has its
+        // id already, and with it those lists).
         if let Some(m) = old {
-            self.retire_acls(m.id, 0, None)?;
+            let id_taken = self
+                .vips
+                .iter()
+                .filter_map(|e| e.ok())
+                .any(|(k, v)| !is_marker(&k) && v.id == m.id);
+            if !id_taken {
+                self.retire_acls(m.id, 0, None)?;
+            }
         }
         if self.all_ports_vips.remove(key) && self.all_ports_vips.is_empty() {
             self.write_global()?;
