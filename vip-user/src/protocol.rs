@@ -177,8 +177,8 @@ pub struct ApplyResult {
 pub enum Change {
     /// Add a VIP (with its backends).
     VipAdd {
-        /// The VIP.
-        spec: VipSpec,
+        /// The VIP (boxed: a spec is far larger than every other change).
+        spec: Box<VipSpec>,
     },
     /// Remove a VIP.
     VipDel {

@@ -594,7 +594,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             allow,
             deny,
         }) => change(Change::VipAdd {
-            spec: VipSpec {
+            spec: Box::new(VipSpec {
                 id: vip_arg(vip)?,
                 mode: *mode,
                 hash: *hash,
@@ -606,7 +606,7 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 min_healthy: 1,
                 ha_group: None,
                 acl: acl_args(allow, deny)?,
-            },
+            }),
         }),
         Command::Vip(VipCmd::Acl { vip, allow, deny }) => change(Change::VipAcl {
             vip: vip_arg(vip)?,

@@ -473,7 +473,7 @@ impl<T: DatapathOps> Owner<T> {
                         spec.id
                     )));
                 }
-                vips.push(spec);
+                vips.push(*spec);
             }
             Change::VipDel { vip } => {
                 let i = find(&mut vips, &vip)?;

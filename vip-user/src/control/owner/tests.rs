@@ -119,7 +119,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "add an existing VIP",
             Change::VipAdd {
-                spec: cfg().vips[0].clone(),
+                spec: Box::new(cfg().vips[0].clone()),
             },
             "VIP 198.18.1.10:80/tcp already exists",
         ),
@@ -185,24 +185,24 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "more backends than the limit",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     backends: (1..=6)
                         .map(|i| backend(&format!("198.18.3.{i}:80"), 1))
                         .collect(),
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "9 backends in all VIPs but limits.max_backends is 8",
         ),
         (
             "a table size that is not prime",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     table_size: 250,
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "table_size 250 is not prime",
         ),
@@ -210,7 +210,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "an http check whose path carries a second request",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     health: HealthCheck {
                         kind: CheckKind::Http {
@@ -221,14 +221,14 @@ fn every_refused_change_says_why_and_changes_nothing() {
                         ..HealthCheck::none()
                     },
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "health.path",
         ),
         (
             "a check every nanosecond",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     health: HealthCheck {
                         kind: CheckKind::Tcp,
@@ -237,7 +237,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
                         ..HealthCheck::none()
                     },
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "below the minimum of 10ms",
         ),
@@ -284,21 +284,21 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "a new VIP whose deny list has no prefix of its family",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.12:80"),
                     acl: acl(&[], &["2001:db8::/32"]),
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "deny has no IPv4 prefix",
         ),
         (
             "a multicast VIP",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("224.0.0.9:80"),
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "is a multicast address",
         ),
@@ -504,10 +504,10 @@ fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
     drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
     drain(&mut o, "198.18.1.10:80", "198.18.2.2:80", AdminState::Maint);
     o.change(Change::VipAdd {
-        spec: VipSpec {
+        spec: Box::new(VipSpec {
             id: vip("198.18.1.11:53/udp"),
             ..cfg().vips[0].clone()
-        },
+        }),
     })
     .unwrap();
     let before = snapshot(&o);
@@ -535,7 +535,7 @@ fn a_reload_of_a_changed_file_replaces_only_the_vips_the_file_changed() {
         ..cfg().vips[0].clone()
     };
     o.change(Change::VipAdd {
-        spec: added.clone(),
+        spec: Box::new(added.clone()),
     })
     .unwrap();
     // The file changes the IPv6 VIP (a weight) and adds a VIP.
@@ -668,7 +668,7 @@ fn without_a_state_file_pinned_vips_are_kept_as_unmanaged_until_deleted() {
     let mut o = Owner::start(&roomy(), FakeMaps::default(), Some(state.clone())).unwrap();
     let added = extra_vip(7);
     o.change(Change::VipAdd {
-        spec: added.clone(),
+        spec: Box::new(added.clone()),
     })
     .unwrap();
     let alloc = o.alloc.clone();
