@@ -24,11 +24,12 @@ use std::{
 
 use anyhow::{Context, Result};
 use vip_common::{
-    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, ConnState, GlobalConfig,
-    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK,
+    BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V6,
+    GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK,
 };
 use vip_user::{
+    config::Acl,
     control::maglev::{self, MaglevBackend},
     datapath::{
         Datapath, Limits,
@@ -193,7 +194,7 @@ trait Sink {
     fn set_global(&mut self, cfg: &GlobalConfig) -> GlobalConfig;
     fn set_backend(&mut self, id: u32, b: &vip_common::Backend);
     fn set_nexthop(&mut self, id: u32, nh: &NextHop);
-    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32]);
+    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32], acl: &Acl);
     fn insert_conn(&mut self, key: &vip_common::FlowKey, c: &ConnState);
 }
 
@@ -219,11 +220,18 @@ impl Sink for Both<'_> {
         self.dp.set_nexthop(id, nh).expect("writing a next hop");
         self.model.set_nexthop(id, nh);
     }
-    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32]) {
+    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32], acl: &Acl) {
         self.dp
-            .publish_vip(key, id, flags, id, table)
+            .publish_vip(
+                key,
+                id,
+                flags,
+                id,
+                table,
+                &acl.entries(key.family == FAMILY_V6),
+            )
             .expect("publishing a VIP");
-        self.model.publish_vip(key, id, flags, table);
+        self.model.publish_vip(key, id, flags, table, acl);
     }
     fn insert_conn(&mut self, key: &vip_common::FlowKey, c: &ConnState) {
         self.dp.insert_conn(key, c).expect("pinning a flow");
@@ -249,11 +257,39 @@ impl Sink for Model {
     fn set_nexthop(&mut self, id: u32, nh: &NextHop) {
         Model::set_nexthop(self, id, nh);
     }
-    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32]) {
-        self.publish_vip(key, id, flags, table);
+    fn publish(&mut self, key: &vip_common::VipKey, id: u32, flags: u32, table: &[u32], acl: &Acl) {
+        self.publish_vip(key, id, flags, table, acl);
     }
     fn insert_conn(&mut self, key: &vip_common::FlowKey, c: &ConnState) {
         Model::insert_conn(self, key, c);
+    }
+}
+
+/// The access list of VIP `vip` in rotation round `round` (clients are 198.18.0.1-40 and
+/// 2001:db8::1-40, see [`client`]): allow and deny lists nested both ways, both
+/// families, one on a VIP without connection tracking; VIP 0 (rotating) changes its list
+/// each round, so flows admitted under one list meet the next.
+fn acl_of(vip: u32, round: u64) -> Acl {
+    let list = |allow: &[&str], deny: &[&str]| Acl {
+        allow: allow.iter().map(|p| p.parse().expect("prefix")).collect(),
+        deny: deny.iter().map(|p| p.parse().expect("prefix")).collect(),
+    };
+    match (vip, round % 2) {
+        // An allow list with a deny inside and an allow inside that; clients 33-40 match
+        // nothing. The next round: a deny list only.
+        (0, 0) => list(
+            &["198.18.0.0/27", "198.18.0.4/30", "2001:db8::/32"],
+            &["198.18.0.0/28"],
+        ),
+        (0, _) => list(&[], &["198.18.0.16/28", "198.18.0.24/29"]),
+        (3, _) => list(&[], &["198.18.0.8/29"]),
+        (4, _) => list(&["198.18.0.0/26"], &["198.18.0.32/30"]),
+        (6, _) => list(
+            &["2001:db8::/120", "2001:db8::c/126", "198.18.0.0/15"],
+            &["2001:db8::/124"],
+        ),
+        (7, _) => list(&[], &["2001:db8::20/123"]),
+        _ => Acl::default(),
     }
 }
 
@@ -288,7 +324,7 @@ fn configure(sink: &mut dyn Sink) {
     }
     for (id, addr, proto, flags, hosts) in VIPS {
         let key = vip_key(addr.parse().unwrap(), proto);
-        sink.publish(&key, id, flags, &table(id, hosts));
+        sink.publish(&key, id, flags, &table(id, hosts), &acl_of(id, 0));
     }
     // Pinned flows the hash would not choose: to a draining backend (kept), a down one
     // (re-hashed), a stale generation (re-hashed), and in a VIP without connection
@@ -322,7 +358,7 @@ fn rotate(sink: &mut dyn Sink, round: u64) {
             .filter(|h| *h != left_out || hosts.len() == 1)
             .collect();
         let key = vip_key(addr.parse().unwrap(), proto);
-        sink.publish(&key, id, flags, &table(id, &members));
+        sink.publish(&key, id, flags, &table(id, &members), &acl_of(id, round));
     }
 }
 

@@ -31,6 +31,8 @@ use vip_common::{
     flow_set_index, flow_table_hash, tunnel_hash, vip_filter_bit,
 };
 
+use vip_user::{config::Acl, datapath::keys::words_addr};
+
 use crate::{
     fixture::{Output, action},
     packet::{Outer, too_big_answer, tunnelled, with_macs},
@@ -57,6 +59,7 @@ struct ModelVip {
     id: u32,
     flags: u32,
     table: Vec<u32>,
+    acl: Acl,
 }
 
 /// The configuration and connection table the model decides from.
@@ -344,7 +347,9 @@ impl Model {
     }
 
     /// See `Datapath::publish_vip` (the table is kept whole; slots do not matter here).
-    pub fn publish_vip(&mut self, key: &VipKey, id: u32, flags: u32, table: &[u32]) {
+    /// `acl` is the VIP's source access list as configured: the model decides from its
+    /// prefixes itself, not from the trie entries user space derives from it.
+    pub fn publish_vip(&mut self, key: &VipKey, id: u32, flags: u32, table: &[u32], acl: &Acl) {
         let marker = VipKey {
             port_be: 0,
             proto: 0,
@@ -358,6 +363,7 @@ impl Model {
                     id,
                     flags,
                     table: table.to_vec(),
+                    acl: acl.clone(),
                 },
             )
             .is_none()
@@ -463,6 +469,9 @@ impl Model {
         let Some(vip) = self.lookup_vip(&key).cloned() else {
             return not_vip;
         };
+        if refused(&vip.acl, words_addr(key.src, key.family)) {
+            return drop(Reason::DropAcl);
+        }
         let (id, b) = match self.maglev_pick(&vip, &key) {
             Ok(picked) => picked,
             Err(r) => return drop(r),
@@ -677,5 +686,33 @@ impl Model {
     /// The VIP counter id a flow key belongs to, if it is a VIP flow.
     pub fn vip_id(&self, key: &FlowKey) -> Option<u32> {
         self.lookup_vip(key).map(|v| v.id)
+    }
+}
+
+/// Whether `acl` refuses source `src`: of the prefixes of `src`'s family that contain
+/// it, the longest decides (a deny refuses); none does: refused when the list allows
+/// some prefixes of that family.
+fn refused(acl: &Acl, src: std::net::IpAddr) -> bool {
+    let bytes = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let s = bytes(src);
+    let longest = |list: &[vip_user::config::Prefix]| {
+        list.iter()
+            .filter(|p| p.addr.is_ipv6() == src.is_ipv6())
+            .filter(|p| {
+                let a = bytes(p.addr);
+                (0..usize::from(p.len)).all(|bit| {
+                    let m = 0x80u8 >> (bit % 8);
+                    a[bit / 8] & m == s[bit / 8] & m
+                })
+            })
+            .map(|p| p.len)
+            .max()
+    };
+    match (longest(&acl.allow), longest(&acl.deny)) {
+        (None, None) => acl.allow.iter().any(|p| p.addr.is_ipv6() == src.is_ipv6()),
+        (allow, deny) => deny > allow,
     }
 }

@@ -10,6 +10,7 @@
 //! address uses the first word and leaves the rest zero.
 #![no_std]
 
+pub mod acl;
 pub mod anomaly;
 pub mod flowtable;
 pub mod hash;
@@ -18,6 +19,7 @@ pub mod neigh;
 pub mod reason;
 pub mod vipslots;
 
+pub use acl::*;
 pub use anomaly::Anomaly;
 pub use flowtable::{
     FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,

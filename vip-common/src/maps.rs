@@ -98,6 +98,12 @@ pub const VIP_F_DSR_L2: u32 = 1 << 0;
 pub const VIP_F_HASH_SRC_ONLY: u32 = 1 << 1;
 /// VIP flag: do not use the connection table (every packet is hashed).
 pub const VIP_F_NO_CONNTRACK: u32 = 1 << 2;
+/// VIP flag: the VIP has a source access list ([`crate::acl`]); new flows from a
+/// refused source are dropped (`drop_acl`). VIPs without it pay one branch.
+pub const VIP_F_ACL: u32 = 1 << 3;
+/// VIP flag: the VIP's access list is the one under its second ACL id
+/// ([`crate::acl_id`]). Flipped by each publish of a new list.
+pub const VIP_F_ACL_B: u32 = 1 << 4;
 /// VIP-map entry flag: the entry only says "this address has VIPs" (key with port 0 and
 /// proto 0). The datapath uses it to decide the fate of packets without usable ports
 /// (fragments, long IPv6 extension chains, cut-short transport headers); user space
@@ -304,4 +310,6 @@ mod pod {
     unsafe impl aya::Pod for crate::FlowSet {}
     unsafe impl aya::Pod for crate::VipSlot {}
     unsafe impl aya::Pod for crate::FlowEntry {}
+    unsafe impl aya::Pod for crate::AclKeyV4 {}
+    unsafe impl aya::Pod for crate::AclKeyV6 {}
 }

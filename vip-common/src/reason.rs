@@ -66,11 +66,15 @@ pub enum Reason {
     /// multicast target, a DAD probe with a source link-layer option), or one whose
     /// target is not an announced address; the kernel validates (and drops) it too.
     PassNdpIgnored = 21,
+    /// Dropped: a new flow to a VIP whose access list refuses its source address (the
+    /// longest matching prefix is a deny, or the VIP has an allow list and no prefix
+    /// matches).
+    DropAcl = 22,
 }
 
 impl Reason {
     /// Number of reasons: the size of the `REASONS` map.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     /// Every reason, in index order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
@@ -96,6 +100,7 @@ impl Reason {
         Reason::PassArpNotVip,
         Reason::PassArpMalformed,
         Reason::PassNdpIgnored,
+        Reason::DropAcl,
     ];
 
     /// The reason with this map index.
@@ -132,6 +137,7 @@ impl Reason {
             Reason::PassArpNotVip => "pass_arp_not_vip",
             Reason::PassArpMalformed => "pass_arp_malformed",
             Reason::PassNdpIgnored => "pass_ndp_ignored",
+            Reason::DropAcl => "drop_acl",
         }
     }
 }

@@ -4,12 +4,12 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use vip_common::{
     Anomaly, Backend, ConnState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, FAMILY_V6, FlowKey, GlobalConfig,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY,
-    VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, VIP_F_ACL, VIP_F_DSR_L2,
+    VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, VipMeta, flow_hash, maglev_lane, tunnel_hash,
 };
 
 use crate::{
-    conntrack, encap, icmp,
+    acl, conntrack, encap, icmp,
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     neigh, nexthop,
     parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
@@ -151,6 +151,12 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
             let Some(meta) = vip::lookup_vip(key, cfg) else {
                 return not_vip;
             };
+            // Only flows the connection table does not know are checked: a pinned flow
+            // was admitted by its first packet (ACL changes apply to new flows).
+            if meta.flags & VIP_F_ACL != 0 && acl::refused(key, &meta) {
+                stats::vip_dropped(meta.id);
+                return Verdict::drop(Reason::DropAcl);
+            }
             let (id, backend) = match maglev_pick(&meta, key) {
                 Ok(picked) => picked,
                 Err(reason) => {

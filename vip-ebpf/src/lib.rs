@@ -8,6 +8,7 @@
               once more on the BPF stack (26 more instructions in vip_lb when tried)"
 )]
 
+pub mod acl;
 pub mod conntrack;
 pub mod csum;
 pub mod decap;

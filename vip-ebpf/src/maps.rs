@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
 };
 use vip_common::{
-    Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup, IfMac, MAX_HA_GROUPS, MaglevElem,
-    NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
+    ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup,
+    IfMac, MAX_HA_GROUPS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS,
+    VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.
@@ -82,3 +83,11 @@ pub static HA_GROUPS: Array<HaGroup> = Array::with_max_entries(MAX_HA_GROUPS, 0)
 /// Interface index → the MAC the neighbour answers received there carry.
 #[map(name = "IF_MACS")]
 pub static IF_MACS: HashMap<u32, IfMac> = HashMap::with_max_entries(64, 0);
+
+/// Per-VIP IPv4 source prefixes (`vip_common::acl`): (ACL id, source) → verdict.
+#[map(name = "ACL_V4")]
+pub static ACL_V4: LpmTrie<AclKeyV4, u32> = LpmTrie::with_max_entries(ACL_MAP_ENTRIES, 0);
+
+/// Per-VIP IPv6 source prefixes: (ACL id, source) → verdict.
+#[map(name = "ACL_V6")]
+pub static ACL_V6: LpmTrie<AclKeyV6, u32> = LpmTrie::with_max_entries(ACL_MAP_ENTRIES, 0);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AdminState, BackendSpec, HealthCheck, Protocol, VipId, VipSpec};
+use crate::config::{Acl, AdminState, BackendSpec, HealthCheck, Protocol, VipId, VipSpec};
 
 /// A request from vipctl.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -177,8 +177,8 @@ pub struct ApplyResult {
 pub enum Change {
     /// Add a VIP (with its backends).
     VipAdd {
-        /// The VIP.
-        spec: VipSpec,
+        /// The VIP (boxed: a spec is far larger than every other change).
+        spec: Box<VipSpec>,
     },
     /// Remove a VIP.
     VipDel {
@@ -198,6 +198,13 @@ pub enum Change {
         vip: VipId,
         /// The backend's address.
         addr: SocketAddr,
+    },
+    /// Replace a VIP's source access list (empty: none). Applies to new flows.
+    VipAcl {
+        /// The VIP.
+        vip: VipId,
+        /// The new list.
+        acl: Acl,
     },
     /// Change a backend's weight and/or admin state.
     BackendSet {
@@ -289,6 +296,9 @@ pub struct VipStatus {
     pub dropped: u64,
     /// Backends.
     pub backends: Vec<BackendStatus>,
+    /// Source access list (empty: none).
+    #[serde(default, skip_serializing_if = "Acl::is_empty")]
+    pub acl: Acl,
 }
 
 /// One backend of a VIP.
@@ -337,6 +347,9 @@ pub struct FlowAnswer {
     pub conntrack: Option<ConnAnswer>,
     /// The backend the next packet of this flow goes to.
     pub backend: Option<SocketAddr>,
+    /// What the VIP's access list says about the client (`None`: the VIP has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
 }
 
 /// A connection-table entry as `vipctl flow` shows it.

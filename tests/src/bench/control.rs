@@ -136,8 +136,10 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
                 &datapath::keys::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
             )
             .expect("backend write");
-            dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
-            dp.publish_vip(&key, 0, 0, 0, &before).expect("publish");
+            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+                .expect("publish");
+            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+                .expect("publish");
             let start = Instant::now();
             dp.set_backend(
                 bs[down].id,
@@ -147,7 +149,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             let mut after_bs = bs.clone();
             after_bs[down].weight = 0;
             let after = maglev::build(&after_bs, m);
-            let stats = dp.publish_vip(&key, 0, 0, 0, &after).expect("publish");
+            let stats = dp.publish_vip(&key, 0, 0, 0, &after, &[]).expect("publish");
             writes.push(stats.table_writes);
             start.elapsed().as_secs_f64() * 1e3
         });

@@ -140,6 +140,10 @@ const EXTRA_STAGES: usize = 3;
 const IPV4_PROTO_OFF: usize = 14 + 9;
 const IPV6_NEXT_OFF: usize = 14 + 6;
 
+/// The new-flow row of the VIP with an access list, and the row it is compared with.
+const ACL_NEW_FLOW: &str = "tunnel: TCP new flow (SYN), VIP with a 1,000-prefix ACL";
+const NEW_FLOW: &str = "tunnel: TCP new flow (SYN, conn-table miss + insert)";
+
 fn lb_cases() -> Vec<(Case, Expect)> {
     let v4 = Expect::Encap {
         grow: 20,
@@ -165,7 +169,7 @@ fn lb_cases() -> Vec<(Case, Expect)> {
         ),
         (
             c(
-                "tunnel: TCP new flow (SYN, conn-table miss + insert)",
+                NEW_FLOW,
                 "bench_lb_new",
                 packets::syn_v4(client),
                 action::TX,
@@ -220,6 +224,24 @@ fn lb_cases() -> Vec<(Case, Expect)> {
                 action::TX,
             ),
             Expect::MacRewrite,
+        ),
+        (
+            c(
+                ACL_NEW_FLOW,
+                "bench_lb_new",
+                packets::syn_acl_v4(client),
+                action::TX,
+            ),
+            v4,
+        ),
+        (
+            c(
+                "tunnel: TCP established, VIP with a 1,000-prefix ACL",
+                "bench_lb",
+                packets::tcp_acl_v4(client),
+                action::TX,
+            ),
+            v4,
         ),
         (
             c(
@@ -298,13 +320,31 @@ pub fn per_packet(report: &mut Report, method: Method) -> Result<Floors> {
             .note = (*note).into();
     }
     let vary = t[4].median - t[1].median;
+    let no_acl = cases
+        .iter()
+        .position(|c| c.name == NEW_FLOW)
+        .map(|i| t[i].median);
     for (i, c) in cases.iter().enumerate().take(nlb).skip(nfloors) {
-        let note = if c.prog == "bench_lb_new" {
+        let mut note = if c.prog == "bench_lb_new" {
             format!("includes ~{vary:.0} ns of flow change per iteration (see floors)")
         } else {
             String::new()
         };
+        if c.name == ACL_NEW_FLOW {
+            note += &format!(
+                "; {} prefixes in the VIP's list, the source allowed by a /16; the same VIP \
+                 without a list is the row \"{NEW_FLOW}\"",
+                lbsetup::ACL_PREFIXES
+            );
+        }
         row(report, PER_PACKET, &c.name, t[i], &floors, &note);
+        if c.name == ACL_NEW_FLOW
+            && let Some(base) = no_acl
+            && let Some(r) = report.rows.last_mut()
+        {
+            r.ratios
+                .push(("same VIP without ACL".into(), t[i].median / base));
+        }
     }
     // Stages: each row is the one before plus one step; the full datapath is row 0 of
     // section 1 (measured in the same loop).

@@ -184,6 +184,7 @@ fn in_process(mode: Mode) -> Result<Side> {
             flags,
             0,
             &table,
+            &[],
         )?;
         dp.program_mut().attach(LbNode::IFACE, XdpMode::default())?;
         Ok(dp)

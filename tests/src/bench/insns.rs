@@ -259,7 +259,12 @@ impl Machine<'_> {
             .map(name)
             .with_context(|| format!("map {name} is not loaded"))?;
         let (data, per_cpu): (&MapData, bool) = match map {
-            Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) | Map::DevMapHash(d) => (d, false),
+            // A trie's lookup is the kernel's longest-prefix match, one helper call here.
+            Map::Array(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::DevMapHash(d)
+            | Map::LpmTrie(d) => (d, false),
             Map::PerCpuArray(d) | Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) => (d, true),
             _ => bail!("map {name}: its kind is not modelled"),
         };

@@ -20,13 +20,17 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use vip_common::{
-    BACKEND_UP, Backend, ConnState, FlowSet, GlobalConfig, MAGLEV_LANES, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNS, MAP_MAGLEV, MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, MaglevElem,
-    NEXTHOP_F_VALID, NextHop, PROTO_TCP, PROTO_UDP, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey,
-    VipMeta, VipSlot, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
+    ACL_ALLOW, ACL_DENY, ACL_ID_BITS, AclKeyV4, BACKEND_UP, Backend, ConnState, FlowSet,
+    GlobalConfig, MAGLEV_LANES, MAP_ACL_V4, MAP_BACKENDS, MAP_CONFIG, MAP_CONNS, MAP_MAGLEV,
+    MAP_NEXTHOPS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIPS, MaglevElem, NEXTHOP_F_VALID, NextHop,
+    PROTO_TCP, PROTO_UDP, VIP_F_ACL, VIP_F_DSR_L2, VIP_FILTER_WORDS, VipKey, VipMeta, VipSlot,
+    acl_id, flow_set_index, flow_sets, flow_table_hash, maglev_elements, vip_filter_slot,
     vip_slot_hash, vip_slot_index, vip_slots,
 };
 use vip_user::control::maglev::{self, MaglevBackend};
@@ -71,6 +75,11 @@ pub const FLOW_SEED: u32 = 0x5eed_0001;
 pub fn backend_id(vip: u32, i: u32) -> u32 {
     vip * BACKENDS_PER_FAMILY + i
 }
+
+/// Prefixes in the access list of the VIP at [`packets::vip_acl_v4`]: 999 denied /28s
+/// of 198.19.0.0/16 and the client's 198.18.0.0/16 allowed, plus the allow list's
+/// default (a zero-length deny), as vipd writes it.
+pub const ACL_PREFIXES: u32 = 1_000;
 
 /// Sizes of one benchmark setup.
 #[derive(Debug, Clone, Copy)]
@@ -252,6 +261,10 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
             },
         ));
     }
+    let acl_vip = VipMeta {
+        flags: VIP_F_ACL,
+        ..metas[0].1
+    };
     if setup.extra_vips > 0 {
         let small = maglev::build(&tables[0], setup.extra_table_size);
         let base = 4 * setup.table_size;
@@ -268,6 +281,11 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
             ));
         }
     }
+    // The VIP with an access list: port 81 of the IPv4 VIP, with port 80's id and table
+    // (its flows count as port 80's), so the two differ only in the list. It comes last,
+    // so it takes no VIP slot another VIP wanted (and it gets one of its own here), and
+    // it shares the IPv4 VIP's filter bit and address marker.
+    metas.push((vip_key(packets::vip_acl_v4(), PROTO_TCP), acl_vip));
     let mut maglev_map: Array<&mut MapData, MaglevElem> =
         Array::try_from(ebpf.map_mut(MAP_MAGLEV).context("MAGLEV map")?)?;
     for (i, chunk) in entries.chunks(MAGLEV_LANES as usize).enumerate() {
@@ -300,8 +318,30 @@ fn fill(ebpf: &mut Ebpf, setup: Setup) -> Result<()> {
     for (i, slot) in &slots {
         slot_map.set(*i, slot, 0)?;
     }
+    let mut acl: LpmTrie<&mut MapData, AclKeyV4, u32> =
+        LpmTrie::try_from(ebpf.map_mut(MAP_ACL_V4).context("ACL_V4 map")?)?;
+    let id_be = acl_id(acl_vip.id, acl_vip.flags).to_be();
+    let entry = |addr: [u8; 4], len: u32| {
+        Key::new(
+            ACL_ID_BITS + len,
+            AclKeyV4 {
+                acl_id_be: id_be,
+                addr: u32::from_ne_bytes(addr),
+            },
+        )
+    };
+    for i in 0..ACL_PREFIXES - 1 {
+        acl.insert(
+            &entry([198, 19, (i >> 4) as u8, (i as u8 & 15) << 4], 28),
+            ACL_DENY,
+            0,
+        )?;
+    }
+    acl.insert(&entry([198, 18, 0, 0], 16), ACL_ALLOW, 0)?;
+    acl.insert(&entry([0, 0, 0, 0], 0), ACL_DENY, 0)?;
     let mut vips: HashMap<&mut MapData, VipKey, VipMeta> =
         HashMap::try_from(ebpf.map_mut(MAP_VIPS).context("VIPS map")?)?;
+
     for (k, m) in metas {
         // The address marker, as vipd publishes with every VIP (fragments are ours).
         let marker = VipKey {

@@ -22,6 +22,12 @@ pub fn vip_v4() -> SocketAddr {
 pub fn vip_dsr_v4() -> SocketAddr {
     sa("198.18.100.2:80")
 }
+/// The IPv4 VIP's port 81: a VIP of its own with a source access list of
+/// [`crate::bench::lbsetup::ACL_PREFIXES`] prefixes, sharing port 80's id and table (see
+/// `lbsetup`).
+pub fn vip_acl_v4() -> SocketAddr {
+    sa("198.18.100.1:81")
+}
 /// An IPv6 client.
 pub fn client_v6() -> SocketAddr {
     sa("[2001:db8::10]:40000")
@@ -46,6 +52,16 @@ pub fn tcp_v4(src: SocketAddr) -> Vec<u8> {
 /// TCP SYN client → VIP (the connection-table miss path).
 pub fn syn_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_v4(), L4::Tcp { syn: true })
+}
+
+/// TCP SYN client → the VIP with an access list.
+pub fn syn_acl_v4(src: SocketAddr) -> Vec<u8> {
+    padded(src, vip_acl_v4(), L4::Tcp { syn: true })
+}
+
+/// TCP ACK client → the VIP with an access list.
+pub fn tcp_acl_v4(src: SocketAddr) -> Vec<u8> {
+    padded(src, vip_acl_v4(), L4::Tcp { syn: false })
 }
 
 /// TCP ACK client → the `dsr-l2` VIP.

@@ -21,8 +21,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     config::{
-        self, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck, Mode,
-        Protocol, VipId, VipSpec, parse_addr_port,
+        self, Acl, AddressError, AdminState, BackendSpec, CheckOverride, HashMode, HealthCheck,
+        Mode, Prefix, Protocol, VipId, VipSpec, parse_addr_port,
     },
     protocol::{Change, HaRole, Request},
 };
@@ -193,6 +193,25 @@ pub enum VipCmd {
         /// Health check of the backends.
         #[command(flatten)]
         check: CheckArgs,
+        /// Source prefix that may open flows (repeatable); with any, sources that match
+        /// no prefix are refused. The longest prefix across --allow and --deny decides.
+        #[arg(long, value_name = "PREFIX")]
+        allow: Vec<String>,
+        /// Source prefix that may not open flows (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        deny: Vec<String>,
+    },
+    /// Replace a VIP's source access list (no --allow and no --deny: remove it). Applies
+    /// to new flows; flows already in the connection table keep going.
+    Acl {
+        /// ADDR:PORT[/PROTO].
+        vip: String,
+        /// Source prefix that may open flows (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        allow: Vec<String>,
+        /// Source prefix that may not open flows (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        deny: Vec<String>,
     },
     /// Delete a VIP.
     Del {
@@ -443,6 +462,14 @@ pub enum UsageError {
         #[source]
         source: std::io::Error,
     },
+    /// An --allow or --deny prefix is malformed.
+    #[error("--{option} {problem}")]
+    Prefix {
+        /// `allow` or `deny`.
+        option: &'static str,
+        /// What is wrong and how to write it.
+        problem: String,
+    },
     /// The health-check options do not make a valid check (the config file's own rule,
     /// with the option names in place of the file's keys).
     #[error("{problem}")]
@@ -533,6 +560,23 @@ pub fn sock_arg(s: &str, what: &'static str) -> Result<SocketAddr, UsageError> {
     }
 }
 
+/// The access list of `--allow` and `--deny` prefixes (vipd checks the list against the
+/// VIP's family, as it checks the config file's).
+fn acl_args(allow: &[String], deny: &[String]) -> Result<Acl, UsageError> {
+    let parse = |option: &'static str, list: &[String]| {
+        list.iter()
+            .map(|p| {
+                p.parse::<Prefix>()
+                    .map_err(|problem| UsageError::Prefix { option, problem })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Acl {
+        allow: parse("allow", allow)?,
+        deny: parse("deny", deny)?,
+    })
+}
+
 /// The API request for a command (`None` for commands that do not talk to vipd).
 pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
     let change = |c| Ok(Some(Request::Change { change: c }));
@@ -547,8 +591,10 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
             no_conntrack,
             table_size,
             check,
+            allow,
+            deny,
         }) => change(Change::VipAdd {
-            spec: VipSpec {
+            spec: Box::new(VipSpec {
                 id: vip_arg(vip)?,
                 mode: *mode,
                 hash: *hash,
@@ -559,7 +605,12 @@ pub fn request(cmd: &Command) -> Result<Option<Request>, UsageError> {
                 announce: None,
                 min_healthy: 1,
                 ha_group: None,
-            },
+                acl: acl_args(allow, deny)?,
+            }),
+        }),
+        Command::Vip(VipCmd::Acl { vip, allow, deny }) => change(Change::VipAcl {
+            vip: vip_arg(vip)?,
+            acl: acl_args(allow, deny)?,
         }),
         Command::Vip(VipCmd::Del { vip }) => change(Change::VipDel { vip: vip_arg(vip)? }),
         Command::Backend(BackendCmd::Add {

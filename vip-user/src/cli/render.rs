@@ -56,6 +56,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                 "BYTES",
                 "NEW_FLOWS",
                 "DROPPED",
+                "ACL",
             ])];
             for v in &s.vips {
                 let up = v
@@ -74,6 +75,7 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                     v.bytes.to_string(),
                     v.new_flows.to_string(),
                     v.dropped.to_string(),
+                    v.acl.to_string(),
                 ]);
             }
             Ok(columns(&t) + &unmanaged_lines(s))
@@ -174,6 +176,9 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                 ),
                 None => "conntrack: no entry\n".into(),
             };
+            if let Some(acl) = &f.acl {
+                out += &format!("acl:      {acl}\n");
+            }
             out += &format!("backend:  {}\n", show(f.backend));
             Ok(out)
         }

@@ -203,6 +203,9 @@ pub struct Traced {
     pub model_backend: Option<SocketAddr>,
     /// The model's Maglev slot.
     pub model_slot: Option<u32>,
+    /// What the VIP's source access list says about the client (`None`: no list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
     /// Input length.
     pub input_len: usize,
     /// Output frame, hex.
@@ -297,6 +300,7 @@ pub fn trace_frames(config: &Path, frames: &[Vec<u8>]) -> Result<Vec<Traced>, Tr
             backend,
             model_backend: model.as_ref().and_then(|m| m.backend),
             model_slot: model.as_ref().and_then(|m| m.slot),
+            acl: model.as_ref().and_then(|m| m.acl.clone()),
             input_len: frame.len(),
             output_hex: if dropped_or_passed && data_out == *frame {
                 String::new()
@@ -332,6 +336,9 @@ fn render(t: &Traced) -> String {
             .unwrap_or_default(),
         t.output_summary,
     );
+    if let Some(acl) = &t.acl {
+        s += &format!("  acl:     {acl}\n");
+    }
     if !t.output_hex.is_empty() {
         s += &format!("  bytes:   {}\n", t.output_hex);
     }

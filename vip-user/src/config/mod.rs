@@ -16,9 +16,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub mod acl;
 mod address;
 mod names;
 
+pub use acl::{Acl, AclDecision, AclEntry, Prefix};
 pub use address::{AddressError, parse_addr_port};
 pub use names::UnknownName;
 use names::named_enum;
@@ -515,6 +517,9 @@ pub struct VipSpec {
     /// announced.
     #[serde(default = "one")]
     pub min_healthy: u32,
+    /// Who may open flows to the VIP (`allow` / `deny`); empty: everyone.
+    #[serde(default, skip_serializing_if = "Acl::is_empty")]
+    pub acl: Acl,
 }
 
 fn one() -> u32 {
@@ -810,6 +815,20 @@ pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<St
             limits.max_vips
         ));
     }
+    for v6 in [false, true] {
+        let n: usize = vips
+            .iter()
+            .filter(|v| v.id.addr.is_ipv6() == v6)
+            .map(|v| v.acl.entries(v6).len())
+            .sum();
+        if n > vip_common::ACL_MAX_PREFIXES as usize {
+            problems.push(format!(
+                "{n} {} access-list prefixes in all VIPs (each allow list counts one more, its default) exceed the {} the datapath holds: merge prefixes",
+                if v6 { "IPv6" } else { "IPv4" },
+                vip_common::ACL_MAX_PREFIXES
+            ));
+        }
+    }
     if backends > u64::from(limits.max_backends) {
         problems.push(format!(
             "{backends} backends in all VIPs but limits.max_backends is {}: raise [limits] max_backends or remove backends",
@@ -857,6 +876,9 @@ fn check_vip(vip: &VipSpec, limits: &LimitsSpec, report: &mut dyn FnMut(String))
             "VIP address {} is {why}: write the unicast address clients send to",
             vip.id.addr
         ));
+    }
+    for p in vip.acl.problems(vip.id.addr.is_ipv6()) {
+        report(p);
     }
     if !is_prime(vip.table_size) {
         report(format!(
@@ -1150,6 +1172,10 @@ mod raw {
         #[serde(default)]
         pub backend: Vec<Backend>,
         pub group: Option<Spanned<String>>,
+        #[serde(default)]
+        pub allow: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub deny: Vec<Spanned<String>>,
     }
 
     /// A VIP's `announce`: `true`/`false` (its host route, as `"route"`/`"none"`), or a
@@ -1656,7 +1682,12 @@ impl Validator<'_> {
             }
         }
         let (announce, ha_group) = self.vip_announce(id, &v.announce, &v.group, groups);
+        let acl = Acl {
+            allow: self.prefixes(id, "allow", &v.allow),
+            deny: self.prefixes(id, "deny", &v.deny),
+        };
         let spec = VipSpec {
+            acl,
             id,
             mode: v.mode,
             hash: v.hash,
@@ -1683,6 +1714,19 @@ impl Validator<'_> {
             problems.push(format!("line {line}: VIP {id}: {p}"))
         });
         Some(spec)
+    }
+
+    /// A VIP's `allow` or `deny` list; a prefix that does not parse is reported at its
+    /// own line and left out.
+    fn prefixes(&mut self, id: VipId, key: &str, list: &[Spanned<String>]) -> Vec<Prefix> {
+        let mut out = Vec::new();
+        for s in list {
+            match s.get_ref().parse::<Prefix>() {
+                Ok(p) => out.push(p),
+                Err(e) => self.at(s, format!("VIP {id}: {key}: {e}")),
+            }
+        }
+        out
     }
 
     /// A VIP's `announce` and `group`: how its address reaches this node. `true` or

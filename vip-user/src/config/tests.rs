@@ -762,3 +762,141 @@ fn ha_mistakes_name_the_fix() {
         assert!(e.contains(want), "{text}: want {want:?} in {e}");
     }
 }
+
+/// Every bad `allow` / `deny`: the line of the prefix (or of the VIP) and the fix.
+#[test]
+fn bad_access_lists_name_the_line_and_the_fix() {
+    let vip = |v: &str, lists: &str| format!("[[vip]]\naddress = \"{v}\"\n{lists}");
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "host bits set",
+            vip(
+                "198.18.1.10:80",
+                "allow = [\n  \"198.18.0.0/16\",\n  \"198.18.0.1/16\",\n]\n",
+            ),
+            &[
+                "line 5",
+                "allow",
+                "198.18.0.1/16 has host bits set",
+                "198.18.0.0/16",
+            ],
+        ),
+        (
+            "host bits set, IPv6",
+            vip("[2001:db8::10]:80", "deny = [\"2001:db8::1/32\"]\n"),
+            &["line 3", "deny", "host bits set", "write 2001:db8::/32"],
+        ),
+        (
+            "not a prefix",
+            vip("198.18.1.10:80", "deny = [\"lan\"]\n"),
+            &["line 3", "\"lan\" is not a prefix", "ADDRESS/LENGTH"],
+        ),
+        (
+            "length too long",
+            vip("198.18.1.10:80", "allow = [\"198.18.0.0/40\"]\n"),
+            &["line 3", "at most /32"],
+        ),
+        (
+            "length not a number",
+            vip("198.18.1.10:80", "allow = [\"198.18.0.0/\"]\n"),
+            &["line 3", "not a number of bits"],
+        ),
+        (
+            "only the other family",
+            vip("198.18.1.10:80", "allow = [\"2001:db8::/32\"]\n"),
+            &[
+                "line 2",
+                "198.18.1.10:80/tcp",
+                "allow has no IPv4 prefix",
+                "refuse every client",
+            ],
+        ),
+        (
+            "only the other family, deny, IPv6 VIP",
+            vip("[2001:db8::10]:80", "deny = [\"198.18.0.0/15\"]\n"),
+            &["line 2", "deny has no IPv6 prefix"],
+        ),
+        (
+            "in both lists",
+            vip(
+                "198.18.1.10:80",
+                "allow = [\"198.18.0.0/16\"]\ndeny = [\"198.18.0.0/16\"]\n",
+            ),
+            &["line 2", "198.18.0.0/16 is in both allow and deny"],
+        ),
+        (
+            "listed twice",
+            vip(
+                "198.18.1.10:80",
+                "deny = [\"198.18.0.0/16\", \"198.18.0.0/16\"]\n",
+            ),
+            &["line 2", "deny lists 198.18.0.0/16 twice"],
+        ),
+        (
+            "not a list",
+            vip("198.18.1.10:80", "allow = \"198.18.0.0/16\"\n"),
+            &["line 3", "allow"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, wants) in &cases {
+        match Config::parse(text, "t.toml") {
+            Ok(_) => failures.push(format!("{name}: accepted")),
+            Err(e) => {
+                let msg = e.to_string();
+                for w in *wants {
+                    if !msg.contains(w) {
+                        failures.push(format!("{name}: message lacks {w:?}:\n{msg}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn access_lists_parse_both_families_and_empty_lists_mean_none() {
+    let c = Config::parse(
+        "[[vip]]\naddress = \"198.18.1.10:80\"\nallow = [\"198.18.0.0/16\", \"2001:db8::/32\"]\ndeny = [\"198.18.7.0/24\"]\n[[vip]]\naddress = \"198.18.1.11:80\"\nallow = []\ndeny = []\n",
+        "t.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acl = &c.vips[0].acl;
+    assert_eq!(
+        acl.to_string(),
+        "allow 198.18.0.0/16, 2001:db8::/32; deny 198.18.7.0/24"
+    );
+    assert!(c.vips[1].acl.is_empty());
+    assert!(c.vips[1].acl.entries(false).is_empty());
+    // The spec travels through the API and the state file as JSON.
+    let json = serde_json::to_string(&c.vips[0]).unwrap();
+    assert!(
+        json.contains(
+            r#""acl":{"allow":["198.18.0.0/16","2001:db8::/32"],"deny":["198.18.7.0/24"]}"#
+        ),
+        "{json}"
+    );
+    let back: VipSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, c.vips[0]);
+    // A bad prefix in JSON (an API request) is refused with the same message.
+    let bad = json.replace("198.18.7.0/24", "198.18.7.1/24");
+    let e = serde_json::from_str::<VipSpec>(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("host bits set"), "{e}");
+}
+
+#[test]
+fn too_many_access_list_prefixes_are_refused() {
+    let c = Config::parse("[[vip]]\naddress = \"198.18.1.10:80\"\n", "t.toml").unwrap();
+    let mut spec = c.vips[0].clone();
+    spec.acl.deny = (0..vip_common::ACL_MAX_PREFIXES + 1)
+        .map(|i| Prefix::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i << 8))), 24).unwrap())
+        .collect();
+    let problems = validate_vips(&[spec], &c.limits).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.contains("exceed the 65536")),
+        "{problems:?}"
+    );
+}

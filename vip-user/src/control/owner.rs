@@ -473,7 +473,7 @@ impl<T: DatapathOps> Owner<T> {
                         spec.id
                     )));
                 }
-                vips.push(spec);
+                vips.push(*spec);
             }
             Change::VipDel { vip } => {
                 let i = find(&mut vips, &vip)?;
@@ -493,6 +493,10 @@ impl<T: DatapathOps> Owner<T> {
                 let i = find(&mut vips, &vip)?;
                 let j = backend_index(&vips[i], addr)?;
                 vips[i].backends.remove(j);
+            }
+            Change::VipAcl { vip, acl } => {
+                let i = find(&mut vips, &vip)?;
+                vips[i].acl = acl;
             }
             Change::BackendSet {
                 vip,
@@ -778,6 +782,7 @@ impl<T: DatapathOps> Owner<T> {
                 new_flows: counters.new_flows,
                 dropped: counters.dropped,
                 backends,
+                acl: v.acl.clone(),
             });
         }
         Status {
@@ -885,11 +890,16 @@ impl<T: DatapathOps> Owner<T> {
                 usable,
             }
         });
+        let decision =
+            (!vip.acl.entries(vip.id.addr.is_ipv6()).is_empty()).then(|| vip.acl.decide(src.ip()));
         let backend = match &conntrack {
             Some(c) if c.usable => c.backend,
+            // A new flow the list refuses is dropped.
+            _ if decision.is_some_and(|d| !d.allowed) => None,
             _ => maglev,
         };
         Ok(FlowAnswer {
+            acl: decision.map(|d| d.to_string()),
             vip: vip.id,
             hash,
             slot,

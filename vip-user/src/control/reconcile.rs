@@ -327,6 +327,8 @@ pub struct VipPlan {
     pub table_size: u32,
     /// (id, identity, weight) of backends in the table, sorted by id: the Maglev input.
     pub members: Vec<(u32, SocketAddr, u32)>,
+    /// The source access list as the datapath's trie holds it (empty: none).
+    pub acl: Vec<crate::config::AclEntry>,
 }
 
 /// Complete desired map contents.
@@ -422,6 +424,7 @@ pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) 
                 flags,
                 table_size: v.table_size,
                 members,
+                acl: v.acl.entries(v.id.addr.is_ipv6()),
             },
         );
     }
@@ -553,8 +556,14 @@ impl Applied {
                     build_table(plan)
                 }
             };
-            stats.publish_writes +=
-                tables.publish_vip(&key.key(), plan.slot, plan.flags, plan.slot, &table)?;
+            stats.publish_writes += tables.publish_vip(
+                &key.key(),
+                plan.slot,
+                plan.flags,
+                plan.slot,
+                &table,
+                &plan.acl,
+            )?;
             stats.vips_published += 1;
             self.vips.insert(*key, (plan.clone(), table));
         }

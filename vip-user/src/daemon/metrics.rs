@@ -484,6 +484,29 @@ mod tests {
     }
 
     #[test]
+    fn access_list_drops_are_exported_as_a_drop_reason() {
+        let cfg = Config::parse("", "t").unwrap();
+        let o = Owner::start(&cfg, FakeMaps::default(), None).unwrap();
+        let mut s = o.status();
+        s.reasons = vip_common::Reason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    u64::from(*r == vip_common::Reason::DropAcl) * 7,
+                )
+            })
+            .collect();
+        let text = Metrics::default().render(&s);
+        for want in [
+            "vip_datapath_packets_total{reason=\"drop_acl\"} 7",
+            "vip_drops_total{reason=\"drop_acl\"} 7",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn announcement_gauges_follow_the_last_plan_and_withdrawals_count_by_cause() {
         let m = Metrics::default();
         m.set_announced(&[

@@ -36,6 +36,8 @@ pub struct FakeMaps {
     pub announced: BTreeMap<std::net::IpAddr, u32>,
     /// HA groups by index.
     pub ha_groups: BTreeMap<u32, vip_common::HaGroup>,
+    /// Each VIP's access list as last published.
+    pub acls: HashMap<VipKey, Vec<crate::config::AclEntry>>,
 }
 
 impl FakeMaps {
@@ -79,6 +81,7 @@ impl Tables for FakeMaps {
         flags: u32,
         slot: u32,
         table: &[u32],
+        acl: &[crate::config::AclEntry],
     ) -> Result<u64, Injected> {
         self.write()?;
         for id in table {
@@ -92,6 +95,7 @@ impl Tables for FakeMaps {
             .vips
             .insert(*key, (id, flags | slot << 8, table.to_vec()));
         self.publishes += 1;
+        self.acls.insert(*key, acl.to_vec());
         let changed = match old {
             Some((_, _, t)) if t.len() == table.len() => {
                 t.iter().zip(table).filter(|(a, b)| a != b).count()

@@ -21,7 +21,7 @@
 //! from the slot itself (through a memory mapping), not kept aside.
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::{BTreeSet, HashMap as StdHashMap, HashSet},
     io::Read,
     net::IpAddr,
     os::fd::AsFd,
@@ -30,20 +30,25 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, xdp::DevMapHash},
+    maps::{
+        Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, lpm_trie::LpmTrie,
+        xdp::DevMapHash,
+    },
     programs::{ProgramError, Xdp},
 };
 use vip_common::{
-    Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS, ConnState, FLOW_WAYS, FlowKey, FlowSet,
-    GlobalConfig, HaGroup, IfMac, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS,
-    MAP_CONNS, MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS,
-    MAP_TX_PORTS, MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS,
-    MAX_IF_MACS, MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason,
-    VIP_F_ADDR_MARKER, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index,
-    flow_sets, flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash,
-    vip_slot_index, vip_slots,
+    ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS,
+    ConnState, FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, HaGroup, IfMac, MAP_ACL_V4, MAP_ACL_V6,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS, MAP_CONNS, MAP_HA_GROUPS,
+    MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER,
+    MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS, MAX_NEIGH_ADDRS,
+    MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ACL, VIP_F_ACL_B, VIP_F_ADDR_MARKER,
+    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
+    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
+    vip_slots,
 };
 
+mod acl;
 pub mod decap;
 pub mod ebpf;
 #[cfg(test)]
@@ -323,6 +328,12 @@ pub struct Datapath {
     ha_groups: Array<MapData, HaGroup>,
     /// Interface MACs for the neighbour answers.
     if_macs: HashMap<MapData, u32, IfMac>,
+    /// Per-VIP source prefixes, IPv4 (`vip_common::acl`).
+    acl_v4: LpmTrie<MapData, AclKeyV4, u32>,
+    /// Per-VIP source prefixes, IPv6.
+    acl_v6: LpmTrie<MapData, AclKeyV6, u32>,
+    /// What each ACL id holds in the two tries.
+    acl_written: StdHashMap<u32, BTreeSet<crate::config::AclEntry>>,
     /// The entries of `neigh`, to keep the filter bits of solicited-node addresses.
     announced: StdHashMap<NeighKey, u32>,
     regions: StdHashMap<u32, Region>,
@@ -345,7 +356,7 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
-const ALL_MAPS: [&str; 16] = [
+const ALL_MAPS: [&str; 18] = [
     MAP_VIPS,
     MAP_BACKENDS,
     MAP_NEXTHOPS,
@@ -362,6 +373,8 @@ const ALL_MAPS: [&str; 16] = [
     MAP_HA_GROUPS,
     MAP_IF_MACS,
     MAP_CONN_FILLS,
+    MAP_ACL_V4,
+    MAP_ACL_V6,
 ];
 
 /// The layout of the pinned maps: what their entries mean to user space and the
@@ -680,7 +693,9 @@ impl Datapath {
             .map_max_entries(MAP_VIP_SLOTS, vip_slots(limits.max_vips))
             .map_max_entries(MAP_VIP_STATS, limits.max_vips)
             .map_max_entries(MAP_NEIGH, MAX_NEIGH_ADDRS)
-            .map_max_entries(MAP_IF_MACS, MAX_IF_MACS);
+            .map_max_entries(MAP_IF_MACS, MAX_IF_MACS)
+            .map_max_entries(MAP_ACL_V4, ACL_MAP_ENTRIES)
+            .map_max_entries(MAP_ACL_V6, ACL_MAP_ENTRIES);
         let paths: Vec<(&'static str, PathBuf)> = pin_dir
             .map(|d| ALL_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
@@ -743,6 +758,9 @@ impl Datapath {
             neigh: typed!(&mut ebpf, MAP_NEIGH),
             ha_groups: typed!(&mut ebpf, MAP_HA_GROUPS),
             if_macs: typed!(&mut ebpf, MAP_IF_MACS),
+            acl_v4: typed!(&mut ebpf, MAP_ACL_V4),
+            acl_v6: typed!(&mut ebpf, MAP_ACL_V6),
+            acl_written: StdHashMap::new(),
             announced: StdHashMap::new(),
             ebpf,
             limits: *limits,
@@ -767,6 +785,7 @@ impl Datapath {
             }
             dp.rebuild_vip_slots()?;
             dp.read_announced()?;
+            dp.read_acls()?;
         }
         dp.flow_seed = match seed {
             Some(s) => s,
@@ -940,6 +959,11 @@ impl Datapath {
     /// packet to the new VIP is passed by the filter. The backends in `table` must carry
     /// `id` and `flags` already (see [`keys::backend`]): flows found in the connection table
     /// are forwarded with the backend's copy.
+    ///
+    /// `acl` is the VIP's source access list as the trie holds it (empty: none). A new
+    /// list is written under the VIP's other ACL id before the VIP entry that names it
+    /// (with `VIP_F_ACL` and the `VIP_F_ACL_B` of that id, added here to `flags`), and
+    /// the old id's entries are deleted after it; an unchanged list keeps its id.
     pub fn publish_vip(
         &mut self,
         key: &VipKey,
@@ -947,6 +971,7 @@ impl Datapath {
         flags: u32,
         slot: u32,
         table: &[u32],
+        acl: &[crate::config::AclEntry],
     ) -> Result<PublishStats, DatapathError> {
         check("VIP slot", slot.into(), self.limits.max_vips.into())?;
         check("VIP id", id.into(), self.limits.max_vips.into())?;
@@ -965,8 +990,9 @@ impl Datapath {
         self.set_filter_bit(key)?;
         let base = self.region_base(slot);
         let m = self.limits.table_size;
-        let active = match self.vips.get(key, 0) {
-            Ok(meta) if meta.table_base >= base && meta.table_base < base + 2 * m => {
+        let old = self.vips.get(key, 0).ok();
+        let active = match old {
+            Some(meta) if meta.table_base >= base && meta.table_base < base + 2 * m => {
                 Some((meta.table_base - base) / m)
             }
             _ => None,
@@ -999,11 +1025,12 @@ impl Datapath {
             }
             *self.shadow(slot, half)? = shadow;
         }
+        let acl_flags = self.stage_acl(id, old.as_ref(), acl)?;
         // Table stores (through the mapping) before the VIP entry that publishes them.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let meta = VipMeta {
             id,
-            flags: flags & !VIP_F_ADDR_MARKER,
+            flags: (flags & !(VIP_F_ADDR_MARKER | VIP_F_ACL | VIP_F_ACL_B)) | acl_flags,
             table_base,
             table_size: table.len() as u32,
         };
@@ -1034,6 +1061,7 @@ impl Datapath {
             .insert(*key, meta, 0)
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
         self.fill_vip_slot(key, &meta)?;
+        self.retire_acls(id, meta.flags, old.as_ref())?;
         Ok(PublishStats {
             table_writes: writes,
             active_half: half,
@@ -1046,6 +1074,7 @@ impl Datapath {
     /// address has the same bit. Flows in the connection table keep going to their
     /// backends while those are usable: take the backends out of service too.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DatapathError> {
+        let old = self.vips.get(key, 0).ok();
         // The slot first: until the VIP entry goes, lookups find it in the VIP map.
         let slot = self.vip_slot_of(key);
         let owned = self.slot_holder(slot)? == Some(*key);
@@ -1055,6 +1084,18 @@ impl Datapath {
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
+        }
+        // Its access lists, once no entry names them (unless another VIP entry has its
+        // id already, and with it those lists).
+        if let Some(m) = old {
+            let id_taken = self
+                .vips
+                .iter()
+                .filter_map(|e| e.ok())
+                .any(|(k, v)| !is_marker(&k) && v.id == m.id);
+            if !id_taken {
+                self.retire_acls(m.id, 0, None)?;
+            }
         }
         if self.all_ports_vips.remove(key) && self.all_ports_vips.is_empty() {
             self.write_global()?;

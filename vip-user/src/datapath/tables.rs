@@ -11,7 +11,7 @@ use vip_common::{
 };
 
 use super::{Datapath, DatapathError, Limits};
-use crate::config::LimitsSpec;
+use crate::config::{AclEntry, LimitsSpec};
 
 /// The writes the owner makes. Implemented by `Datapath`, and by a recorder in tests.
 pub trait Tables {
@@ -29,6 +29,7 @@ pub trait Tables {
         flags: u32,
         slot: u32,
         table: &[u32],
+        acl: &[AclEntry],
     ) -> Result<u64, Self::Error>;
     /// Removes a VIP.
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), Self::Error>;
@@ -94,9 +95,10 @@ impl Tables for Datapath {
         flags: u32,
         slot: u32,
         table: &[u32],
+        acl: &[AclEntry],
     ) -> Result<u64, DatapathError> {
         // Table entries written, plus the VIP entry that publishes them.
-        Datapath::publish_vip(self, key, id, flags, slot, table)
+        Datapath::publish_vip(self, key, id, flags, slot, table, acl)
             .map(|s| u64::from(s.table_writes) + 1)
     }
 

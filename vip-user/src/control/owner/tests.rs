@@ -47,6 +47,62 @@ fn snapshot(o: &Owner<FakeMaps>) -> String {
     format!("{:?}{:?}{:?}{:?}", o.vips, o.alloc, o.tables.backends, vips)
 }
 
+fn acl(allow: &[&str], deny: &[&str]) -> crate::config::Acl {
+    crate::config::Acl {
+        allow: allow.iter().map(|p| p.parse().unwrap()).collect(),
+        deny: deny.iter().map(|p| p.parse().unwrap()).collect(),
+    }
+}
+
+#[test]
+fn an_access_list_change_republishes_the_vip_with_its_entries() {
+    let mut o = owner();
+    let id = vip("198.18.1.10:80");
+    let key = crate::datapath::keys::vip_id_key(&id);
+    assert_eq!(o.tables.acls.get(&key).map(Vec::len), Some(0));
+    let list = acl(&["198.18.0.0/16", "2001:db8::/32"], &["198.18.7.0/24"]);
+    o.change(Change::VipAcl {
+        vip: id,
+        acl: list.clone(),
+    })
+    .unwrap();
+    // The IPv4 prefixes and the allow list's default deny; the IPv6 one is not the VIP's.
+    assert_eq!(o.tables.acls[&key], list.entries(false));
+    assert_eq!(o.tables.acls[&key].len(), 3);
+    let st = o.status();
+    let shown = st.vips.iter().find(|v| v.vip == id).unwrap();
+    assert_eq!(shown.acl, list);
+    // What `vipctl flow` says about a refused client, and that it gets no backend.
+    let f = o
+        .flow(
+            Protocol::Tcp,
+            "198.18.7.1:4000".parse().unwrap(),
+            "198.18.1.10:80".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        f.acl.as_deref(),
+        Some("refused (drop_acl) by deny 198.18.7.0/24")
+    );
+    assert_eq!(f.backend, None);
+    let f = o
+        .flow(
+            Protocol::Tcp,
+            "198.18.8.1:4000".parse().unwrap(),
+            "198.18.1.10:80".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(f.acl.as_deref(), Some("allowed by allow 198.18.0.0/16"));
+    assert!(f.backend.is_some());
+    // Removing the list.
+    o.change(Change::VipAcl {
+        vip: id,
+        acl: crate::config::Acl::default(),
+    })
+    .unwrap();
+    assert!(o.tables.acls[&key].is_empty());
+}
+
 fn backend(addr: &str, weight: u32) -> BackendSpec {
     BackendSpec {
         addr: addr.parse().unwrap(),
@@ -63,7 +119,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "add an existing VIP",
             Change::VipAdd {
-                spec: cfg().vips[0].clone(),
+                spec: Box::new(cfg().vips[0].clone()),
             },
             "VIP 198.18.1.10:80/tcp already exists",
         ),
@@ -129,24 +185,24 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "more backends than the limit",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     backends: (1..=6)
                         .map(|i| backend(&format!("198.18.3.{i}:80"), 1))
                         .collect(),
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "9 backends in all VIPs but limits.max_backends is 8",
         ),
         (
             "a table size that is not prime",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     table_size: 250,
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "table_size 250 is not prime",
         ),
@@ -154,7 +210,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
         (
             "an http check whose path carries a second request",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     health: HealthCheck {
                         kind: CheckKind::Http {
@@ -165,14 +221,14 @@ fn every_refused_change_says_why_and_changes_nothing() {
                         ..HealthCheck::none()
                     },
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "health.path",
         ),
         (
             "a check every nanosecond",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("198.18.1.11:80"),
                     health: HealthCheck {
                         kind: CheckKind::Tcp,
@@ -181,7 +237,7 @@ fn every_refused_change_says_why_and_changes_nothing() {
                         ..HealthCheck::none()
                     },
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "below the minimum of 10ms",
         ),
@@ -202,12 +258,47 @@ fn every_refused_change_says_why_and_changes_nothing() {
             "is the VIP's own address",
         ),
         (
+            "an access list of the other family only",
+            Change::VipAcl {
+                vip: vip("198.18.1.10:80"),
+                acl: acl(&["2001:db8::/32"], &[]),
+            },
+            "allow has no IPv4 prefix",
+        ),
+        (
+            "a prefix in both lists",
+            Change::VipAcl {
+                vip: vip("[2001:db8::10]:443"),
+                acl: acl(&["2001:db8::/48"], &["2001:db8::/48"]),
+            },
+            "2001:db8::/48 is in both allow and deny",
+        ),
+        (
+            "an access list for a VIP that does not exist",
+            Change::VipAcl {
+                vip: vip("198.18.1.99:80"),
+                acl: acl(&[], &["198.18.0.0/16"]),
+            },
+            "no VIP 198.18.1.99:80/tcp",
+        ),
+        (
+            "a new VIP whose deny list has no prefix of its family",
+            Change::VipAdd {
+                spec: Box::new(VipSpec {
+                    id: vip("198.18.1.12:80"),
+                    acl: acl(&[], &["2001:db8::/32"]),
+                    ..cfg().vips[0].clone()
+                }),
+            },
+            "deny has no IPv4 prefix",
+        ),
+        (
             "a multicast VIP",
             Change::VipAdd {
-                spec: VipSpec {
+                spec: Box::new(VipSpec {
                     id: vip("224.0.0.9:80"),
                     ..cfg().vips[0].clone()
-                },
+                }),
             },
             "is a multicast address",
         ),
@@ -413,10 +504,10 @@ fn a_reload_of_an_unchanged_file_keeps_every_runtime_change() {
     drain(&mut o, "198.18.1.10:80", "198.18.2.1:80", AdminState::Drain);
     drain(&mut o, "198.18.1.10:80", "198.18.2.2:80", AdminState::Maint);
     o.change(Change::VipAdd {
-        spec: VipSpec {
+        spec: Box::new(VipSpec {
             id: vip("198.18.1.11:53/udp"),
             ..cfg().vips[0].clone()
-        },
+        }),
     })
     .unwrap();
     let before = snapshot(&o);
@@ -444,7 +535,7 @@ fn a_reload_of_a_changed_file_replaces_only_the_vips_the_file_changed() {
         ..cfg().vips[0].clone()
     };
     o.change(Change::VipAdd {
-        spec: added.clone(),
+        spec: Box::new(added.clone()),
     })
     .unwrap();
     // The file changes the IPv6 VIP (a weight) and adds a VIP.
@@ -577,7 +668,7 @@ fn without_a_state_file_pinned_vips_are_kept_as_unmanaged_until_deleted() {
     let mut o = Owner::start(&roomy(), FakeMaps::default(), Some(state.clone())).unwrap();
     let added = extra_vip(7);
     o.change(Change::VipAdd {
-        spec: added.clone(),
+        spec: Box::new(added.clone()),
     })
     .unwrap();
     let alloc = o.alloc.clone();

@@ -46,7 +46,7 @@ fn requests() -> Vec<Request> {
             dry_run: true,
         },
         Request::Change {
-            change: Change::VipAdd { spec },
+            change: Change::VipAdd { spec: Box::new(spec) },
         },
         Request::Change {
             change: Change::VipDel { vip },
@@ -88,7 +88,7 @@ fn check(line: &[u8]) -> Result<(), TestCaseError> {
             let limits = Config::parse("", "empty.toml")
                 .expect("an empty config")
                 .limits;
-            if let Err(problems) = validate_vips(&[spec], &limits) {
+            if let Err(problems) = validate_vips(&[*spec], &limits) {
                 prop_assert!(problems.iter().all(|p| !p.trim().is_empty()));
             }
         }

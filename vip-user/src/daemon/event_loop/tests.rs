@@ -159,6 +159,43 @@ fn the_cli_round_trips_through_the_daemon() {
 }
 
 #[test]
+fn vipctl_sets_shows_and_removes_an_access_list() {
+    let d = start("acl");
+    ok(
+        &d,
+        "vip acl 198.18.1.10:80 --allow 198.18.0.0/16 --allow 2001:db8::/32 --deny 198.18.7.0/24",
+    );
+    let list = ok(&d, "vip list");
+    assert!(
+        list.contains("allow 198.18.0.0/16, 2001:db8::/32; deny 198.18.7.0/24"),
+        "{list}"
+    );
+    let flow = ok(&d, "flow tcp 198.18.7.9:4000 198.18.1.10:80");
+    assert!(
+        flow.contains("acl:      refused (drop_acl) by deny 198.18.7.0/24")
+            && flow.contains("backend:  none"),
+        "{flow}"
+    );
+    ok(&d, "vip add 198.18.1.12:80 --deny 198.18.0.0/24");
+    let json: serde_json::Value = serde_json::from_str(&ok(&d, "-o json vip list")).unwrap();
+    let added = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vip"]["addr"] == "198.18.1.12")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(
+        added["acl"]["deny"],
+        serde_json::json!(["198.18.0.0/24"]),
+        "{json}"
+    );
+    assert!(added["acl"].get("allow").is_none(), "{json}");
+    ok(&d, "vip acl 198.18.1.10:80");
+    let list = ok(&d, "vip list");
+    assert!(!list.contains("198.18.7.0/24"), "{list}");
+}
+
+#[test]
 fn apply_and_diff_are_idempotent_and_touch_only_what_changed() {
     let d = start("apply");
     let file = d.dir.join("apply.toml");
@@ -212,6 +249,26 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
             "invalid value 'nat'",
         ),
         ("vip del 198.18.1.99:80".into(), "no VIP 198.18.1.99:80/tcp"),
+        (
+            "vip add 198.18.1.12:80 --allow 198.18.0.1/16".into(),
+            "--allow 198.18.0.1/16 has host bits set: write 198.18.0.0/16",
+        ),
+        (
+            "vip acl 198.18.1.10:80 --deny lan".into(),
+            "--deny \"lan\" is not a prefix",
+        ),
+        (
+            "vip acl 198.18.1.10:80 --deny 2001:db8::/32".into(),
+            "deny has no IPv4 prefix",
+        ),
+        (
+            "vip acl 198.18.1.10:80 --allow 198.18.0.0/16 --deny 198.18.0.0/16".into(),
+            "198.18.0.0/16 is in both allow and deny",
+        ),
+        (
+            "vip acl 198.18.1.99:80 --deny 198.18.0.0/16".into(),
+            "no VIP 198.18.1.99:80/tcp",
+        ),
         (
             "vip add 198.18.1.12:80 --check http --path nope".into(),
             "--path \"nope\" must start with '/'",
@@ -299,7 +356,8 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
             "cannot read",
         ),
     ];
-    let before = ok(&d, "-o json backend list");
+    let state = |d: &Daemon| ok(d, "-o json backend list") + &ok(d, "-o json vip list");
+    let before = state(&d);
     let mut failures = Vec::new();
     for (args, want) in &cases {
         match vipctl(&d, args) {
@@ -307,7 +365,7 @@ fn every_cli_error_says_what_to_fix_and_changes_nothing() {
             Err(e) if !e.contains(want) => failures.push(format!("{args}: {e:?} lacks {want:?}")),
             Err(_) => {}
         }
-        if ok(&d, "-o json backend list") != before {
+        if state(&d) != before {
             failures.push(format!("{args}: state changed"));
         }
     }
