@@ -46,7 +46,9 @@ fn requests() -> Vec<Request> {
             dry_run: true,
         },
         Request::Change {
-            change: Change::VipAdd { spec: Box::new(spec) },
+            change: Change::VipAdd {
+                spec: Box::new(spec),
+            },
         },
         Request::Change {
             change: Change::VipDel { vip },
