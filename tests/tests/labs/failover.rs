@@ -390,13 +390,39 @@ fn ucarp_failover(mode: Mode) {
     )
     .unwrap_or_else(|e| panic!("{scenario}: {e}"));
     f.traffic(&scenario, true, 10);
-    let start = Instant::now();
-    us[0].kill();
-    let (t, failed) = until_moved(&f, false, &f.macs[1], start);
-    let (t6, failed6) = until_moved(&f, true, &f.macs[1], start);
+    let (mut over, mut over6, mut failed) = (Vec::new(), Vec::new(), 0);
+    for run in 0..5 {
+        // The active node's ucarp dies: the backup's takes over once it misses three
+        // advertisements and runs ucarp-up.sh, whose `vipctl ha set` announces the VIPs.
+        let start = Instant::now();
+        us[0].kill();
+        let (t, p) = until_moved(&f, false, &f.macs[1], start);
+        let (t6, p6) = until_moved(&f, true, &f.macs[1], start);
+        failed += p + p6;
+        over.push(t);
+        over6.push(t6);
+        eprintln!("{scenario}: run {run}: IPv4 {t:?}, IPv6 {t6:?}");
+        // Node 0's ucarp comes back and preempts (-P, the lower skew): node 1 steps down.
+        us[0] = Ucarp::start(&f, 0);
+        let start = Instant::now();
+        while !(f.role(0) == "active" && f.role(1) == "standby") {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{scenario}: run {run}: node 0 did not take the group back (roles {} / {}):\n{}\n{}",
+                f.role(0),
+                f.role(1),
+                std::fs::read_to_string(&us[0].log).unwrap_or_default(),
+                std::fs::read_to_string(&us[1].log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, p) = until_moved(&f, false, &f.macs[0], Instant::now());
+        failed += p;
+    }
+    let (mo, xo) = median_max(&mut over);
+    let (mo6, xo6) = median_max(&mut over6);
     eprintln!(
-        "{scenario}: ucarp SIGKILL -> new connections through the standby: IPv4 {t:?}, IPv6 {t6:?} (1 run; CARP's advertisement base is whole seconds); failed new-connection probes: {}",
-        failed + failed6
+        "{scenario}: ucarp SIGKILL -> new connections through the standby, 5 runs: IPv4 median {mo:?} max {xo:?}, IPv6 median {mo6:?} max {xo6:?} (CARP's advertisement base is whole seconds); failed new-connection probes: {failed}"
     );
     std::thread::sleep(Duration::from_millis(500));
     let report = long4.finish();
@@ -406,8 +432,8 @@ fn ucarp_failover(mode: Mode) {
     );
     assert!(report.broken().is_empty(), "{}", report.describe_broken());
     assert!(
-        t < Duration::from_secs(6),
-        "{scenario}: failover took {t:?}"
+        xo < Duration::from_secs(6) && xo6 < Duration::from_secs(6),
+        "{scenario}: failover took up to {xo:?} (IPv6 {xo6:?})"
     );
 }
 
