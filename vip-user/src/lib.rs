@@ -44,6 +44,21 @@ impl std::fmt::Display for Report<'_> {
     }
 }
 
+/// The number of cases of the property tests: 2,000 a property (what `cargo xtask test`
+/// runs), or `PROPTEST_CASES` for a longer hunt.
+#[cfg(test)]
+mod property_cases {
+    use proptest::test_runner::Config;
+
+    pub fn cases() -> Config {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        Config::with_cases(cases)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 
 use proptest::prelude::*;
 
+use crate::property_cases::cases;
+
 use super::{Config, ConfigError, tests::GOOD};
 
 /// The messages of an error: toml's for a parse error, one per problem otherwise.
@@ -81,16 +83,6 @@ fn key_lines() -> Vec<(usize, String)> {
             Some((i, k.trim().to_string()))
         })
         .collect()
-}
-
-/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
-/// longer hunt.
-fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    ProptestConfig::with_cases(cases)
 }
 
 proptest! {

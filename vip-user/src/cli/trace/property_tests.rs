@@ -19,6 +19,8 @@ use pcap_file::{
 };
 use proptest::prelude::*;
 
+use crate::property_cases::cases;
+
 use super::{MAX_TRACE_FRAME, PcapError, TraceError, check_frames, parse_pcap};
 
 /// A pcap file of `frames` as tcpdump writes it.
@@ -240,16 +242,6 @@ fn check(result: &Result<Vec<Vec<u8>>, PcapError>) -> Result<(), TestCaseError> 
         prop_assert!(!e.to_string().trim().is_empty(), "empty message: {e:?}");
     }
     Ok(())
-}
-
-/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
-/// longer hunt.
-fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    ProptestConfig::with_cases(cases)
 }
 
 proptest! {

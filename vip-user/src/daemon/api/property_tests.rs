@@ -4,6 +4,8 @@
 //! backend then goes through the same validation a runtime change gets.
 
 use proptest::prelude::*;
+
+use crate::property_cases::cases;
 use serde_json::{Value, json};
 
 use super::decode_request;
@@ -182,16 +184,6 @@ fn json_value() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
-}
-
-/// 2,000 cases a property (what `cargo xtask test` runs), or `PROPTEST_CASES` for a
-/// longer hunt.
-fn cases() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    ProptestConfig::with_cases(cases)
 }
 
 proptest! {
