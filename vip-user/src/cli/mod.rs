@@ -112,7 +112,7 @@ pub enum Command {
         /// Where to write them, e.g. /usr/local/share/man/man1.
         dir: PathBuf,
     },
-    /// HA groups: set a role (from keepalived's notify or ucarp's scripts), status,
+    /// HA groups: set a role (from keepalived's notify FIFO script or ucarp's scripts), status,
     /// check (keepalived's track_script).
     #[command(subcommand)]
     Ha(HaCmd),
