@@ -13,6 +13,7 @@ use crate::{
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     neigh, nexthop,
     parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
+    ptr::ptr_at,
     stats,
     verdict::Verdict,
     vip,
@@ -164,8 +165,13 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
                     return Verdict::drop(reason);
                 }
             };
-            // An ICMP error never creates a connection-table entry.
-            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error {
+            // An ICMP error never creates a connection-table entry, and neither does a
+            // TCP SYN: a TCP flow is pinned by its first packet without SYN (the
+            // client's ACK ending the handshake, which a spoofed SYN never sends), so a
+            // flood of SYNs from random sources cannot evict established flows. Until
+            // then Maglev gives the SYN the backend its ACK will get while the backend
+            // set is stable. UDP and other flows are pinned by their first packet.
+            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !tcp_syn(ctx, p) {
                 conntrack::remember(
                     &slot,
                     key,
@@ -184,6 +190,17 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
     };
     let th = tunnel_hash(h);
     finish(ctx, p, th, cfg, vip, id, backend, new_flow, icmp_error)
+}
+
+/// TCP flags: SYN.
+const TCP_SYN: u8 = 0x02;
+
+/// The packet is TCP with SYN set (flags byte 13 of the TCP header; a header too short
+/// to hold it counts as no SYN, but `parse` already refused one as malformed).
+#[inline(always)]
+fn tcp_syn(ctx: &XdpContext, p: &Parsed) -> bool {
+    p.key.proto == PROTO_TCP
+        && ptr_at::<[u8; 14]>(ctx, p.l4_off).is_some_and(|tcp| tcp.get(13) & TCP_SYN != 0)
 }
 
 /// Forwards a VIP packet to backend `id` and counts it (an ICMP error is steered, and is
