@@ -81,7 +81,13 @@ fn setup(max_conns: u32) -> Result<Datapath> {
 }
 
 fn backend_at(id: u32, state: u8) -> vip_common::Backend {
-    backend(IpAddr::V4(Ipv4Addr::new(198, 18, 2, id as u8)), state, 1, 0, 0)
+    backend(
+        IpAddr::V4(Ipv4Addr::new(198, 18, 2, id as u8)),
+        state,
+        1,
+        0,
+        0,
+    )
 }
 
 fn publish(dp: &mut Datapath, ids: &[u32]) -> Result<()> {
