@@ -13,9 +13,12 @@ use vip_common::{
     BACKEND_DRAINING, BACKEND_UP, CONFIG_F_ICMP_TOO_BIG, GlobalConfig, NEXTHOP_F_VALID, NextHop,
     PROTO_TCP,
 };
-use vip_user::datapath::{
-    Datapath, Limits,
-    keys::{addr_words, backend, vip_key},
+use vip_user::{
+    control::maglev::{self, MaglevBackend},
+    datapath::{
+        Datapath, Limits,
+        keys::{addr_words, backend, vip_key},
+    },
 };
 
 use super::{balance::SECTION, report::Report, stats::Trials};
@@ -40,9 +43,18 @@ enum Flood {
     Ack,
 }
 
-/// A Maglev-sized table spreading slots round-robin over `ids`.
+/// The VIP's Maglev table over backends `ids` (a drained backend has weight 0, as vipd
+/// builds it).
 fn table(ids: &[u32]) -> Vec<u32> {
-    (0..M as usize).map(|i| ids[i % ids.len()]).collect()
+    let bs: Vec<MaglevBackend> = ids
+        .iter()
+        .map(|&id| MaglevBackend {
+            id,
+            identity: SocketAddr::from(([198, 18, 2, id as u8], 80)),
+            weight: 1,
+        })
+        .collect();
+    maglev::build(&bs, M)
 }
 
 /// A datapath with one TCP VIP over `BACKENDS` backends and `max_conns` flows.
