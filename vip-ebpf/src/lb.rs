@@ -13,7 +13,6 @@ use crate::{
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     neigh, nexthop,
     parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
-    ptr::ptr_at,
     stats,
     verdict::Verdict,
     vip,
@@ -171,7 +170,7 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
             // flood of SYNs from random sources cannot evict established flows. Until
             // then Maglev gives the SYN the backend its ACK will get while the backend
             // set is stable. UDP and other flows are pinned by their first packet.
-            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !tcp_syn(ctx, p) {
+            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !p.syn {
                 conntrack::remember(
                     &slot,
                     key,
@@ -190,17 +189,6 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
     };
     let th = tunnel_hash(h);
     finish(ctx, p, th, cfg, vip, id, backend, new_flow, icmp_error)
-}
-
-/// TCP flags: SYN.
-const TCP_SYN: u8 = 0x02;
-
-/// The packet is TCP with SYN set (flags byte 13 of the TCP header; a header too short
-/// to hold it counts as no SYN, but `parse` already refused one as malformed).
-#[inline(always)]
-fn tcp_syn(ctx: &XdpContext, p: &Parsed) -> bool {
-    p.key.proto == PROTO_TCP
-        && ptr_at::<[u8; 14]>(ctx, p.l4_off).is_some_and(|tcp| tcp.get(13) & TCP_SYN != 0)
 }
 
 /// Forwards a VIP packet to backend `id` and counts it (an ICMP error is steered, and is

@@ -49,6 +49,11 @@ pub fn tcp_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_v4(), L4::Tcp { syn: false })
 }
 
+/// TCP SYN client → VIP (a connection-table miss that pins nothing).
+pub fn syn_v4(src: SocketAddr) -> Vec<u8> {
+    padded(src, vip_v4(), L4::Tcp { syn: true })
+}
+
 /// TCP ACK client → the VIP with an access list.
 pub fn tcp_acl_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_acl_v4(), L4::Tcp { syn: false })
