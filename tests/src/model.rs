@@ -422,7 +422,7 @@ impl Model {
     /// flow, whose VIP address is filtered again), the TTL, the
     /// connection table (a usable pinned backend is used with its VIP's flags as the
     /// backend carries them, without a VIP lookup), else the VIP's Maglev table (the
-    /// flow is pinned when the VIP tracks connections).
+    /// flow is pinned when the VIP tracks connections, a TCP flow not by a SYN).
     pub fn decide(&mut self, f: &[u8]) -> Prediction {
         let p = match parse(f, |a, family| self.maybe_vip(a, family)) {
             Ok(p) => p,
@@ -476,8 +476,10 @@ impl Model {
             Ok(picked) => picked,
             Err(r) => return drop(r),
         };
-        // An ICMP error never creates a connection-table entry.
-        if vip.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error {
+        // An ICMP error never creates a connection-table entry, nor does a TCP SYN (a
+        // TCP flow is pinned by its first packet without SYN).
+        let syn = p.key.proto == PROTO_TCP && f.get(p.l4 + 13).is_some_and(|b| b & 0x02 != 0);
+        if vip.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !syn {
             let conn = ConnState {
                 backend_id: id,
                 generation: b.generation,

@@ -164,8 +164,13 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
                     return Verdict::drop(reason);
                 }
             };
-            // An ICMP error never creates a connection-table entry.
-            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error {
+            // An ICMP error never creates a connection-table entry, and neither does a
+            // TCP SYN: a TCP flow is pinned by its first packet without SYN (the
+            // client's ACK ending the handshake, which a spoofed SYN never sends), so a
+            // flood of SYNs from random sources cannot evict established flows. Until
+            // then Maglev gives the SYN the backend its ACK will get while the backend
+            // set is stable. UDP and other flows are pinned by their first packet.
+            if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !p.syn {
                 conntrack::remember(
                     &slot,
                     key,

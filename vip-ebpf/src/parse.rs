@@ -28,6 +28,8 @@ pub const MAX_IPV6_EXT: usize = 4;
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
+/// TCP flags (low byte of the header's 13th-14th bytes): SYN.
+const TCP_SYN: u16 = 0x0002;
 const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
 
@@ -54,6 +56,8 @@ pub struct Parsed {
     pub tos: u8,
     /// What makes the ports unusable, if anything.
     pub anomaly: Anomaly,
+    /// TCP with SYN set (read with the ports; a SYN never pins a flow).
+    pub syn: bool,
 }
 
 /// Parses a frame up to the transport ports. `wanted` sees the destination address as
@@ -138,6 +142,7 @@ fn start(l2: &L2) -> Parsed {
         ttl: 0,
         tos: 0,
         anomaly: Anomaly::None,
+        syn: false,
     }
 }
 
@@ -283,6 +288,7 @@ fn ports(ctx: &XdpContext, p: &mut Parsed) {
                     // no TCP stack accepts: forwarding it would only hand the backend
                     // garbage.
                     let doff = usize::from(u16::from_be(tcp[6]) >> 12) * 4;
+                    p.syn = u16::from_be(tcp[6]) & TCP_SYN != 0;
                     if doff < TCP_MIN_LEN || p.l4_off + doff > ip_end {
                         p.anomaly = Anomaly::Malformed;
                     }

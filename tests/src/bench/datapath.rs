@@ -141,8 +141,8 @@ const IPV4_PROTO_OFF: usize = 14 + 9;
 const IPV6_NEXT_OFF: usize = 14 + 6;
 
 /// The new-flow row of the VIP with an access list, and the row it is compared with.
-const ACL_NEW_FLOW: &str = "tunnel: TCP new flow (SYN), VIP with a 1,000-prefix ACL";
-const NEW_FLOW: &str = "tunnel: TCP new flow (SYN, conn-table miss + insert)";
+const ACL_NEW_FLOW: &str = "tunnel: TCP new flow (first ACK), VIP with a 1,000-prefix ACL";
+const NEW_FLOW: &str = "tunnel: TCP new flow (first ACK, conn-table miss + insert)";
 
 fn lb_cases() -> Vec<(Case, Expect)> {
     let v4 = Expect::Encap {
@@ -171,7 +171,7 @@ fn lb_cases() -> Vec<(Case, Expect)> {
             c(
                 NEW_FLOW,
                 "bench_lb_new",
-                packets::syn_v4(client),
+                packets::tcp_v4(client),
                 action::TX,
             ),
             v4,
@@ -218,9 +218,9 @@ fn lb_cases() -> Vec<(Case, Expect)> {
         ),
         (
             c(
-                "dsr-l2: TCP new flow (SYN)",
+                "dsr-l2: TCP new flow (first ACK)",
                 "bench_lb_new",
-                packets::syn_dsr_v4(client),
+                packets::tcp_dsr_v4(client),
                 action::TX,
             ),
             Expect::MacRewrite,
@@ -229,7 +229,7 @@ fn lb_cases() -> Vec<(Case, Expect)> {
             c(
                 ACL_NEW_FLOW,
                 "bench_lb_new",
-                packets::syn_acl_v4(client),
+                packets::tcp_acl_v4(client),
                 action::TX,
             ),
             v4,
@@ -400,7 +400,7 @@ pub fn scaling(report: &mut Report, method: Method, floors: Option<Floors>) -> R
             Case {
                 name: format!("{label}: TCP new flow"),
                 prog: "bench_lb_new",
-                packet: packets::syn_v4(client),
+                packet: packets::tcp_v4(client),
                 verdict: action::TX,
             },
             Case {
@@ -478,7 +478,7 @@ pub fn scaling(report: &mut Report, method: Method, floors: Option<Floors>) -> R
     )?;
     // The same paths with a table small enough for the caches: what a new flow costs
     // without the cache and TLB misses of a 64 MiB table (and the conditions of a
-    // benchmark that repeats one SYN).
+    // benchmark that repeats one new flow).
     run(
         format!("{SMALL_TABLE} flows"),
         Setup {

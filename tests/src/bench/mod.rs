@@ -10,6 +10,7 @@ pub mod balance;
 pub mod control;
 pub mod datapath;
 pub mod e2e;
+pub mod flood;
 pub mod insns;
 pub mod jit;
 pub mod lbsetup;

@@ -49,14 +49,9 @@ pub fn tcp_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_v4(), L4::Tcp { syn: false })
 }
 
-/// TCP SYN client → VIP (the connection-table miss path).
+/// TCP SYN client → VIP (a connection-table miss that pins nothing).
 pub fn syn_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_v4(), L4::Tcp { syn: true })
-}
-
-/// TCP SYN client → the VIP with an access list.
-pub fn syn_acl_v4(src: SocketAddr) -> Vec<u8> {
-    padded(src, vip_acl_v4(), L4::Tcp { syn: true })
 }
 
 /// TCP ACK client → the VIP with an access list.
@@ -67,11 +62,6 @@ pub fn tcp_acl_v4(src: SocketAddr) -> Vec<u8> {
 /// TCP ACK client → the `dsr-l2` VIP.
 pub fn tcp_dsr_v4(src: SocketAddr) -> Vec<u8> {
     padded(src, vip_dsr_v4(), L4::Tcp { syn: false })
-}
-
-/// TCP SYN client → the `dsr-l2` VIP.
-pub fn syn_dsr_v4(src: SocketAddr) -> Vec<u8> {
-    padded(src, vip_dsr_v4(), L4::Tcp { syn: true })
 }
 
 /// UDP client → VIP (same port as the TCP VIP; the bench configures a UDP VIP too).

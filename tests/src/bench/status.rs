@@ -64,7 +64,7 @@ pub fn run(report: &mut Report, trials: usize) -> Result<()> {
             [198, 18, 128 | (i >> 16) as u8, (i >> 8) as u8],
             1024 + (i & 0xff) as u16,
         ));
-        let pkt = packets::padded(src, packets::vip_v4(), L4::Tcp { syn: true });
+        let pkt = packets::padded(src, packets::vip_v4(), L4::Tcp { syn: false });
         let (verdict, _) = crate::fixture::run_xdp(owner.tables_mut().program_mut(), &pkt);
         ensure!(verdict == action::TX, "flow {i} was not forwarded");
     }

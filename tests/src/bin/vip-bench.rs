@@ -14,7 +14,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        VIP_BENCH, apply, balance, control, datapath, e2e, jit, lbsetup,
+        VIP_BENCH, apply, balance, control, datapath, e2e, flood, jit, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
         memory, micro, nexthop, packets,
         per_packet::{self, Floors},
@@ -180,6 +180,11 @@ fn run() -> Result<()> {
     }
     if on("balance") {
         balance::run(&mut report);
+        if let Err(e) = flood::run(&mut report, quick) {
+            // It loads vip_lb (root): say what failed and keep the other figures.
+            eprintln!("vip-bench: flood survival: {e:#}");
+            report.missing.push(format!("4. flood survival: {e:#}"));
+        }
     }
     if on("e2e") {
         let load = e2e::Load {
