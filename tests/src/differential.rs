@@ -478,15 +478,8 @@ fn arp(rng: &mut Rng) -> Vec<u8> {
     else {
         unreachable!("IPv4 addresses")
     };
-    let op: u8 = if rng.chance(80) { 1 } else { 2 };
-    let mut f = vec![0xff; 6];
-    f.extend(CLIENT_MAC);
-    f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
-    f.extend(CLIENT_MAC);
-    f.extend(c.octets());
-    f.extend([0; 6]);
-    f.extend(d.octets());
-    f
+    let op = if rng.chance(80) { 1 } else { 2 };
+    crate::packet::arp([0xff; 6], op, CLIENT_MAC, c, [0; 6], d)
 }
 
 /// Blind mutations: bit flips and random bytes in the headers, truncation, junk added.

@@ -1,7 +1,7 @@
 //! Building test frames with `etherparse`, so fixtures state addresses and ports, not
 //! hand-typed bytes, and checksums are right by construction.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use etherparse::PacketBuilder;
 
@@ -41,6 +41,29 @@ pub fn frame(src: SocketAddr, dst: SocketAddr, l4: L4, payload: &[u8]) -> Vec<u8
     }
     .expect("writing a test frame");
     out
+}
+
+/// An Ethernet/IPv4 ARP frame, padded to the 60-byte Ethernet minimum as on the wire.
+pub fn arp(
+    eth_dst: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&[0x08, 0x06]);
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa.octets());
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa.octets());
+    f.resize(60, 0);
+    f
 }
 
 /// Parses an `ip:port` literal (IPv6 in brackets); panics on a typo in a test.
