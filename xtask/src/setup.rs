@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: installs what building and testing vip needs, following
-//! shared/TOOLCHAIN.md. Idempotent: every step checks first and does nothing when its
+//! docs/architecture.md ("Building the eBPF side"). Idempotent: every step checks first and does nothing when its
 //! result is already there, so running it on every `build`/`test` costs well under a
 //! second on a prepared machine.
 
