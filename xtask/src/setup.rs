@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: installs what building and testing vip needs, following
-//! docs/architecture.md ("Building the eBPF side"). Idempotent: every step checks first and does nothing when its
-//! result is already there, so running it on every `build`/`test` costs well under a
-//! second on a prepared machine.
+//! docs/architecture.md ("Building the eBPF side"). Idempotent: every step checks first
+//! and does nothing when its result is already there, so running it on every
+//! `build`/`test` costs well under a second on a prepared machine.
 
 use std::{
     path::{Path, PathBuf},
