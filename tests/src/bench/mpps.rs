@@ -14,7 +14,8 @@
 //! - The generator is `mpps_gen` run by `BPF_PROG_TEST_RUN` in live-frames mode
 //!   (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+) with the generator veth as ingress: its
 //!   `XDP_TX` transmits every frame out of that veth, each with a flow of its own number
-//!   (a cycle of 65,536 known flows, or a never-seen flow per frame).
+//!   (a cycle of 16 or 65,536 flows seen before the window, or a never-seen flow per
+//!   frame).
 //! - The sink, `mpps_sink` on the same veth, counts what arrived (not what was sent),
 //!   counts what has the row's expected output shape, and samples a frame, which the
 //!   harness decodes and checks against the datapath's own connection table.
@@ -23,9 +24,10 @@
 //!   flows) or the kernel forwarding with nftables DNAT (an `XDP_PASS` program keeps the
 //!   veth's NAPI, as in section 5's lab).
 //! - Both veths have threaded NAPI; the load balancer's NAPI thread is pinned to one CPU,
-//!   the generator and the sink's NAPI thread to the other. The figure is the load
-//!   balancer thread's CPU time (`/proc/PID/schedstat`) per frame that arrived. When
-//!   that thread is below 90% busy, the Mpps are the harness's limit, not the balancer's.
+//!   the generator and the sink's NAPI thread to the other, all three real-time (see
+//!   `realtime`). The figure is the load balancer thread's CPU time
+//!   (`/proc/PID/schedstat`) per frame that arrived. When that thread is below 90% busy,
+//!   the Mpps are the harness's limit, not the balancer's.
 
 use std::{
     fs,
@@ -693,7 +695,7 @@ enum Attached {
 
 /// One row's trial.
 #[derive(Debug, Clone, Copy, Default)]
-struct Sample1 {
+struct RowSample {
     mpps: f64,
     cpu_ns_per_packet: f64,
     lb_busy: f64,
@@ -714,7 +716,7 @@ struct Bench {
 
 impl Bench {
     /// Sends `side`'s frames with `flows` and measures over `window` (after a warm-up).
-    fn trial(&mut self, side: Side, flows: Flows, window: Duration) -> Result<Sample1> {
+    fn trial(&mut self, side: Side, flows: Flows, window: Duration) -> Result<RowSample> {
         let lb_if = self.topo.lb_if.clone();
         let lb_ns = self.topo.lb_ns.name().to_string();
         let attached = match side {
@@ -747,7 +749,7 @@ impl Bench {
         Ok(s)
     }
 
-    fn attached_trial(&mut self, side: Side, flows: Flows, window: Duration) -> Result<Sample1> {
+    fn attached_trial(&mut self, side: Side, flows: Flows, window: Duration) -> Result<RowSample> {
         threaded(self.topo.lb_ns.name(), &self.topo.lb_if)?;
         let lb_pid = napi_thread(&self.topo.lb_if)?;
         pin_pid(lb_pid, self.lb_cpu)?;
@@ -764,7 +766,7 @@ impl Bench {
         flows: Flows,
         window: Duration,
         lb_pid: i32,
-    ) -> Result<Sample1> {
+    ) -> Result<RowSample> {
         let (base, mask) = match flows {
             Flows::Few => (0, FEW_FLOWS - 1),
             Flows::Established => (0, ESTABLISHED_FLOWS - 1),
@@ -824,7 +826,7 @@ impl Bench {
             side.name(),
             flows.name()
         );
-        Ok(Sample1 {
+        Ok(RowSample {
             mpps: arrived / elapsed * 1e3,
             cpu_ns_per_packet: cpu / arrived,
             lb_busy: cpu / elapsed,
@@ -1145,7 +1147,11 @@ pub fn run(report: &mut Report, plan: Plan) -> Result<()> {
             bench.dp.conn_count()?,
         );
         let s = bench.trial(Side::Tunnel, Flows::New, fill)?;
-        eprintln!("vip-bench: filling the connection table: {s:?}");
+        eprintln!(
+            "vip-bench: filling vip_lb's connection table: {} flows, {:.2} Mpps",
+            bench.dp.conn_count()?,
+            s.mpps
+        );
     }
     let table_fill = bench.dp.conn_count()?;
 
@@ -1153,7 +1159,7 @@ pub fn run(report: &mut Report, plan: Plan) -> Result<()> {
         .iter()
         .flat_map(|s| [(*s, Flows::Few), (*s, Flows::Established), (*s, Flows::New)])
         .collect();
-    let mut samples: Vec<Vec<Sample1>> = vec![Vec::new(); rows.len()];
+    let mut samples: Vec<Vec<RowSample>> = vec![Vec::new(); rows.len()];
     let mut checked: Vec<String> = vec![String::new(); Side::ALL.len()];
     for _ in 0..plan.trials {
         for (i, (side, flows)) in rows.iter().enumerate() {
@@ -1175,7 +1181,7 @@ pub fn run(report: &mut Report, plan: Plan) -> Result<()> {
         }
     }
 
-    let median = |i: usize, f: fn(&Sample1) -> f64| {
+    let median = |i: usize, f: fn(&RowSample) -> f64| {
         Trials::of(&samples[i].iter().map(f).collect::<Vec<_>>())
     };
     let index = |side: Side, flows: Flows| {

@@ -175,21 +175,21 @@ pub fn mpps_sink(ctx: XdpContext) -> u32 {
         (*counts)[1] += matched;
         n
     };
-    if n & 0xffff == 0 {
-        if let Some(s) = MPPS_SAMPLE.get_ptr_mut(0) {
-            let mut len = 0u64;
-            for i in 0..SAMPLE_WORDS {
-                let Some(w) = ptr_at::<u64>(&ctx, i * 8) else {
-                    break;
-                };
-                // SAFETY: a map value; a concurrent copy on another CPU can only mix two
-                // received frames, which the harness's check then refuses.
-                unsafe { (*s).words[i] = w.read() };
-                len += 8;
-            }
-            // SAFETY: as above.
-            unsafe { (*s).len = len };
+    if n & 0xffff == 0
+        && let Some(s) = MPPS_SAMPLE.get_ptr_mut(0)
+    {
+        let mut len = 0u64;
+        for i in 0..SAMPLE_WORDS {
+            let Some(w) = ptr_at::<u64>(&ctx, i * 8) else {
+                break;
+            };
+            // SAFETY: a map value; a concurrent copy on another CPU can only mix two
+            // received frames, which the harness's check then refuses.
+            unsafe { (*s).words[i] = w.read() };
+            len += 8;
         }
+        // SAFETY: as above.
+        unsafe { (*s).len = len };
     }
     xdp_action::XDP_DROP
 }
