@@ -1,6 +1,7 @@
-//! Finds the bench-only eBPF object `vip-bench` (built by `cargo xtask build` / `bench`
-//! next to `vip-lb`). When it is missing, an empty placeholder is embedded instead so
-//! that the rest of the test crate still builds; `vip-bench` then says how to build it.
+//! Finds the bench-only eBPF objects `vip-bench` and `vip-mpps` (built by `cargo xtask
+//! build` / `bench` next to `vip-lb`). When one is missing, an empty placeholder is
+//! embedded instead so that the rest of the test crate still builds; `vip-bench` then
+//! says how to build it.
 
 use std::{env, fs, path::PathBuf};
 
@@ -16,15 +17,20 @@ fn main() {
                 .join("bpfel-unknown-none/release")
         }
     };
-    let object = dir.join("vip-bench");
-    println!("cargo:rerun-if-changed={}", object.display());
-    let path = if object.is_file() {
-        object
-    } else {
-        let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-        let placeholder = out.join("vip-bench.missing");
-        fs::write(&placeholder, b"").expect("writing the placeholder object");
-        placeholder
-    };
-    println!("cargo:rustc-env=VIP_BENCH_OBJECT={}", path.display());
+    for (file, var) in [
+        ("vip-bench", "VIP_BENCH_OBJECT"),
+        ("vip-mpps", "VIP_MPPS_OBJECT"),
+    ] {
+        let object = dir.join(file);
+        println!("cargo:rerun-if-changed={}", object.display());
+        let path = if object.is_file() {
+            object
+        } else {
+            let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+            let placeholder = out.join(format!("{file}.missing"));
+            fs::write(&placeholder, b"").expect("writing the placeholder object");
+            placeholder
+        };
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
 }

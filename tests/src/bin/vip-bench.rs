@@ -2,7 +2,8 @@
 //! balance, end to end. Writes target/bench/results.{json,md} and per_packet.svg, and
 //! prints the table.
 //!
-//! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e` (default: all).
+//! Sections: `floors`, `packet`, `scale`, `control`, `balance`, `e2e`, `mpps` (default:
+//! all).
 //! `--quick` runs fewer iterations (for trying the harness, not for figures).
 //! `--trials N` (at least 5) sets the trials of every figure (default: 9 per packet, 5
 //! elsewhere); more steady the medians on a busy machine.
@@ -16,7 +17,7 @@ use vip_tests::{
     bench::{
         VIP_BENCH, apply, balance, control, datapath, e2e, flood, jit, lbsetup,
         machine::{Machine, current_cpu, pin_to_cpu},
-        memory, micro, nexthop, packets,
+        memory, micro, mpps, nexthop, packets,
         per_packet::{self, Floors},
         report::Report,
         rss, status,
@@ -25,7 +26,9 @@ use vip_tests::{
     fixture::action,
 };
 
-const SECTIONS: [&str; 6] = ["floors", "packet", "scale", "control", "balance", "e2e"];
+const SECTIONS: [&str; 7] = [
+    "floors", "packet", "scale", "control", "balance", "e2e", "mpps",
+];
 
 fn main() -> ExitCode {
     match run() {
@@ -197,6 +200,18 @@ fn run() -> Result<()> {
             // keep the other sections' figures.
             eprintln!("vip-bench: section 5 failed: {e:#}");
             report.missing.push(format!("5. end to end: {e:#}"));
+        }
+    }
+    if on("mpps") {
+        let plan = mpps::Plan {
+            window: std::time::Duration::from_millis(if quick { 300 } else { 1000 }),
+            trials: trials_arg.unwrap_or(if quick { 1 } else { 3 }),
+        };
+        if let Err(e) = mpps::run(&mut report, plan) {
+            // It needs namespaces, native XDP on veth and live-frames test runs; say what
+            // failed and keep the other sections' figures.
+            eprintln!("vip-bench: section 6 failed: {e:#}");
+            report.missing.push(format!("6. packets per second: {e:#}"));
         }
     }
 
