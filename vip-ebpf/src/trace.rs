@@ -56,7 +56,14 @@ pub fn begin(ctx: &XdpContext) -> Option<Pending> {
 fn start(ctx: &XdpContext, ctl: &TraceCtl) -> Option<Pending> {
     let p = parse(ctx, |_, _| true).ok()?;
     let k = &p.key;
-    if !ctl.matches(k.family, k.proto, &k.src, &k.dst, k.src_port_be, k.dst_port_be) {
+    if !ctl.matches(
+        k.family,
+        k.proto,
+        &k.src,
+        &k.dst,
+        k.src_port_be,
+        k.dst_port_be,
+    ) {
         return None;
     }
     let Some(mut entry) = TRACE_RING.reserve::<TraceRecord>(0) else {
@@ -88,8 +95,8 @@ fn start(ctx: &XdpContext, ctl: &TraceCtl) -> Option<Pending> {
         (*rec).backend_id = TRACE_NONE;
         (*rec).pick = TRACE_PICK_NONE;
         (*rec).maglev_slot = 0;
-        let copied = snap > 0
-            && bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).frame.as_mut_ptr().cast(), snap) == 0;
+        let copied =
+            snap > 0 && bpf_xdp_load_bytes(ctx.ctx, 0, (*rec).frame.as_mut_ptr().cast(), snap) == 0;
         (*rec).snap_len = if copied { snap } else { 0 };
         if k.proto == PROTO_TCP || k.proto == PROTO_UDP {
             pick(&mut *rec, k);

@@ -46,7 +46,9 @@ pub enum MatchError {
         wanted: &'static str,
     },
     /// Two terms were not joined by `and`.
-    #[error("word {pos} ({word:?}) follows a whole term: join terms with 'and' (there is no 'or' or 'not')")]
+    #[error(
+        "word {pos} ({word:?}) follows a whole term: join terms with 'and' (there is no 'or' or 'not')"
+    )]
     NeedAnd {
         /// 1-based word number.
         pos: usize,
@@ -404,7 +406,9 @@ mod tests {
             IpAddr::V4(a) => o[..4].copy_from_slice(&a.octets()),
             IpAddr::V6(a) => o = a.octets(),
         }
-        core::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+        core::array::from_fn(|i| {
+            u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+        })
     }
 
     fn hit(expr: &str, proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> bool {
@@ -425,26 +429,126 @@ mod tests {
     fn expressions_match_what_they_say() {
         let t = PROTO_TCP;
         let cases: &[(&str, u8, &str, u16, &str, u16, bool)] = &[
-            ("src 198.18.0.0/16 and dst port 443", t, "198.18.7.9", 40000, "198.19.0.10", 443, true),
-            ("src 198.18.0.0/16 and dst port 443", t, "198.19.7.9", 40000, "198.19.0.10", 443, false),
-            ("src 198.18.0.0/16 and dst port 443", t, "198.18.7.9", 40000, "198.19.0.10", 80, false),
-            ("src net 198.18.0.0/15", t, "198.19.1.1", 1, "198.18.0.1", 2, true),
-            ("host 198.19.0.10", t, "198.18.0.1", 1, "198.19.0.10", 2, true),
-            ("host 198.19.0.10", t, "198.19.0.10", 1, "198.18.0.1", 2, true),
-            ("host 198.19.0.10", t, "198.19.0.11", 1, "198.18.0.1", 2, false),
+            (
+                "src 198.18.0.0/16 and dst port 443",
+                t,
+                "198.18.7.9",
+                40000,
+                "198.19.0.10",
+                443,
+                true,
+            ),
+            (
+                "src 198.18.0.0/16 and dst port 443",
+                t,
+                "198.19.7.9",
+                40000,
+                "198.19.0.10",
+                443,
+                false,
+            ),
+            (
+                "src 198.18.0.0/16 and dst port 443",
+                t,
+                "198.18.7.9",
+                40000,
+                "198.19.0.10",
+                80,
+                false,
+            ),
+            (
+                "src net 198.18.0.0/15",
+                t,
+                "198.19.1.1",
+                1,
+                "198.18.0.1",
+                2,
+                true,
+            ),
+            (
+                "host 198.19.0.10",
+                t,
+                "198.18.0.1",
+                1,
+                "198.19.0.10",
+                2,
+                true,
+            ),
+            (
+                "host 198.19.0.10",
+                t,
+                "198.19.0.10",
+                1,
+                "198.18.0.1",
+                2,
+                true,
+            ),
+            (
+                "host 198.19.0.10",
+                t,
+                "198.19.0.11",
+                1,
+                "198.18.0.1",
+                2,
+                false,
+            ),
             ("port 443", t, "198.18.0.1", 443, "198.19.0.1", 9, true),
             ("port 443", t, "198.18.0.1", 9, "198.19.0.1", 443, true),
             ("port 443", t, "198.18.0.1", 9, "198.19.0.1", 9, false),
-            ("udp and vip 198.19.0.10", PROTO_UDP, "198.18.0.1", 1, "198.19.0.10", 53, true),
-            ("udp and vip 198.19.0.10", t, "198.18.0.1", 1, "198.19.0.10", 53, false),
-            ("dst 2001:db8::/32 and tcp", t, "2001:db9::1", 1, "2001:db8::10", 80, true),
-            ("dst 2001:db8::/32 and tcp", t, "198.18.0.1", 1, "198.19.0.10", 80, false),
+            (
+                "udp and vip 198.19.0.10",
+                PROTO_UDP,
+                "198.18.0.1",
+                1,
+                "198.19.0.10",
+                53,
+                true,
+            ),
+            (
+                "udp and vip 198.19.0.10",
+                t,
+                "198.18.0.1",
+                1,
+                "198.19.0.10",
+                53,
+                false,
+            ),
+            (
+                "dst 2001:db8::/32 and tcp",
+                t,
+                "2001:db9::1",
+                1,
+                "2001:db8::10",
+                80,
+                true,
+            ),
+            (
+                "dst 2001:db8::/32 and tcp",
+                t,
+                "198.18.0.1",
+                1,
+                "198.19.0.10",
+                80,
+                false,
+            ),
             ("ip6", t, "2001:db9::1", 1, "2001:db8::10", 80, true),
             ("ip", t, "2001:db9::1", 1, "2001:db8::10", 80, false),
-            ("src host 198.18.0.1 AND dst host 198.19.0.10 and src port 5 and dst port 6", t, "198.18.0.1", 5, "198.19.0.10", 6, true),
+            (
+                "src host 198.18.0.1 AND dst host 198.19.0.10 and src port 5 and dst port 6",
+                t,
+                "198.18.0.1",
+                5,
+                "198.19.0.10",
+                6,
+                true,
+            ),
         ];
         for (expr, proto, s, sp, d, dp, want) in cases {
-            assert_eq!(hit(expr, *proto, s, *sp, d, *dp), *want, "{expr}: {s}:{sp} -> {d}:{dp}");
+            assert_eq!(
+                hit(expr, *proto, s, *sp, d, *dp),
+                *want,
+                "{expr}: {s}:{sp} -> {d}:{dp}"
+            );
         }
     }
 
@@ -466,7 +570,10 @@ mod tests {
             ("src 198.18.0.300", "is not an IPv4 or IPv6 address"),
             ("src 198.18.0.1 and dst 2001:db8::1", "mixes IPv4 and IPv6"),
             ("ip6 and src 198.18.0.1", "mixes IPv4 and IPv6"),
-            ("icmp and dst port 80", "port terms match TCP and UDP packets only"),
+            (
+                "icmp and dst port 80",
+                "port terms match TCP and UDP packets only",
+            ),
             ("icmp and ip6", "use icmp6"),
             ("src 198.18.0.1 and host 198.19.0.1", "given twice"),
             ("port 1 and port 2", "given twice"),
@@ -475,7 +582,12 @@ mod tests {
             let e = parse(expr, 0).unwrap_err().to_string();
             assert!(e.contains(want), "{expr:?}: {e:?} lacks {want:?}");
         }
-        assert!(parse("tcp", 257).unwrap_err().to_string().contains("snap length 257"));
+        assert!(
+            parse("tcp", 257)
+                .unwrap_err()
+                .to_string()
+                .contains("snap length 257")
+        );
     }
 
     proptest! {

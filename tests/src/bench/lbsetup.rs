@@ -60,6 +60,7 @@ pub const LB_PROGS: [&str; 23] = [
     "bench_encap",
     "bench_pass_vary",
     "bench_lb",
+    "bench_lb_untraced",
     "bench_lb_new",
     "bench_lb_once",
 ];

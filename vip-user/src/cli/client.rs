@@ -208,7 +208,8 @@ pub fn stream(
             first = false;
             s.set_read_timeout(None).map_err(io)?;
         }
-        let resp = serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp =
+            serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !each(resp) {
             return Ok(());
         }

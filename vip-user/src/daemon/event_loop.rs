@@ -24,8 +24,8 @@ use super::{
     api::{self, Access, ApiLimits},
     ha::Ha,
     health::{self, Supervisor, Transition},
-    live_trace::{TraceNames, Tracer},
     listener,
+    live_trace::{TraceNames, Tracer},
     metrics::{self, Metrics},
     nexthop::{self, NextHopCache},
 };

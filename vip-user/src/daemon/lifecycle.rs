@@ -14,9 +14,9 @@ use crate::{
         state_file::{StateFile, StateFileError},
     },
     datapath::{
-        trace::TraceMaps,
         Datapath, DatapathError,
         tables::limits,
+        trace::TraceMaps,
         xdp_link::{self, Attached, LinkSetupError},
     },
 };

@@ -17,9 +17,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::watch,
 };
-use vip_common::{
-    Reason, TRACE_NONE, TRACE_PICK_CONN, TRACE_PICK_MAGLEV, TraceRecord,
-};
+use vip_common::{Reason, TRACE_NONE, TRACE_PICK_CONN, TRACE_PICK_MAGLEV, TraceRecord};
 
 use crate::{
     cli::trace::verdict_name,
@@ -64,7 +62,10 @@ impl Tracer {
 
     /// Whether a session holds the maps.
     pub fn busy(&self) -> bool {
-        self.maps.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.maps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 }
 
@@ -128,11 +129,7 @@ where
             return;
         }
     };
-    let taken = tracer
-        .maps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let taken = tracer.maps.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some(maps) = taken else {
         send(
             w,
@@ -153,7 +150,14 @@ where
         return;
     }
     tracing::info!(expr = %s.expr, count = ?s.count, duration = ?s.duration, "live trace armed");
-    if !send(w, &Response::TraceStarted { expr: s.expr.clone() }).await {
+    if !send(
+        w,
+        &Response::TraceStarted {
+            expr: s.expr.clone(),
+        },
+    )
+    .await
+    {
         return;
     }
     let deadline = s.duration.map(|d| tokio::time::Instant::now() + d);
@@ -233,6 +237,9 @@ pub fn live_record(packet: u64, rec: &TraceRecord, names: &TraceNames) -> LiveRe
         .into(),
         maglev_slot: (rec.pick == TRACE_PICK_MAGLEV).then_some(rec.maglev_slot),
         frame_len: rec.frame_len,
-        frame_hex: rec.frame[..snap].iter().map(|b| format!("{b:02x}")).collect(),
+        frame_hex: rec.frame[..snap]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     }
 }

@@ -249,7 +249,10 @@ pub enum DatapathError {
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
-pub(crate) fn map_err(map: &'static str, action: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
+pub(crate) fn map_err(
+    map: &'static str,
+    action: impl Into<String>,
+) -> impl FnOnce(MapError) -> DatapathError {
     let action = action.into();
     move |source| DatapathError::Map {
         map,

@@ -5,7 +5,7 @@
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use vip_common::{MAP_TRACE_CTL, MAP_TRACE_LOST, MAP_TRACE_RING, TraceCtl, TraceRecord};
 
-use super::{DatapathError, Datapath, OPENING_TYPED, map_err, take};
+use super::{Datapath, DatapathError, OPENING_TYPED, map_err, take};
 
 /// The trace maps of one loaded `vip_lb`, taken out of the [`Datapath`] for the trace
 /// session (the owner task never touches them).
