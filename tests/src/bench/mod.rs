@@ -13,6 +13,7 @@ pub mod e2e;
 pub mod flood;
 pub mod insns;
 pub mod jit;
+pub mod live_trace;
 pub mod lbsetup;
 pub mod machine;
 pub mod memory;
