@@ -108,7 +108,7 @@ pub struct TraceEnd {
     pub records: u64,
     /// Records the datapath could not queue during the session (ring full).
     pub lost: u64,
-    /// Why it ended: `count`, `duration` or `vipd stopping`.
+    /// Why it ended: `count` or `duration` (a session cut by vipd stopping sends no end).
     pub why: String,
 }
 
