@@ -84,6 +84,15 @@ fn lab_live_trace_reports_the_backend_that_answered() {
     assert_eq!(end["why"], "count", "{scenario}: {output}");
     assert_eq!(end["records"], COUNT as u64, "{scenario}: {output}");
     assert_eq!(records.len(), COUNT, "{scenario}: {output}");
+    eprintln!(
+        "{scenario}: {} records, {} flows answered: {:?}",
+        records.len(),
+        answered.len(),
+        records
+            .iter()
+            .map(|r| (r["backend"].to_string(), r["pick"].to_string()))
+            .collect::<Vec<_>>()
+    );
     let frames = vip_user::cli::trace::read_pcap(&pcap).expect("the pcapng file reads back");
     assert_eq!(frames.len(), COUNT, "{scenario}: one frame per record");
     for (r, frame) in records.iter().zip(&frames) {
