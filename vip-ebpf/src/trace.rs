@@ -26,8 +26,7 @@ use vip_common::{
 
 use crate::{
     conntrack,
-    lb::config,
-    maps::{MAGLEV, TRACE_CTL, TRACE_LOST, TRACE_RING},
+    maps::{CONFIG, MAGLEV, TRACE_CTL, TRACE_LOST, TRACE_RING},
     parse::parse,
     verdict::Verdict,
     vip,
@@ -109,7 +108,11 @@ fn start(ctx: &XdpContext, ctl: &TraceCtl) -> Option<Pending> {
 /// connection table (a pinned flow), else the VIP's Maglev slot.
 #[inline(always)]
 fn pick(rec: &mut TraceRecord, key: &FlowKey) {
-    let cfg = config();
+    // The array always holds its entry; read here rather than through `lb::config`,
+    // which would make `lb` and this module use each other.
+    let Some(cfg) = CONFIG.get(0) else {
+        return;
+    };
     let slot = conntrack::slot(conntrack::hash(key, cfg), cfg);
     if let Some((id, b)) = conntrack::lookup(&slot, key) {
         rec.pick = TRACE_PICK_CONN;

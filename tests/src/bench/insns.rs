@@ -339,7 +339,10 @@ impl Machine<'_> {
             189 => {
                 let (off, len) = (r[2] as usize, r[4] as usize);
                 let from = self.data + off as u64;
-                ensure!(from + len as u64 <= self.data_end, "load_bytes past the packet");
+                ensure!(
+                    from + len as u64 <= self.data_end,
+                    "load_bytes past the packet"
+                );
                 let bytes = self.slice(from, len)?.to_vec();
                 self.slice(r[3], len)?.copy_from_slice(&bytes);
                 Ok(0)

@@ -71,7 +71,12 @@ pub fn run(report: &mut Report, method: Method, floors: Option<Floors>) -> Resul
             off,
             "the datapath as before the live trace",
         ),
-        ("trace off", "bench_lb", off, "what vip_lb runs while no trace is armed"),
+        (
+            "trace off",
+            "bench_lb",
+            off,
+            "what vip_lb runs while no trace is armed",
+        ),
         (
             "trace on, not matching",
             "bench_lb",
@@ -90,7 +95,10 @@ pub fn run(report: &mut Report, method: Method, floors: Option<Floors>) -> Resul
     // path (the matching count asks the connection table and finds it).
     let (v, _) = run_once(&mut ebpf, "bench_lb_once", &pkt)?;
     ensure!(v == action::TX, "the established packet was not forwarded");
-    let one = Method { trials: 1, ..method };
+    let one = Method {
+        trials: 1,
+        ..method
+    };
     let mut samples = vec![Vec::with_capacity(method.trials); rows.len()];
     for _ in 0..method.trials {
         for ((name, prog, ctl, _), s) in rows.iter().zip(&mut samples) {

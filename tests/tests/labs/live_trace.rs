@@ -58,8 +58,18 @@ fn lab_live_trace_reports_the_backend_that_answered() {
     let (output, answered) = std::thread::scope(|s| {
         let tracing = s.spawn(|| {
             vipd.vipctl(&[
-                "-o", "json", "trace", "--live", "--match", &expr, "--count", &count,
-                "--duration", "60s", "--write", &pcap_arg,
+                "-o",
+                "json",
+                "trace",
+                "--live",
+                "--match",
+                &expr,
+                "--count",
+                &count,
+                "--duration",
+                "60s",
+                "--write",
+                &pcap_arg,
             ])
         });
         // Requests until the trace has its records (bounded: 20 s).
@@ -99,9 +109,16 @@ fn lab_live_trace_reports_the_backend_that_answered() {
         assert_eq!(r["verdict"], "XDP_TX", "{scenario}: {r}");
         assert_eq!(r["reason"], "forwarded", "{scenario}: {r}");
         let bytes = unhex(r["frame_hex"].as_str().unwrap());
-        assert_eq!(&bytes, frame, "{scenario}: the capture holds the reported frame");
+        assert_eq!(
+            &bytes, frame,
+            "{scenario}: the capture holds the reported frame"
+        );
         let (proto, src, dst) = vip_user::cli::trace::parse_flow(&bytes).expect("a UDP frame");
-        assert_eq!((proto.to_string().as_str(), dst), ("udp", vip), "{scenario}: {r}");
+        assert_eq!(
+            (proto.to_string().as_str(), dst),
+            ("udp", vip),
+            "{scenario}: {r}"
+        );
         let backend: SocketAddr = r["backend"].as_str().unwrap().parse().unwrap();
         let name = answered
             .get(&src.port())

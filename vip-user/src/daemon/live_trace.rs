@@ -4,7 +4,7 @@
 //! One session at a time: the trace maps are held by the session that runs (a second
 //! gets an error saying so). Whatever ends the session (its count, its duration, the
 //! client closing the connection or failing to read, vipd stopping and dropping its
-//! tasks), the trace is disarmed when the session's [`Armed`] guard is dropped.
+//! tasks), the trace is disarmed when the session's `Armed` guard is dropped.
 
 use std::{
     collections::HashMap,
