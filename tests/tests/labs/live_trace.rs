@@ -1,6 +1,7 @@
 //! Live trace on real traffic: `vipctl trace --live --match ... --count N --write FILE`
 //! against a running vipd reports, for each UDP flow a client sends, the backend that
-//! actually answered that flow, and the pcapng file holds the very frames reported.
+//! actually answered that flow, and the pcapng file holds the very frames reported. A
+//! bad match and a second session while one runs are refused with what is wrong.
 
 use std::{
     collections::HashMap,
@@ -55,6 +56,14 @@ fn lab_live_trace_reports_the_backend_that_answered() {
     let count = COUNT.to_string();
     let pcap_arg = pcap.to_string_lossy().to_string();
     let vipd = &vl.vipds[0];
+    // A bad match is refused with what is wrong, and arms nothing.
+    let e = vipd
+        .vipctl(&["trace", "--live", "--match", "udp or tcp", "--count", "1"])
+        .expect_err("a bad match must be refused");
+    assert!(
+        e.to_string().contains("join terms with 'and'"),
+        "{scenario}: {e}"
+    );
     let (output, answered) = std::thread::scope(|s| {
         let tracing = s.spawn(|| {
             vipd.vipctl(&[
@@ -77,6 +86,14 @@ fn lab_live_trace_reports_the_backend_that_answered() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut answered: HashMap<u16, String> = HashMap::new();
         std::thread::sleep(Duration::from_millis(500));
+        // One session at a time: a second is refused while the first runs.
+        let e = vipd
+            .vipctl(&["trace", "--live", "--match", "udp", "--count", "1"])
+            .expect_err("a second live trace must be refused");
+        assert!(
+            e.to_string().contains("another live trace is running"),
+            "{scenario}: {e}"
+        );
         while !tracing.is_finished() && Instant::now() < deadline {
             if let Some((port, name)) = netns::within(&ns, move || ask(vip)).unwrap() {
                 answered.insert(port, name);
