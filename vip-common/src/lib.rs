@@ -17,6 +17,7 @@ pub mod hash;
 pub mod maps;
 pub mod neigh;
 pub mod reason;
+pub mod trace;
 pub mod vipslots;
 
 pub use acl::*;
@@ -29,6 +30,7 @@ pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;
 pub use neigh::*;
 pub use reason::Reason;
+pub use trace::*;
 pub use vipslots::{VipSlot, vip_slot_check, vip_slot_hash, vip_slot_index, vip_slots};
 
 /// Address family tag stored in keys and values (`AF_INET`/`AF_INET6` are not used

@@ -312,4 +312,6 @@ mod pod {
     unsafe impl aya::Pod for crate::FlowEntry {}
     unsafe impl aya::Pod for crate::AclKeyV4 {}
     unsafe impl aya::Pod for crate::AclKeyV6 {}
+    unsafe impl aya::Pod for crate::TraceCtl {}
+    unsafe impl aya::Pod for crate::TraceRecord {}
 }

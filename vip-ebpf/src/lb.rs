@@ -13,7 +13,7 @@ use crate::{
     maps::{BACKENDS, CONFIG, MAGLEV, VIPS},
     neigh, nexthop,
     parse::{Parsed, parse_ipv4, parse_ipv6, parse_l2},
-    stats,
+    stats, trace,
     verdict::Verdict,
     vip,
 };
@@ -31,10 +31,14 @@ static NO_CONFIG: GlobalConfig = GlobalConfig {
 };
 
 /// Runs the packet path on one frame and counts its reason; returns the XDP action.
+/// The live trace sees the frame before the path and its verdict where the reason is
+/// counted (one branch each while no trace is armed).
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> u32 {
+    let traced = trace::begin(ctx);
     let v = decide(ctx);
     stats::count(v.reason);
+    trace::end(traced, &v);
     v.action
 }
 

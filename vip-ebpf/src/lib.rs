@@ -21,5 +21,6 @@ pub mod nexthop;
 pub mod parse;
 pub mod ptr;
 pub mod stats;
+pub mod trace;
 pub mod verdict;
 pub mod vip;

@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use vip_common::{
     ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup,
-    IfMac, MAX_HA_GROUPS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_FILTER_WORDS,
-    VipCounters, VipKey, VipMeta, VipSlot,
+    IfMac, MAX_HA_GROUPS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, TRACE_RING_BYTES,
+    TraceCtl, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.
@@ -91,3 +91,16 @@ pub static ACL_V4: LpmTrie<AclKeyV4, u32> = LpmTrie::with_max_entries(ACL_MAP_EN
 /// Per-VIP IPv6 source prefixes: (ACL id, source) → verdict.
 #[map(name = "ACL_V6")]
 pub static ACL_V6: LpmTrie<AclKeyV6, u32> = LpmTrie::with_max_entries(ACL_MAP_ENTRIES, 0);
+
+/// Live trace control, index 0 (`vip_common::trace`): written only by vipd's trace
+/// session.
+#[map(name = "TRACE_CTL")]
+pub static TRACE_CTL: Array<TraceCtl> = Array::with_max_entries(1, 0);
+
+/// Live trace records for user space.
+#[map(name = "TRACE_RING")]
+pub static TRACE_RING: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+
+/// Live trace records lost to a full ring, index 0.
+#[map(name = "TRACE_LOST")]
+pub static TRACE_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod manual;
 pub mod protocol;
+pub mod tracematch;
 
 /// An error and its causes as the binaries print it, `what failed: because: because`.
 /// Many messages already name their cause (`reading X: permission denied`); a cause whose

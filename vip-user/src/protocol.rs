@@ -56,6 +56,60 @@ pub enum Request {
     },
     /// Every HA group with its role.
     HaStatus,
+    /// Live trace: arm the datapath's trace with `expr` (`crate::tracematch`) and stream
+    /// a [`Response::TraceRecord`] per matching packet, then [`Response::TraceEnd`].
+    /// One session at a time; it ends after `count` records, after `duration_ms`, when
+    /// the client goes away or vipd stops, and the trace is disarmed whichever comes.
+    TraceLive {
+        /// The match expression.
+        expr: String,
+        /// Stop after this many records (none: no limit).
+        count: Option<u64>,
+        /// Stop after this long, in milliseconds (none: no limit).
+        duration_ms: Option<u64>,
+        /// Frame bytes to copy into each record (0..=`vip_common::TRACE_SNAP_MAX`).
+        snap_len: u32,
+    },
+}
+
+/// One packet's decision, as the live trace reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRecord {
+    /// 1-based record number in the session.
+    pub packet: u64,
+    /// Monotonic clock (`CLOCK_MONOTONIC`) when the datapath saw the packet, ns.
+    pub ktime_ns: u64,
+    /// Interface it arrived on.
+    pub ifindex: u32,
+    /// XDP verdict name.
+    pub verdict: String,
+    /// Reason counted for it.
+    pub reason: String,
+    /// The VIP (`ADDR:PORT/PROTO`), when the packet reached the VIP lookup.
+    pub vip: Option<String>,
+    /// The backend chosen.
+    pub backend: Option<SocketAddr>,
+    /// Its id in the datapath.
+    pub backend_id: Option<u32>,
+    /// How it was found: `connection table`, `maglev` or `none`.
+    pub pick: String,
+    /// The Maglev slot (within the VIP's table) when `pick` is `maglev`.
+    pub maglev_slot: Option<u32>,
+    /// Length of the frame on the wire.
+    pub frame_len: u32,
+    /// Its first bytes (the session's snap length), hex, as received.
+    pub frame_hex: String,
+}
+
+/// How a live trace session ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEnd {
+    /// Records sent.
+    pub records: u64,
+    /// Records the datapath could not queue during the session (ring full).
+    pub lost: u64,
+    /// Why it ended: `count` or `duration` (a session cut by vipd stopping sends no end).
+    pub why: String,
 }
 
 /// The role of an HA group on a node (`vip_common::HA_ROLE_*`).
@@ -135,6 +189,15 @@ pub enum Response {
     Node(NodeStatus),
     /// HA groups (for [`Request::HaStatus`], and the group set by [`Request::HaSet`]).
     Ha(Vec<HaGroupStatus>),
+    /// A live trace is armed; records follow (for [`Request::TraceLive`]).
+    TraceStarted {
+        /// The match as vipd understood it.
+        expr: String,
+    },
+    /// One traced packet.
+    TraceRecord(LiveRecord),
+    /// The live trace is over and disarmed.
+    TraceEnd(TraceEnd),
     /// The request was refused or failed, said so the operator can fix it.
     Error(String),
 }
@@ -153,6 +216,9 @@ impl Response {
             Response::Applied(_) => "applied",
             Response::Node(_) => "node",
             Response::Ha(_) => "ha",
+            Response::TraceStarted { .. } => "trace started",
+            Response::TraceRecord(_) => "trace record",
+            Response::TraceEnd(_) => "trace end",
             Response::Error(_) => "error",
         }
     }

@@ -40,7 +40,7 @@ use crate::{build, workspace_root};
 const LAYERS: &[(&str, &[&[&str]])] = &[(
     "vip-user",
     &[
-        &["config", "protocol"],
+        &["config", "protocol", "tracematch"],
         &["datapath"],
         &["control"],
         &["daemon", "cli"],

@@ -169,6 +169,15 @@ fn lb_cases() -> Vec<(Case, Expect)> {
         ),
         (
             c(
+                "tunnel: TCP established, without the live-trace hook",
+                "bench_lb_untraced",
+                packets::tcp_v4(client),
+                action::TX,
+            ),
+            v4,
+        ),
+        (
+            c(
                 NEW_FLOW,
                 "bench_lb_new",
                 packets::tcp_v4(client),

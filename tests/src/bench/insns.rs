@@ -266,6 +266,8 @@ impl Machine<'_> {
             | Map::DevMapHash(d)
             | Map::LpmTrie(d) => (d, false),
             Map::PerCpuArray(d) | Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) => (d, true),
+            // Only reserved from and submitted to (helpers 131, 132).
+            Map::RingBuf(d) => (d, false),
             _ => bail!("map {name}: its kind is not modelled"),
         };
         let info = data.info()?;
@@ -325,6 +327,26 @@ impl Machine<'_> {
             }
             // bpf_redirect_map: XDP_REDIRECT
             51 => Ok(4),
+            // bpf_ktime_get_ns (live trace): any non-zero time.
+            5 => Ok(1),
+            // bpf_ringbuf_reserve: a fresh region of the size asked (the ring never
+            // fills here); bpf_ringbuf_submit: nothing to do.
+            131 => Ok(self.region(vec![0u8; r[2] as usize])),
+            132 => Ok(0),
+            // bpf_xdp_get_buff_len
+            188 => Ok(self.data_end - self.data),
+            // bpf_xdp_load_bytes(ctx, offset, buf, len)
+            189 => {
+                let (off, len) = (r[2] as usize, r[4] as usize);
+                let from = self.data + off as u64;
+                ensure!(
+                    from + len as u64 <= self.data_end,
+                    "load_bytes past the packet"
+                );
+                let bytes = self.slice(from, len)?.to_vec();
+                self.slice(r[3], len)?.copy_from_slice(&bytes);
+                Ok(0)
+            }
             _ => bail!("helper {n} is not modelled"),
         }
     }

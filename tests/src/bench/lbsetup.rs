@@ -38,7 +38,7 @@ use vip_user::control::maglev::{self, MaglevBackend};
 use super::{VIP_BENCH, packets, testrun::load_all};
 
 /// Programs of `vip_bench` that run the datapath.
-pub const LB_PROGS: [&str; 23] = [
+pub const LB_PROGS: [&str; 24] = [
     "bench_map_lru_insert",
     "bench_map_lru_insert_pcpu",
     "bench_map_hash4",
@@ -60,6 +60,7 @@ pub const LB_PROGS: [&str; 23] = [
     "bench_encap",
     "bench_pass_vary",
     "bench_lb",
+    "bench_lb_untraced",
     "bench_lb_new",
     "bench_lb_once",
 ];

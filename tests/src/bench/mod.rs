@@ -15,6 +15,7 @@ pub mod flood;
 pub mod insns;
 pub mod jit;
 pub mod lbsetup;
+pub mod live_trace;
 pub mod machine;
 pub mod memory;
 pub mod micro;

@@ -15,7 +15,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, ensure};
 use vip_tests::{
     bench::{
-        VIP_BENCH, apply, balance, control, datapath, e2e, flood, jit, lbsetup,
+        VIP_BENCH, apply, balance, control, datapath, e2e, flood, jit, lbsetup, live_trace,
         machine::{Machine, current_cpu, pin_to_cpu},
         memory, micro, mpps, nexthop, packets,
         per_packet::{self, Floors},
@@ -160,6 +160,7 @@ fn run() -> Result<()> {
         )?;
     }
     if on("packet") {
+        live_trace::run(&mut report, repeat, floors)?;
         nexthop::run(&mut report, repeat, floors)?;
         micro::run(&mut report, repeat)?;
     }

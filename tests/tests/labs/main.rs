@@ -17,6 +17,7 @@ mod decap_attach;
 mod drain;
 mod failover;
 mod health;
+mod live_trace;
 mod nftables;
 mod restart;
 mod scaleout;

@@ -179,6 +179,19 @@ pub fn bench_lb(ctx: XdpContext) -> u32 {
     restore(&ctx, verdict)
 }
 
+/// The datapath without the live-trace hook (`lb::process` less `trace::begin` and
+/// `trace::end`): `bench_lb` against this is what having the trace costs while it is off.
+#[xdp]
+#[inline(always)]
+pub fn bench_lb_untraced(ctx: XdpContext) -> u32 {
+    if save(&ctx).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let v = lb::decide(&ctx);
+    vip_ebpf::stats::count(v.reason);
+    restore(&ctx, v.action)
+}
+
 /// The datapath on a new flow every iteration (the connection-table miss path: Maglev
 /// lookup and connection-table insert; at steady state each insert replaces a flow).
 #[xdp]

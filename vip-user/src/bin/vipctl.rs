@@ -12,6 +12,7 @@ use vip_user::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Trace(args) if args.live => cli::live::run(&cli, args),
         Command::Trace(args) => cli::trace::run(args, cli.output).map_err(CliError::from),
         Command::Completions { shell } => Ok(manual::completions(Cli::command(), *shell)),
         Command::Man { dir } => manual::man_pages(Cli::command(), dir)

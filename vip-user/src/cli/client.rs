@@ -157,6 +157,65 @@ pub fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Response, C
     serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
+/// Sends one request and hands each response line to `each` until it returns false or
+/// vipd closes the connection (a live trace: records arrive as long as it runs).
+/// Connecting and the first answer are bounded by `timeout`; the lines after it are not.
+pub fn stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+    mut each: impl FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
+    use std::io::{BufRead, Write};
+    let deadline = Instant::now() + timeout;
+    let timed_out = || ClientError::Timeout {
+        path: path.to_owned(),
+        waited: timeout,
+    };
+    let s = connect(path, deadline).map_err(|source| match source.raw_os_error() {
+        Some(libc::EAGAIN) => timed_out(),
+        _ => ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    let io = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => timed_out(),
+        _ => ClientError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let mut line = serde_json::to_string(req).expect("requests serialize");
+    line.push('\n');
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    (&s).write_all(line.as_bytes()).map_err(io)?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut r = std::io::BufReader::new(&s);
+    let mut first = true;
+    loop {
+        let mut answer = String::new();
+        let n = r.read_line(&mut answer).map_err(io)?;
+        if n == 0 {
+            if first {
+                return Err(ClientError::Protocol(
+                    "vipd closed the connection without answering (see its log)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if first {
+            first = false;
+            s.set_read_timeout(None).map_err(io)?;
+        }
+        let resp =
+            serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !each(resp) {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod ha;
+pub mod live;
 pub mod render;
 pub mod trace;
 
@@ -142,15 +143,36 @@ pub enum HaCmd {
 /// `vipctl trace` arguments.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Config file whose VIPs and settings the private datapath gets.
-    #[arg(long)]
-    pub config: PathBuf,
+    /// Config file whose VIPs and settings the private datapath gets (replay).
+    #[arg(long, required_unless_present = "live")]
+    pub config: Option<PathBuf>,
     /// One flow: PROTO CLIENT:PORT VIP:PORT (a TCP SYN or a UDP datagram is built).
-    #[arg(long, num_args = 3, value_names = ["PROTO", "SRC", "DST"], conflicts_with = "pcap", required_unless_present = "pcap")]
+    #[arg(long, num_args = 3, value_names = ["PROTO", "SRC", "DST"], conflicts_with = "pcap", required_unless_present_any = ["pcap", "live"])]
     pub flow: Option<Vec<String>>,
     /// A pcap or pcapng capture (Ethernet link type) whose packets are run in order.
     #[arg(long)]
     pub pcap: Option<PathBuf>,
+    /// Trace the running vipd's datapath on live traffic instead of replaying.
+    #[arg(long, requires = "match_expr", conflicts_with_all = ["config", "flow", "pcap"])]
+    pub live: bool,
+    /// With --live: which packets, e.g. 'src 198.18.0.0/16 and dst port 443' (terms:
+    /// tcp udp icmp icmp6 ip ip6, [src|dst] [host|net] ADDR[/LEN], [src|dst] port N,
+    /// vip ADDR; joined by 'and').
+    #[arg(long = "match", value_name = "EXPR")]
+    pub match_expr: Option<String>,
+    /// With --live: stop after N packets.
+    #[arg(long, requires = "live")]
+    pub count: Option<u64>,
+    /// With --live: stop after this long ("10s", "2m").
+    #[arg(long, requires = "live", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// With --live: write the matching frames (as received, up to --snaplen bytes) to
+    /// this pcapng file.
+    #[arg(long, requires = "live", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// With --live: frame bytes captured per packet (at most 256).
+    #[arg(long, requires = "live", default_value_t = 128)]
+    pub snaplen: u32,
 }
 
 /// `vipctl node ...`.
@@ -519,6 +541,9 @@ pub enum CliError {
     /// `vipctl trace` failed (boxed: it carries the loader's errors, which are large).
     #[error(transparent)]
     Trace(Box<trace::TraceError>),
+    /// `vipctl trace --live` failed.
+    #[error(transparent)]
+    Live(Box<live::LiveError>),
 }
 
 impl From<crate::manual::ManError> for CliError {

@@ -35,6 +35,10 @@ pub fn render(cmd: &Command, resp: Response, output: Output) -> Result<String, C
                 serde_json::to_value(h.iter().find(|g| &g.group == group)).expect("serializes")
             }
             (_, Response::Ha(h)) => serde_json::to_value(h).expect("serializes"),
+            (
+                _,
+                Response::TraceStarted { .. } | Response::TraceRecord(_) | Response::TraceEnd(_),
+            ) => serde_json::to_value(r).expect("serializes"),
             (_, Response::Error(_)) => unreachable!("errors returned above"),
         };
         return Ok(serde_json::to_string_pretty(&value).expect("serializes"));

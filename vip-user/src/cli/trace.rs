@@ -221,7 +221,10 @@ pub fn run(args: &TraceArgs, output: Output) -> Result<String, TraceError> {
         (None, Some(p)) => read_pcap(p)?,
         _ => return Err(TraceError::NoInput),
     };
-    let results = trace_frames(&args.config, &frames)?;
+    let Some(config) = &args.config else {
+        return Err(TraceError::NoInput);
+    };
+    let results = trace_frames(config, &frames)?;
     Ok(match output {
         Output::Json => serde_json::to_string_pretty(&results).expect("serializes") + "\n",
         Output::Table => results.iter().map(render).collect::<Vec<_>>().join("\n"),

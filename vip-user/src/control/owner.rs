@@ -683,6 +683,11 @@ impl<T: DatapathOps> Owner<T> {
             .collect()
     }
 
+    /// Every managed VIP with its datapath id (`VipMeta::id`).
+    pub fn vip_ids(&self) -> Vec<(VipId, u32)> {
+        self.alloc.vips.iter().map(|(v, id)| (*v, *id)).collect()
+    }
+
     /// Running VIPs.
     pub fn vips(&self) -> &[VipSpec] {
         &self.vips

@@ -21,7 +21,10 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::listener::{self, Slots};
+use super::{
+    listener::{self, Slots},
+    live_trace::{self, Tracer},
+};
 use crate::{
     config::ApiSpec,
     protocol::{Request, Response},
@@ -249,8 +252,13 @@ fn refuse(s: UnixStream, why: String) {
 /// most `limits.max_connections` connections and `limits.max_connections_per_user` per
 /// user (root and vipd's own user excepted, so an operator always gets in), and serves
 /// each on a task of its own with [`serve_connection`].
-pub async fn serve<F, Fut>(listener: UnixListener, access: Access, limits: ApiLimits, handle: F)
-where
+pub async fn serve<F, Fut>(
+    listener: UnixListener,
+    access: Access,
+    limits: ApiLimits,
+    tracer: Option<Arc<Tracer>>,
+    handle: F,
+) where
     F: Fn(Request) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Response> + Send,
 {
@@ -289,9 +297,10 @@ where
             _ => None,
         };
         let handle = handle.clone();
+        let tracer = tracer.clone();
         tokio::spawn(async move {
             let _held = (slot, user);
-            serve_connection(s, access, &limits, handle).await;
+            serve_connection(s, access, &limits, tracer.as_deref(), handle).await;
         });
     }
 }
@@ -321,8 +330,15 @@ pub fn decode_request(line: &[u8]) -> Result<Request, String> {
 
 /// Reads one request from a connection (within `limits`), asks `handle` for the answer,
 /// writes it back. Every request gets an answer, an unreadable one an error naming why.
-pub async fn serve_connection<F, Fut>(s: UnixStream, access: Access, limits: &ApiLimits, handle: F)
-where
+/// A live trace ([`Request::TraceLive`]) is served by `tracer` on the connection itself,
+/// one JSON line per record.
+pub async fn serve_connection<F, Fut>(
+    s: UnixStream,
+    access: Access,
+    limits: &ApiLimits,
+    tracer: Option<&Tracer>,
+    handle: F,
+) where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
@@ -354,6 +370,26 @@ where
             size(limits.max_request_bytes)
         )),
         Ok(Ok(_)) => match decode_request(&buf) {
+            Ok(Request::TraceLive {
+                expr,
+                count,
+                duration_ms,
+                snap_len,
+            }) => match tracer {
+                Some(t) => {
+                    let session = live_trace::Session {
+                        expr,
+                        count,
+                        duration: duration_ms.map(Duration::from_millis),
+                        snap_len,
+                    };
+                    live_trace::serve(t, session, r, &mut w).await;
+                    return;
+                }
+                None => Response::err(
+                    "this vipd has no live trace (its datapath lacks the trace maps): upgrade vipd",
+                ),
+            },
             Ok(req) => handle(req).await,
             Err(why) => Response::err(why),
         },
@@ -391,6 +427,7 @@ mod tests {
                 server,
                 Access { gid: None },
                 &ApiLimits::default(),
+                None,
                 |_| async { Response::err("handled") },
             )
             .await

@@ -25,6 +25,7 @@ use super::{
     ha::Ha,
     health::{self, Supervisor, Transition},
     listener,
+    live_trace::{TraceNames, Tracer},
     metrics::{self, Metrics},
     nexthop::{self, NextHopCache},
 };
@@ -36,7 +37,7 @@ use crate::{
         owner::Owner,
         reconcile::BackendIdentity,
     },
-    datapath::tables::DatapathOps,
+    datapath::{tables::DatapathOps, trace::TraceMaps},
     protocol::{ApplyResult, NodeStatus, Request, Response, Status, VipAnnouncement},
 };
 
@@ -165,6 +166,21 @@ impl MetricsEndpoint {
     }
 }
 
+/// What the live trace's datapath ids mean now.
+fn trace_names<T: DatapathOps>(owner: &Owner<T>) -> TraceNames {
+    let vips: HashMap<u32, String> = owner
+        .vip_ids()
+        .into_iter()
+        .map(|(v, id)| (id, v.to_string()))
+        .collect();
+    let backends = owner
+        .backend_ids()
+        .into_iter()
+        .map(|((vip, addr), id)| (id, (vip.to_string(), addr)))
+        .collect();
+    TraceNames { vips, backends }
+}
+
 /// Runs the owner loop until SIGTERM/SIGINT.
 pub async fn run<T: DatapathOps>(
     mut owner: Owner<T>,
@@ -172,8 +188,11 @@ pub async fn run<T: DatapathOps>(
     config_path: PathBuf,
     listener: UnixListener,
     access: Access,
+    trace: Option<TraceMaps>,
 ) -> std::io::Result<Exit> {
     let metrics = Arc::new(Metrics::default());
+    let (names_tx, names_rx) = watch::channel(Arc::new(trace_names(&owner)));
+    let tracer = trace.map(|m| Arc::new(Tracer::new(m, names_rx)));
     let (tx, mut rx) = mpsc::channel::<Msg>(64);
     let (htx, mut hrx) = mpsc::unbounded_channel::<Transition>();
     let mut settled: HashSet<BackendIdentity> = HashSet::new();
@@ -200,7 +219,7 @@ pub async fn run<T: DatapathOps>(
     limits.max_connections = fit("api", limits.max_connections, 2, open_files);
     limits.max_connections_per_user = limits.max_connections_per_user.min(limits.max_connections);
     let api_tx = tx.clone();
-    let api_server = tokio::spawn(api::serve(listener, access, limits, move |req| {
+    let api_server = tokio::spawn(api::serve(listener, access, limits, tracer, move |req| {
         let tx = api_tx.clone();
         async move {
             let (rtx, rrx) = oneshot::channel();
@@ -380,6 +399,14 @@ pub async fn run<T: DatapathOps>(
             &metrics,
         );
         settled.retain(|i| owner.is_configured(i));
+        let names = trace_names(&owner);
+        names_tx.send_if_modified(|old| {
+            let differs = **old != names;
+            if differs {
+                *old = Arc::new(names);
+            }
+            differs
+        });
         let plan = route_plan(&owner, &cfg, &deferred, &settled);
         routes.keep(cfg.announce, plan, &metrics).await;
         let now = backend_addrs(&owner);
@@ -586,6 +613,10 @@ fn handle_request<T: DatapathOps>(
         // The event loop answers these itself (they need the routes); never sent here.
         Request::NodeDrain { .. } | Request::NodeStatus => {
             Response::err("node requests are answered by the event loop")
+        }
+        // Served on its API connection (`live_trace`); never sent here.
+        Request::TraceLive { .. } => {
+            Response::err("live traces are served by the API connection, not the owner")
         }
         Request::HaSet { group, role } => {
             let vips = owner.vips().to_vec();

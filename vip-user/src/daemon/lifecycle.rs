@@ -16,6 +16,7 @@ use crate::{
     datapath::{
         Datapath, DatapathError,
         tables::limits,
+        trace::TraceMaps,
         xdp_link::{self, Attached, LinkSetupError},
     },
 };
@@ -312,7 +313,7 @@ fn serve(
     // start leaves the instance as it found it (nothing pinned).
     let fresh = !pinned_anything(&pin);
     let started = start(&cfg, &pin, &ifindexes, &mac_ifaces);
-    let (owner, listener, access, socket) = match started {
+    let (owner, listener, access, socket, trace) = match started {
         Ok(s) => s,
         Err(e) => {
             if fresh {
@@ -334,6 +335,7 @@ fn serve(
         config_path.to_owned(),
         listener,
         access,
+        trace,
     ))?;
     drop(socket);
     Ok(())
@@ -344,6 +346,7 @@ type Started = (
     tokio::net::UnixListener,
     api::Access,
     OwnSocket,
+    Option<TraceMaps>,
 );
 
 /// Loads or adopts the datapath, brings it to the config, attaches it and opens the API
@@ -354,8 +357,15 @@ fn start(
     ifindexes: &[u32],
     mac_ifaces: &[(String, u32)],
 ) -> Result<Started, ServiceError> {
-    let dp = Datapath::load(&limits(&cfg.limits), Some(pin))?;
+    let mut dp = Datapath::load(&limits(&cfg.limits), Some(pin))?;
     let adopted = dp.adopted();
+    let trace = match dp.take_trace() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "no live trace: its maps could not be opened");
+            None
+        }
+    };
     tracing::info!(pin = %pin.display(), adopted, "datapath loaded");
     // Tables first, then the program: a fresh attachment never sees empty tables, and an
     // adopted one keeps serving from the pinned maps throughout.
@@ -404,7 +414,7 @@ fn start(
     // The socket appears only now, so "it answers" means "it is serving".
     let (listener, access) = api::listen(&cfg.api.socket, cfg.api.mode, cfg.api.group.as_deref())?;
     let socket = OwnSocket::new(&cfg.api.socket);
-    Ok((owner, listener, access, socket))
+    Ok((owner, listener, access, socket, trace))
 }
 
 /// True if anything (a map, a link, the layout marker) is pinned in `dir`.

@@ -14,6 +14,7 @@ pub mod ha;
 pub mod health;
 pub mod lifecycle;
 pub mod listener;
+pub mod live_trace;
 pub mod metrics;
 pub mod nexthop;
 

@@ -58,6 +58,7 @@ pub mod keys;
 mod mmap;
 pub mod neigh;
 pub mod tables;
+pub mod trace;
 pub mod xdp_link;
 
 use keys::{addr_words, vip_addr_marker};
@@ -248,7 +249,10 @@ pub enum DatapathError {
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
-fn map_err(map: &'static str, action: impl Into<String>) -> impl FnOnce(MapError) -> DatapathError {
+pub(crate) fn map_err(
+    map: &'static str,
+    action: impl Into<String>,
+) -> impl FnOnce(MapError) -> DatapathError {
     let action = action.into();
     move |source| DatapathError::Map {
         map,
@@ -621,14 +625,14 @@ fn pinned_limits(dir: &Path) -> Option<String> {
     ))
 }
 
-fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
+pub(crate) fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
     ebpf.take_map(name)
         .ok_or(DatapathError::MissingMap { name })
 }
 
 /// What [`typed!`] was doing when a map has another type or value size than this build
 /// expects: with a pin directory, the usual cause is maps pinned by another vip version.
-const OPENING_TYPED: &str = "opening the map with its expected type and value size (maps \
+pub(crate) const OPENING_TYPED: &str = "opening the map with its expected type and value size (maps \
      pinned by another vip version may differ: `vipd down` recreates them, dropping \
      connections)";
 

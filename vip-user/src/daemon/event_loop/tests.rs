@@ -88,7 +88,7 @@ fn spawn(dir: &Path) -> Daemon {
     let (listener, access) = rt
         .block_on(async { api::listen(&socket, 0o600, None) })
         .unwrap();
-    rt.spawn(run(owner, cfg, config_path, listener, access));
+    rt.spawn(run(owner, cfg, config_path, listener, access, None));
     Daemon {
         dir: dir.to_owned(),
         socket,
