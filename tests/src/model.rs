@@ -488,7 +488,7 @@ impl Model {
             self.flows
                 .entry(set)
                 .or_default()
-                .admit(&key, h, &conn, flow_now());
+                .admit(&key, h, &conn, flow_now);
         }
         self.forward(f, &p, icmp_error, id, &b, vip.flags, h)
     }

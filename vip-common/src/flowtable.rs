@@ -310,12 +310,13 @@ impl FlowSet {
     }
 
     /// Puts `key` (hash `h`) → `conn` on probation, for a packet that missed the table
-    /// at [`flow_clock`] tick `now`: in the way that already has the key, else an empty
-    /// way, else a way on probation (the first from the CLOCK hand), else a confirmed
-    /// flow idle for at least [`FLOW_IDLE_TICKS`] — never a confirmed flow seen more
-    /// recently, so flows that never send a second packet (a flood from random
-    /// sources) replace only each other. `None` when no way may be taken: the packet is
-    /// forwarded unpinned.
+    /// at [`flow_clock`] tick `now()`: in the way that already has the key, else an empty
+    /// way, else a way on probation whose reference bit is clear (the first from the
+    /// CLOCK hand; when every probationary way has its bit, the bits are cleared and the
+    /// flow is not pinned), else a confirmed flow idle for at least [`FLOW_IDLE_TICKS`]
+    /// — never a confirmed flow seen more recently, so flows that never send a second
+    /// packet (a flood from random sources) replace only each other. `None` when no way
+    /// may be taken: the packet is forwarded unpinned.
     ///
     /// Idle is told by a sweep: when every way is confirmed and the last sweep is
     /// [`FLOW_IDLE_TICKS`] old, a flow whose reference bit is still clear has not been
@@ -329,7 +330,7 @@ impl FlowSet {
         key: &FlowKey,
         h: u64,
         conn: &ConnState,
-        now: u32,
+        now: impl FnOnce() -> u32,
     ) -> Option<(usize, bool)> {
         let sig = flow_sig(h);
         let mut filled = false;
@@ -350,13 +351,24 @@ impl FlowSet {
         }
         let hand = self.hand as usize & (FLOW_WAYS - 1);
         if way == FLOW_WAYS && self.probation != 0 {
-            way = first_from(self.probation, hand);
+            // Second chance: a probationary flow is replaced only by the second newcomer
+            // after it, so that five flows taking turns in four ways (each replacing the
+            // next before its second packet) do not keep each other from ever being
+            // confirmed; the newcomer that clears the bits goes unpinned.
+            let old = self.probation & !self.referenced;
+            if old != 0 {
+                way = first_from(old, hand);
+            } else {
+                self.referenced &= !self.probation;
+            }
         }
         if way == FLOW_WAYS {
+            // The clock is read only here: an insert into a set with room needs none.
+            let now = now();
             if now.wrapping_sub(self.swept) < FLOW_IDLE_TICKS {
                 return None;
             }
-            way = first_from(!self.referenced, hand);
+            way = first_from(!self.referenced & !self.probation, hand);
             self.referenced = 0;
             self.swept = now;
             if way == FLOW_WAYS {
@@ -518,7 +530,7 @@ mod tests {
         for n in 1..=4 {
             let k = flow(n);
             assert_eq!(
-                s.admit(&k, h(&k), &conn(1), now),
+                s.admit(&k, h(&k), &conn(1), || now),
                 Some((n as usize - 1, true))
             );
         }
@@ -528,20 +540,22 @@ mod tests {
             s.touch(w);
         }
         assert_eq!(s.probation, 0b1100);
-        // A flood takes the probationary ways only, in turn.
+        // A flood takes the probationary ways only: every second newcomer clears their
+        // reference bits (and goes unpinned), the next takes one.
         for n in 100..110 {
             let k = flow(n);
-            let (w, filled) = s
-                .admit(&k, h(&k), &conn(2), now)
-                .expect("a probationary way");
-            assert!(w >= 2 && !filled, "flood flow {n} took way {w}");
+            match s.admit(&k, h(&k), &conn(2), || now) {
+                Some((w, filled)) => assert!(w >= 2 && !filled, "flood flow {n} took way {w}"),
+                None => assert_eq!(s.referenced & s.probation, 0, "flood flow {n}"),
+            }
         }
         for n in 1..=2 {
             let k = flow(n);
             assert_eq!(s.find(&k, h(&k)).map(|(_, c)| c), Some(conn(1)));
         }
-        // Once every way is confirmed, a new flow is not pinned at all...
-        for n in 108..110 {
+        // Flows 107 and 108 hold the probationary ways (100, 103, 106 and 109 cleared the
+        // bits). Once every way is confirmed, a new flow is not pinned at all...
+        for n in 107..109 {
             let k = flow(n);
             let (w, _) = s.find(&k, h(&k)).expect("held");
             s.touch(w);
@@ -549,22 +563,36 @@ mod tests {
         let before = s;
         let k = flow(200);
         let h200 = h(&k);
-        // (The set was never swept: its first sweep is due, and clears the bits.)
-        assert_eq!(s.admit(&k, h200, &conn(2), now), None);
-        assert_eq!((s.ways, s.referenced, s.swept), (before.ways, 0, now));
+        // (Flood flow 100 found every way taken with a sweep due — the set was never
+        // swept — and swept it at `now`: no flow had its bit clear, all were cleared.)
+        assert_eq!(s.swept, now);
+        assert_eq!(
+            s.admit(&k, h200, &conn(2), || now + FLOW_IDLE_TICKS - 1),
+            None
+        );
+        assert_eq!(s.ways, before.ways);
+        // ...until the sweep is FLOW_IDLE_TICKS old: then a flow not seen since it is
+        // replaced, and the sweep starts again. Flows 107 and 108 were confirmed after
+        // the sweep, 1 and 2 are seen now: nothing to replace this time.
+        for n in [1, 2] {
+            let k = flow(n);
+            let (w, _) = s.find(&k, h(&k)).expect("held");
+            s.touch(w);
+        }
+        let later = now + FLOW_IDLE_TICKS;
+        assert_eq!(s.admit(&k, h200, &conn(2), || later), None);
+        assert_eq!((s.ways, s.referenced, s.swept), (before.ways, 0, later));
         for n in [1, 2, 108] {
             let k = flow(n);
             let (w, _) = s.find(&k, h(&k)).expect("held");
             s.touch(w);
         }
-        // ...until the sweep is FLOW_IDLE_TICKS old: then the flow not seen since it is
-        // the one replaced.
-        let later = now + FLOW_IDLE_TICKS;
-        assert_eq!(s.admit(&k, h200, &conn(2), later - 1), None);
+        let later = later + FLOW_IDLE_TICKS;
+        assert_eq!(s.admit(&k, h200, &conn(2), || later - 1), None);
         let (w, _) = s
-            .admit(&k, h200, &conn(2), later)
+            .admit(&k, h200, &conn(2), || later)
             .expect("the idle flow's way");
-        assert!(s.find(&flow(109), h(&flow(109))).is_none());
+        assert!(s.find(&flow(107), h(&flow(107))).is_none());
         assert_eq!(s.find(&k, h(&k)), Some((w, conn(2))));
         assert_eq!(s.probation, 1 << w);
     }

@@ -65,7 +65,7 @@ pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
         return;
     };
     // SAFETY: a helper without arguments (Linux 5.11).
-    let now = flow_clock(unsafe { bpf_ktime_get_coarse_ns() });
+    let now = || flow_clock(unsafe { bpf_ktime_get_coarse_ns() });
     if let Some((_, true)) = set.admit(key, slot.h, conn, now) {
         crate::stats::conn_filled();
     }
