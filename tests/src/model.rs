@@ -27,8 +27,8 @@ pub mod maglev;
 use vip_common::{
     BACKEND_DOWN, BACKEND_UNUSED, Backend, CONFIG_F_ICMP_TOO_BIG, ConnState, FAMILY_V4, FAMILY_V6,
     FlowKey, FlowSet, GlobalConfig, NEXTHOP_F_VALID, NextHop, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, flow_hash,
-    flow_set_index, flow_table_hash, tunnel_hash, vip_filter_bit,
+    PROTO_UDP, Reason, VIP_F_DSR_L2, VIP_F_HASH_SRC_ONLY, VIP_F_NO_CONNTRACK, VipKey, flow_clock,
+    flow_hash, flow_set_index, flow_table_hash, tunnel_hash, vip_filter_bit,
 };
 
 use vip_user::{config::Acl, datapath::keys::words_addr};
@@ -484,7 +484,11 @@ impl Model {
                 backend_id: id,
                 generation: b.generation,
             };
-            self.flows.entry(set).or_default().insert(&key, h, &conn);
+            // On probation, as the datapath admits it (it may not be pinned at all).
+            self.flows
+                .entry(set)
+                .or_default()
+                .admit(&key, h, &conn, flow_now);
         }
         self.forward(f, &p, icmp_error, id, &b, vip.flags, h)
     }
@@ -717,4 +721,20 @@ fn refused(acl: &Acl, src: std::net::IpAddr) -> bool {
         (None, None) => acl.allow.iter().any(|p| p.addr.is_ipv6() == src.is_ipv6()),
         (allow, deny) => deny > allow,
     }
+}
+
+/// The connection table's clock now, as the datapath reads it (`bpf_ktime_get_coarse_ns`
+/// is `CLOCK_MONOTONIC_COARSE`). Only the age of a set's last sweep depends on it, in
+/// whole ticks of about a second.
+pub fn flow_now() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let ns = (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64);
+    flow_clock(ns)
 }

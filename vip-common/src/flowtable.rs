@@ -12,6 +12,13 @@
 //! 80% full when it holds as many flows as it has entries), like any hash table with
 //! bounded buckets, and recency is kept per set of four, not across the whole table.
 //!
+//! The datapath inserts with [`FlowSet::admit`], not [`FlowSet::insert`]: a flow put
+//! there by a packet that missed is on probation until a second packet of it is seen,
+//! and a flow on probation may take only an empty way, another probationary flow's way,
+//! or the way of a confirmed flow idle for [`FLOW_IDLE_TICKS`] (segmented LRU, as in
+//! 2Q). A flood of packets from random sources, each of which sends one packet, then
+//! only ever replaces itself, never an established flow that sends now and then.
+//!
 //! Every CPU reads and writes the same table (a flow keeps its entry when the kernel
 //! moves it to another CPU). Two CPUs writing the same entry at once can leave a mixture
 //! of both; each entry therefore carries a check word ([`entry_check`]) over its key hash
@@ -56,8 +63,13 @@ pub struct FlowSet {
     pub referenced: u32,
     /// CLOCK hand: the way the next replacement starts looking at.
     pub hand: u32,
-    /// Explicit padding.
-    pub _pad: [u32; 2],
+    /// Probation bits, bit `w` for way `w`: set when a packet that missed the table put
+    /// the way's flow there, cleared when a later packet of the flow finds it (the flow
+    /// is then confirmed). See [`FlowSet::admit`].
+    pub probation: u32,
+    /// [`flow_clock`] tick of the set's last sweep: the reference bits were cleared
+    /// then, so a confirmed flow whose bit is clear has not been seen since.
+    pub swept: u32,
     /// The entries.
     pub ways: [FlowEntry; FLOW_WAYS],
 }
@@ -124,6 +136,35 @@ pub fn nh_hash<const N: usize>(w: &[u32; N], seed: u32) -> u64 {
     }
     sum ^= sum >> 32;
     sum.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Ticks of [`flow_clock`]: `CLOCK_MONOTONIC_COARSE` nanoseconds shifted right by this
+/// (2^30 ns, about 1.07 s).
+pub const FLOW_CLOCK_SHIFT: u32 = 30;
+
+/// A confirmed flow is replaced by a new one only after this many ticks without a packet
+/// (more than 7 ticks, 7.5 s, of real time: ticks are whole). See [`FlowSet::admit`].
+pub const FLOW_IDLE_TICKS: u32 = 8;
+
+/// The connection table's clock from monotonic nanoseconds (the datapath's
+/// `bpf_ktime_get_coarse_ns`, user space's `CLOCK_MONOTONIC_COARSE`).
+#[inline(always)]
+pub fn flow_clock(ns: u64) -> u32 {
+    (ns >> FLOW_CLOCK_SHIFT) as u32
+}
+
+/// The first way from `hand` (going round) whose bit is set in `bits`, or `FLOW_WAYS`.
+#[inline(always)]
+fn first_from(bits: u32, hand: usize) -> usize {
+    let mut n = 0;
+    while n < FLOW_WAYS {
+        let w = (hand + n) & (FLOW_WAYS - 1);
+        if bits & (1 << w) != 0 {
+            return w;
+        }
+        n += 1;
+    }
+    FLOW_WAYS
 }
 
 /// Index of the set of a flow with hash `h` in a table of `mask + 1` sets.
@@ -195,12 +236,16 @@ impl FlowSet {
         Some((i, conn))
     }
 
-    /// Marks way `i` as recently used (one store, skipped when already marked).
+    /// Marks way `i` as recently used and its flow as confirmed (stores skipped when
+    /// already so: an established flow's packet only reads the header).
     #[inline(always)]
     pub fn touch(&mut self, i: usize) {
         let bit = 1u32 << (i as u32 & (FLOW_WAYS as u32 - 1));
         if self.referenced & bit == 0 {
             self.referenced |= bit;
+        }
+        if self.probation & bit != 0 {
+            self.probation &= !bit;
         }
     }
 
@@ -260,7 +305,90 @@ impl FlowSet {
         e.check = entry_check(h, conn);
         self.sigs[way] = sig;
         self.referenced |= 1 << way as u32;
+        self.probation &= !(1 << way as u32);
         (way, filled)
+    }
+
+    /// Puts `key` (hash `h`) → `conn` on probation, for a packet that missed the table
+    /// at [`flow_clock`] tick `now()`: in the way that already has the key, else an empty
+    /// way, else a way on probation whose reference bit is clear (the first from the
+    /// CLOCK hand; when every probationary way has its bit, the bits are cleared and the
+    /// flow is not pinned), else a confirmed flow idle for at least [`FLOW_IDLE_TICKS`]
+    /// — never a confirmed flow seen more recently, so flows that never send a second
+    /// packet (a flood from random sources) replace only each other. `None` when no way
+    /// may be taken: the packet is forwarded unpinned.
+    ///
+    /// Idle is told by a sweep: when every way is confirmed and the last sweep is
+    /// [`FLOW_IDLE_TICKS`] old, a flow whose reference bit is still clear has not been
+    /// seen since then and is replaced; the sweep then clears every reference bit and
+    /// records `now`. Between sweeps confirmed flows are not replaced at all.
+    ///
+    /// Returns the way and whether it was empty.
+    #[inline(always)]
+    pub fn admit(
+        &mut self,
+        key: &FlowKey,
+        h: u64,
+        conn: &ConnState,
+        now: impl FnOnce() -> u32,
+    ) -> Option<(usize, bool)> {
+        let sig = flow_sig(h);
+        let mut filled = false;
+        let mut way = match self.way_of(key_words(key), sig) {
+            Some(i) => i,
+            None => FLOW_WAYS,
+        };
+        if way == FLOW_WAYS {
+            let mut i = 0;
+            while i < FLOW_WAYS {
+                if self.sigs[i] == 0 {
+                    way = i;
+                    filled = true;
+                    break;
+                }
+                i += 1;
+            }
+        }
+        let hand = self.hand as usize & (FLOW_WAYS - 1);
+        if way == FLOW_WAYS && self.probation != 0 {
+            // Second chance: a probationary flow is replaced only by the second newcomer
+            // after it, so that five flows taking turns in four ways (each replacing the
+            // next before its second packet) do not keep each other from ever being
+            // confirmed; the newcomer that clears the bits goes unpinned.
+            let old = self.probation & !self.referenced;
+            if old != 0 {
+                way = first_from(old, hand);
+            } else {
+                self.referenced &= !self.probation;
+            }
+        }
+        if way == FLOW_WAYS {
+            // The clock is read only here: an insert into a set with room needs none.
+            let now = now();
+            if now.wrapping_sub(self.swept) < FLOW_IDLE_TICKS {
+                return None;
+            }
+            way = first_from(!self.referenced & !self.probation, hand);
+            self.referenced = 0;
+            self.swept = now;
+            if way == FLOW_WAYS {
+                return None;
+            }
+        }
+        let way = way & (FLOW_WAYS - 1);
+        if !filled {
+            self.hand = ((way + 1) & (FLOW_WAYS - 1)) as u32;
+        }
+        // Signature last: a reader that sees it sees the entry (and checks it anyway).
+        self.sigs[way] = 0;
+        let e = &mut self.ways[way];
+        e.key = *key;
+        e.conn = *conn;
+        e.check = entry_check(h, conn);
+        self.sigs[way] = sig;
+        self.referenced |= 1 << way as u32;
+        self.probation |= 1 << way as u32;
+        Some((way, filled))
     }
 
     /// Flows held.
@@ -391,6 +519,82 @@ mod tests {
             assert!(s.find(k, h(k)).is_some());
         }
         assert!(s.find(&keys[3], h(&keys[3])).is_none());
+    }
+
+    #[test]
+    fn a_flood_of_one_packet_flows_replaces_no_confirmed_flow() {
+        let mut s = FlowSet::default();
+        let h = |k: &FlowKey| flow_table_hash(k, 7);
+        let now = 1000;
+        // Two flows confirmed by their second packet, two on probation.
+        for n in 1..=4 {
+            let k = flow(n);
+            assert_eq!(
+                s.admit(&k, h(&k), &conn(1), || now),
+                Some((n as usize - 1, true))
+            );
+        }
+        for n in 1..=2 {
+            let k = flow(n);
+            let (w, _) = s.find(&k, h(&k)).expect("held");
+            s.touch(w);
+        }
+        assert_eq!(s.probation, 0b1100);
+        // A flood takes the probationary ways only: every second newcomer clears their
+        // reference bits (and goes unpinned), the next takes one.
+        for n in 100..110 {
+            let k = flow(n);
+            match s.admit(&k, h(&k), &conn(2), || now) {
+                Some((w, filled)) => assert!(w >= 2 && !filled, "flood flow {n} took way {w}"),
+                None => assert_eq!(s.referenced & s.probation, 0, "flood flow {n}"),
+            }
+        }
+        for n in 1..=2 {
+            let k = flow(n);
+            assert_eq!(s.find(&k, h(&k)).map(|(_, c)| c), Some(conn(1)));
+        }
+        // Flows 107 and 108 hold the probationary ways (100, 103, 106 and 109 cleared the
+        // bits). Once every way is confirmed, a new flow is not pinned at all...
+        for n in 107..109 {
+            let k = flow(n);
+            let (w, _) = s.find(&k, h(&k)).expect("held");
+            s.touch(w);
+        }
+        let before = s;
+        let k = flow(200);
+        let h200 = h(&k);
+        // (Flood flow 100 found every way taken with a sweep due — the set was never
+        // swept — and swept it at `now`: no flow had its bit clear, all were cleared.)
+        assert_eq!(s.swept, now);
+        assert_eq!(
+            s.admit(&k, h200, &conn(2), || now + FLOW_IDLE_TICKS - 1),
+            None
+        );
+        assert_eq!(s.ways, before.ways);
+        // ...until the sweep is FLOW_IDLE_TICKS old: then a flow not seen since it is
+        // replaced, and the sweep starts again. Flows 107 and 108 were confirmed after
+        // the sweep, 1 and 2 are seen now: nothing to replace this time.
+        for n in [1, 2] {
+            let k = flow(n);
+            let (w, _) = s.find(&k, h(&k)).expect("held");
+            s.touch(w);
+        }
+        let later = now + FLOW_IDLE_TICKS;
+        assert_eq!(s.admit(&k, h200, &conn(2), || later), None);
+        assert_eq!((s.ways, s.referenced, s.swept), (before.ways, 0, later));
+        for n in [1, 2, 108] {
+            let k = flow(n);
+            let (w, _) = s.find(&k, h(&k)).expect("held");
+            s.touch(w);
+        }
+        let later = later + FLOW_IDLE_TICKS;
+        assert_eq!(s.admit(&k, h200, &conn(2), || later - 1), None);
+        let (w, _) = s
+            .admit(&k, h200, &conn(2), || later)
+            .expect("the idle flow's way");
+        assert!(s.find(&flow(107), h(&flow(107))).is_none());
+        assert_eq!(s.find(&k, h(&k)), Some((w, conn(2))));
+        assert_eq!(s.probation, 1 << w);
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub mod vipslots;
 pub use acl::*;
 pub use anomaly::Anomaly;
 pub use flowtable::{
-    FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS, VIP_FILTER_WORDS, flow_set_index, flow_sets,
-    flow_table_hash, vip_filter_bit, vip_filter_slot,
+    FLOW_CLOCK_SHIFT, FLOW_IDLE_TICKS, FLOW_WAYS, FlowEntry, FlowSet, VIP_FILTER_BITS,
+    VIP_FILTER_WORDS, flow_clock, flow_set_index, flow_sets, flow_table_hash, vip_filter_bit,
+    vip_filter_slot,
 };
 pub use hash::{flow_hash, jhash2, tunnel_hash};
 pub use maps::*;

@@ -1,9 +1,10 @@
 //! The connection table (`vip_common::flowtable`) as the datapath uses it: one array
 //! access to find a flow's set, no kernel hash map.
 
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use vip_common::{
-    Backend, ConnState, FlowKey, FlowSet, GlobalConfig, VIP_F_NO_CONNTRACK, flow_set_index,
-    flow_table_hash,
+    Backend, ConnState, FlowKey, FlowSet, GlobalConfig, VIP_F_NO_CONNTRACK, flow_clock,
+    flow_set_index, flow_table_hash,
 };
 
 use crate::maps::{BACKENDS, CONNS};
@@ -36,7 +37,7 @@ pub fn slot(h: u64, cfg: &GlobalConfig) -> Slot {
 
 /// The backend `key` is pinned to, if its entry checks out and the backend is still the
 /// one it was pinned to (same generation), usable, and its VIP still uses the table.
-/// Marks the entry as recently used. The backend is a reference into the map, not a
+/// Marks the entry as recently used and its flow as confirmed. The backend is a reference into the map, not a
 /// copy: the BPF stack is small.
 #[inline(always)]
 pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
@@ -52,14 +53,20 @@ pub fn lookup(slot: &Slot, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     Some((c.backend_id, b))
 }
 
-/// Pins `key` to `conn`, counting the entry when it fills an empty way (so user space
-/// knows how many flows the table holds without walking it).
+/// Pins `key` to `conn` on probation (`FlowSet::admit`: never in place of a confirmed
+/// flow that was seen recently), counting the entry when it fills an empty way (so user
+/// space knows how many flows the table holds without walking it). When the set has no
+/// way it may take, the flow is not pinned: this packet and the next go by the Maglev
+/// table, to the same backend while the backend set is stable.
 #[inline(always)]
 pub fn remember(slot: &Slot, key: &FlowKey, conn: &ConnState) {
     // SAFETY: as in `lookup`.
-    if let Some(set) = unsafe { slot.set.as_mut() }
-        && set.place(key, slot.h, conn).1
-    {
+    let Some(set) = (unsafe { slot.set.as_mut() }) else {
+        return;
+    };
+    // SAFETY: a helper without arguments (Linux 5.11).
+    let now = || flow_clock(unsafe { bpf_ktime_get_coarse_ns() });
+    if let Some((_, true)) = set.admit(key, slot.h, conn, now) {
         crate::stats::conn_filled();
     }
 }

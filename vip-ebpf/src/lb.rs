@@ -173,7 +173,8 @@ fn for_flow(ctx: &XdpContext, p: &Parsed, key: &FlowKey, icmp_error: bool) -> Ve
             // client's ACK ending the handshake, which a spoofed SYN never sends), so a
             // flood of SYNs from random sources cannot evict established flows. Until
             // then Maglev gives the SYN the backend its ACK will get while the backend
-            // set is stable. UDP and other flows are pinned by their first packet.
+            // set is stable. UDP and other flows are pinned by their first packet, on
+            // probation until their second (`conntrack::remember`).
             if meta.flags & VIP_F_NO_CONNTRACK == 0 && !icmp_error && !p.syn {
                 conntrack::remember(
                     &slot,

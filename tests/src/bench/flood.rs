@@ -1,10 +1,11 @@
-//! Section 4, flood survival: established TCP flows, then a flood of ten times the
-//! connection table's capacity of packets from random sources, all through
-//! BPF_PROG_TEST_RUN on `vip_lb` as vipd loads it. The figure is the fraction of
-//! established flows whose next packet still reaches the backend it had, with and
-//! without one backend drained (state draining, Maglev table without it) before the
-//! flood. A SYN flood pins nothing (a TCP flow is pinned by its handshake's ACK); a
-//! flood of ACKs is pinned packet by packet (the defined fallback) and shows its limit.
+//! Section 4, flood survival: established TCP flows sending steadily while a flood of
+//! ten times the connection table's capacity of packets from random sources goes
+//! through, all through BPF_PROG_TEST_RUN on `vip_lb` as vipd loads it. The figure is
+//! the fraction of established flows whose every packet reached the backend it had,
+//! with and without one backend drained (state draining, Maglev table without it)
+//! during the flood. A SYN flood pins nothing (a TCP flow is pinned by its handshake's
+//! ACK); a flood of ACKs is pinned packet by packet (the fallback), on probation, and
+//! may replace no established flow that sent within the last seven seconds or so.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -138,8 +139,15 @@ fn flood_source(i: u32) -> SocketAddr {
     )
 }
 
-/// The fraction of `flows` established flows still reaching their backend after a
-/// flood of ten times the table's capacity.
+/// Flood packets between two rounds of the established flows (at most): each flow sends
+/// a packet at least every 131,072 flood packets, well under a second of this bench.
+const CHUNK: u64 = 1 << 17;
+
+/// The fraction of `flows` established flows whose every packet reached the backend it
+/// first had, while a flood of ten times the table's capacity went through, in chunks
+/// with one packet of every established flow between two chunks ("sending steadily").
+/// With `drain`, the backend of flow 0 is drained (state draining, Maglev table without
+/// it) after the first chunk: during the flood.
 fn survival(max_conns: u32, flows: u32, flood: Flood, drain: bool) -> Result<f64> {
     let mut dp = setup(max_conns)?;
     let capacity = Limits {
@@ -147,37 +155,59 @@ fn survival(max_conns: u32, flows: u32, flood: Flood, drain: bool) -> Result<f64
         ..Limits::default()
     }
     .conn_capacity();
+    // Each flow's handshake (SYN, then the ACK that pins it) and a first data packet.
     let mut first = Vec::with_capacity(flows as usize);
     for i in 0..flows {
         send(&mut dp, client(i), true)?;
-        first.push(send(&mut dp, client(i), false)?);
+        let b = send(&mut dp, client(i), false)?;
+        first.push(b);
     }
-    if drain {
-        let drained = u32::from(first[0]);
-        dp.set_backend(drained, &backend_at(drained, BACKEND_DRAINING))?;
-        let rest: Vec<u32> = (1..=BACKENDS).filter(|id| *id != drained).collect();
-        publish(&mut dp, &rest)?;
+    let mut kept = vec![true; flows as usize];
+    let mut round = |dp: &mut Datapath| -> Result<()> {
+        for (i, b) in (0..flows).zip(&first) {
+            if send(dp, client(i), false)? != *b {
+                kept[i as usize] = false;
+            }
+        }
+        Ok(())
+    };
+    round(&mut dp)?;
+    let total = capacity * 10;
+    let chunk = capacity.min(CHUNK);
+    let mut sent = 0u64;
+    let mut chunks = 0;
+    while sent < total {
+        let n = chunk.min(total - sent);
+        for i in sent..sent + n {
+            send(&mut dp, flood_source(i as u32), flood == Flood::Syn)?;
+        }
+        sent += n;
+        chunks += 1;
+        if drain && chunks == 1 {
+            let drained = u32::from(first[0]);
+            dp.set_backend(drained, &backend_at(drained, BACKEND_DRAINING))?;
+            let rest: Vec<u32> = (1..=BACKENDS).filter(|id| *id != drained).collect();
+            publish(&mut dp, &rest)?;
+        }
+        round(&mut dp)?;
     }
-    let n = u32::try_from(capacity * 10).context("flood size")?;
-    for i in 0..n {
-        send(&mut dp, flood_source(i), flood == Flood::Syn)?;
-    }
-    let mut kept = 0u32;
-    for (i, b) in (0..flows).zip(&first) {
-        kept += u32::from(send(&mut dp, client(i), false)? == *b);
-    }
-    Ok(f64::from(kept) / f64::from(flows))
+    let kept = kept.iter().filter(|k| **k).count() as f64;
+    Ok(kept / f64::from(flows))
 }
 
-/// The rows: the default table with 10,000 established flows, a small one with 100.
-/// `quick` leaves the default table out (its flood is ten million packets).
+/// The rows: 10,000 established flows in the default table and in two small ones
+/// (`max_conns` 32,768 and 16,384: in the latter about 6% of the flows find their set of
+/// four already held by four others and are never pinned, so a drain moves those of the
+/// drained backend). `quick` leaves the default table out (its flood is ten million
+/// packets).
 pub fn run(report: &mut Report, quick: bool) -> Result<()> {
     let defaults = Limits::default().max_conns;
-    let mut tables = vec![(1024u32, 100u32)];
+    let mut tables = vec![32_768u32, 16_384];
     if !quick {
-        tables.insert(0, (defaults, 10_000));
+        tables.insert(0, defaults);
     }
-    for (max_conns, flows) in tables {
+    let flows = 10_000u32;
+    for max_conns in tables {
         for flood in [Flood::Syn, Flood::Ack] {
             for drain in [false, true] {
                 let kept = survival(max_conns, flows, flood, drain)?;
@@ -185,7 +215,11 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
                     Flood::Syn => "SYN",
                     Flood::Ack => "ACK (fallback)",
                 };
-                let drained = if drain { ", 1 of 4 drained" } else { "" };
+                let drained = if drain {
+                    ", 1 of 4 drained during it"
+                } else {
+                    ""
+                };
                 report
                     .push(
                         SECTION,
@@ -196,7 +230,9 @@ pub fn run(report: &mut Report, quick: bool) -> Result<()> {
                         "fraction",
                         Trials::exact(kept),
                     )
-                    .note = "established flows still at their backend; goal ≥ 0.99 for SYN".into();
+                    .note = "established flows sending between flood chunks, every packet at \
+                             its first backend; goal ≥ 0.99"
+                    .into();
             }
         }
     }

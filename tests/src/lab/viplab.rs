@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use super::{
     Lab, LabError, LabSpec, Mode,
     client::Spread,
-    vipd::{VipConfig, Vipd},
+    vipd::{LimitsConfig, VipConfig, Vipd},
 };
 
 /// A lab with vipd running. Dropping it stops vipd (removing its pins) and then the lab.
@@ -22,13 +22,23 @@ impl VipLab {
     /// Builds `spec`, prepares the backends for its mode and starts vipd on every LB node
     /// with the VIPs `vips` returns.
     pub fn start(spec: LabSpec, vips: impl Fn(&Lab) -> Vec<VipConfig>) -> Result<VipLab, LabError> {
+        Self::start_with_limits(spec, LimitsConfig::default(), vips)
+    }
+
+    /// [`VipLab::start`] with map sizes `limits` (a small connection table, say).
+    pub fn start_with_limits(
+        spec: LabSpec,
+        limits: LimitsConfig,
+        vips: impl Fn(&Lab) -> Vec<VipConfig>,
+    ) -> Result<VipLab, LabError> {
         let mut lab = Lab::build(spec)?;
         if lab.spec.mode == Mode::Tunnel {
             lab.attach_decap()?;
         }
         let mut vipds = Vec::new();
         for i in 0..lab.lb_nodes.len() {
-            let config = lab.vipd_config(i, vips(&lab));
+            let mut config = lab.vipd_config(i, vips(&lab));
+            config.limits = limits;
             vipds.push(Vipd::start(&lab, i, config)?);
         }
         Ok(VipLab { vipds, lab })

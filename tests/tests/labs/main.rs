@@ -16,6 +16,7 @@ mod daemon_hardening;
 mod decap_attach;
 mod drain;
 mod failover;
+mod flood;
 mod health;
 mod live_trace;
 mod nftables;
