@@ -855,7 +855,11 @@ pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<St
     if need > u64::from(limits.maglev_pool) {
         // Name the first VIP that does not fit, as the pool fills in order.
         let mut used = 0u64;
-        let spare = need - vips.iter().map(|v| vip_common::maglev_region_entries(v.table_size)).sum::<u64>();
+        let spare = need
+            - vips
+                .iter()
+                .map(|v| vip_common::maglev_region_entries(v.table_size))
+                .sum::<u64>();
         let first = vips.iter().find(|v| {
             used += vip_common::maglev_region_entries(v.table_size);
             used + spare > u64::from(limits.maglev_pool)

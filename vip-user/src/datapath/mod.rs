@@ -42,14 +42,14 @@ use aya::{
 };
 use vip_common::{
     ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS,
-    ConnState, FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, HaGroup, IfMac, MAP_ACL_V4, MAP_ACL_V6,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS, MAP_CONNS, MAP_HA_GROUPS,
-    MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER,
-    MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS, MAX_NEIGH_ADDRS,
-    MAGLEV_LANES, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ACL, VIP_F_ACL_B,
-    VIP_F_ADDR_MARKER, VIP_F_TABLE_B, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
-    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
-    vip_slots,
+    ConnState, FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, HaGroup, IfMac, MAGLEV_LANES, MAP_ACL_V4,
+    MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS, MAP_CONNS,
+    MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS,
+    MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS,
+    MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ACL, VIP_F_ACL_B,
+    VIP_F_ADDR_MARKER, VIP_F_TABLE_B, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
+    flow_set_index, flow_sets, flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot,
+    vip_slot_hash, vip_slot_index, vip_slots,
 };
 
 mod acl;
@@ -92,10 +92,8 @@ impl Default for Limits {
             max_backends: defaults::MAX_BACKENDS,
             table_size: defaults::TABLE_SIZE,
             max_conns: defaults::MAX_CONNS,
-            maglev_pool: vip_common::maglev_pool_default(
-                defaults::MAX_VIPS,
-                defaults::TABLE_SIZE,
-            ) as u32,
+            maglev_pool: vip_common::maglev_pool_default(defaults::MAX_VIPS, defaults::TABLE_SIZE)
+                as u32,
         }
     }
 }

@@ -203,11 +203,19 @@ mod tests {
         p.alloc(20).unwrap();
         let before = p.clone();
         for (start, len) in [(20, 5), (15, 10), (30, 20), (u32::MAX, 2), (0, 0)] {
-            assert_eq!(p.free(start, len), Err(NotFree { start, len }), "{start}+{len}");
+            assert_eq!(
+                p.free(start, len),
+                Err(NotFree { start, len }),
+                "{start}+{len}"
+            );
             assert_eq!(p, before);
         }
         for (start, len) in [(10, 5), (15, 10), (30, 20), (0, 0)] {
-            assert_eq!(p.claim(start, len), Err(NotFree { start, len }), "{start}+{len}");
+            assert_eq!(
+                p.claim(start, len),
+                Err(NotFree { start, len }),
+                "{start}+{len}"
+            );
             assert_eq!(p, before);
         }
         p.claim(25, 5).unwrap();
