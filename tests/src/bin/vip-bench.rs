@@ -25,7 +25,9 @@ use vip_tests::{
     fixture::action,
 };
 
-const SECTIONS: [&str; 6] = ["floors", "packet", "scale", "control", "balance", "e2e"];
+const SECTIONS: [&str; 7] = [
+    "floors", "packet", "scale", "control", "memory", "balance", "e2e",
+];
 
 fn main() -> ExitCode {
     match run() {
@@ -176,6 +178,8 @@ fn run() -> Result<()> {
                 .missing
                 .push(format!("3. vipd resident memory: {e:#}"));
         }
+    }
+    if on("memory") {
         memory::run(&mut report)?;
     }
     if on("balance") {

@@ -950,8 +950,9 @@ fn a_change_beyond_the_maglev_pool_is_refused_whole_and_changes_nothing() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("VIP 198.18.1.11:53/udp needs 504 entries (two tables of M = 251) where 0 are left")
-            && err.contains("need 2016 entries")
+        err.contains(
+            "VIP 198.18.1.11:53/udp needs 504 entries (two tables of M = 251) where 0 are left"
+        ) && err.contains("need 2016 entries")
             && err.contains("raise [limits] maglev_pool to at least 2016"),
         "{err}"
     );
