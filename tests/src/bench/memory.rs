@@ -22,14 +22,15 @@ pub fn run(report: &mut Report) -> Result<()> {
     pool(report)
 }
 
-/// The maps `load` creates, as (name, max_entries, memlock bytes), largest first, with
-/// the datapath they belong to (dropped by the caller).
-fn measured(
-    load: impl FnOnce() -> Result<Datapath>,
-) -> Result<(Datapath, Vec<(String, u64, u64)>)> {
+/// One map: name, max_entries, memlock bytes.
+type MapMemory = (String, u64, u64);
+
+/// The maps `load` creates, largest first, with the datapath they belong to (dropped by
+/// the caller).
+fn measured(load: impl FnOnce() -> Result<Datapath>) -> Result<(Datapath, Vec<MapMemory>)> {
     let before = map_fds()?;
     let dp = load()?;
-    let mut per_map: Vec<(String, u64, u64)> = Vec::new();
+    let mut per_map: Vec<MapMemory> = Vec::new();
     let names: HashMap<u32, String> = aya::maps::loaded_maps()
         .filter_map(Result::ok)
         .map(|m| (m.id(), m.name_as_str().unwrap_or("?").to_string()))
