@@ -226,7 +226,7 @@ impl Sink for Both<'_> {
                 key,
                 id,
                 flags,
-                id,
+                M,
                 table,
                 &acl.entries(key.family == FAMILY_V6),
             )
@@ -906,6 +906,7 @@ fn run_here(opts: &Options, mut progress: impl FnMut(&Report)) -> Result<Report>
         max_backends: 16 * HOSTS_PER_VIP,
         table_size: M,
         max_conns: MAX_CONNS,
+        maglev_pool: vip_common::maglev_pool_default(16, M) as u32,
     };
     let mut dp = Datapath::load(&limits, None).context("loading vip_lb")?;
     // The connection table's seed from the run's, so the whole run (which flows share a

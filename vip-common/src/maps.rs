@@ -7,9 +7,11 @@ use core::mem::size_of;
 pub const MAP_VIPS: &str = "VIPS";
 /// Backends by id: `u32` → [`Backend`] (array).
 pub const MAP_BACKENDS: &str = "BACKENDS";
-/// All Maglev tables, back to back, as an array of [`MaglevElem`]: entry `i` (a backend
+/// The Maglev pool: all Maglev tables as an array of [`MaglevElem`]: entry `i` (a backend
 /// id) is lane `i % MAGLEV_LANES` of element `i / MAGLEV_LANES` ([`maglev_lane`]). A
-/// VIP's active table is entries `meta.table_base .. meta.table_base + meta.table_size`.
+/// VIP's active table is entries `meta.table_base .. meta.table_base + meta.table_size`;
+/// each VIP owns a region of [`maglev_region_entries`]`(M)` entries for its own M (two
+/// tables, [`VIP_F_TABLE_B`] says which is active), handed out by vipd.
 /// Packed four to an element because the kernel rounds every array value up to 8 bytes:
 /// a `u32` entry took 8, a quarter of them is id.
 pub const MAP_MAGLEV: &str = "MAGLEV";
@@ -24,6 +26,22 @@ pub const MAX_BACKEND_IDS: u32 = 1 << 16;
 /// Elements of [`MAP_MAGLEV`] holding `entries` Maglev entries.
 pub const fn maglev_elements(entries: u32) -> u32 {
     entries.div_ceil(MAGLEV_LANES)
+}
+
+/// Entries of the Maglev pool a VIP with tables of `m` entries owns: two tables (the one
+/// packets use and the one the next publish writes), each rounded up to whole elements
+/// so that no element holds entries of two VIPs.
+pub const fn maglev_region_entries(m: u32) -> u64 {
+    2 * maglev_elements(m) as u64 * MAGLEV_LANES as u64
+}
+
+/// The default size of the Maglev pool (`[limits] maglev_pool`), in entries: room for
+/// `max_vips` VIPs at the largest table size and one more region of it (a VIP whose M
+/// changes holds its old and its new region for a moment), which is what the array
+/// held before VIPs were sized by their own M. At most `u64` of it is meaningful: the
+/// configuration refuses a pool past `u32::MAX` entries.
+pub const fn maglev_pool_default(max_vips: u32, table_size: u32) -> u64 {
+    (max_vips as u64 + 1) * maglev_region_entries(table_size)
 }
 
 /// The element and lane of Maglev entry `i`.
@@ -104,6 +122,10 @@ pub const VIP_F_ACL: u32 = 1 << 3;
 /// VIP flag: the VIP's access list is the one under its second ACL id
 /// ([`crate::acl_id`]). Flipped by each publish of a new list.
 pub const VIP_F_ACL_B: u32 = 1 << 4;
+/// VIP flag: the VIP's active Maglev table is the second of its region's two (vipd's
+/// bookkeeping, so a restarted vipd finds the region from the entry; the datapath reads
+/// only `table_base`).
+pub const VIP_F_TABLE_B: u32 = 1 << 5;
 /// VIP-map entry flag: the entry only says "this address has VIPs" (key with port 0 and
 /// proto 0). The datapath uses it to decide the fate of packets without usable ports
 /// (fragments, long IPv6 extension chains, cut-short transport headers); user space

@@ -115,6 +115,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             max_backends: n,
             table_size: m,
             max_conns: 1024,
+            maglev_pool: vip_common::maglev_pool_default(2, m) as u32,
         };
         let mut dp = Datapath::load(&limits, None)?;
         let bs = backends(n);
@@ -136,9 +137,9 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
                 &datapath::keys::backend(bs[down].identity.ip(), BACKEND_UP, 1, 0, 0),
             )
             .expect("backend write");
-            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+            dp.publish_vip(&key, 0, 0, m, &before, &[])
                 .expect("publish");
-            dp.publish_vip(&key, 0, 0, 0, &before, &[])
+            dp.publish_vip(&key, 0, 0, m, &before, &[])
                 .expect("publish");
             let start = Instant::now();
             dp.set_backend(
@@ -149,7 +150,7 @@ pub fn publish_backend_down(report: &mut Report, trials: usize) -> anyhow::Resul
             let mut after_bs = bs.clone();
             after_bs[down].weight = 0;
             let after = maglev::build(&after_bs, m);
-            let stats = dp.publish_vip(&key, 0, 0, 0, &after, &[]).expect("publish");
+            let stats = dp.publish_vip(&key, 0, 0, m, &after, &[]).expect("publish");
             writes.push(stats.table_writes);
             start.elapsed().as_secs_f64() * 1e3
         });

@@ -160,6 +160,7 @@ fn in_process(mode: Mode) -> Result<Side> {
             max_backends: 16,
             table_size: 65_537,
             max_conns: 65_536,
+            maglev_pool: vip_common::maglev_pool_default(4, 65_537) as u32,
         };
         let mut dp = Datapath::load(&limits, None)?;
         dp.set_global(&GlobalConfig {
@@ -182,7 +183,7 @@ fn in_process(mode: Mode) -> Result<Side> {
             &datapath::keys::vip_key(vip, PROTO_TCP),
             0,
             flags,
-            0,
+            65_537,
             &table,
             &[],
         )?;

@@ -65,6 +65,7 @@ fn setup(max_conns: u32) -> Result<Datapath> {
         max_backends: 16,
         table_size: M,
         max_conns,
+        maglev_pool: vip_common::maglev_pool_default(4, M) as u32,
     };
     let mut dp = Datapath::load(&limits, None).context("loading vip_lb")?;
     let (v6, _) = addr_words("2001:db8:ffff::".parse().expect("address"));
@@ -105,7 +106,7 @@ fn backend_at(id: u32, state: u8) -> vip_common::Backend {
 
 fn publish(dp: &mut Datapath, ids: &[u32]) -> Result<()> {
     let key = vip_key(VIP.parse().expect("VIP"), PROTO_TCP);
-    dp.publish_vip(&key, 0, 0, 0, &table(ids), &[])?;
+    dp.publish_vip(&key, 0, 0, M, &table(ids), &[])?;
     Ok(())
 }
 

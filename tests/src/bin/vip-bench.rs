@@ -26,8 +26,8 @@ use vip_tests::{
     fixture::action,
 };
 
-const SECTIONS: [&str; 7] = [
-    "floors", "packet", "scale", "control", "balance", "e2e", "mpps",
+const SECTIONS: [&str; 8] = [
+    "floors", "packet", "scale", "control", "memory", "balance", "e2e", "mpps",
 ];
 
 fn main() -> ExitCode {
@@ -180,6 +180,8 @@ fn run() -> Result<()> {
                 .missing
                 .push(format!("3. vipd resident memory: {e:#}"));
         }
+    }
+    if on("memory") {
         memory::run(&mut report)?;
     }
     if on("balance") {

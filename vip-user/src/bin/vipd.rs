@@ -224,10 +224,12 @@ fn run(command: Command) -> Result<String, VipdError> {
             let c = Config::load(&config)?;
             let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
             format!(
-                "{}: OK (instance {}, {} VIPs, {backends} backends)\n",
+                "{}: OK (instance {}, {} VIPs, {backends} backends; Maglev pool: needs {} of its {} entries)\n",
                 config.display(),
                 c.instance,
-                c.vips.len()
+                c.vips.len(),
+                vip_user::config::maglev_pool_need(&c.vips),
+                c.limits.maglev_pool
             )
         }
         Command::Run { config, .. } => {

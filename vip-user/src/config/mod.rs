@@ -600,6 +600,22 @@ pub struct LimitsSpec {
     /// Flows the connection table is sized for (rounded up to a power of two of sets of
     /// `vip_common::FLOW_WAYS`).
     pub max_conns: u32,
+    /// Entries of the Maglev pool, shared by all VIPs: each takes
+    /// `vip_common::maglev_region_entries` of its own M (see [`maglev_pool_need`]).
+    /// Default `vip_common::maglev_pool_default`. Missing from state files written
+    /// before the pool existed (read as 0: other limits, so their ids are not kept).
+    #[serde(default)]
+    pub maglev_pool: u32,
+}
+
+/// Maglev pool entries `vips` need: each VIP's region
+/// (`vip_common::maglev_region_entries` of its M), plus the largest region once more,
+/// for a VIP whose M changes (its new region is written while its old one is in use).
+pub fn maglev_pool_need(vips: &[VipSpec]) -> u64 {
+    let regions = vips
+        .iter()
+        .map(|v| vip_common::maglev_region_entries(v.table_size));
+    regions.clone().sum::<u64>() + regions.max().unwrap_or(0)
 }
 
 /// Datapath-wide settings.
@@ -833,6 +849,35 @@ pub fn validate_vips(vips: &[VipSpec], limits: &LimitsSpec) -> Result<(), Vec<St
         problems.push(format!(
             "{backends} backends in all VIPs but limits.max_backends is {}: raise [limits] max_backends or remove backends",
             limits.max_backends
+        ));
+    }
+    let need = maglev_pool_need(vips);
+    if need > u64::from(limits.maglev_pool) {
+        // Name the first VIP that does not fit, as the pool fills in order.
+        let mut used = 0u64;
+        let spare = need
+            - vips
+                .iter()
+                .map(|v| vip_common::maglev_region_entries(v.table_size))
+                .sum::<u64>();
+        let first = vips.iter().find(|v| {
+            used += vip_common::maglev_region_entries(v.table_size);
+            used + spare > u64::from(limits.maglev_pool)
+        });
+        let who = first.map_or(String::new(), |v| {
+            format!(
+                "VIP {} needs {} entries (two tables of M = {}) where {} are left; ",
+                v.id,
+                vip_common::maglev_region_entries(v.table_size),
+                v.table_size,
+                (u64::from(limits.maglev_pool) + vip_common::maglev_region_entries(v.table_size))
+                    .saturating_sub(used + spare)
+            )
+        });
+        problems.push(format!(
+            "{who}the Maglev tables of all {} VIPs need {need} entries ({spare} of them kept free so a VIP's M can change), but limits.maglev_pool is {}: raise [limits] maglev_pool to at least {need} (needs `vipd down` and a start), or lower some VIP's table_size",
+            vips.len(),
+            limits.maglev_pool
         ));
     }
     if problems.is_empty() {
@@ -1131,6 +1176,7 @@ mod raw {
         pub max_backends: Option<Spanned<u32>>,
         pub table_size: Option<Spanned<u32>>,
         pub max_conns: Option<Spanned<u32>>,
+        pub maglev_pool: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -1450,7 +1496,7 @@ impl Validator<'_> {
             Some(s) => *s.get_ref(),
             None => def,
         };
-        let out = LimitsSpec {
+        let mut out = LimitsSpec {
             max_vips: get(&l.max_vips, d::MAX_VIPS, "max_vips", 1, 65_536),
             // Maglev entries hold 16-bit backend ids.
             max_backends: get(
@@ -1462,6 +1508,7 @@ impl Validator<'_> {
             ),
             table_size: get(&l.table_size, d::TABLE_SIZE, "table_size", 3, 1 << 24),
             max_conns: get(&l.max_conns, d::MAX_CONNS, "max_conns", 16, 1 << 27),
+            maglev_pool: 0,
         };
         if let Some(s) = &l.table_size
             && !is_prime(*s.get_ref())
@@ -1475,14 +1522,20 @@ impl Validator<'_> {
                 ),
             );
         }
-        // Each VIP has two halves of M slots (double buffering) in one array.
-        let slots = u64::from(out.max_vips) * 2 * u64::from(out.table_size);
-        if slots > u64::from(u32::MAX) {
-            self.problems.push(format!(
-                "[limits]: max_vips {} x 2 x table_size {} = {slots} Maglev slots exceeds 2^32: lower one of them",
-                out.max_vips, out.table_size
-            ));
-        }
+        // Each VIP has two tables of its own M in one pool.
+        out.maglev_pool = match &l.maglev_pool {
+            Some(s) => *s.get_ref(),
+            None => {
+                let def = vip_common::maglev_pool_default(out.max_vips, out.table_size);
+                u32::try_from(def).unwrap_or_else(|_| {
+                    self.problems.push(format!(
+                        "[limits]: the default maglev_pool, (max_vips {} + 1) x 2 x table_size {} = {def} entries, exceeds 2^32: set [limits] maglev_pool to what the VIPs need (two tables of their own table_size each), or lower max_vips or table_size",
+                        out.max_vips, out.table_size
+                    ));
+                    0
+                })
+            }
+        };
         out
     }
 

@@ -892,3 +892,55 @@ fn too_many_access_list_prefixes_are_refused() {
         "{problems:?}"
     );
 }
+
+/// `[limits] maglev_pool`: by default what the limits always reserved (room for
+/// `max_vips + 1` VIPs of the largest M); a default past 2^32 entries and a set of VIPs
+/// that does not fit are refused naming the key; what fits exactly is accepted.
+#[test]
+fn the_maglev_pool_defaults_to_the_old_reservation_and_refuses_what_does_not_fit() {
+    let c = Config::parse("[limits]\nmax_vips = 10\ntable_size = 251\n", "t.toml").unwrap();
+    assert_eq!(c.limits.maglev_pool, 11 * 2 * 252);
+    assert_eq!(
+        u64::from(Config::parse("", "t.toml").unwrap().limits.maglev_pool),
+        vip_common::maglev_pool_default(
+            vip_common::defaults::MAX_VIPS,
+            vip_common::defaults::TABLE_SIZE
+        )
+    );
+    let vip = |a: &str, m: u32| {
+        format!(
+            "[[vip]]\naddress = \"{a}\"\ntable_size = {m}\n[[vip.backend]]\naddress = \"198.18.2.1\"\n"
+        )
+    };
+    // 13 -> 2 x 16 entries, 251 -> 2 x 252: 32 + 504 + 504 once more = 1040.
+    let two = format!(
+        "[limits]\ntable_size = 251\nmaglev_pool = 1040\n{}{}",
+        vip("198.18.1.1:80", 13),
+        vip("198.18.1.2:80", 251)
+    );
+    assert_eq!(
+        Config::parse(&two, "t.toml").unwrap().limits.maglev_pool,
+        1040
+    );
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "a default pool past 2^32 entries",
+            "[limits]\nmax_vips = 65536\ntable_size = 65537\n".into(),
+            vec![
+                "default maglev_pool",
+                "exceeds 2^32",
+                "set [limits] maglev_pool",
+            ],
+        ),
+        (
+            "one entry short",
+            two.replace("maglev_pool = 1040", "maglev_pool = 1039"),
+            vec![
+                "VIP 198.18.1.2:80/tcp needs 504 entries (two tables of M = 251) where 503 are left",
+                "need 1040 entries",
+                "raise [limits] maglev_pool to at least 1040",
+            ],
+        ),
+    ];
+    refused_naming(cases.iter().map(|(n, t, w)| (*n, t.as_str(), w.as_slice())));
+}

@@ -560,7 +560,7 @@ impl Applied {
                 &key.key(),
                 plan.slot,
                 plan.flags,
-                plan.slot,
+                plan.table_size,
                 &table,
                 &plan.acl,
             )?;

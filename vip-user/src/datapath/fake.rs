@@ -79,11 +79,16 @@ impl Tables for FakeMaps {
         key: &VipKey,
         id: u32,
         flags: u32,
-        slot: u32,
+        table_size: u32,
         table: &[u32],
         acl: &[crate::config::AclEntry],
     ) -> Result<u64, Injected> {
         self.write()?;
+        assert!(
+            table.is_empty() || table.len() == table_size as usize,
+            "a table of {} entries published as M = {table_size}",
+            table.len()
+        );
         for id in table {
             assert_eq!(
                 self.backends.get(id).map(|b| b.state),
@@ -93,7 +98,7 @@ impl Tables for FakeMaps {
         }
         let old = self
             .vips
-            .insert(*key, (id, flags | slot << 8, table.to_vec()));
+            .insert(*key, (id, flags | table_size << 8, table.to_vec()));
         self.publishes += 1;
         self.acls.insert(*key, acl.to_vec());
         let changed = match old {

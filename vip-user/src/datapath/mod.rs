@@ -1,14 +1,18 @@
 //! The loaded `vip_lb` program and typed handles to its maps: the only code that writes
 //! the datapath's maps (the control plane's owner task calls it).
 //!
-//! Maglev tables are double-buffered: VIP slot `s` owns Maglev entries `s*2*M ..
-//! (s+1)*2*M` (M = [`Limits::table_size`]; 16-bit backend ids, four to a `MAGLEV`
-//! element, see `vip_common::MAP_MAGLEV`), two halves of M entries. A new table is
-//! written into the half the VIP does not use, only where it differs from what that half
-//! already holds (read through the memory mapping; only without one, a shadow copy in
-//! memory knows), then the VIP entry is replaced in one
-//! map update, which the kernel makes atomic for readers: a packet sees the old table or
-//! the new one.
+//! Maglev tables live in one pool, the `MAGLEV` array of [`Limits::maglev_pool`] entries
+//! (16-bit backend ids, four to an element, see `vip_common::MAP_MAGLEV`). Each VIP owns
+//! a region of it sized by its own M: two tables of M entries, double-buffered. A new
+//! table is written into the table the VIP does not use, only where it differs from what
+//! that table already holds (read through the memory mapping; only without one, a
+//! shadow copy in memory knows), then the VIP entry is replaced in one map update, which
+//! the kernel makes atomic for readers: a packet sees the old table or the new one. A
+//! VIP gets its region from the pool ([`pool`], first fit) when it is first published
+//! or its M changes; the region it leaves, and that of a removed VIP, goes back to the
+//! pool only after [`REGION_QUARANTINE`] (see there why). The VIP entry says where its
+//! active table is (`table_base`, and `VIP_F_TABLE_B` for which of the two), so a
+//! restarted vipd rebuilds the pool's free list from the pinned VIP map.
 //!
 //! The connection table (`vip_common::flowtable`) is an array of flow sets that only the
 //! datapath fills; user space reads it through a memory mapping (tests write it too). Its
@@ -38,14 +42,14 @@ use aya::{
 };
 use vip_common::{
     ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, CONFIG_F_HAS_ALL_PORTS_VIPS,
-    ConnState, FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, HaGroup, IfMac, MAP_ACL_V4, MAP_ACL_V6,
-    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS, MAP_CONNS, MAP_HA_GROUPS,
-    MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS, MAP_VIP_FILTER,
-    MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS, MAX_NEIGH_ADDRS,
-    MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ACL, VIP_F_ACL_B, VIP_F_ADDR_MARKER,
-    VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot, flow_set_index, flow_sets,
-    flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot, vip_slot_hash, vip_slot_index,
-    vip_slots,
+    ConnState, FLOW_WAYS, FlowKey, FlowSet, GlobalConfig, HaGroup, IfMac, MAGLEV_LANES, MAP_ACL_V4,
+    MAP_ACL_V6, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_CONFIG, MAP_CONN_FILLS, MAP_CONNS,
+    MAP_HA_GROUPS, MAP_IF_MACS, MAP_MAGLEV, MAP_NEIGH, MAP_NEXTHOPS, MAP_REASONS, MAP_TX_PORTS,
+    MAP_VIP_FILTER, MAP_VIP_SLOTS, MAP_VIP_STATS, MAP_VIPS, MAX_BACKEND_IDS, MAX_IF_MACS,
+    MAX_NEIGH_ADDRS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, VIP_F_ACL, VIP_F_ACL_B,
+    VIP_F_ADDR_MARKER, VIP_F_TABLE_B, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
+    flow_set_index, flow_sets, flow_table_hash, maglev_elements, maglev_lane, vip_filter_slot,
+    vip_slot_hash, vip_slot_index, vip_slots,
 };
 
 mod acl;
@@ -57,6 +61,7 @@ pub mod kernel;
 pub mod keys;
 mod mmap;
 pub mod neigh;
+pub mod pool;
 pub mod tables;
 pub mod trace;
 pub mod xdp_link;
@@ -70,11 +75,14 @@ pub struct Limits {
     pub max_vips: u32,
     /// Backends (backend ids are below this).
     pub max_backends: u32,
-    /// Largest Maglev table size M (each VIP reserves 2 * M entries).
+    /// Largest Maglev table size M a VIP may have.
     pub table_size: u32,
     /// Flows the connection table should hold; it gets [`flow_sets`]`(max_conns)` sets
     /// of [`FLOW_WAYS`] entries (see [`Limits::conn_capacity`]).
     pub max_conns: u32,
+    /// Entries of the Maglev pool (rounded up to whole elements of four): each VIP takes
+    /// `vip_common::maglev_region_entries` of its own M.
+    pub maglev_pool: u32,
 }
 
 impl Default for Limits {
@@ -85,6 +93,8 @@ impl Default for Limits {
             max_backends: defaults::MAX_BACKENDS,
             table_size: defaults::TABLE_SIZE,
             max_conns: defaults::MAX_CONNS,
+            maglev_pool: vip_common::maglev_pool_default(defaults::MAX_VIPS, defaults::TABLE_SIZE)
+                as u32,
         }
     }
 }
@@ -96,9 +106,7 @@ impl Limits {
     pub fn approx_bytes(&self, cpus: u64) -> u64 {
         let vips = u64::from(self.max_vips);
         let backends = u64::from(self.max_backends);
-        let maglev = u64::from(maglev_elements(
-            (vips * 2 * u64::from(self.table_size)).min(u64::from(u32::MAX)) as u32,
-        )) * size_of::<MaglevElem>() as u64;
+        let maglev = u64::from(self.maglev_elements()) * size_of::<MaglevElem>() as u64;
         let conns = u64::from(self.conn_sets()) * size_of::<FlowSet>() as u64;
         let filter = u64::from(VIP_FILTER_WORDS) * 8;
         let slots = u64::from(vip_slots(self.max_vips)) * size_of::<VipSlot>() as u64;
@@ -110,6 +118,11 @@ impl Limits {
                 + size_of::<BackendCounters>() as u64 * cpus);
         // The per-VIP counters, and the count of connection-table entries filled.
         maglev + conns + filter + slots + vip_map + backend_maps + vips * 32 * cpus + 8 * cpus
+    }
+
+    /// Elements of the `MAGLEV` array (at least one: the kernel makes no empty array).
+    pub fn maglev_elements(&self) -> u32 {
+        maglev_elements(self.maglev_pool).max(1)
     }
 
     /// Sets in the connection table.
@@ -134,9 +147,33 @@ impl Limits {
 pub struct PublishStats {
     /// Maglev entries written (entries that already held the right id are skipped).
     pub table_writes: u32,
-    /// The half (0 or 1) of the VIP's region that is now active.
+    /// The table (0 or 1) of the VIP's region that is now active.
     pub active_half: u32,
+    /// True when the VIP got a new region from the pool (first publish, or a new M).
+    pub new_region: bool,
 }
+
+/// Kernel memory of the Maglev pool in use, in entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Entries in the pool.
+    pub entries: u64,
+    /// Entries in VIPs' regions (or waiting out [`REGION_QUARANTINE`]).
+    pub used: u64,
+    /// The largest free region.
+    pub largest_free: u64,
+}
+
+/// How long a region a VIP left stays out of the pool. A packet reads its VIP's entry,
+/// then one entry of the table it names; a CPU that read the entry just before the VIP
+/// moved to a new region (or went away) may still read the old region. Its contents stay
+/// as they were (a VIP's own table), so that read gets a backend of the VIP's old table,
+/// as it would have a moment earlier — unless the region was already given to another
+/// VIP and rewritten, which would send the packet to that VIP's backend. The read comes
+/// within the same run of the XDP program (microseconds, never preempted on a
+/// non-realtime kernel), so a region rests this long before it is handed out again. An
+/// allocation that finds no room otherwise waits for the resting regions.
+pub const REGION_QUARANTINE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Errors of the datapath layer. Each says what was being done and to what.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +270,34 @@ pub enum DatapathError {
         /// The layout the marker names.
         found: String,
     },
+    /// The Maglev pool has no free region large enough for a VIP's tables.
+    #[error(
+        "publishing VIP {vip} needs {need} Maglev entries (two tables of M = {table_size}), but the pool of {pool} entries has {free} free, at most {largest_free} in one piece: raise [limits] maglev_pool (needs `vipd down` and a start) or lower the VIPs' table_size"
+    )]
+    MaglevPoolFull {
+        /// The VIP.
+        vip: String,
+        /// Its M.
+        table_size: u32,
+        /// Entries its region takes.
+        need: u64,
+        /// Entries in the pool.
+        pool: u64,
+        /// Entries free.
+        free: u64,
+        /// The largest free region, in entries.
+        largest_free: u64,
+    },
+    /// A table whose length is not the VIP's M.
+    #[error(
+        "publishing a Maglev table of {entries} entries for a VIP with M = {table_size}: M must be 1 or more, and a table has M entries or none (no backend)"
+    )]
+    TableLength {
+        /// The VIP's M.
+        table_size: u32,
+        /// Entries in the table.
+        entries: u64,
+    },
     /// An id, slot or size is outside the limits the maps were loaded with.
     #[error(
         "{what} {value} is out of range: the datapath was loaded with a limit of {limit}; raise the limit in the configuration and restart vipd"
@@ -285,10 +350,46 @@ fn random_seed() -> Result<u32> {
     Ok(u32::from_ne_bytes(b))
 }
 
-/// Which half of its region a VIP's published table lives in, and what that half holds.
+/// A VIP's region of the Maglev pool: two tables of its M, back to back.
 #[derive(Debug)]
 struct Region {
-    halves: [Option<Vec<u32>>; 2],
+    /// First element.
+    start: u32,
+    /// M.
+    table_size: u32,
+    /// Without a memory mapping: what each table holds, `None` where unknown (then every
+    /// entry is written).
+    shadows: [Option<Vec<u32>>; 2],
+}
+
+impl Region {
+    fn new(start: u32, table_size: u32) -> Self {
+        Self {
+            start,
+            table_size,
+            shadows: [None, None],
+        }
+    }
+
+    /// Elements of one table.
+    fn half_elements(&self) -> u32 {
+        maglev_elements(self.table_size)
+    }
+
+    /// Elements of the region.
+    fn elements(&self) -> u32 {
+        2 * self.half_elements()
+    }
+
+    /// The first entry of table `half`.
+    fn table_base(&self, half: u32) -> u32 {
+        (self.start + half * self.half_elements()) * MAGLEV_LANES
+    }
+
+    /// Which table of this region `meta` publishes, if it names one.
+    fn active_half(&self, meta: &VipMeta) -> Option<u32> {
+        (0..2).find(|h| meta.table_base == self.table_base(*h))
+    }
 }
 
 /// The loaded `vip_lb` program and its maps.
@@ -340,7 +441,12 @@ pub struct Datapath {
     acl_written: StdHashMap<u32, BTreeSet<crate::config::AclEntry>>,
     /// The entries of `neigh`, to keep the filter bits of solicited-node addresses.
     announced: StdHashMap<NeighKey, u32>,
-    regions: StdHashMap<u32, Region>,
+    /// Each published VIP's region of the Maglev pool.
+    regions: StdHashMap<VipKey, Region>,
+    /// The Maglev pool's free regions (elements).
+    pool: pool::Pool,
+    /// Regions left by VIPs, with when: back to `pool` after [`REGION_QUARANTINE`].
+    resting: std::collections::VecDeque<(std::time::Instant, u32, u32)>,
     /// The configuration as last given (without the datapath's own flags and fields).
     global: GlobalConfig,
     /// All-ports VIPs published, for `CONFIG_F_HAS_ALL_PORTS_VIPS`.
@@ -352,7 +458,8 @@ impl std::fmt::Debug for Datapath {
         f.debug_struct("Datapath")
             .field("limits", &self.limits)
             .field("adopted", &self.adopted)
-            .field("regions_shadowed", &self.regions.len())
+            .field("regions", &self.regions.len())
+            .field("maglev_pool_free", &self.pool.free_total())
             .field("maglev_mmapped", &self.maglev_mmap.is_some())
             .field("conn_sets", &self.conn_sets)
             .field("conns_mmapped", &self.conns_mmap.is_some())
@@ -384,8 +491,10 @@ const ALL_MAPS: [&str; 18] = [
 /// The layout of the pinned maps: what their entries mean to user space and the
 /// datapath, beyond the sizes `expected_geometry` checks. Bumped when a map keeps its
 /// sizes but changes its meaning; a `vipd` refuses to adopt maps of another layout. Maps
-/// pinned before the marker existed have layout 1 (this one).
-pub const PIN_LAYOUT: u32 = 1;
+/// pinned before the marker existed have layout 1. Layout 2: the Maglev array is a pool
+/// of per-VIP regions (`[limits] maglev_pool`), where layout 1 gave VIP slot `s` the
+/// entries from `s * 2 * table_size`.
+pub const PIN_LAYOUT: u32 = 2;
 
 /// The pin that marks a pin directory's layout: the `CONFIG` map pinned a second time
 /// under this name (bpffs holds only BPF objects).
@@ -423,10 +532,7 @@ fn expected_geometry(limits: &Limits) -> [Geometry; 13] {
         sized_by,
         added_later: false,
     };
-    let maglev = maglev_elements(
-        (u64::from(limits.max_vips) * 2 * u64::from(limits.table_size)).min(u64::from(u32::MAX))
-            as u32,
-    );
+    let maglev = limits.maglev_elements();
     [
         g(
             MAP_VIPS,
@@ -458,7 +564,7 @@ fn expected_geometry(limits: &Limits) -> [Geometry; 13] {
             4,
             size_of::<MaglevElem>(),
             Some(maglev),
-            "[limits] max_vips and table_size",
+            "[limits] maglev_pool",
         ),
         g(
             MAP_CONNS,
@@ -616,10 +722,9 @@ fn pinned_limits(dir: &Path) -> Option<String> {
     let backends = max(MAP_BACKENDS)?;
     let sets = max(MAP_CONNS)?;
     let maglev = max(MAP_MAGLEV)?;
-    let table =
-        u64::from(maglev) * u64::from(vip_common::MAGLEV_LANES) / (2 * u64::from(vips.max(1)));
+    let pool = u64::from(maglev) * u64::from(MAGLEV_LANES);
     Some(format!(
-        "max_vips = {vips}, max_backends = {backends}, table_size = {table} (or just below), max_conns = {} (or up to a set of {} less)",
+        "max_vips = {vips}, max_backends = {backends}, maglev_pool = {pool} (or up to 3 less), max_conns = {} (or up to a set of {} less)",
         u64::from(sets) * FLOW_WAYS as u64,
         FLOW_WAYS
     ))
@@ -658,10 +763,8 @@ pub(crate) fn prepare_pin_dir(pin_dir: Option<&Path>, marker: &str) -> Result<bo
 impl Datapath {
     /// Loads the embedded vip_lb with map sizes from `limits`. With `pin_dir`, maps are
     /// pinned there; maps already pinned there are adopted (restart: connection table,
-    /// its hash seed, the VIP-address filter and counters survive), and without a memory
-    /// mapping of the Maglev array its in-memory shadows are read back from them (lazily,
-    /// per VIP slot, on its first publish). A
-    /// fresh load picks a random seed for the connection table's hash. Either way the
+    /// its hash seed, the VIP-address filter and counters survive, and the Maglev pool's
+    /// free list is rebuilt from the VIP entries). A fresh load picks a random seed for the connection table's hash. Either way the
     /// global settings are written at once (zero until [`Datapath::set_global`], plus
     /// the datapath's own fields), so the datapath and [`Datapath::lookup_conn`] agree
     /// on where every flow lives from the start.
@@ -671,20 +774,12 @@ impl Datapath {
             Some(dir) => check_pinned(dir, limits)?,
             None => false,
         };
-        let maglev_len = u64::from(limits.max_vips) * 2 * u64::from(limits.table_size);
-        if maglev_len > u64::from(u32::MAX) {
-            return Err(DatapathError::OutOfRange {
-                what: "Maglev entries (max_vips * 2 * table_size)",
-                value: maglev_len,
-                limit: u64::from(u32::MAX),
-            });
-        }
         check(
             "max_backends (Maglev entries hold 16-bit backend ids)",
             limits.max_backends.into(),
             u64::from(MAX_BACKEND_IDS) + 1,
         )?;
-        let maglev_elems = maglev_elements(maglev_len as u32);
+        let maglev_elems = limits.maglev_elements();
         let mut loader = EbpfLoader::new();
         loader
             // Room for one address marker per VIP.
@@ -770,6 +865,8 @@ impl Datapath {
             limits: *limits,
             adopted,
             regions: StdHashMap::new(),
+            pool: pool::Pool::new(maglev_elems),
+            resting: std::collections::VecDeque::new(),
             global: GlobalConfig::default(),
             all_ports_vips: HashSet::new(),
         };
@@ -788,6 +885,7 @@ impl Datapath {
                 }
             }
             dp.rebuild_vip_slots()?;
+            dp.adopt_regions()?;
             dp.read_announced()?;
             dp.read_acls()?;
         }
@@ -929,36 +1027,119 @@ impl Datapath {
             })
     }
 
-    fn region_base(&self, slot: u32) -> u32 {
-        slot * 2 * self.limits.table_size
+    /// Makes the pool's free list agree with the pinned VIP map (adoption): every VIP
+    /// entry with a table names its region (`table_base`, `VIP_F_TABLE_B`, M from
+    /// `table_size`), which is taken out of the pool. A VIP without a table (no backend)
+    /// reads none, so its region is free and it gets one at its next publish.
+    fn adopt_regions(&mut self) -> Result<()> {
+        for entry in self.vips.iter() {
+            let (k, meta) = entry.map_err(map_err(MAP_VIPS, "listing VIPs"))?;
+            if is_marker(&k) || meta.table_size == 0 || meta.table_base % MAGLEV_LANES != 0 {
+                continue;
+            }
+            let half = u32::from(meta.flags & VIP_F_TABLE_B != 0);
+            let probe = Region::new(0, meta.table_size);
+            let Some(start) =
+                (meta.table_base / MAGLEV_LANES).checked_sub(half * probe.half_elements())
+            else {
+                continue;
+            };
+            let region = Region::new(start, meta.table_size);
+            match self.pool.claim(start, region.elements()) {
+                Ok(()) => {
+                    self.regions.insert(k, region);
+                }
+                // Only maps not written by one vipd at a time can hold this; the VIP gets
+                // a region of its own at its next publish.
+                Err(e) => tracing::warn!(
+                    vip = ?keys::key_vip_id(&k),
+                    start = e.start,
+                    elements = e.len,
+                    "a pinned VIP's Maglev region overlaps another's or lies outside the pool"
+                ),
+            }
+        }
+        Ok(())
     }
 
-    /// The shadow of half `half` of region `slot`, read back from the map when the maps
-    /// were adopted, zero (as the kernel creates arrays) otherwise.
-    fn shadow(&mut self, slot: u32, half: u32) -> Result<&mut Vec<u32>> {
-        let m = self.limits.table_size;
-        let base = self.region_base(slot) + half * m;
-        let adopted = self.adopted;
-        let region = self.regions.entry(slot).or_insert(Region {
-            halves: [None, None],
-        });
-        let entry = &mut region.halves[half as usize];
-        if entry.is_none() {
-            let mut v = vec![0u32; m as usize];
-            if adopted {
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x = maglev_get(&self.maglev_mmap, &self.maglev, base + i as u32)?;
+    /// Regions that have rested [`REGION_QUARANTINE`] go back to the pool.
+    fn release_rested(&mut self) {
+        while let Some(&(since, start, len)) = self.resting.front() {
+            if since.elapsed() < REGION_QUARANTINE {
+                break;
+            }
+            self.resting.pop_front();
+            let freed = self.pool.free(start, len);
+            debug_assert!(freed.is_ok(), "region {start}+{len} freed twice");
+        }
+    }
+
+    /// A new region for `key`'s tables of M = `table_size`, waiting for resting regions
+    /// when nothing else fits.
+    fn take_region(&mut self, key: &VipKey, table_size: u32) -> Result<Region> {
+        let mut region = Region::new(0, table_size);
+        loop {
+            self.release_rested();
+            match self.pool.alloc(region.elements()) {
+                Ok(start) => {
+                    region.start = start;
+                    return Ok(region);
+                }
+                Err(_) if !self.resting.is_empty() => {
+                    let since = self.resting.front().map(|r| r.0);
+                    if let Some(since) = since {
+                        std::thread::sleep(REGION_QUARANTINE.saturating_sub(since.elapsed()));
+                    }
+                }
+                Err(full) => {
+                    let lanes = u64::from(MAGLEV_LANES);
+                    return Err(DatapathError::MaglevPoolFull {
+                        vip: keys::key_vip_id(key)
+                            .map_or_else(|| format!("{key:?}"), |v| v.to_string()),
+                        table_size,
+                        need: u64::from(full.wanted) * lanes,
+                        pool: u64::from(self.pool.size()) * lanes,
+                        free: u64::from(full.free) * lanes,
+                        largest_free: u64::from(full.largest_free) * lanes,
+                    });
                 }
             }
-            *entry = Some(v);
         }
-        Ok(entry.as_mut().expect("filled above"))
     }
 
-    /// Writes `table` (backend ids, len = M <= limits.table_size) into the inactive half
-    /// of VIP region `slot` (0..max_vips), writing only entries that differ there, then
-    /// publishes by replacing the VIP map entry (atomic for readers). Returns map writes
-    /// made. An empty table publishes a VIP without backends (its packets are dropped).
+    /// Puts a region no VIP entry names any more to rest (see [`REGION_QUARANTINE`]).
+    fn retire_region(&mut self, region: Region) {
+        self.resting
+            .push_back((std::time::Instant::now(), region.start, region.elements()));
+    }
+
+    /// The Maglev pool's use: its entries, those in VIPs' regions (or resting), and the
+    /// largest free region.
+    pub fn maglev_pool_usage(&self) -> PoolUsage {
+        let lanes = u64::from(MAGLEV_LANES);
+        PoolUsage {
+            entries: u64::from(self.pool.size()) * lanes,
+            used: u64::from(self.pool.size() - self.pool.free_total()) * lanes,
+            largest_free: u64::from(self.pool.largest_free()) * lanes,
+        }
+    }
+
+    /// Where `key`'s tables are in the Maglev pool, as (first entry, entries), if it has a
+    /// region (tests).
+    pub fn maglev_region(&self, key: &VipKey) -> Option<(u32, u32)> {
+        self.regions
+            .get(key)
+            .map(|r| (r.table_base(0), r.elements() * MAGLEV_LANES))
+    }
+
+    /// Writes `table` (backend ids; `table_size` = the VIP's M <= limits.table_size
+    /// entries, or none) into the VIP's table that packets do not use, writing only
+    /// entries that differ there, then publishes by replacing the VIP map entry (atomic
+    /// for readers). A VIP first published, or whose M changes, first gets a region of its
+    /// own M from the Maglev pool (refused with nothing written when none is free); the
+    /// region it had rests (see [`REGION_QUARANTINE`]) once the entry names the new one.
+    /// Returns map writes made. An empty table publishes a VIP without backends (its
+    /// packets are dropped); it keeps its region for the next table.
     /// The address's bit in the VIP-address filter is set before anything else, so no
     /// packet to the new VIP is passed by the filter. The backends in `table` must carry
     /// `id` and `flags` already (see [`keys::backend`]): flows found in the connection table
@@ -973,17 +1154,22 @@ impl Datapath {
         key: &VipKey,
         id: u32,
         flags: u32,
-        slot: u32,
+        table_size: u32,
         table: &[u32],
         acl: &[crate::config::AclEntry],
     ) -> Result<PublishStats, DatapathError> {
-        check("VIP slot", slot.into(), self.limits.max_vips.into())?;
         check("VIP id", id.into(), self.limits.max_vips.into())?;
         check(
             "Maglev table size",
-            table.len() as u64,
+            table_size.into(),
             u64::from(self.limits.table_size) + 1,
         )?;
+        if table_size == 0 || !(table.is_empty() || table.len() == table_size as usize) {
+            return Err(DatapathError::TableLength {
+                table_size,
+                entries: table.len() as u64,
+            });
+        }
         if let Some(bad) = table.iter().find(|b| **b >= self.limits.max_backends) {
             check(
                 "backend id in the Maglev table",
@@ -991,50 +1177,83 @@ impl Datapath {
                 self.limits.max_backends.into(),
             )?;
         }
-        self.set_filter_bit(key)?;
-        let base = self.region_base(slot);
-        let m = self.limits.table_size;
         let old = self.vips.get(key, 0).ok();
-        let active = match old {
-            Some(meta) if meta.table_base >= base && meta.table_base < base + 2 * m => {
-                Some((meta.table_base - base) / m)
-            }
-            _ => None,
+        // The VIP's region, or a new one (taken before anything is written, so a full
+        // pool changes nothing).
+        let (mut region, replaced, new_region) = match self.regions.remove(key) {
+            Some(r) if r.table_size == table_size => (r, None, false),
+            had => match self.take_region(key, table_size) {
+                Ok(r) => (r, had, true),
+                Err(e) => {
+                    if let Some(r) = had {
+                        self.regions.insert(*key, r);
+                    }
+                    return Err(e);
+                }
+            },
         };
-        let half = match active {
-            Some(a) => 1 - a,
+        let half = match old.as_ref().and_then(|m| region.active_half(m)) {
+            Some(active) => 1 - active,
             None => 0,
         };
-        let table_base = base + half * m;
-        let mut writes = 0u32;
-        if self.maglev_mmap.is_some() {
-            // The mapping is the map: compared in place, and no shadow is kept (one
-            // would hold both halves of every VIP's table in vipd's memory).
-            for (i, want) in table.iter().enumerate() {
-                let idx = table_base + i as u32;
-                if maglev_get(&self.maglev_mmap, &self.maglev, idx)? != *want {
-                    maglev_set(&mut self.maglev_mmap, &mut self.maglev, idx, *want)?;
-                    writes += 1;
-                }
+        let result = self.publish_in(key, id, flags, &mut region, half, table, acl, old);
+        // Whatever failed, the region the VIP entry names is the VIP's.
+        let live = self.vips.get(key, 0).ok();
+        if live.as_ref().and_then(|m| region.active_half(m)).is_some() || !new_region {
+            self.regions.insert(*key, region);
+            if let Some(r) = replaced {
+                self.retire_region(r);
             }
         } else {
-            let mut shadow = std::mem::take(self.shadow(slot, half)?);
-            for (i, want) in table.iter().enumerate() {
-                if shadow[i] != *want {
-                    let idx = table_base + i as u32;
-                    maglev_set(&mut None, &mut self.maglev, idx, *want)?;
-                    shadow[i] = *want;
-                    writes += 1;
-                }
+            // Never published: nothing reads it.
+            let freed = self.pool.free(region.start, region.elements());
+            debug_assert!(freed.is_ok(), "a region just taken is not free");
+            if let Some(r) = replaced {
+                self.regions.insert(*key, r);
             }
-            *self.shadow(slot, half)? = shadow;
         }
+        result.map(|writes| PublishStats {
+            table_writes: writes,
+            active_half: half,
+            new_region,
+        })
+    }
+
+    /// [`Datapath::publish_vip`] once the region is chosen: writes `table` into table
+    /// `half` of `region` and publishes it; returns the table entries written.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the publish's inputs plus the region chosen for it"
+    )]
+    fn publish_in(
+        &mut self,
+        key: &VipKey,
+        id: u32,
+        flags: u32,
+        region: &mut Region,
+        half: u32,
+        table: &[u32],
+        acl: &[crate::config::AclEntry],
+        old: Option<VipMeta>,
+    ) -> Result<u32> {
+        self.set_filter_bit(key)?;
+        let table_base = region.table_base(half);
+        let writes = write_table(
+            &mut self.maglev_mmap,
+            &mut self.maglev,
+            &mut region.shadows[half as usize],
+            table_base,
+            table,
+        )?;
         let acl_flags = self.stage_acl(id, old.as_ref(), acl)?;
         // Table stores (through the mapping) before the VIP entry that publishes them.
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let table_b = if half == 1 { VIP_F_TABLE_B } else { 0 };
         let meta = VipMeta {
             id,
-            flags: (flags & !(VIP_F_ADDR_MARKER | VIP_F_ACL | VIP_F_ACL_B)) | acl_flags,
+            flags: (flags & !(VIP_F_ADDR_MARKER | VIP_F_ACL | VIP_F_ACL_B | VIP_F_TABLE_B))
+                | acl_flags
+                | table_b,
             table_base,
             table_size: table.len() as u32,
         };
@@ -1066,14 +1285,11 @@ impl Datapath {
             .map_err(map_err(MAP_VIPS, "publishing the VIP entry"))?;
         self.fill_vip_slot(key, &meta)?;
         self.retire_acls(id, meta.flags, old.as_ref())?;
-        Ok(PublishStats {
-            table_writes: writes,
-            active_half: half,
-        })
+        Ok(writes)
     }
 
     /// Removes a VIP (and its address marker when no other VIP shares the address). Its
-    /// region keeps its contents (the shadow still matches them) for reuse. The address's
+    /// region of the Maglev pool rests, then goes back to the pool. The address's
     /// bit in the VIP-address filter is cleared last, and only when no remaining VIP
     /// address has the same bit. Flows in the connection table keep going to their
     /// backends while those are usable: take the backends out of service too.
@@ -1088,6 +1304,9 @@ impl Datapath {
         match self.vips.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(MAP_VIPS, "removing the VIP entry")(e)),
+        }
+        if let Some(r) = self.regions.remove(key) {
+            self.retire_region(r);
         }
         // Its access lists, once no entry names them (unless another VIP entry has its
         // id already, and with it those lists).
@@ -1423,6 +1642,44 @@ impl Datapath {
     }
 }
 
+/// Writes `table` at entry `base`, only where it differs from what is there: compared in
+/// place through the mapping, or against `shadow` without one (`None`: unknown, every
+/// entry is written; it is `None` again if a write fails part way). Returns the writes.
+fn write_table(
+    mmap: &mut Option<mmap::MappedArray<MaglevElem>>,
+    map: &mut Array<MapData, MaglevElem>,
+    shadow: &mut Option<Vec<u32>>,
+    base: u32,
+    table: &[u32],
+) -> Result<u32> {
+    let mut writes = 0u32;
+    if mmap.is_some() {
+        // The mapping is the map: no shadow is kept (one would hold both tables of every
+        // VIP in vipd's memory).
+        for (i, want) in table.iter().enumerate() {
+            let idx = base + i as u32;
+            if maglev_get(mmap, map, idx)? != *want {
+                maglev_set(mmap, map, idx, *want)?;
+                writes += 1;
+            }
+        }
+        return Ok(writes);
+    }
+    let mut held = shadow
+        .take()
+        .filter(|s| s.len() == table.len())
+        .unwrap_or_else(|| vec![u32::MAX; table.len()]);
+    for (i, want) in table.iter().enumerate() {
+        if held[i] != *want {
+            maglev_set(&mut None, map, base + i as u32, *want)?;
+            held[i] = *want;
+            writes += 1;
+        }
+    }
+    *shadow = Some(held);
+    Ok(writes)
+}
+
 /// Maglev entry `idx` (a backend id), through the mapping when there is one.
 fn maglev_get(
     mmap: &Option<mmap::MappedArray<MaglevElem>>,
@@ -1523,7 +1780,8 @@ mod tests {
     fn default_limits_memory_is_dominated_by_maglev_and_conns() {
         let l = Limits::default();
         // Four 2-byte entries per 8-byte element.
-        let maglev = (256 * 2 * 65537u64).div_ceil(4) * 8;
+        // Room for 257 VIPs' two tables of 65,537 (rounded to 65,540) entries.
+        let maglev = (257 * 2 * 65540u64).div_ceil(4) * 8;
         // 2^18 sets.
         let conns = 262_144 * size_of::<FlowSet>() as u64;
         let total = l.approx_bytes(2);

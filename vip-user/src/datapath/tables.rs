@@ -22,12 +22,13 @@ pub trait Tables {
     /// Writes one backend entry.
     fn set_backend(&mut self, id: u32, b: &Backend) -> Result<(), Self::Error>;
     /// Writes a VIP's table aside and publishes it; returns the map writes made.
+    /// `table_size` is the VIP's M: `table` has that many entries, or none (no backend).
     fn publish_vip(
         &mut self,
         key: &VipKey,
         id: u32,
         flags: u32,
-        slot: u32,
+        table_size: u32,
         table: &[u32],
         acl: &[AclEntry],
     ) -> Result<u64, Self::Error>;
@@ -74,6 +75,7 @@ pub fn limits(l: &LimitsSpec) -> Limits {
         max_backends: l.max_backends,
         table_size: l.table_size,
         max_conns: l.max_conns,
+        maglev_pool: l.maglev_pool,
     }
 }
 
@@ -93,12 +95,12 @@ impl Tables for Datapath {
         key: &VipKey,
         id: u32,
         flags: u32,
-        slot: u32,
+        table_size: u32,
         table: &[u32],
         acl: &[AclEntry],
     ) -> Result<u64, DatapathError> {
         // Table entries written, plus the VIP entry that publishes them.
-        Datapath::publish_vip(self, key, id, flags, slot, table, acl)
+        Datapath::publish_vip(self, key, id, flags, table_size, table, acl)
             .map(|s| u64::from(s.table_writes) + 1)
     }
 

@@ -922,3 +922,61 @@ fn a_drain_survives_a_restart_and_writes_no_map() {
     assert!(!o.drained());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A configuration whose Maglev tables do not fit `[limits] maglev_pool` is refused
+/// whole, naming the VIP that does not fit and the key to raise, whether it comes as
+/// a file (`vipd check`, a start), a reload or an API change; the running state and the
+/// maps are left as they were.
+#[test]
+fn a_change_beyond_the_maglev_pool_is_refused_whole_and_changes_nothing() {
+    // Two VIPs of M = 251 (504 entries each) and the room to change one's M (504).
+    let small = CFG.replace(
+        "table_size = 251\n",
+        "table_size = 251\nmaglev_pool = 1512\n",
+    );
+    let cfg = Config::parse(&small, "t").unwrap();
+    assert_eq!(cfg.limits.maglev_pool, 1512);
+    let mut o = Owner::start(&cfg, FakeMaps::default(), None).unwrap();
+    let before = snapshot(&o);
+    let publishes = o.tables.publishes;
+    let third = VipSpec {
+        id: vip("198.18.1.11:53/udp"),
+        ..cfg.vips[0].clone()
+    };
+    let err = o
+        .change(Change::VipAdd {
+            spec: Box::new(third.clone()),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "VIP 198.18.1.11:53/udp needs 504 entries (two tables of M = 251) where 0 are left"
+        ) && err.contains("need 2016 entries")
+            && err.contains("raise [limits] maglev_pool to at least 2016"),
+        "{err}"
+    );
+    // A bigger M for a VIP that is there: its region grows past the pool.
+    let mut bigger = cfg.vips[0].clone();
+    bigger.table_size = 1021;
+    let mut limits = cfg.limits;
+    limits.table_size = 1021;
+    assert!(crate::config::validate_vips(&[bigger, cfg.vips[1].clone()], &limits).is_err());
+    // The same through a reload of a file with the third VIP.
+    let grown = format!(
+        "{small}[[vip]]\naddress = \"198.18.1.11:53\"\nprotocol = \"udp\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n"
+    );
+    let refused = Config::parse(&grown, "t").unwrap_err().to_string();
+    assert!(refused.contains("raise [limits] maglev_pool"), "{refused}");
+    assert_eq!(snapshot(&o), before);
+    assert_eq!(o.tables.publishes, publishes, "no table was written");
+    // What fits still goes in.
+    o.change(Change::VipDel {
+        vip: cfg.vips[1].id,
+    })
+    .unwrap();
+    o.change(Change::VipAdd {
+        spec: Box::new(third),
+    })
+    .unwrap();
+}

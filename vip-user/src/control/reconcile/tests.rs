@@ -19,6 +19,7 @@ fn limits() -> LimitsSpec {
         max_backends: 16,
         table_size: 251,
         max_conns: 1024,
+        maglev_pool: vip_common::maglev_pool_default(4, 251) as u32,
     }
 }
 
