@@ -27,7 +27,7 @@ use super::{
         self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Pinned, Reserved, Scope,
         VipKeyOrd, backend_state, desired_tables, desired_tables_of, global_config,
     },
-    state_file::{StateFile, StateFileError},
+    state_file::{StateFile, StateFileError, StateRef},
 };
 use crate::{
     config::{Config, LimitsSpec, Protocol, VipId, VipSpec},
@@ -486,18 +486,20 @@ impl<T: DatapathOps> Owner<T> {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
-        StateFile {
-            file_vips: self.file_vips.clone(),
-            vips: self.vips.clone(),
-            alloc: self.alloc.clone(),
-            down: self
-                .health
-                .iter()
-                .filter(|(_, up)| !**up)
-                .map(|(i, _)| *i)
-                .collect(),
+        let down: Vec<BackendIdentity> = self
+            .health
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(i, _)| *i)
+            .collect();
+        let unmanaged: Vec<VipId> = self.unmanaged.iter().map(|u| u.vip).collect();
+        StateRef {
+            file_vips: &self.file_vips,
+            vips: &self.vips,
+            alloc: &self.alloc,
+            down: &down,
             limits: Some(self.limits),
-            unmanaged: self.unmanaged.iter().map(|u| u.vip).collect(),
+            unmanaged: &unmanaged,
             drained: self.drained,
         }
         .write(path)

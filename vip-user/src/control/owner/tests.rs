@@ -755,8 +755,13 @@ fn a_start_that_cannot_succeed_leaves_the_maps_as_it_found_them() {
         (
             "a VIP defined twice",
             |s| {
-                let v = s["vips"][0].clone();
-                s["vips"].as_array_mut().unwrap().push(v);
+                // No runtime change: the running set is the file's, written once.
+                assert_eq!(s["vips_as_file"], true);
+                let mut vips = s["file_vips"].clone();
+                let v = vips[0].clone();
+                vips.as_array_mut().unwrap().push(v);
+                s["vips"] = vips;
+                s.as_object_mut().unwrap().remove("vips_as_file");
             },
             "defined twice",
         ),
