@@ -934,7 +934,7 @@ fn a_drain_survives_a_restart_and_writes_no_map() {
 /// want of ids), health results between them.
 #[test]
 fn a_change_planned_for_the_vips_it_touches_ends_as_a_whole_plan_does() {
-    let mut seed = 0x5eed_0f_7ac4_u64;
+    let mut seed = 0x005e_ed0f_7ac4_u64;
     let mut below = |n: u64| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
