@@ -678,8 +678,16 @@ impl<T: DatapathOps> Owner<T> {
         if flipped.is_empty() {
             return Ok(ApplyStats::default());
         }
-        let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        match self.write(&want, None) {
+        // Only the flipped backends' VIPs can change (as in `plan`, when the shadow is
+        // in step): no VIP or id comes or goes.
+        let touched: Option<HashSet<VipId>> = (self.in_step && self.applied.stray.is_empty())
+            .then(|| flipped.iter().map(|(i, _)| i.0).collect());
+        let want = desired_tables_of(&self.vips, &self.alloc, &self.health, touched.as_ref());
+        let scope = touched.map(|t| Scope {
+            vips: t.iter().map(|&id| VipKeyOrd(id)).collect(),
+            backends: BTreeSet::new(),
+        });
+        match self.write(&want, scope.as_ref()) {
             Ok(stats) => {
                 for &(ident, up) in &flipped {
                     *self.transitions.entry(ident).or_default() += 1;

@@ -931,7 +931,7 @@ fn a_drain_survives_a_restart_and_writes_no_map() {
 /// A change planned for the VIPs it touches alone ends where a plan of the whole set
 /// does: the same ids, the same maps, the same writes, over random sequences of VIPs
 /// added, removed, reweighted, drained and given backends (some of them refused for
-/// want of ids), health results between them.
+/// want of ids), and health results (applied for their VIPs alone too) between them.
 #[test]
 fn a_change_planned_for_the_vips_it_touches_ends_as_a_whole_plan_does() {
     let mut seed = 0x005e_ed0f_7ac4_u64;
@@ -981,9 +981,12 @@ fn a_change_planned_for_the_vips_it_touches_ends_as_a_whole_plan_does() {
                     if !ids.is_empty() {
                         let (ident, _) = ids[below(ids.len() as u64) as usize];
                         let up = below(2) == 0;
+                        whole.in_step = false; // plans the whole set
                         let a = scoped.set_health(ident, up).map_err(|e| e.to_string());
                         let b = whole.set_health(ident, up).map_err(|e| e.to_string());
                         assert_eq!(a, b);
+                        assert_eq!(snapshot(&scoped), snapshot(&whole));
+                        assert_eq!(scoped.health, whole.health);
                     }
                     continue;
                 }
