@@ -14,7 +14,7 @@
 //! fails that way leaves the maps exactly as it found them.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::SocketAddr,
     path::PathBuf,
 };
@@ -24,10 +24,10 @@ use vip_common::{BACKEND_UNUSED, GlobalConfig, VIP_F_HASH_SRC_ONLY};
 use super::{
     diff::by_id,
     reconcile::{
-        self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Pinned, Reserved,
-        VipKeyOrd, backend_state, desired_tables, global_config,
+        self, Allocation, Applied, ApplyStats, BackendIdentity, HealthMap, Pinned, Reserved, Scope,
+        VipKeyOrd, backend_state, desired_tables, desired_tables_of, global_config,
     },
-    state_file::{StateFile, StateFileError},
+    state_file::{StateFile, StateFileError, StateRef},
 };
 use crate::{
     config::{Config, LimitsSpec, Protocol, VipId, VipSpec},
@@ -124,7 +124,17 @@ struct Plan {
     vips: Vec<VipSpec>,
     alloc: Allocation,
     health: HealthMap,
+    /// With `scope`: only the touched VIPs' part of the maps (see [`Owner::plan`]).
     want: reconcile::Desired,
+    /// What else the change may remove; `None`: `want` is the whole state.
+    scope: Option<Scope>,
+}
+
+/// The running state a committed plan replaced, kept to go back to it.
+struct Replaced {
+    vips: Vec<VipSpec>,
+    alloc: Allocation,
+    health: HealthMap,
 }
 
 /// The owner of the maps.
@@ -152,6 +162,10 @@ pub struct Owner<T> {
     reserved: Reserved,
     /// The node is drained: its VIP routes are withdrawn (persisted).
     drained: bool,
+    /// The shadow (`applied`) is known to hold exactly the running state's entries (the
+    /// last write succeeded), so a change can be planned and written for the VIPs it
+    /// touches alone.
+    in_step: bool,
 }
 
 impl<T: DatapathOps> Owner<T> {
@@ -267,9 +281,10 @@ impl<T: DatapathOps> Owner<T> {
             unmanaged,
             drained,
             reserved,
+            in_step: false,
         };
-        let plan = owner.plan(vips)?;
-        let want = owner.commit(plan);
+        let plan = owner.plan(vips, false)?;
+        let (want, _) = owner.commit(plan);
         if let Err(source) = owner.persist() {
             return Err(OwnerError::PersistAtStart {
                 path: owner.state_file.clone().unwrap_or_default(),
@@ -278,9 +293,11 @@ impl<T: DatapathOps> Owner<T> {
         }
         // The state file now says where the maps are going: were a write to fail (or
         // vipd to die) on the way, the next start goes there from what they hold.
-        let stats = owner.write(&want).map_err(|e| OwnerError::StartWrite {
-            source: Box::new(e),
-        })?;
+        let stats = owner
+            .write(&want, None)
+            .map_err(|e| OwnerError::StartWrite {
+                source: Box::new(e),
+            })?;
         owner.last_stats = stats;
         tracing::info!(
             vips = owner.vips.len(),
@@ -292,14 +309,14 @@ impl<T: DatapathOps> Owner<T> {
 
     /// Makes `vips` the running VIP set, transactionally.
     pub fn set_vips(&mut self, vips: Vec<VipSpec>) -> Result<ApplyStats, OwnerError> {
-        let plan = self.plan(vips)?;
-        match self.write(&plan.want) {
+        let mut plan = self.plan(vips, true)?;
+        let scope = plan.scope.take();
+        match self.write(&plan.want, scope.as_ref()) {
             Ok(stats) => {
-                let old = (self.vips.clone(), self.alloc.clone(), self.health.clone());
-                self.commit(plan);
+                let (_, old) = self.commit(plan);
                 if let Err(source) = self.persist() {
                     let path = self.state_file.clone().unwrap_or_default();
-                    (self.vips, self.alloc, self.health) = old;
+                    (self.vips, self.alloc, self.health) = (old.vips, old.alloc, old.health);
                     let _ = self.restore();
                     return Err(OwnerError::Persist { path, source });
                 }
@@ -317,53 +334,92 @@ impl<T: DatapathOps> Owner<T> {
     }
 
     /// Checks `vips` whole and works out ids and map contents, writing nothing.
-    fn plan(&self, vips: Vec<VipSpec>) -> Result<Plan, OwnerError> {
-        crate::config::validate_vips(&vips, &self.limits).map_err(OwnerError::Invalid)?;
+    ///
+    /// With `scoped` (and the shadow in step with the running state), only the VIPs the
+    /// change touches (added, removed, or different from their running definition) are
+    /// planned: an untouched VIP was checked under the same limits, keeps its slot, ids
+    /// and health, so its entries are already in the maps as they would be planned, and
+    /// the plan holds the touched VIPs' entries and a [`Scope`] of what may go. The maps
+    /// end the same as with a whole plan, and so do the ids and the errors; a change to
+    /// one VIP of 10,000 costs comparisons for the others, not their planning.
+    fn plan(&self, vips: Vec<VipSpec>, scoped: bool) -> Result<Plan, OwnerError> {
+        let touched = (scoped && self.in_step && self.applied.stray.is_empty())
+            .then(|| touched(&self.vips, &vips));
+        let is_touched = |id: &VipId| touched.as_ref().is_none_or(|t| t.contains(id));
+        crate::config::validate_vips_except(&vips, &self.limits, |v| !is_touched(&v.id))
+            .map_err(OwnerError::Invalid)?;
         let mut alloc = self.alloc.clone();
-        alloc.update(&vips, &self.limits, &self.reserved)?;
-        self.record_baselines(&mut alloc);
+        alloc.update_touched(&vips, &self.limits, &self.reserved, touched.as_ref())?;
+        self.record_baselines(&mut alloc, touched.as_ref());
         let mut health = self.health.clone();
-        health.retain(|(v, a), _| {
-            vips.iter()
-                .any(|s| s.id == *v && s.backends.iter().any(|b| b.addr == *a))
+        if !health.is_empty() {
+            let wanted: HashSet<BackendIdentity> = vips
+                .iter()
+                .filter(|v| is_touched(&v.id))
+                .flat_map(|v| v.backends.iter().map(|b| (v.id, b.addr)))
+                .collect();
+            health.retain(|ident, _| !is_touched(&ident.0) || wanted.contains(ident));
+        }
+        let want = desired_tables_of(&vips, &alloc, &health, touched.as_ref());
+        let scope = touched.map(|t| Scope {
+            vips: t.iter().map(|&id| VipKeyOrd(id)).collect(),
+            backends: self
+                .alloc
+                .backends
+                .iter()
+                .filter(|(i, _, _)| t.contains(&i.0))
+                .map(|&(_, id, _)| id)
+                .collect(),
         });
-        let want = desired_tables(&vips, &alloc, &health);
         Ok(Plan {
             vips,
             alloc,
             health,
             want,
+            scope,
         })
     }
 
-    /// Makes a plan the running state (in memory) and returns what it wants written.
-    fn commit(&mut self, plan: Plan) -> reconcile::Desired {
-        for &(_, id, g) in &plan.alloc.backends {
+    /// Makes a plan the running state (in memory) and returns what it wants written and
+    /// the state it replaced.
+    fn commit(&mut self, plan: Plan) -> (reconcile::Desired, Replaced) {
+        // Only ids handed out by this plan can be newer than what `reserved` holds: a
+        // scoped plan's are all among the touched VIPs' backends.
+        let newly = |i: &BackendIdentity| {
+            plan.scope
+                .as_ref()
+                .is_none_or(|s| s.vips.contains(&VipKeyOrd(i.0)))
+        };
+        for &(_, id, g) in plan.alloc.backends.iter().filter(|(i, _, _)| newly(i)) {
             let newest = self.reserved.generations.entry(id).or_insert(g);
             *newest = (*newest).max(g);
         }
-        self.vips = plan.vips;
-        self.alloc = plan.alloc;
-        self.health = plan.health;
-        plan.want
+        let replaced = Replaced {
+            vips: std::mem::replace(&mut self.vips, plan.vips),
+            alloc: std::mem::replace(&mut self.alloc, plan.alloc),
+            health: std::mem::replace(&mut self.health, plan.health),
+        };
+        (plan.want, replaced)
     }
 
     /// Counters of ids and slots newly handed out, so a reused id starts from zero in
-    /// `vipctl stats` and the metrics.
-    fn record_baselines(&self, alloc: &mut Allocation) {
+    /// `vipctl stats` and the metrics. Only the VIPs in `touched` (`None`: all) can have
+    /// any.
+    fn record_baselines(&self, alloc: &mut Allocation, touched: Option<&HashSet<VipId>>) {
+        let is_touched = |id: &VipId| touched.is_none_or(|t| t.contains(id));
         // Sets and maps built once: linear searches per backend took seconds at 10,000.
-        let ids: std::collections::HashSet<u32> =
-            alloc.backends.iter().map(|&(_, i, _)| i).collect();
+        let ids: HashSet<u32> = alloc.backends.iter().map(|&(_, i, _)| i).collect();
         alloc.backend_base.retain(|id, _| ids.contains(id));
         let before: std::collections::HashMap<BackendIdentity, (u32, u32)> = self
             .alloc
             .backends
             .iter()
+            .filter(|(i, _, _)| is_touched(&i.0))
             .map(|&(i, id, g)| (i, (id, g)))
             .collect();
-        let slots: std::collections::HashSet<u32> = alloc.vips.values().copied().collect();
+        let slots: HashSet<u32> = alloc.vips.values().copied().collect();
         alloc.vip_base.retain(|slot, _| slots.contains(slot));
-        for &(ident, id, generation) in &alloc.backends {
+        for &(ident, id, generation) in alloc.backends.iter().filter(|(i, _, _)| is_touched(&i.0)) {
             if before.get(&ident) != Some(&(id, generation)) {
                 let mut c = self.tables.backend_counters(id).unwrap_or_default();
                 if let Some([p, b, n]) = self.alloc.backend_base.get(&id) {
@@ -376,7 +432,7 @@ impl<T: DatapathOps> Owner<T> {
                     .insert(id, [c.packets, c.bytes, c.new_flows]);
             }
         }
-        for (vip, &slot) in &alloc.vips {
+        for (vip, &slot) in alloc.vips.iter().filter(|(v, _)| is_touched(v)) {
             if self.alloc.vips.get(vip) != Some(&slot) {
                 let c = self.tables.vip_counters(slot).unwrap_or_default();
                 alloc
@@ -404,33 +460,46 @@ impl<T: DatapathOps> Owner<T> {
         })
     }
 
-    /// The one place maps are written: reconcile to `want`, dropping cached read-backs.
-    fn write(&mut self, want: &reconcile::Desired) -> Result<ApplyStats, T::Error> {
+    /// The one place maps are written: reconcile to `want` (the whole state, or part of
+    /// it and a `scope`, see [`Owner::plan`]), dropping cached read-backs.
+    fn write(
+        &mut self,
+        want: &reconcile::Desired,
+        scope: Option<&Scope>,
+    ) -> Result<ApplyStats, T::Error> {
         self.live_tables.borrow_mut().clear();
-        self.applied.reconcile(&mut self.tables, &self.global, want)
+        // Until this write succeeds the shadow may hold entries of neither state.
+        self.in_step = false;
+        let stats = self
+            .applied
+            .reconcile_scoped(&mut self.tables, &self.global, want, scope)?;
+        self.in_step = true;
+        Ok(stats)
     }
 
     fn restore(&mut self) -> Result<ApplyStats, T::Error> {
         let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        self.write(&want)
+        self.write(&want, None)
     }
 
     fn persist(&self) -> std::io::Result<()> {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
-        StateFile {
-            file_vips: self.file_vips.clone(),
-            vips: self.vips.clone(),
-            alloc: self.alloc.clone(),
-            down: self
-                .health
-                .iter()
-                .filter(|(_, up)| !**up)
-                .map(|(i, _)| *i)
-                .collect(),
+        let down: Vec<BackendIdentity> = self
+            .health
+            .iter()
+            .filter(|(_, up)| !**up)
+            .map(|(i, _)| *i)
+            .collect();
+        let unmanaged: Vec<VipId> = self.unmanaged.iter().map(|u| u.vip).collect();
+        StateRef {
+            file_vips: &self.file_vips,
+            vips: &self.vips,
+            alloc: &self.alloc,
+            down: &down,
             limits: Some(self.limits),
-            unmanaged: self.unmanaged.iter().map(|u| u.vip).collect(),
+            unmanaged: &unmanaged,
             drained: self.drained,
         }
         .write(path)
@@ -609,8 +678,16 @@ impl<T: DatapathOps> Owner<T> {
         if flipped.is_empty() {
             return Ok(ApplyStats::default());
         }
-        let want = desired_tables(&self.vips, &self.alloc, &self.health);
-        match self.write(&want) {
+        // Only the flipped backends' VIPs can change (as in `plan`, when the shadow is
+        // in step): no VIP or id comes or goes.
+        let touched: Option<HashSet<VipId>> = (self.in_step && self.applied.stray.is_empty())
+            .then(|| flipped.iter().map(|(i, _)| i.0).collect());
+        let want = desired_tables_of(&self.vips, &self.alloc, &self.health, touched.as_ref());
+        let scope = touched.map(|t| Scope {
+            vips: t.iter().map(|&id| VipKeyOrd(id)).collect(),
+            backends: BTreeSet::new(),
+        });
+        match self.write(&want, scope.as_ref()) {
             Ok(stats) => {
                 for &(ident, up) in &flipped {
                     *self.transitions.entry(ident).or_default() += 1;
@@ -951,6 +1028,25 @@ pub fn reloaded_vips(
             out.push(n.clone());
         }
     }
+    out
+}
+
+/// The VIPs a change from `running` to `new` touches: added, removed, or defined
+/// differently (matched by identity).
+fn touched(running: &[VipSpec], new: &[VipSpec]) -> HashSet<VipId> {
+    let old = by_id(running);
+    let mut out: HashSet<VipId> = new
+        .iter()
+        .filter(|v| old.get(&v.id).is_none_or(|o| *o != *v))
+        .map(|v| v.id)
+        .collect();
+    let new_ids: HashSet<VipId> = new.iter().map(|v| v.id).collect();
+    out.extend(
+        running
+            .iter()
+            .filter(|v| !new_ids.contains(&v.id))
+            .map(|v| v.id),
+    );
     out
 }
 

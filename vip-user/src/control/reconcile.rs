@@ -198,38 +198,90 @@ impl Allocation {
         limits: &LimitsSpec,
         reserved: &Reserved,
     ) -> Result<(), PlanError> {
+        self.update_touched(vips, limits, reserved, None)
+    }
+
+    /// [`Allocation::update`] when only the VIPs in `touched` can differ from the ones
+    /// this allocation covers (every other VIP of `vips` is covered as it is, every VIP
+    /// it covers and `vips` lacks is in `touched`); `None`: any can. The ids handed out
+    /// are the same as `update`'s: an untouched VIP has its slot and all its ids, so
+    /// `update` would hand it nothing, and it is not looked at.
+    pub fn update_touched(
+        &mut self,
+        vips: &[VipSpec],
+        limits: &LimitsSpec,
+        reserved: &Reserved,
+        touched: Option<&HashSet<VipId>>,
+    ) -> Result<(), PlanError> {
+        let is_touched = |id: &VipId| touched.is_none_or(|t| t.contains(id));
+        // Bitmaps over the id and slot ranges, not sets of every id: building those
+        // took longer than the rest of a change to one VIP of 10,000.
+        let ids_in = |n: u32| vec![false; n as usize];
+        let mark = |bits: &mut Vec<bool>, i: u32| {
+            if let Some(b) = bits.get_mut(i as usize) {
+                *b = true;
+            }
+        };
+        let has = |bits: &Vec<bool>, i: u32| bits.get(i as usize).copied().unwrap_or(false);
         // Ids freed by this update are handed out only when nothing else is free, so a
         // table still being replaced never sees its old id suddenly mean another backend.
-        let freed_vips: BTreeSet<u32> = self.vips.values().copied().collect();
-        let freed_backends: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
-        let wanted: BTreeSet<VipId> = vips.iter().map(|v| v.id).collect();
-        self.vips.retain(|id, _| wanted.contains(id));
-        let wanted_b: BTreeSet<BackendIdentity> = vips
+        let mut freed_vips = ids_in(limits.max_vips);
+        for &s in self.vips.values() {
+            mark(&mut freed_vips, s);
+        }
+        let mut freed_backends = ids_in(limits.max_backends);
+        for &(_, id, _) in &self.backends {
+            mark(&mut freed_backends, id);
+        }
+        // The touched VIPs as wanted, and their backends.
+        let wanted: HashSet<VipId> = vips
             .iter()
+            .filter(|v| is_touched(&v.id))
+            .map(|v| v.id)
+            .collect();
+        let wanted_b: HashSet<BackendIdentity> = vips
+            .iter()
+            .filter(|v| is_touched(&v.id))
             .flat_map(|v| v.backends.iter().map(move |b| (v.id, b.addr)))
             .collect();
-        self.backends.retain(|(i, _, _)| wanted_b.contains(i));
+        self.vips
+            .retain(|id, _| !is_touched(id) || wanted.contains(id));
+        self.backends
+            .retain(|(i, _, _)| !is_touched(&i.0) || wanted_b.contains(i));
         // Built once, not per new backend: 10,000 new backends took minutes otherwise.
-        let mut known: BTreeSet<BackendIdentity> =
-            self.backends.iter().map(|&(i, _, _)| i).collect();
-        let mut used: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
-        used.extend(&reserved.backend_ids);
+        let mut known: HashSet<BackendIdentity> = self
+            .backends
+            .iter()
+            .filter(|(i, _, _)| is_touched(&i.0))
+            .map(|&(i, _, _)| i)
+            .collect();
+        let mut used = ids_in(limits.max_backends);
+        for &(_, id, _) in &self.backends {
+            mark(&mut used, id);
+        }
+        for &id in &reserved.backend_ids {
+            mark(&mut used, id);
+        }
         // Ids are only taken below, never freed, so the lowest free id only grows: each
         // search goes on from where the last one stopped.
         let (mut fresh_from, mut any_from) = (0, 0);
         // The same for VIP slots: built once, searched on from the last slot taken.
-        let mut used_slots: BTreeSet<u32> = self.vips.values().copied().collect();
-        used_slots.extend(&reserved.vip_slots);
+        let mut used_slots = ids_in(limits.max_vips);
+        for &s in self.vips.values() {
+            mark(&mut used_slots, s);
+        }
+        for &s in &reserved.vip_slots {
+            mark(&mut used_slots, s);
+        }
         let (mut fresh_slot_from, mut any_slot_from) = (0, 0);
-        for v in vips {
+        for v in vips.iter().filter(|v| is_touched(&v.id)) {
             if let std::collections::btree_map::Entry::Vacant(entry) = self.vips.entry(v.id) {
                 let fresh = (fresh_slot_from..limits.max_vips)
-                    .find(|s| !used_slots.contains(s) && !freed_vips.contains(s));
+                    .find(|&s| !has(&used_slots, s) && !has(&freed_vips, s));
                 fresh_slot_from = fresh.unwrap_or(limits.max_vips);
                 let slot = fresh
                     .or_else(|| {
-                        let any =
-                            (any_slot_from..limits.max_vips).find(|s| !used_slots.contains(s));
+                        let any = (any_slot_from..limits.max_vips).find(|&s| !has(&used_slots, s));
                         if let Some(a) = any {
                             any_slot_from = a;
                         }
@@ -239,7 +291,7 @@ impl Allocation {
                         vip: v.id,
                         max: limits.max_vips,
                     })?;
-                used_slots.insert(slot);
+                mark(&mut used_slots, slot);
                 entry.insert(slot);
             }
             for b in &v.backends {
@@ -248,11 +300,11 @@ impl Allocation {
                     continue;
                 }
                 let fresh = (fresh_from..limits.max_backends)
-                    .find(|s| !used.contains(s) && !freed_backends.contains(s));
+                    .find(|&s| !has(&used, s) && !has(&freed_backends, s));
                 fresh_from = fresh.unwrap_or(limits.max_backends);
                 let id = fresh
                     .or_else(|| {
-                        let any = (any_from..limits.max_backends).find(|s| !used.contains(s));
+                        let any = (any_from..limits.max_backends).find(|&s| !has(&used, s));
                         if let Some(a) = any {
                             any_from = a;
                         }
@@ -271,12 +323,19 @@ impl Allocation {
                     .max();
                 let generation = last.map_or(1, |g| g.wrapping_add(1));
                 self.generations.insert(id, generation);
-                used.insert(id);
+                mark(&mut used, id);
                 self.backends.push((ident, id, generation));
             }
         }
-        let live: BTreeSet<u32> = self.backends.iter().map(|&(_, id, _)| id).collect();
-        self.generations.retain(|id, _| live.contains(id));
+        let mut live = ids_in(limits.max_backends);
+        for &(_, id, _) in &self.backends {
+            mark(&mut live, id);
+        }
+        let backends = &self.backends;
+        self.generations.retain(|&id, _| {
+            has(&live, id)
+                || (id >= limits.max_backends && backends.iter().any(|&(_, i, _)| i == id))
+        });
         Ok(())
     }
 }
@@ -379,15 +438,28 @@ pub fn vip_flags(v: &VipSpec) -> u32 {
 /// Builds the desired map contents. `alloc` must already cover `vips`. Each backend value
 /// carries its VIP's slot and flags, the same as the VIP's plan.
 pub fn desired_tables(vips: &[VipSpec], alloc: &Allocation, health: &HealthMap) -> Desired {
+    desired_tables_of(vips, alloc, health, None)
+}
+
+/// [`desired_tables`] of the VIPs in `only` alone (`None`: of all): the entries of the
+/// others' backends and tables are left out, for [`Applied::reconcile_scoped`].
+pub fn desired_tables_of(
+    vips: &[VipSpec],
+    alloc: &Allocation,
+    health: &HealthMap,
+    only: Option<&HashSet<VipId>>,
+) -> Desired {
+    let wanted = |id: &VipId| only.is_none_or(|o| o.contains(id));
     let mut out = Desired::default();
     // Looked up once per backend: a search of the list per backend took seconds at
     // 10,000 backends (and grows with their square).
     let ids: HashMap<&BackendIdentity, (u32, u32)> = alloc
         .backends
         .iter()
+        .filter(|(i, _, _)| wanted(&i.0))
         .map(|(i, id, g)| (i, (*id, *g)))
         .collect();
-    for v in vips {
+    for v in vips.iter().filter(|v| wanted(&v.id)) {
         let slot = alloc.vips[&v.id];
         let flags = vip_flags(v);
         let mut members = Vec::new();
@@ -453,6 +525,16 @@ impl ApplyStats {
     }
 }
 
+/// What a partial desired state (see [`desired_tables_of`]) may leave behind besides
+/// what it names: the VIPs and backend ids it may remove.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// VIPs that may be gone, in order.
+    pub vips: BTreeSet<VipKeyOrd>,
+    /// Backend ids that may be unused, in order.
+    pub backends: BTreeSet<u32>,
+}
+
 /// What is in the maps now (the owner's shadow), plus built tables by their input so an
 /// unchanged VIP is neither rebuilt nor republished.
 #[derive(Debug, Default, Clone)]
@@ -501,7 +583,24 @@ impl Applied {
         global: &GlobalConfig,
         want: &Desired,
     ) -> Result<ApplyStats, T::Error> {
+        self.reconcile_scoped(tables, global, want, None)
+    }
+
+    /// [`Applied::reconcile`] when `want` holds only part of the maps (see
+    /// [`desired_tables_of`]) and `scope` says what else can go: the writes are those
+    /// of a reconcile to the whole desired state, in the same order, but what `want`
+    /// leaves out is not looked at. `None`: `want` is the whole state. With stray
+    /// entries left from the start, the whole state is needed (`self.stray` must be
+    /// empty).
+    pub fn reconcile_scoped<T: Tables>(
+        &mut self,
+        tables: &mut T,
+        global: &GlobalConfig,
+        want: &Desired,
+        scope: Option<&Scope>,
+    ) -> Result<ApplyStats, T::Error> {
         let mut stats = ApplyStats::default();
+        debug_assert!(scope.is_none() || self.stray.is_empty());
         // 0. Pinned VIPs nothing wants (a vipd killed during a change left them) go
         //    before anything else is written: their tables may point at ids this change
         //    gives to other backends.
@@ -569,12 +668,20 @@ impl Applied {
         }
         // 3. VIPs that went away. Their pinned flows keep going to their backends (the
         //    datapath does not look the VIP up for them) until 4 clears those.
-        let gone: Vec<VipKeyOrd> = self
-            .vips
-            .keys()
-            .filter(|k| !want.vips.contains_key(k))
-            .copied()
-            .collect();
+        let gone: Vec<VipKeyOrd> = match scope {
+            None => self
+                .vips
+                .keys()
+                .filter(|k| !want.vips.contains_key(k))
+                .copied()
+                .collect(),
+            Some(scope) => scope
+                .vips
+                .iter()
+                .filter(|k| self.vips.contains_key(k) && !want.vips.contains_key(k))
+                .copied()
+                .collect(),
+        };
         for key in gone {
             tables.remove_vip(&key.key())?;
             self.vips.remove(&key);
@@ -589,12 +696,20 @@ impl Applied {
                 stats.backend_writes += 1;
             }
         }
-        let unused: Vec<u32> = self
-            .backends
-            .keys()
-            .filter(|id| !want.backends.contains_key(id))
-            .copied()
-            .collect();
+        let unused: Vec<u32> = match scope {
+            None => self
+                .backends
+                .keys()
+                .filter(|id| !want.backends.contains_key(id))
+                .copied()
+                .collect(),
+            Some(scope) => scope
+                .backends
+                .iter()
+                .filter(|id| self.backends.contains_key(id) && !want.backends.contains_key(id))
+                .copied()
+                .collect(),
+        };
         for id in unused {
             let old = self.backends[&id];
             let cleared = Backend {

@@ -61,7 +61,12 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// What is persisted: the running VIP set, the config-file VIP set it was derived from
 /// (so an edited file wins over stale runtime changes), ids and health.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+///
+/// On disk, a running set that is the config file's (no runtime change) is written
+/// once: `vips` is left out and `vips_as_file` is true. A state file without either
+/// is refused (as a vipd older than that refuses one with no `vips`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(try_from = "OnDisk")]
 pub struct StateFile {
     /// VIPs as last read from the config file.
     pub file_vips: Vec<VipSpec>,
@@ -82,6 +87,121 @@ pub struct StateFile {
     /// until `vipctl node undrain`, across restarts.
     #[serde(default)]
     pub drained: bool,
+}
+
+/// A state file as read, before `vips` is filled in.
+#[derive(Deserialize)]
+struct OnDisk {
+    file_vips: Vec<VipSpec>,
+    #[serde(default)]
+    vips: Option<Vec<VipSpec>>,
+    #[serde(default)]
+    vips_as_file: bool,
+    alloc: Allocation,
+    down: Vec<BackendIdentity>,
+    #[serde(default)]
+    limits: Option<LimitsSpec>,
+    #[serde(default)]
+    unmanaged: Vec<VipId>,
+    #[serde(default)]
+    drained: bool,
+}
+
+impl TryFrom<OnDisk> for StateFile {
+    type Error = &'static str;
+
+    fn try_from(d: OnDisk) -> Result<Self, Self::Error> {
+        let vips = match (d.vips, d.vips_as_file) {
+            (Some(v), false) => v,
+            (None, true) => d.file_vips.clone(),
+            (None, false) => return Err("missing field `vips`"),
+            (Some(_), true) => return Err("both `vips` and `vips_as_file`"),
+        };
+        Ok(StateFile {
+            file_vips: d.file_vips,
+            vips,
+            alloc: d.alloc,
+            down: d.down,
+            limits: d.limits,
+            unmanaged: d.unmanaged,
+            drained: d.drained,
+        })
+    }
+}
+
+/// A state file to write, borrowing what it holds (the owner's running state is
+/// megabytes at 10,000 VIPs: not copied to be written).
+#[derive(Debug, Serialize)]
+pub struct StateRef<'a> {
+    /// See [`StateFile::file_vips`].
+    pub file_vips: &'a [VipSpec],
+    /// See [`StateFile::vips`].
+    pub vips: &'a [VipSpec],
+    /// See [`StateFile::alloc`].
+    pub alloc: &'a Allocation,
+    /// See [`StateFile::down`].
+    pub down: &'a [BackendIdentity],
+    /// See [`StateFile::limits`].
+    pub limits: Option<LimitsSpec>,
+    /// See [`StateFile::unmanaged`].
+    pub unmanaged: &'a [VipId],
+    /// See [`StateFile::drained`].
+    pub drained: bool,
+}
+
+/// What [`StateRef`] writes: the running set left out when it is the file's.
+#[derive(Serialize)]
+struct Written<'a> {
+    file_vips: &'a [VipSpec],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vips: Option<&'a [VipSpec]>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    vips_as_file: bool,
+    alloc: &'a Allocation,
+    down: &'a [BackendIdentity],
+    limits: Option<LimitsSpec>,
+    unmanaged: &'a [VipId],
+    drained: bool,
+}
+
+impl StateRef<'_> {
+    /// Writes atomically: temp file, fsync, rename. On any error (a full disk, say) the
+    /// temp file is removed and the previous state file is left as it was.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let as_file = self.vips == self.file_vips;
+        let written = Written {
+            file_vips: self.file_vips,
+            vips: (!as_file).then_some(self.vips),
+            vips_as_file: as_file,
+            alloc: self.alloc,
+            down: self.down,
+            limits: self.limits,
+            unmanaged: self.unmanaged,
+            drained: self.drained,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = temp_path(path);
+        let result = std::fs::File::create(&tmp).and_then(|f| {
+            // Compact, and straight into the file: at 10,000 VIPs the state is
+            // megabytes, written after every change.
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+            serde_json::to_writer(&mut out, &written).map_err(std::io::Error::from)?;
+            out.flush()?;
+            let f = out
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, path)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
 }
 
 impl StateFile {
@@ -158,31 +278,18 @@ impl StateFile {
         }
     }
 
-    /// Writes atomically: temp file, fsync, rename. On any error (a full disk, say) the
-    /// temp file is removed and the previous state file is left as it was.
+    /// Writes atomically, as [`StateRef::write`] does.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        StateRef {
+            file_vips: &self.file_vips,
+            vips: &self.vips,
+            alloc: &self.alloc,
+            down: &self.down,
+            limits: self.limits,
+            unmanaged: &self.unmanaged,
+            drained: self.drained,
         }
-        let tmp = temp_path(path);
-        let written = std::fs::File::create(&tmp).and_then(|f| {
-            // Compact, and straight into the file: at 10,000 VIPs the state is
-            // megabytes, written after every change.
-            let mut out = std::io::BufWriter::new(f);
-            serde_json::to_writer(&mut out, self).map_err(std::io::Error::from)?;
-            out.flush()?;
-            let f = out
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)
-        });
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        .write(path)
     }
 }
 
@@ -210,6 +317,70 @@ mod tests {
             tmp.display()
         );
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The running set is written once when it is the file's, twice otherwise; a file
+    /// of either kind (and one written with `vips` always present) reads back as it
+    /// was; one with neither `vips` nor `vips_as_file` is refused as corrupt.
+    #[test]
+    fn the_running_set_is_written_once_when_it_is_the_files() {
+        let dir = std::env::temp_dir().join(format!("vip-state-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let cfg = crate::config::Config::parse(
+            "[[vip]]\naddress = \"198.18.1.10:80\"\n[[vip.backend]]\naddress = \"198.18.2.1\"\n",
+            "t",
+        )
+        .unwrap();
+        let same = StateFile {
+            file_vips: cfg.vips.clone(),
+            vips: cfg.vips.clone(),
+            drained: true,
+            ..StateFile::default()
+        };
+        same.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("],\"vips\":[") && text.contains("\"vips_as_file\":true"),
+            "{text}"
+        );
+        let back = StateFile::read(&path).unwrap().unwrap();
+        assert_eq!(
+            (back.vips, back.file_vips, back.drained),
+            (cfg.vips.clone(), cfg.vips.clone(), true)
+        );
+
+        let mut runtime = cfg.vips.clone();
+        runtime[0].backends[0].weight = 7;
+        let differs = StateFile {
+            file_vips: cfg.vips.clone(),
+            vips: runtime.clone(),
+            ..StateFile::default()
+        };
+        differs.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("],\"vips\":[") && !text.contains("vips_as_file"),
+            "{text}"
+        );
+        let back = StateFile::read(&path).unwrap().unwrap();
+        assert_eq!((back.vips, back.file_vips), (runtime, cfg.vips.clone()));
+
+        // The running set written out in full even when it is the file's, as before.
+        let full = text.replace("\"weight\":7", "\"weight\":1");
+        std::fs::write(&path, &full).unwrap();
+        let back = StateFile::read(&path).unwrap().unwrap();
+        assert_eq!(back.vips, cfg.vips);
+
+        let neither = text.replacen("],\"vips\":[", "],\"other\":[", 1);
+        std::fs::write(&path, &neither).unwrap();
+        let err = StateFile::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("is corrupt") && err.contains("missing field `vips`"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

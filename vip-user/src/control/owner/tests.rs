@@ -755,8 +755,13 @@ fn a_start_that_cannot_succeed_leaves_the_maps_as_it_found_them() {
         (
             "a VIP defined twice",
             |s| {
-                let v = s["vips"][0].clone();
-                s["vips"].as_array_mut().unwrap().push(v);
+                // No runtime change: the running set is the file's, written once.
+                assert_eq!(s["vips_as_file"], true);
+                let mut vips = s["file_vips"].clone();
+                let v = vips[0].clone();
+                vips.as_array_mut().unwrap().push(v);
+                s["vips"] = vips;
+                s.as_object_mut().unwrap().remove("vips_as_file");
             },
             "defined twice",
         ),
@@ -979,4 +984,80 @@ fn a_change_beyond_the_maglev_pool_is_refused_whole_and_changes_nothing() {
         spec: Box::new(third),
     })
     .unwrap();
+}
+
+/// A change planned for the VIPs it touches alone ends where a plan of the whole set
+/// does: the same ids, the same maps, the same writes, over random sequences of VIPs
+/// added, removed, reweighted, drained and given backends (some of them refused for
+/// want of ids), and health results (applied for their VIPs alone too) between them.
+#[test]
+fn a_change_planned_for_the_vips_it_touches_ends_as_a_whole_plan_does() {
+    let mut seed = 0x005e_ed0f_7ac4_u64;
+    let mut below = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let tight = Config::parse(
+        &CFG.replace("max_vips = 4", "max_vips = 12")
+            .replace("max_backends = 8", "max_backends = 20"),
+        "t",
+    )
+    .unwrap();
+    for _ in 0..40 {
+        let mut scoped = Owner::start(&tight, FakeMaps::default(), None).unwrap();
+        let mut whole = Owner::start(&tight, FakeMaps::default(), None).unwrap();
+        for _ in 0..30 {
+            let mut vips = scoped.vips.clone();
+            match below(6) {
+                0 => vips.push(extra_vip(below(16) as u8)),
+                1 if !vips.is_empty() => {
+                    vips.remove(below(vips.len() as u64) as usize);
+                }
+                2 if !vips.is_empty() => {
+                    let i = below(vips.len() as u64) as usize;
+                    let n = below(250) as u8;
+                    vips[i]
+                        .backends
+                        .push(backend(&format!("198.18.6.{n}:80"), 1));
+                }
+                3 if !vips.is_empty() => {
+                    let i = below(vips.len() as u64) as usize;
+                    if let Some(b) = vips[i].backends.first_mut() {
+                        b.weight = below(4) as u32;
+                    }
+                }
+                4 if !vips.is_empty() => {
+                    let i = below(vips.len() as u64) as usize;
+                    if let Some(b) = vips[i].backends.last_mut() {
+                        b.state = AdminState::Drain;
+                    }
+                }
+                _ => {
+                    let ids = scoped.backend_ids();
+                    if !ids.is_empty() {
+                        let (ident, _) = ids[below(ids.len() as u64) as usize];
+                        let up = below(2) == 0;
+                        whole.in_step = false; // plans the whole set
+                        let a = scoped.set_health(ident, up).map_err(|e| e.to_string());
+                        let b = whole.set_health(ident, up).map_err(|e| e.to_string());
+                        assert_eq!(a, b);
+                        assert_eq!(snapshot(&scoped), snapshot(&whole));
+                        assert_eq!(scoped.health, whole.health);
+                    }
+                    continue;
+                }
+            }
+            let writes = |o: &Owner<FakeMaps>| (o.tables.backend_writes, o.tables.publishes);
+            whole.in_step = false; // plans the whole set
+            let a = scoped.set_vips(vips.clone()).map_err(|e| e.to_string());
+            let b = whole.set_vips(vips).map_err(|e| e.to_string());
+            assert_eq!(a, b);
+            assert_eq!(snapshot(&scoped), snapshot(&whole));
+            assert_eq!(scoped.health, whole.health);
+            assert_eq!(writes(&scoped), writes(&whole));
+            assert_eq!(scoped.reserved, whole.reserved);
+        }
+    }
 }
