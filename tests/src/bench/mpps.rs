@@ -968,6 +968,7 @@ fn load_vip() -> Result<Datapath> {
         max_vips: 4,
         max_backends: 16,
         table_size: 65_537,
+        maglev_pool: vip_common::maglev_pool_default(4, 65_537) as u32,
         max_conns: TABLE_FLOWS,
     };
     let mut dp = Datapath::load(&limits, None).context("loading vip_lb")?;
@@ -1012,7 +1013,7 @@ fn load_vip() -> Result<Datapath> {
             &datapath::keys::vip_key(vip.into(), PROTO_TCP),
             vip_id,
             flags,
-            vip_id,
+            65_537,
             &table,
             &[],
         )?;
