@@ -191,6 +191,25 @@ mod tests {
         assert!(compared > 500, "only {compared} non-empty tables compared");
     }
 
+    /// The largest table with equal weights, the bench's shape: the random cases above
+    /// draw M = 655,373 only with unequal weights, and the builder's last claims (when
+    /// it stops walking and computes the nearest free slot) matter most in a large
+    /// table.
+    #[test]
+    fn the_fast_builder_matches_the_reference_on_the_largest_table_with_equal_weights() {
+        let mut rng = XorShift(0x6c61_7267_655f_6d31);
+        for n in [1, 10, 1000] {
+            let bs = backends(n, &mut rng, |_| 1);
+            let want = build_reference(&bs, PRIMES[11]);
+            assert_eq!(want.len(), PRIMES[11] as usize);
+            assert!(
+                maglev::build(&bs, PRIMES[11]) == want,
+                "M = {}, {n} equal backends: the fast table differs from the reference",
+                PRIMES[11]
+            );
+        }
+    }
+
     #[test]
     fn both_builders_agree_on_the_edges() {
         let one = |weight| MaglevBackend {
