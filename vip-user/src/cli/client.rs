@@ -113,6 +113,24 @@ fn connect(
 /// Sends one request and waits at most `timeout` for the response (blocking; vipctl is
 /// not async).
 pub fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let mut answer = None;
+    stream(path, req, timeout, |r| {
+        answer = Some(r);
+        false
+    })?;
+    answer.ok_or_else(|| ClientError::Protocol("vipd sent no answer".into()))
+}
+
+/// Sends one request and hands each response line to `each` until it returns false or
+/// vipd closes the connection (a live trace: records arrive as long as it runs).
+/// Connecting, sending and the first answer are bounded by `timeout` together; the lines
+/// after it are not.
+pub fn stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+    mut each: impl FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
     use std::io::{BufRead, Write};
     let deadline = Instant::now() + timeout;
     let timed_out = || ClientError::Timeout {
@@ -142,55 +160,9 @@ pub fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Response, C
     line.push('\n');
     s.set_write_timeout(Some(remaining())).map_err(io)?;
     (&s).write_all(line.as_bytes()).map_err(io)?;
-    // The timeout bounds each read; vipd writes its answer at once, so in practice it
-    // bounds the whole answer.
+    // The timeout bounds each read; vipd writes its first answer at once, so in practice
+    // it bounds the whole of it.
     s.set_read_timeout(Some(remaining())).map_err(io)?;
-    let mut answer = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut answer)
-        .map_err(io)?;
-    if answer.is_empty() {
-        return Err(ClientError::Protocol(
-            "vipd closed the connection without answering (see its log: it may have refused your user id)".into(),
-        ));
-    }
-    serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
-}
-
-/// Sends one request and hands each response line to `each` until it returns false or
-/// vipd closes the connection (a live trace: records arrive as long as it runs).
-/// Connecting and the first answer are bounded by `timeout`; the lines after it are not.
-pub fn stream(
-    path: &Path,
-    req: &Request,
-    timeout: Duration,
-    mut each: impl FnMut(Response) -> bool,
-) -> Result<(), ClientError> {
-    use std::io::{BufRead, Write};
-    let deadline = Instant::now() + timeout;
-    let timed_out = || ClientError::Timeout {
-        path: path.to_owned(),
-        waited: timeout,
-    };
-    let s = connect(path, deadline).map_err(|source| match source.raw_os_error() {
-        Some(libc::EAGAIN) => timed_out(),
-        _ => ClientError::Connect {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
-    let io = |source: std::io::Error| match source.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => timed_out(),
-        _ => ClientError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    };
-    let mut line = serde_json::to_string(req).expect("requests serialize");
-    line.push('\n');
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
-    (&s).write_all(line.as_bytes()).map_err(io)?;
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut r = std::io::BufReader::new(&s);
     let mut first = true;
     loop {
@@ -199,7 +171,7 @@ pub fn stream(
         if n == 0 {
             if first {
                 return Err(ClientError::Protocol(
-                    "vipd closed the connection without answering (see its log)".into(),
+                    "vipd closed the connection without answering (see its log: it may have refused your user id)".into(),
                 ));
             }
             return Ok(());
