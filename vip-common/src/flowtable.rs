@@ -249,6 +249,37 @@ impl FlowSet {
         }
     }
 
+    /// The way that already holds `key` (signature `sig`), else the first empty way
+    /// (`true`: the set holds one flow more), else `FLOW_WAYS`.
+    #[inline(always)]
+    fn own_or_empty(&self, key: &FlowKey, sig: u32) -> (usize, bool) {
+        if let Some(i) = self.way_of(key_words(key), sig) {
+            return (i, false);
+        }
+        let mut i = 0;
+        while i < FLOW_WAYS {
+            if self.sigs[i] == 0 {
+                return (i, true);
+            }
+            i += 1;
+        }
+        (FLOW_WAYS, false)
+    }
+
+    /// Writes `key` → `conn` into `way` and marks it referenced; the signature last, so
+    /// a reader that sees it sees the entry (and checks it anyway).
+    #[inline(always)]
+    fn write_way(&mut self, way: usize, key: &FlowKey, h: u64, sig: u32, conn: &ConnState) {
+        let way = way & (FLOW_WAYS - 1);
+        self.sigs[way] = 0;
+        let e = &mut self.ways[way];
+        e.key = *key;
+        e.conn = *conn;
+        e.check = entry_check(h, conn);
+        self.sigs[way] = sig;
+        self.referenced |= 1 << way as u32;
+    }
+
     /// Remembers `key` (hash `h`) → `conn`: in the way that already has the key, else an
     /// empty way, else the first way from the CLOCK hand whose reference bit is clear
     /// (clearing the bits it passes; after a full turn, the hand's way). Returns the way.
@@ -262,22 +293,7 @@ impl FlowSet {
     #[inline(always)]
     pub fn place(&mut self, key: &FlowKey, h: u64, conn: &ConnState) -> (usize, bool) {
         let sig = flow_sig(h);
-        let mut filled = false;
-        let mut way = match self.way_of(key_words(key), sig) {
-            Some(i) => i,
-            None => FLOW_WAYS,
-        };
-        if way == FLOW_WAYS {
-            let mut i = 0;
-            while i < FLOW_WAYS {
-                if self.sigs[i] == 0 {
-                    way = i;
-                    filled = true;
-                    break;
-                }
-                i += 1;
-            }
-        }
+        let (mut way, filled) = self.own_or_empty(key, sig);
         if way == FLOW_WAYS {
             let mut hand = self.hand as usize & (FLOW_WAYS - 1);
             let mut referenced = self.referenced;
@@ -297,14 +313,7 @@ impl FlowSet {
             self.hand = ((hand + 1) & (FLOW_WAYS - 1)) as u32;
         }
         let way = way & (FLOW_WAYS - 1);
-        // Signature last: a reader that sees it sees the entry (and checks it anyway).
-        self.sigs[way] = 0;
-        let e = &mut self.ways[way];
-        e.key = *key;
-        e.conn = *conn;
-        e.check = entry_check(h, conn);
-        self.sigs[way] = sig;
-        self.referenced |= 1 << way as u32;
+        self.write_way(way, key, h, sig, conn);
         self.probation &= !(1 << way as u32);
         (way, filled)
     }
@@ -333,22 +342,7 @@ impl FlowSet {
         now: impl FnOnce() -> u32,
     ) -> Option<(usize, bool)> {
         let sig = flow_sig(h);
-        let mut filled = false;
-        let mut way = match self.way_of(key_words(key), sig) {
-            Some(i) => i,
-            None => FLOW_WAYS,
-        };
-        if way == FLOW_WAYS {
-            let mut i = 0;
-            while i < FLOW_WAYS {
-                if self.sigs[i] == 0 {
-                    way = i;
-                    filled = true;
-                    break;
-                }
-                i += 1;
-            }
-        }
+        let (mut way, filled) = self.own_or_empty(key, sig);
         let hand = self.hand as usize & (FLOW_WAYS - 1);
         if way == FLOW_WAYS && self.probation != 0 {
             // Second chance: a probationary flow is replaced only by the second newcomer
@@ -379,14 +373,7 @@ impl FlowSet {
         if !filled {
             self.hand = ((way + 1) & (FLOW_WAYS - 1)) as u32;
         }
-        // Signature last: a reader that sees it sees the entry (and checks it anyway).
-        self.sigs[way] = 0;
-        let e = &mut self.ways[way];
-        e.key = *key;
-        e.conn = *conn;
-        e.check = entry_check(h, conn);
-        self.sigs[way] = sig;
-        self.referenced |= 1 << way as u32;
+        self.write_way(way, key, h, sig, conn);
         self.probation |= 1 << way as u32;
         Some((way, filled))
     }
