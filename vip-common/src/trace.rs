@@ -113,7 +113,28 @@ pub struct TraceRecord {
     /// The frame as received (before any rewrite), its first `snap_len` bytes.
     pub frame: [u8; TRACE_SNAP_MAX],
 }
-const _: () = assert!(size_of::<TraceRecord>() == 48 + TRACE_SNAP_MAX);
+const _: () = assert!(size_of::<TraceRecord>() == TRACE_RECORD_HEADER + TRACE_SNAP_MAX);
+
+/// Bytes of a [`TraceRecord`] before its frame: a ring item is these and then
+/// `snap_len` frame bytes (the datapath copies no more than it captured).
+pub const TRACE_RECORD_HEADER: usize = 48;
+
+impl TraceRecord {
+    /// The record of one ring item: its header, then its captured frame bytes (the rest
+    /// of `frame` zero). `None` for an item shorter than a header or whose `snap_len`
+    /// says more bytes than it carries.
+    pub fn from_ring(item: &[u8]) -> Option<TraceRecord> {
+        if item.len() < TRACE_RECORD_HEADER || item.len() > size_of::<TraceRecord>() {
+            return None;
+        }
+        let mut whole = [0u8; size_of::<TraceRecord>()];
+        whole[..item.len()].copy_from_slice(item);
+        // SAFETY: `whole` is exactly a `TraceRecord`'s size; every field is a plain
+        // integer (any bit pattern valid); the read is unaligned-safe.
+        let rec = unsafe { core::ptr::read_unaligned(whole.as_ptr().cast::<TraceRecord>()) };
+        (rec.snap_len as usize == item.len() - TRACE_RECORD_HEADER).then_some(rec)
+    }
+}
 
 impl TraceCtl {
     /// True when the flow of a packet (`src`, `dst` as network-order words, ports in
@@ -196,5 +217,47 @@ mod tests {
         assert!(!ctl.matches(4, 6, &a, &b, p(40000), p(80)));
         assert!(!ctl.matches(4, 6, &a, &a, p(40000), p(443)));
         assert!(!ctl.matches(6, 6, &a, &b, p(40000), p(443)));
+    }
+
+    #[test]
+    fn a_ring_item_is_a_header_and_the_bytes_it_captured() {
+        let mut rec = TraceRecord {
+            ktime_ns: 7,
+            ifindex: 3,
+            action: 3,
+            reason: 2,
+            vip_id: 1,
+            backend_id: 4,
+            pick: TRACE_PICK_MAGLEV,
+            maglev_slot: 9,
+            frame_len: 60,
+            snap_len: 5,
+            _pad: 0,
+            frame: [0; TRACE_SNAP_MAX],
+        };
+        rec.frame[..5].copy_from_slice(&[1, 2, 3, 4, 5]);
+        // SAFETY: plain integers; the slice covers the record.
+        let whole = unsafe {
+            core::slice::from_raw_parts(
+                (&rec as *const TraceRecord).cast::<u8>(),
+                size_of::<TraceRecord>(),
+            )
+        };
+        let item = &whole[..TRACE_RECORD_HEADER + 5];
+        assert_eq!(TraceRecord::from_ring(item), Some(rec));
+        // Short of its header, longer than a record, or carrying other than `snap_len`
+        // bytes: not a record.
+        assert_eq!(
+            TraceRecord::from_ring(&whole[..TRACE_RECORD_HEADER - 1]),
+            None
+        );
+        assert_eq!(
+            TraceRecord::from_ring(&whole[..TRACE_RECORD_HEADER + 4]),
+            None
+        );
+        assert_eq!(
+            TraceRecord::from_ring(&[0u8; size_of::<TraceRecord>() + 1]),
+            None
+        );
     }
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use vip_common::{
     ACL_MAP_ENTRIES, AclKeyV4, AclKeyV6, Backend, BackendCounters, FlowSet, GlobalConfig, HaGroup,
     IfMac, MAX_HA_GROUPS, MaglevElem, NeighEntry, NeighKey, NextHop, Reason, TRACE_RING_BYTES,
-    TraceCtl, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
+    TraceCtl, TraceRecord, VIP_FILTER_WORDS, VipCounters, VipKey, VipMeta, VipSlot,
 };
 
 /// VIP (and VIP-address marker) → its metadata.
@@ -100,6 +100,10 @@ pub static TRACE_CTL: Array<TraceCtl> = Array::with_max_entries(1, 0);
 /// Live trace records for user space.
 #[map(name = "TRACE_RING")]
 pub static TRACE_RING: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+
+/// The live trace's record being built for the packet this CPU runs, index 0.
+#[map(name = "TRACE_SCRATCH")]
+pub static TRACE_SCRATCH: PerCpuArray<TraceRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Live trace records lost to a full ring, index 0.
 #[map(name = "TRACE_LOST")]

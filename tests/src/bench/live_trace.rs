@@ -5,10 +5,11 @@
 //! (instructions, as section 1e counts them).
 //!
 //! The matching row in time runs with a full ring: `repeat` iterations outrun any reader,
-//! so after the first ~840 records each packet takes the "ring full, count it lost" path
-//! (parse, match, a failed reserve, a counter). Its count is of the path that does get a
-//! record (the interpreter's ring never fills): reserve, copy of the snap length, the
-//! connection-table and Maglev questions, submit.
+//! so after the first records each packet takes the "ring full, count it lost" path
+//! (parse, match, the scratch record and its frame copy, a failed output, a counter).
+//! Its count is of the path that does get a record (the interpreter's ring never fills):
+//! the scratch record, the copy of the snap length, the connection-table and Maglev
+//! questions, the output.
 
 use anyhow::{Context, Result, ensure};
 use aya::{

@@ -82,14 +82,13 @@ impl TraceMaps {
         Ok(v.iter().sum())
     }
 
-    /// The next record in the ring, if any.
+    /// The next record in the ring, if any (an item that is not a record is skipped).
     pub fn next_record(&mut self) -> Option<TraceRecord> {
-        let item = self.ring.next()?;
-        if item.len() < size_of::<TraceRecord>() {
-            return None;
+        loop {
+            let item = self.ring.next()?;
+            if let Some(rec) = TraceRecord::from_ring(&item) {
+                return Some(rec);
+            }
         }
-        // SAFETY: the datapath writes whole `TraceRecord`s (plain integers, any bit
-        // pattern valid); the length was checked; the read is unaligned-safe.
-        Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<TraceRecord>()) })
     }
 }
