@@ -33,7 +33,7 @@ use crate::{
     conntrack,
     maps::{CONFIG, MAGLEV, TRACE_CTL, TRACE_LOST, TRACE_RING, TRACE_SCRATCH},
     parse::parse,
-    ptr::ptr_at,
+    ptr::ptr_at_apart,
     verdict::Verdict,
     vip,
 };
@@ -113,7 +113,7 @@ fn copy_frame(ctx: &XdpContext, out: &mut [u8; TRACE_SNAP_MAX], snap: u32, frame
     let want = (snap.min(frame_len) as usize).min(TRACE_SNAP_MAX);
     let mut i = 0;
     while i + 8 <= want {
-        let Some(w) = ptr_at::<[u8; 8]>(ctx, i) else {
+        let Some(w) = ptr_at_apart::<[u8; 8]>(ctx, i) else {
             return i as u32;
         };
         out[i..i + 8].copy_from_slice(&w.read());
@@ -123,7 +123,7 @@ fn copy_frame(ctx: &XdpContext, out: &mut [u8; TRACE_SNAP_MAX], snap: u32, frame
         // The mask changes nothing (`want` is at most 256) but shows the verifier a bound
         // the compiler's `min` above does not leave it (`black_box`: kept, not folded).
         let at = core::hint::black_box(want.saturating_sub(8)) & (TRACE_SNAP_MAX - 1);
-        let Some(w) = ptr_at::<[u8; 8]>(ctx, at) else {
+        let Some(w) = ptr_at_apart::<[u8; 8]>(ctx, at) else {
             return i as u32;
         };
         if let Some(o) = out.get_mut(at..at + 8) {
